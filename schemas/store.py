@@ -1,0 +1,142 @@
+"""The Delta store: create, MERGE-upsert by key, delete, and read a version (delta-rs).
+
+Tables stay readable by every Delta client: reader protocol 1, writer protocol 2, no
+deletion vectors, no column mapping. Optimistic-concurrency conflicts are retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
+
+from schemas.tables import SCHEMA_VERSION, TABLES, TableSpec
+
+logger = logging.getLogger(__name__)
+
+MAX_COMMIT_ATTEMPTS = 6
+
+
+def table_description(name: str) -> str:
+    """delta-rs refuses custom table properties, so the schema version lives in the description."""
+    return f"video-enrich {name} table; schema_version={SCHEMA_VERSION}"
+
+
+def _spec(name: str) -> TableSpec:
+    if name not in TABLES:
+        raise ValueError(f"unknown table '{name}'; tables are {sorted(TABLES)}")
+    return TABLES[name]
+
+
+def _last_per_key(table: pa.Table, key: str) -> pa.Table:
+    """Keep the last row for each key, so MERGE never sees a duplicate source key."""
+    if table.num_rows < 2:
+        return table
+    keys = table.column(key).to_pylist()
+    last = {k: i for i, k in enumerate(keys)}
+    return table.take(sorted(last.values())) if len(last) < len(keys) else table
+
+
+class DeltaStore:
+    """All tables of one lake directory (a local path or an object-store URI)."""
+
+    def __init__(self, lake: str | Path):
+        self.lake = str(lake).rstrip("/")
+
+    def path(self, name: str) -> str:
+        return f"{self.lake}/{_spec(name).name}"
+
+    def exists(self, name: str) -> bool:
+        return DeltaTable.is_deltatable(self.path(name))
+
+    def table(self, name: str, version: int | None = None) -> DeltaTable:
+        return DeltaTable(self.path(name), version=version)
+
+    def version(self, name: str) -> int | None:
+        return self.table(name).version() if self.exists(name) else None
+
+    def merge(self, name: str, rows: list[dict[str, Any]] | pa.Table) -> int | None:
+        """Upsert rows by the table's key; returns the table version after the commit."""
+        spec = _spec(name)
+        source = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=spec.schema)
+        source = _last_per_key(source.select(spec.schema.names).cast(spec.schema), spec.key)
+        if source.num_rows == 0:
+            return self.version(name)
+        for attempt in range(1, MAX_COMMIT_ATTEMPTS + 1):
+            try:
+                return self._merge_once(spec, source)
+            except CommitFailedError as exc:
+                if attempt == MAX_COMMIT_ATTEMPTS:
+                    raise
+                delay = min(5.0, 0.1 * 2**attempt) * (0.5 + random.random())
+                logger.warning("%s: commit conflict (%s), retry %d in %.2fs", name, exc, attempt, delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _merge_once(self, spec: TableSpec, source: pa.Table) -> int:
+        path = self.path(spec.name)
+        if not DeltaTable.is_deltatable(path):
+            try:
+                write_deltalake(path, source, mode="error", name=spec.name,
+                                description=table_description(spec.name))
+                return DeltaTable(path).version()
+            except Exception as exc:  # noqa: BLE001 - another writer created it first: merge
+                if not DeltaTable.is_deltatable(path):
+                    raise
+                logger.info("%s was created concurrently (%s); merging", spec.name, exc)
+        table = DeltaTable(path)
+        (
+            table.merge(source, predicate=f"t.{spec.key} = s.{spec.key}", source_alias="s",
+                        target_alias="t")
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .execute()
+        )
+        return table.version()
+
+    def delete_keys(self, name: str, keys: list[str]) -> int | None:
+        """Delete the rows whose key is in ``keys`` (no-op if the table or keys are absent)."""
+        if not keys or not self.exists(name):
+            return self.version(name)
+        spec = _spec(name)
+        present = set(self.read(name, columns=[spec.key]).column(spec.key).to_pylist())
+        doomed = sorted(set(keys) & present)
+        if not doomed:
+            return self.version(name)
+        quoted = ", ".join("'" + k.replace("'", "''") + "'" for k in doomed)
+        table = self.table(name)
+        table.delete(f"{spec.key} IN ({quoted})")
+        return table.version()
+
+    def read(self, name: str, version: int | None = None, as_of: datetime | None = None,
+             columns: list[str] | None = None, keys: list[str] | None = None) -> pa.Table:
+        """The table (latest, a version, or as of a timestamp) as Arrow."""
+        table = self.table(name, version=version)
+        if as_of is not None:
+            table.load_as_version(as_of)
+        data = table.to_pyarrow_table(columns=columns)
+        if keys is not None:
+            key = _spec(name).key
+            data = data.filter(pc.is_in(data.column(key), value_set=pa.array(keys, pa.string())))
+        return data
+
+    def read_or_empty(self, name: str, **kwargs: Any) -> pa.Table:
+        if not self.exists(name):
+            schema = _spec(name).schema
+            columns = kwargs.get("columns")
+            return schema.empty_table().select(columns) if columns else schema.empty_table()
+        return self.read(name, **kwargs)
+
+
+def read_table(lake: str | Path, name: str, version: int | None = None,
+               as_of: datetime | None = None, columns: list[str] | None = None) -> pa.Table:
+    """Consumer API: read a feature table as Arrow (latest, ``version=N`` or ``as_of=datetime``)."""
+    return DeltaStore(lake).read(name, version=version, as_of=as_of, columns=columns)

@@ -1,0 +1,1 @@
+"""Engine-free stage logic. Nothing here imports apache_beam or pyspark."""

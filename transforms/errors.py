@@ -1,0 +1,18 @@
+"""The documented per-item error codes. Every ``errors`` table row carries one of these."""
+
+ERROR_CODES: dict[str, str] = {
+    "not_found": "the input path or URI does not exist",
+    "empty_file": "the file is zero bytes",
+    "not_a_video": "the file could not be opened as a video container",
+    "unsupported_codec": "the container opened but its video stream cannot be decoded",
+    "truncated": "decoding stopped early; the file is damaged or cut short",
+    "no_frames": "the video stream has no decodable frames",
+    "audio_decode_failed": "an audio track exists but neither decord nor ffmpeg could read it",
+    "too_large": "the file is over media.max_file_mb",
+    "too_long": "the video is over media.max_duration_s",
+    "asr_failed": "speech recognition raised on this item",
+    "describe_failed": "the describer produced no usable description",
+    "encode_failed": "the sentence encoder failed on this item",
+    "sid_failed": "no Semantic ID could be assigned",
+    "internal_error": "an unexpected exception; the message has the type and text",
+}

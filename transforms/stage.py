@@ -1,0 +1,157 @@
+"""The Stage contract that every engine (local, Beam, Spark) drives.
+
+A stage is cheap to build and to pickle; ``setup()`` loads heavy state once per worker;
+``process_batch()`` takes records and returns them with the stage's columns added. A failing
+item never raises: it comes back with ``record["error"] = {"stage", "code", "message"}`` and
+the engine adapter routes it to the ``errors`` table. Records that already carry an error pass
+through untouched, so one bad clip never blocks the rest of its batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+logger = logging.getLogger(__name__)
+
+Record = dict[str, Any]
+ERROR_KEY = "error"
+
+
+class StageError(Exception):
+    """A per-item failure with a documented error code (see ``transforms.errors``)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class StageStats:
+    """Counters a stage keeps about itself; the engine adapters report them."""
+
+    processed: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    errors_by_code: Counter = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "processed": self.processed,
+            "failed": self.failed,
+            "seconds": round(self.seconds, 3),
+            "errors_by_code": dict(self.errors_by_code),
+        }
+
+
+def mark_error(record: Record, stage: str, code: str, message: str) -> Record:
+    """Attach a per-item error to ``record`` (first error wins) and return it."""
+    if not record.get(ERROR_KEY):
+        record[ERROR_KEY] = {"stage": stage, "code": code, "message": message[:2000]}
+    return record
+
+
+def has_error(record: Record) -> bool:
+    return bool(record.get(ERROR_KEY))
+
+
+def stable_hash(payload: Any, length: int = 16) -> str:
+    """sha256 of the canonical JSON of ``payload``, truncated to ``length`` hex chars."""
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]
+
+
+class Stage:
+    """Base class: load once (``setup``), then run on batches (``process_batch``)."""
+
+    name: str = "stage"
+    resources: str = "cpu"  # "cpu" or "gpu": a hint for the engine adapters
+
+    def __init__(self, config: Any, batch_size: int = 8):
+        self.config = config
+        self.batch_size = batch_size
+        self.stats = StageStats()
+        self._ready = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Load models and heavy state once per worker process. Idempotent."""
+        if not self._ready:
+            started = time.perf_counter()
+            self.load()
+            self._ready = True
+            logger.info("%s ready in %.1fs", self.name, time.perf_counter() - started)
+
+    def load(self) -> None:
+        """Subclasses load their models here."""
+
+    def fingerprint_fields(self) -> dict[str, Any]:
+        """Everything that changes this stage's output (model id, revision, parameters)."""
+        return {}
+
+    def fingerprint(self) -> str:
+        return stable_hash({"stage": self.name, **self.fingerprint_fields()})
+
+    # -- processing --------------------------------------------------------------------------
+    def process_batch(self, records: list[Record] | pa.RecordBatch) -> list[Record]:
+        """Run the stage on one batch; failed items come back marked, never raised."""
+        if isinstance(records, pa.RecordBatch):
+            records = records.to_pylist()
+        self.setup()
+        live = [r for r in records if not has_error(r)]
+        started = time.perf_counter()
+        if live:
+            self._run_guarded(live)
+        self.stats.seconds += time.perf_counter() - started
+        for record in live:
+            if has_error(record):
+                self.stats.failed += 1
+                self.stats.errors_by_code[record[ERROR_KEY]["code"]] += 1
+            else:
+                self.stats.processed += 1
+        return records
+
+    def _run_guarded(self, records: list[Record]) -> None:
+        """Run the batch; if the batch as a whole fails, retry item by item."""
+        if len(records) == 1:
+            self._guard_item(records[0], self.run_batch, records)
+            return
+        try:
+            self.run_batch(records)
+        except Exception:  # noqa: BLE001 - isolate the bad item below
+            logger.warning("%s: batch of %d failed, retrying per item", self.name, len(records))
+            for record in records:
+                self._guard_item(record, self.run_batch, [record])
+
+    def _guard_item(self, record: Record, func: Any, *args: Any) -> None:
+        """Call ``func(*args)``; any exception becomes an error on ``record``."""
+        try:
+            func(*args)
+        except StageError as exc:
+            mark_error(record, self.name, exc.code, exc.message)
+        except Exception as exc:  # noqa: BLE001 - one item's bug must not stop the run
+            logger.exception("%s failed on %s", self.name, record.get("item_id"))
+            mark_error(record, self.name, "internal_error", f"{type(exc).__name__}: {exc}")
+
+    def run_batch(self, records: list[Record]) -> None:
+        """Default: process items one by one; each item's failure is marked on it."""
+        for record in records:
+            self._guard_item(record, self.process_item, record)
+
+    def process_item(self, record: Record) -> None:
+        """Add this stage's columns to ``record`` in place, or raise ``StageError``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement process_item or run_batch")
+
+    # -- pickling: never ship a loaded model -------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if not k.startswith("_model")}
+        state["_ready"] = False
+        return state
