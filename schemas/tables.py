@@ -40,6 +40,7 @@ DESCRIPTIONS = pa.schema([
     pa.field("has_audio", pa.bool_()),
     pa.field("frames_sampled", pa.int32()),
     pa.field("frame_timestamps_s", pa.list_(pa.float32())),
+    pa.field("prompt_rendered_sha", pa.string()),
     *[f for f in _LINEAGE if f.name != "encoder"],
 ])
 

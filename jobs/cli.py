@@ -1,0 +1,152 @@
+"""The ``enrich`` command line: ``enrich run`` and ``enrich inspect``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from transforms.config import ConfigError, load_config
+from transforms.manifest import ManifestError, read_input
+
+logger = logging.getLogger("enrich")
+ENGINES = ("local",)  # Beam and Spark adapters land in pipelines/ (issue #7)
+
+
+def _offline_env() -> None:
+    """Never reach for a model hub unless the user explicitly allows it."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="enrich", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="enrich a directory of videos or a manifest")
+    run.add_argument("--input", required=True, help="media directory, or .jsonl/.csv/.parquet manifest")
+    run.add_argument("--lake", required=True, help="directory (or URI) of the Delta tables")
+    run.add_argument("--config", help="YAML config; every key has a default")
+    run.add_argument("--engine", default="local", choices=ENGINES)
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config key, e.g. --set describe.max_new_tokens=64")
+    run.add_argument("--summary-json", help="also write the run summary to this JSON file")
+
+    inspect = commands.add_parser("inspect", help="print a table (or list the tables)")
+    inspect.add_argument("--lake", required=True)
+    inspect.add_argument("--table", help="table name; omit to list tables with versions and rows")
+    inspect.add_argument("--version", type=int, help="read this table version (time travel)")
+    inspect.add_argument("--limit", type=int, default=20)
+    inspect.add_argument("--columns", help="comma-separated columns to show")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "urllib3", "faster_whisper", "sentence_transformers", "faiss"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    _offline_env()
+    try:
+        if args.command == "run":
+            return command_run(args)
+        return command_inspect(args)
+    except (ConfigError, ManifestError, ValueError) as exc:
+        print(f"enrich: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def command_run(args: argparse.Namespace) -> int:
+    from pipelines.commit import new_run_id
+    from pipelines.local import run_local
+
+    config = load_config(args.config, args.overrides)
+    records = read_input(args.input)
+    if not records:
+        raise ManifestError(f"--input {args.input} holds no media files or manifest rows")
+    run_id = new_run_id()
+    logger.info("run %s: %d items from %s into %s", run_id, len(records), args.input, args.lake)
+    started = time.perf_counter()
+    summary = run_local(config, records, args.lake, run_id, input_label=str(args.input))
+    elapsed = time.perf_counter() - started
+    print_summary(summary, args.lake, elapsed)
+    if args.summary_json:
+        Path(args.summary_json).write_text(json.dumps(_summary_dict(summary, elapsed), indent=2, default=str))
+    return 0
+
+
+def _summary_dict(summary, elapsed: float) -> dict:
+    from dataclasses import asdict
+
+    return {**asdict(summary), "elapsed_s": round(elapsed, 2),
+            "seconds_per_item": round(elapsed / max(1, summary.items), 2)}
+
+
+def print_summary(summary, lake: str, elapsed: float) -> None:
+    """A short human summary: items, errors, a few descriptions, SID stats."""
+    from schemas.store import DeltaStore
+
+    store = DeltaStore(lake)
+    print(f"\nrun {summary.run_id}: {summary.items} items, {summary.succeeded} enriched, "
+          f"{summary.failed} errors in {elapsed:.1f}s ({elapsed / max(1, summary.items):.1f}s/item)")
+    for code, count in sorted(summary.errors_by_code.items()):
+        print(f"  error {code}: {count}")
+    if store.exists("errors"):
+        for row in store.read("errors").to_pylist()[:5]:
+            print(f"    {row['item_id']}: [{row['stage']}/{row['code']}] {row['message'][:100]}")
+    if store.exists("descriptions"):
+        rows = store.read("descriptions", columns=["item_id", "description"]).to_pylist()
+        print("descriptions (first 3):")
+        for row in sorted(rows, key=lambda r: r["item_id"])[:3]:
+            print(f"  {row['item_id']}: {row['description'][:240]}")
+    if summary.codebook_version:
+        metrics = summary.codebook_metrics
+        print(f"semantic IDs: codebook {summary.codebook_version}")
+        print(f"  unique fraction before dedup {metrics.get('unique_fraction')}, "
+              f"max items per ID {metrics.get('max_items_per_id')}, "
+              f"per-level usage {metrics.get('per_level_usage')}, "
+              f"reconstruction MSE {metrics.get('reconstruction_mse')}")
+        sids = store.read("semantic_ids", columns=["item_id", "sid"]).to_pylist()
+        print("  " + ", ".join(f"{r['item_id']}={r['sid']}" for r in sorted(sids, key=lambda r: r["item_id"])[:6]))
+    for note in summary.notes:
+        print(f"note: {note}")
+    print(f"tables under {lake}: " + ", ".join(f"{k} v{v}" for k, v in summary.table_versions.items() if v is not None))
+
+
+def command_inspect(args: argparse.Namespace) -> int:
+    from schemas.store import DeltaStore
+    from schemas.tables import TABLES
+
+    store = DeltaStore(args.lake)
+    if not args.table:
+        for name in TABLES:
+            if store.exists(name):
+                table = store.table(name)
+                rows = table.to_pyarrow_table(columns=[TABLES[name].key]).num_rows
+                print(f"{name:<14} version {table.version():>4}  rows {rows}")
+            else:
+                print(f"{name:<14} (absent)")
+        return 0
+    if not store.exists(args.table):
+        raise ValueError(f"table '{args.table}' does not exist under {args.lake}")
+    columns = args.columns.split(",") if args.columns else None
+    data = store.read(args.table, version=args.version, columns=columns)
+    hidden = [c for c in ("embedding", "centroids_npy", "config_json") if c in data.column_names and not columns]
+    frame = data.drop_columns(hidden).slice(0, args.limit).to_pandas()
+    import pandas as pd
+
+    with pd.option_context("display.max_columns", None, "display.width", 200, "display.max_colwidth", 60):
+        print(frame.to_string(index=False))
+    print(f"({data.num_rows} rows, version {args.version if args.version is not None else store.version(args.table)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Thin engine adapters (local loop, Beam, Spark) over the same ``transforms`` stages."""

@@ -1,0 +1,24 @@
+"""The pipeline as a plain list of stages, read top to bottom. Every engine runs this list."""
+
+from __future__ import annotations
+
+from transforms.config import Config
+from transforms.describe import build_describer
+from transforms.encode import EncodeStage
+from transforms.media import MediaStage
+from transforms.signals import AsrStage
+from transforms.stage import Stage
+
+
+def build_stages(config: Config) -> list[Stage]:
+    """media → asr → describe → encode. Semantic IDs are global (fit) and run after."""
+    return [
+        MediaStage(config.media),
+        AsrStage(config.asr),
+        build_describer(config.describe),
+        EncodeStage(config.encode),
+    ]
+
+
+def stage_fingerprints(stages: list[Stage]) -> dict[str, str]:
+    return {stage.name: stage.fingerprint() for stage in stages}
