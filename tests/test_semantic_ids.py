@@ -1,0 +1,90 @@
+import numpy as np
+import pytest
+
+from transforms.semantic_ids import (
+    Codebook, assign_dedup_suffixes, effective_codebook_size, fit_rq_kmeans, sid_string,
+)
+
+
+def clustered(n_clusters=8, per_cluster=40, dim=16, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = np.eye(dim)[:n_clusters] + 0.1 * rng.normal(size=(n_clusters, dim))  # well apart
+    points = centres.repeat(per_cluster, 0) + 0.05 * rng.normal(size=(n_clusters * per_cluster, dim))
+    points /= np.linalg.norm(points, axis=1, keepdims=True)
+    return points.astype(np.float32), np.arange(n_clusters).repeat(per_cluster)
+
+
+def fit(data, **kwargs):
+    params = {"levels": 3, "codebook_size": 8, "iters": 20, "seed": 0, "encoder": "enc", "version": "v1"}
+    return fit_rq_kmeans(data, **{**params, **kwargs})
+
+
+def test_first_level_recovers_clusters_and_metrics_are_healthy():
+    data, labels = clustered()
+    codebook = fit(data)
+    codes = codebook.encode(data)
+    assert codes.shape == (len(data), 3) and codes.dtype == np.int32
+    for cluster in range(8):  # each true cluster maps to one level-1 code
+        assert len(set(codes[labels == cluster, 0])) == 1
+    assert len(set(codes[:, 0])) == 8
+    m = codebook.metrics
+    assert m["per_level_usage"][0] == 1.0
+    assert m["unique_fraction"] > 0.5
+    assert m["reconstruction_mse"] < float(((data - data.mean(0)) ** 2).sum(1).mean())
+
+
+def test_residual_levels_reduce_reconstruction_error():
+    data, _ = clustered(seed=1)
+    one, three = fit(data, levels=1), fit(data, levels=3)
+    assert three.metrics["reconstruction_mse"] < one.metrics["reconstruction_mse"]
+
+
+def test_fit_is_reproducible_with_a_seed():
+    data, _ = clustered(seed=2)
+    assert np.array_equal(fit(data).encode(data), fit(data).encode(data))
+
+
+def test_tiny_corpus_scales_k_down():
+    assert effective_codebook_size(256, 6, 3) == 3
+    assert effective_codebook_size(256, 100_000, 3) == 256
+    data, _ = clustered(n_clusters=3, per_cluster=2)
+    codebook = fit(data, codebook_size=256)
+    assert codebook.codebook_size == 3 and codebook.codebook_size_requested == 256
+
+
+def test_fit_needs_two_items():
+    with pytest.raises(ValueError, match="at least 2"):
+        fit(np.ones((1, 4), np.float32))
+
+
+def test_codebook_round_trips_through_a_table_row():
+    data, _ = clustered()
+    codebook = fit(data)
+    again = Codebook.from_row(codebook.to_row())
+    assert again.version == "v1" and again.metrics == codebook.metrics
+    assert np.array_equal(again.encode(data), codebook.encode(data))
+
+
+def test_encode_rejects_wrong_dimension():
+    codebook = fit(clustered()[0])
+    with pytest.raises(ValueError, match="expects dim 16"):
+        codebook.encode(np.zeros((2, 5), np.float32))
+
+
+def test_colliding_items_get_distinct_suffixes():
+    suffixes = assign_dedup_suffixes({"b": (1, 2, 3), "a": (1, 2, 3), "c": (4, 5, 6)}, {})
+    assert suffixes == {"a": 0, "b": 1, "c": 0}
+    assert sid_string((1, 2, 3), suffixes["b"]) == "1-2-3-1"
+
+
+def test_suffixes_are_stable_and_new_items_take_the_next_free_one():
+    existing = {"b": ((1, 2, 3), 0), "z": ((1, 2, 3), 1)}
+    suffixes = assign_dedup_suffixes({"a": (1, 2, 3), "b": (1, 2, 3)}, existing)
+    assert suffixes["b"] == 0  # keeps its suffix although "a" sorts first
+    assert suffixes["a"] == 2  # 0 and 1 are held by b and z
+
+
+def test_an_item_whose_codes_changed_frees_its_old_suffix():
+    existing = {"a": ((1, 1, 1), 0), "b": ((1, 1, 1), 1)}
+    suffixes = assign_dedup_suffixes({"a": (2, 2, 2), "c": (1, 1, 1)}, existing)
+    assert suffixes == {"a": 0, "c": 0}
