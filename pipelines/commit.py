@@ -73,17 +73,30 @@ def record_run(store: DeltaStore, config: Config, summary: RunSummary) -> None:
         tool_version = version("video-enrich")
     except PackageNotFoundError:
         tool_version = "dev"
-    summary.table_versions = {name: store.version(name) for name in FEATURE_TABLES if name != "runs"}
-    store.merge("runs", [{
-        "run_id": summary.run_id, "status": summary.status, "engine": summary.engine,
-        "input": summary.input, "started_at": summary.started_at,
-        "finished_at": summary.finished_at, "items": summary.items,
-        "succeeded": summary.succeeded, "failed": summary.failed,
-        "config_fingerprint": config.fingerprint(),
-        "config_json": json.dumps(config.model_dump(mode="json"), sort_keys=True),
-        "stage_fingerprints_json": json.dumps(summary.stage_fingerprints, sort_keys=True),
-        "stage_stats_json": json.dumps(summary.stage_stats, sort_keys=True),
-        "table_versions_json": json.dumps(summary.table_versions, sort_keys=True),
-        "codebook_version": summary.codebook_version, "tool_version": tool_version,
-        "updated_at": utc_now(),
-    }])
+    summary.table_versions = {
+        name: store.version(name) for name in FEATURE_TABLES if name != "runs"
+    }
+    store.merge(
+        "runs",
+        [
+            {
+                "run_id": summary.run_id,
+                "status": summary.status,
+                "engine": summary.engine,
+                "input": summary.input,
+                "started_at": summary.started_at,
+                "finished_at": summary.finished_at,
+                "items": summary.items,
+                "succeeded": summary.succeeded,
+                "failed": summary.failed,
+                "config_fingerprint": config.fingerprint(),
+                "config_json": json.dumps(config.model_dump(mode="json"), sort_keys=True),
+                "stage_fingerprints_json": json.dumps(summary.stage_fingerprints, sort_keys=True),
+                "stage_stats_json": json.dumps(summary.stage_stats, sort_keys=True),
+                "table_versions_json": json.dumps(summary.table_versions, sort_keys=True),
+                "codebook_version": summary.codebook_version,
+                "tool_version": tool_version,
+                "updated_at": utc_now(),
+            }
+        ],
+    )

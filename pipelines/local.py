@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 def _chunks(items: list[Record], size: int) -> Iterator[list[Record]]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 def _show_progress(setting: str) -> bool:
@@ -42,16 +42,31 @@ def run_stage(stage: Stage, records: list[Record], bar: tqdm | None = None) -> N
             bar.update(len(batch))
 
 
-def run_local(config: Config, records: list[Record], lake: str, run_id: str,
-              input_label: str) -> RunSummary:
+def run_local(
+    config: Config, records: list[Record], lake: str, run_id: str, input_label: str
+) -> RunSummary:
     """Run every stage over ``records``, commit per chunk, then assign Semantic IDs."""
     store = DeltaStore(lake)
     stages = build_stages(config)
-    summary = RunSummary(run_id=run_id, engine="local", input=input_label, started_at=utc_now(),
-                         stage_fingerprints=stage_fingerprints(stages))
+    summary = RunSummary(
+        run_id=run_id,
+        engine="local",
+        input=input_label,
+        started_at=utc_now(),
+        stage_fingerprints=stage_fingerprints(stages),
+    )
     progress = _show_progress(config.run.progress)
-    bars = {s.name: tqdm(total=len(records), desc=f"{s.name:>8}", unit="clip", position=i,
-                         disable=not progress, leave=True) for i, s in enumerate(stages)}
+    bars = {
+        s.name: tqdm(
+            total=len(records),
+            desc=f"{s.name:>8}",
+            unit="clip",
+            position=i,
+            disable=not progress,
+            leave=True,
+        )
+        for i, s in enumerate(stages)
+    }
     encoded: list[Record] = []
     try:
         for chunk in _chunks(records, config.run.commit_every):
@@ -83,14 +98,27 @@ def _sid_inputs(chunk: list[Record]) -> list[Record]:
         for column in MEDIA_COLUMNS:
             record.pop(column, None)
         if not has_error(record):
-            kept.append({k: record.get(k) for k in (
-                "item_id", "embedding", "content_sha256", "describer", "describer_revision",
-                "prompt_version", "prompt_sha", "encoder")})
+            kept.append(
+                {
+                    k: record.get(k)
+                    for k in (
+                        "item_id",
+                        "embedding",
+                        "content_sha256",
+                        "describer",
+                        "describer_revision",
+                        "prompt_version",
+                        "prompt_sha",
+                        "encoder",
+                    )
+                }
+            )
     return kept
 
 
-def _semantic_ids(store: DeltaStore, config: Config, items: list[Record], run_id: str,
-                  summary: RunSummary) -> None:
+def _semantic_ids(
+    store: DeltaStore, config: Config, items: list[Record], run_id: str, summary: RunSummary
+) -> None:
     if not items:
         summary.notes.append("semantic_ids skipped: no item reached the encoder")
         return

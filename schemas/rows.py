@@ -26,10 +26,26 @@ def _lineage(record: Record, run_id: str, now: datetime) -> dict[str, Any]:
 
 
 def description_row(record: Record, run_id: str, now: datetime) -> dict[str, Any]:
-    fields = ("item_id", "uri", "title", "tags", "published_at", "description",
-              "description_tokens", "transcript", "transcript_language", "asr_model",
-              "duration_s", "fps", "width", "height", "has_audio", "frames_sampled",
-              "frame_timestamps_s", "prompt_rendered_sha")
+    fields = (
+        "item_id",
+        "uri",
+        "title",
+        "tags",
+        "published_at",
+        "description",
+        "description_tokens",
+        "transcript",
+        "transcript_language",
+        "asr_model",
+        "duration_s",
+        "fps",
+        "width",
+        "height",
+        "has_audio",
+        "frames_sampled",
+        "frame_timestamps_s",
+        "prompt_rendered_sha",
+    )
     row = {f: record.get(f) for f in fields}
     lineage = _lineage(record, run_id, now)
     lineage.pop("encoder")

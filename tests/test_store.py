@@ -7,8 +7,17 @@ from schemas import TABLES, DeltaStore, read_table
 
 def error_rows(run_id, codes):
     now = datetime.now(UTC)
-    return [{"item_id": item, "stage": "media", "code": code, "message": "m", "run_id": run_id,
-             "updated_at": now} for item, code in codes.items()]
+    return [
+        {
+            "item_id": item,
+            "stage": "media",
+            "code": code,
+            "message": "m",
+            "run_id": run_id,
+            "updated_at": now,
+        }
+        for item, code in codes.items()
+    ]
 
 
 def test_merge_is_idempotent_and_advances_the_version(lake):
@@ -17,7 +26,10 @@ def test_merge_is_idempotent_and_advances_the_version(lake):
     assert store.merge("errors", error_rows("r2", {"a": "z", "b": "y"})) == 1
     table = store.read("errors")
     assert table.num_rows == 2
-    assert dict(zip(table["item_id"].to_pylist(), table["code"].to_pylist())) == {"a": "z", "b": "y"}
+    assert dict(zip(table["item_id"].to_pylist(), table["code"].to_pylist(), strict=True)) == {
+        "a": "z",
+        "b": "y",
+    }
     assert store.read("errors", version=0)["code"].to_pylist().count("x") == 1
 
 

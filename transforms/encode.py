@@ -32,24 +32,32 @@ class EncodeStage(Stage):
         return f"{self.config.model}@{model_revision(self.config.model)}"
 
     def fingerprint_fields(self) -> dict:
-        return {"model": self.config.model, "revision": model_revision(self.config.model),
-                "text": self.config.text}
+        return {
+            "model": self.config.model,
+            "revision": model_revision(self.config.model),
+            "text": self.config.text,
+        }
 
     def load(self) -> None:
         from sentence_transformers import SentenceTransformer
 
-        self._model = SentenceTransformer(resolve_model(self.config.model),
-                                          device=pick_device(self.config.device))
+        self._model = SentenceTransformer(
+            resolve_model(self.config.model), device=pick_device(self.config.device)
+        )
 
     def run_batch(self, records: list[Record]) -> None:
         texts = [encoded_text(r, self.config.text) for r in records]
-        for record, text in zip(records, texts):
+        for record, text in zip(records, texts, strict=True):
             if not text.strip():
                 raise StageError("encode_failed", f"nothing to encode for {record['item_id']}")
-        vectors = self._model.encode(texts, batch_size=self.config.batch_size,
-                                     normalize_embeddings=True, show_progress_bar=False,
-                                     convert_to_numpy=True).astype(np.float32)
-        for record, text, vector in zip(records, texts, vectors):
+        vectors = self._model.encode(
+            texts,
+            batch_size=self.config.batch_size,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+            convert_to_numpy=True,
+        ).astype(np.float32)
+        for record, text, vector in zip(records, texts, vectors, strict=True):
             if not np.all(np.isfinite(vector)):
                 raise StageError("encode_failed", "embedding has NaN or inf values")
             record["embedding"] = vector

@@ -18,8 +18,23 @@ import pyarrow.parquet as pq
 from transforms.stage import Record
 
 MEDIA_EXTENSIONS = {
-    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".flv", ".wmv", ".mpg", ".mpeg", ".ts",
-    ".3gp", ".wav", ".flac", ".ogg", ".mp3", ".m4a",
+    ".mp4",
+    ".m4v",
+    ".mov",
+    ".mkv",
+    ".webm",
+    ".avi",
+    ".flv",
+    ".wmv",
+    ".mpg",
+    ".mpeg",
+    ".ts",
+    ".3gp",
+    ".wav",
+    ".flac",
+    ".ogg",
+    ".mp3",
+    ".m4a",
 }
 METADATA_FIELDS = ("title", "tags", "published_at")
 HASH_CHUNK_BYTES = 4 << 20
@@ -51,10 +66,17 @@ def read_input(path: str | Path) -> list[Record]:
 
 
 def _records_from_directory(root: Path) -> list[Record]:
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_EXTENSIONS)
+    files = sorted(
+        p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_EXTENSIONS
+    )
     return [
-        {"item_id": p.relative_to(root).as_posix(), "uri": str(p.resolve()), "title": None,
-         "tags": [], "published_at": None}
+        {
+            "item_id": p.relative_to(root).as_posix(),
+            "uri": str(p.resolve()),
+            "title": None,
+            "tags": [],
+            "published_at": None,
+        }
         for p in files
     ]
 
@@ -95,13 +117,17 @@ def _normalize_rows(rows: list[dict[str, Any]], base: Path, origin: str) -> list
         uri = str(row["uri"])
         if "://" not in uri and not Path(uri).is_absolute():
             uri = str((base / uri).resolve())
-        records.append({
-            "item_id": item_id,
-            "uri": uri,
-            "title": None if row.get("title") is None else str(row["title"]),
-            "tags": _normalize_tags(row.get("tags")),
-            "published_at": None if row.get("published_at") is None else str(row["published_at"]),
-        })
+        records.append(
+            {
+                "item_id": item_id,
+                "uri": uri,
+                "title": None if row.get("title") is None else str(row["title"]),
+                "tags": _normalize_tags(row.get("tags")),
+                "published_at": None
+                if row.get("published_at") is None
+                else str(row["published_at"]),
+            }
+        )
     return records
 
 
@@ -119,5 +145,6 @@ def content_sha256(path: str | Path) -> str | None:
 
 def records_to_table(records: list[Record]) -> pa.Table:
     """The input as an Arrow table (what engines shard)."""
-    return pa.Table.from_pylist([{k: r.get(k) for k in ("item_id", "uri", *METADATA_FIELDS)}
-                                 for r in records])
+    return pa.Table.from_pylist(
+        [{k: r.get(k) for k in ("item_id", "uri", *METADATA_FIELDS)} for r in records]
+    )

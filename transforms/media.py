@@ -59,7 +59,9 @@ def check_file(path: Path, config: MediaConfig) -> int:
     if size == 0:
         raise StageError("empty_file", f"file is zero bytes: {path}")
     if size > config.max_file_mb * (1 << 20):
-        raise StageError("too_large", f"{size / (1 << 20):.0f} MB > media.max_file_mb={config.max_file_mb}")
+        raise StageError(
+            "too_large", f"{size / (1 << 20):.0f} MB > media.max_file_mb={config.max_file_mb}"
+        )
     return size
 
 
@@ -77,7 +79,9 @@ def read_frames(path: Path, config: MediaConfig) -> dict:
     fps = float(reader.get_avg_fps() or 0.0)
     duration = frame_count / fps if fps > 0 else 0.0
     if duration > config.max_duration_s:
-        raise StageError("too_long", f"{duration:.0f}s > media.max_duration_s={config.max_duration_s}")
+        raise StageError(
+            "too_long", f"{duration:.0f}s > media.max_duration_s={config.max_duration_s}"
+        )
     indices = uniform_indices(frame_count, config.num_frames)
     try:
         batch = reader.get_batch(indices).asnumpy()
@@ -101,7 +105,9 @@ def read_audio(path: Path, config: MediaConfig) -> np.ndarray | None:
     import decord
 
     try:
-        reader = decord.AudioReader(str(path), ctx=decord.cpu(0), sample_rate=config.sample_rate, mono=True)
+        reader = decord.AudioReader(
+            str(path), ctx=decord.cpu(0), sample_rate=config.sample_rate, mono=True
+        )
         samples = reader[:].asnumpy().reshape(-1)
     except decord.DECORDError as exc:
         if any(marker in str(exc) for marker in NO_AUDIO_MARKERS):
@@ -114,8 +120,22 @@ def read_audio(path: Path, config: MediaConfig) -> np.ndarray | None:
 def read_audio_ffmpeg(path: Path, config: MediaConfig) -> np.ndarray:
     """Fallback decoder through an ffmpeg binary (imageio-ffmpeg's, else the system one)."""
     command = [
-        ffmpeg_binary(), "-nostdin", "-v", "error", "-i", str(path), "-vn", "-ac", "1",
-        "-ar", str(config.sample_rate), "-t", str(config.max_audio_s), "-f", "f32le", "pipe:1",
+        ffmpeg_binary(),
+        "-nostdin",
+        "-v",
+        "error",
+        "-i",
+        str(path),
+        "-vn",
+        "-ac",
+        "1",
+        "-ar",
+        str(config.sample_rate),
+        "-t",
+        str(config.max_audio_s),
+        "-f",
+        "f32le",
+        "pipe:1",
     ]
     result = subprocess.run(command, capture_output=True, timeout=600, check=False)
     samples = np.frombuffer(result.stdout, dtype=np.float32)
@@ -140,8 +160,17 @@ def _short(exc: Exception) -> str:
 
 
 # Named colour buckets by hue (degrees): used to tell the describer the dominant colours.
-_HUE_NAMES = ((15, "red"), (45, "orange"), (70, "yellow"), (160, "green"), (200, "cyan"),
-              (255, "blue"), (290, "purple"), (335, "pink"), (360, "red"))
+_HUE_NAMES = (
+    (15, "red"),
+    (45, "orange"),
+    (70, "yellow"),
+    (160, "green"),
+    (200, "cyan"),
+    (255, "blue"),
+    (290, "purple"),
+    (335, "pink"),
+    (360, "red"),
+)
 
 
 def _colour_names(rgb: np.ndarray) -> np.ndarray:
@@ -150,9 +179,14 @@ def _colour_names(rgb: np.ndarray) -> np.ndarray:
     sat = np.where(maxc > 0, (maxc - minc) / np.maximum(maxc, 1e-6), 0)
     r, g, b = rgb.T
     delta = np.maximum(maxc - minc, 1e-6)
-    hue = np.select(
-        [maxc == r, maxc == g], [((g - b) / delta) % 6, (b - r) / delta + 2], (r - g) / delta + 4
-    ) * 60
+    hue = (
+        np.select(
+            [maxc == r, maxc == g],
+            [((g - b) / delta) % 6, (b - r) / delta + 2],
+            (r - g) / delta + 4,
+        )
+        * 60
+    )
     names = np.empty(len(rgb), dtype=object)
     for upper, label in reversed(_HUE_NAMES):
         names[hue < upper] = label
@@ -164,10 +198,14 @@ def _colour_names(rgb: np.ndarray) -> np.ndarray:
 
 
 def frame_statistics(frames: list[np.ndarray]) -> dict:
-    """Cheap visual facts for the describer: brightness, contrast, colourfulness, motion, colours."""
+    """Cheap visual facts for the describer: brightness, contrast, colour, motion."""
     small = [resize_max_side(f, 64).astype(np.float32) / 255.0 for f in frames]
     luma = [0.299 * f[..., 0] + 0.587 * f[..., 1] + 0.114 * f[..., 2] for f in small]
-    motion = [float(np.mean(np.abs(a - b))) for a, b in zip(luma, luma[1:]) if a.shape == b.shape]
+    motion = [
+        float(np.mean(np.abs(a - b)))
+        for a, b in zip(luma[:-1], luma[1:], strict=True)
+        if a.shape == b.shape
+    ]
     pixels = np.concatenate([f.reshape(-1, 3) for f in small])
     names, counts = np.unique(_colour_names(pixels), return_counts=True)
     order = np.argsort(-counts)
@@ -176,7 +214,9 @@ def frame_statistics(frames: list[np.ndarray]) -> dict:
     return {
         "brightness": round(float(np.mean([lum.mean() for lum in luma])), 3),
         "contrast": round(float(np.mean([lum.std() for lum in luma])), 3),
-        "colourfulness": round(float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean())), 3),
+        "colourfulness": round(
+            float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean())), 3
+        ),
         "motion": round(float(np.mean(motion)) if motion else 0.0, 4),
         "dominant_colours": [str(names[i]) for i in order[:3] if counts[i] / len(pixels) >= 0.08],
     }
@@ -191,8 +231,11 @@ class MediaStage(Stage):
         super().__init__(config, batch_size=config.batch_size)
 
     def fingerprint_fields(self) -> dict:
-        return {"num_frames": self.config.num_frames, "max_side": self.config.max_side,
-                "sample_rate": self.config.sample_rate}
+        return {
+            "num_frames": self.config.num_frames,
+            "max_side": self.config.max_side,
+            "sample_rate": self.config.sample_rate,
+        }
 
     def process_item(self, record: Record) -> None:
         path = local_path(record["uri"])

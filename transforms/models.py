@@ -23,7 +23,7 @@ def resolve_model(spec: str) -> str:
     """Return a local path for ``pypi:`` specs; other specs pass through unchanged."""
     if not spec.startswith(PYPI_PREFIX):
         return spec
-    package = spec[len(PYPI_PREFIX):]
+    package = spec[len(PYPI_PREFIX) :]
     found = importlib.util.find_spec(package)
     if found is None or not found.submodule_search_locations:
         raise ModelNotAvailable(
@@ -37,7 +37,7 @@ def resolve_model(spec: str) -> str:
 def model_revision(spec: str) -> str:
     """A revision string for lineage: the package version for ``pypi:`` specs."""
     if spec.startswith(PYPI_PREFIX):
-        package = spec[len(PYPI_PREFIX):]
+        package = spec[len(PYPI_PREFIX) :]
         for dist_name in (package, package.replace("_", "-")):
             try:
                 return f"{dist_name}=={importlib.metadata.version(dist_name)}"

@@ -23,8 +23,14 @@ class AsrStage(Stage):
 
     def fingerprint_fields(self) -> dict:
         c = self.config
-        return {"enabled": c.enabled, "model": c.model, "revision": model_revision(c.model),
-                "language": c.language, "beam_size": c.beam_size, "vad": c.vad_filter}
+        return {
+            "enabled": c.enabled,
+            "model": c.model,
+            "revision": model_revision(c.model),
+            "language": c.language,
+            "beam_size": c.beam_size,
+            "vad": c.vad_filter,
+        }
 
     def load(self) -> None:
         if not self.config.enabled:
@@ -33,23 +39,39 @@ class AsrStage(Stage):
 
         device = pick_device(self.config.device)
         compute_type = self.config.compute_type if device == "cpu" else "float16"
-        self._model = WhisperModel(resolve_model(self.config.model), device=device,
-                                   compute_type=compute_type, cpu_threads=2)
+        self._model = WhisperModel(
+            resolve_model(self.config.model),
+            device=device,
+            compute_type=compute_type,
+            cpu_threads=2,
+        )
 
     def process_item(self, record: Record) -> None:
-        record.update(transcript="", transcript_language=None, asr_segments=[],
-                      asr_model=self.config.model if self.config.enabled else None)
+        record.update(
+            transcript="",
+            transcript_language=None,
+            asr_segments=[],
+            asr_model=self.config.model if self.config.enabled else None,
+        )
         audio = record.get("audio")
         if not self.config.enabled or audio is None or np.size(audio) == 0:
             return
         try:
             segments, info = self._model.transcribe(
-                audio, language=self.config.language, beam_size=self.config.beam_size,
-                vad_filter=self.config.vad_filter, condition_on_previous_text=False,
+                audio,
+                language=self.config.language,
+                beam_size=self.config.beam_size,
+                vad_filter=self.config.vad_filter,
+                condition_on_previous_text=False,
             )
             kept = [
-                {"start": round(s.start, 2), "end": round(s.end, 2), "text": s.text.strip(),
-                 "avg_logprob": round(s.avg_logprob, 3), "no_speech_prob": round(s.no_speech_prob, 3)}
+                {
+                    "start": round(s.start, 2),
+                    "end": round(s.end, 2),
+                    "text": s.text.strip(),
+                    "avg_logprob": round(s.avg_logprob, 3),
+                    "no_speech_prob": round(s.no_speech_prob, 3),
+                }
                 for s in segments
             ]
         except (RuntimeError, ValueError) as exc:

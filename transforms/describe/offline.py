@@ -7,7 +7,9 @@ It is *not* visual understanding: it sees the transcript, the metadata and frame
 from __future__ import annotations
 
 import logging
+import os
 import re
+import shutil
 from pathlib import Path
 
 from transforms.config import DescribeConfig
@@ -49,10 +51,13 @@ def _cached_gguf_conversion(model_path: str, gguf_file: str) -> Path:
         del config.quantization_config
     model = AutoModelForCausalLM.from_config(config)
     model.load_state_dict(quantized.state_dict(), strict=False)
-    staging = target.with_name(target.name + ".tmp")
+    staging = target.with_name(f"{target.name}.tmp{os.getpid()}")
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
-    staging.rename(target)
+    try:
+        staging.rename(target)
+    except OSError:  # another worker finished the same conversion first
+        shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
@@ -77,17 +82,26 @@ class OfflineDescriber(Stage):
 
     def fingerprint_fields(self) -> dict:
         c = self.config
-        return {"backend": c.backend, "model": c.model, "gguf": c.gguf_file,
-                "revision": model_revision(c.model), "prompt_version": c.prompt_version,
-                "prompt_sha": self.prompt.sha, "max_new_tokens": c.max_new_tokens,
-                "temperature": c.temperature, "repetition_penalty": c.repetition_penalty,
-                "seed": c.seed, "max_transcript_chars": c.max_transcript_chars}
+        return {
+            "backend": c.backend,
+            "model": c.model,
+            "gguf": c.gguf_file,
+            "revision": model_revision(c.model),
+            "prompt_version": c.prompt_version,
+            "prompt_sha": self.prompt.sha,
+            "max_new_tokens": c.max_new_tokens,
+            "temperature": c.temperature,
+            "repetition_penalty": c.repetition_penalty,
+            "seed": c.seed,
+            "max_transcript_chars": c.max_transcript_chars,
+        }
 
     def load(self) -> None:
         import torch
 
         self._model_tokenizer, self._model = load_causal_lm(
-            resolve_model(self.config.model), self.config.gguf_file)
+            resolve_model(self.config.model), self.config.gguf_file
+        )
         self._model_tokenizer.padding_side = "left"
         if self._model_tokenizer.pad_token is None:
             self._model_tokenizer.pad_token = self._model_tokenizer.eos_token
@@ -99,10 +113,13 @@ class OfflineDescriber(Stage):
         return self.prompt.render(item_facts(record, self.config.max_transcript_chars))
 
     def chat_text(self, prompt: RenderedPrompt) -> str:
-        messages = [{"role": "system", "content": prompt.system},
-                    {"role": "user", "content": prompt.user}]
+        messages = [
+            {"role": "system", "content": prompt.system},
+            {"role": "user", "content": prompt.user},
+        ]
         text = self._model_tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True)
+            messages, tokenize=False, add_generation_prompt=True
+        )
         return text + prompt.answer_prefix
 
     def run_batch(self, records: list[Record]) -> None:
@@ -110,19 +127,24 @@ class OfflineDescriber(Stage):
 
         tokenizer = self._model_tokenizer
         prompts = [self.render(r) for r in records]
-        inputs = tokenizer([self.chat_text(p) for p in prompts], return_tensors="pt",
-                           padding=True).to(self._device)
+        inputs = tokenizer(
+            [self.chat_text(p) for p in prompts], return_tensors="pt", padding=True
+        ).to(self._device)
         sampling = self.config.temperature > 0
         torch.manual_seed(self.config.seed)
         with torch.inference_mode():
             output = self._model.generate(
-                **inputs, max_new_tokens=self.config.max_new_tokens, do_sample=sampling,
-                temperature=self.config.temperature if sampling else None, top_p=None, top_k=None,
+                **inputs,
+                max_new_tokens=self.config.max_new_tokens,
+                do_sample=sampling,
+                temperature=self.config.temperature if sampling else None,
+                top_p=None,
+                top_k=None,
                 repetition_penalty=self.config.repetition_penalty,
                 pad_token_id=tokenizer.pad_token_id,
             )
-        new_tokens = output[:, inputs["input_ids"].shape[1]:]
-        for record, prompt, tokens in zip(records, prompts, new_tokens):
+        new_tokens = output[:, inputs["input_ids"].shape[1] :]
+        for record, prompt, tokens in zip(records, prompts, new_tokens, strict=True):
             text = prompt.answer_prefix + " " + tokenizer.decode(tokens, skip_special_tokens=True)
             count = int((tokens != tokenizer.pad_token_id).sum())
             record["prompt_rendered_sha"] = prompt.sha

@@ -25,7 +25,9 @@ class RenderedPrompt:
 
     @property
     def sha(self) -> str:
-        return hashlib.sha256(f"{self.system}\n{self.user}\n{self.answer_prefix}".encode()).hexdigest()[:16]
+        return hashlib.sha256(
+            f"{self.system}\n{self.user}\n{self.answer_prefix}".encode()
+        ).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,9 @@ class PromptTemplate:
 def load_prompt(version: str) -> PromptTemplate:
     path = PROMPT_DIR / f"describe_{version}.jinja"
     if not path.is_file():
-        known = sorted(p.stem.removeprefix("describe_") for p in PROMPT_DIR.glob("describe_*.jinja"))
+        known = sorted(
+            p.stem.removeprefix("describe_") for p in PROMPT_DIR.glob("describe_*.jinja")
+        )
         raise ValueError(f"describe.prompt_version '{version}' has no template; known: {known}")
     return PromptTemplate(version, path.read_text())
 
@@ -77,7 +81,11 @@ def _describe_audio(record: Record) -> str:
         return "no audio track"
     if record.get("transcript"):
         return "contains speech"
-    return "sound without recognisable speech (music or ambient)" if record.get("audio_rms", 0) > 0.01 else "near silence"
+    return (
+        "sound without recognisable speech (music or ambient)"
+        if record.get("audio_rms", 0) > 0.01
+        else "near silence"
+    )
 
 
 def item_facts(record: Record, max_transcript_chars: int) -> dict[str, str]:

@@ -41,11 +41,15 @@ class Codebook:
     def encode_with_residual(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         residual = np.asarray(embeddings, dtype=np.float32).copy()
         if residual.ndim != 2 or residual.shape[1] != self.dim:
-            raise ValueError(f"codebook {self.version} expects dim {self.dim}, got {residual.shape}")
+            raise ValueError(
+                f"codebook {self.version} expects dim {self.dim}, got {residual.shape}"
+            )
         codes = np.empty((len(residual), self.levels), dtype=np.int32)
         for level, centroids in enumerate(self.centroids):
             distances = (
-                (residual**2).sum(1, keepdims=True) - 2 * residual @ centroids.T + (centroids**2).sum(1)
+                (residual**2).sum(1, keepdims=True)
+                - 2 * residual @ centroids.T
+                + (centroids**2).sum(1)
             )
             codes[:, level] = distances.argmin(1)
             residual -= centroids[codes[:, level]]
@@ -58,10 +62,15 @@ class Codebook:
         buffer = io.BytesIO()
         np.save(buffer, self.centroids.astype(np.float32), allow_pickle=False)
         return {
-            "codebook_version": self.version, "method": self.method, "levels": self.levels,
+            "codebook_version": self.version,
+            "method": self.method,
+            "levels": self.levels,
             "codebook_size": self.codebook_size,
-            "codebook_size_requested": self.codebook_size_requested, "dim": self.dim,
-            "encoder": self.encoder, "n_fit": self.n_fit, "centroids_npy": buffer.getvalue(),
+            "codebook_size_requested": self.codebook_size_requested,
+            "dim": self.dim,
+            "encoder": self.encoder,
+            "n_fit": self.n_fit,
+            "centroids_npy": buffer.getvalue(),
             "metrics_json": json.dumps(self.metrics, sort_keys=True),
             "config_json": json.dumps(self.config, sort_keys=True),
         }
@@ -70,8 +79,12 @@ class Codebook:
     def from_row(cls, row: dict[str, Any]) -> Codebook:
         centroids = np.load(io.BytesIO(row["centroids_npy"]), allow_pickle=False)
         return cls(
-            version=row["codebook_version"], method=row["method"], centroids=centroids,
-            encoder=row["encoder"], codebook_size_requested=row["codebook_size_requested"],
-            n_fit=row["n_fit"], metrics=json.loads(row["metrics_json"] or "{}"),
+            version=row["codebook_version"],
+            method=row["method"],
+            centroids=centroids,
+            encoder=row["encoder"],
+            codebook_size_requested=row["codebook_size_requested"],
+            n_fit=row["n_fit"],
+            metrics=json.loads(row["metrics_json"] or "{}"),
             config=json.loads(row["config_json"] or "{}"),
         )

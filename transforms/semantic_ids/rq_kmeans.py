@@ -20,31 +20,60 @@ def effective_codebook_size(requested: int, n_items: int, levels: int) -> int:
 def _kmeans(data: np.ndarray, k: int, iters: int, seed: int, redo: int) -> np.ndarray:
     import faiss
 
-    kmeans = faiss.Kmeans(data.shape[1], k, niter=iters, seed=seed, nredo=redo, verbose=False,
-                          min_points_per_centroid=1, max_points_per_centroid=1 << 16)
+    kmeans = faiss.Kmeans(
+        data.shape[1],
+        k,
+        niter=iters,
+        seed=seed,
+        nredo=redo,
+        verbose=False,
+        min_points_per_centroid=1,
+        max_points_per_centroid=1 << 16,
+    )
     kmeans.train(np.ascontiguousarray(data, dtype=np.float32))
     return kmeans.centroids.astype(np.float32)
 
 
-def fit_rq_kmeans(embeddings: np.ndarray, *, levels: int, codebook_size: int, iters: int,
-                  seed: int, encoder: str, version: str, redo: int = 3) -> Codebook:
+def fit_rq_kmeans(
+    embeddings: np.ndarray,
+    *,
+    levels: int,
+    codebook_size: int,
+    iters: int,
+    seed: int,
+    encoder: str,
+    version: str,
+    redo: int = 3,
+) -> Codebook:
     """Fit ``levels`` residual codebooks; K is scaled down (and recorded) for tiny corpora."""
     data = np.asarray(embeddings, dtype=np.float32)
     if len(data) < 2:
         raise ValueError(f"RQ-KMeans needs at least 2 embeddings to fit, got {len(data)}")
     k = effective_codebook_size(codebook_size, len(data), levels)
     if k < codebook_size:
-        logger.warning("semantic_ids: %d items only, codebook_size scaled %d → %d",
-                       len(data), codebook_size, k)
+        logger.warning(
+            "semantic_ids: %d items only, codebook_size scaled %d → %d", len(data), codebook_size, k
+        )
     residual, centroids = data.copy(), []
     for level in range(levels):
         level_centroids = _kmeans(residual, k, iters, seed + level, redo)
         centroids.append(level_centroids)
         residual = residual - level_centroids[_nearest(residual, level_centroids)]
-    codebook = Codebook(version=version, method="rq_kmeans", centroids=np.stack(centroids),
-                        encoder=encoder, codebook_size_requested=codebook_size, n_fit=len(data),
-                        config={"levels": levels, "codebook_size": codebook_size, "iters": iters,
-                                "redo": redo, "seed": seed})
+    codebook = Codebook(
+        version=version,
+        method="rq_kmeans",
+        centroids=np.stack(centroids),
+        encoder=encoder,
+        codebook_size_requested=codebook_size,
+        n_fit=len(data),
+        config={
+            "levels": levels,
+            "codebook_size": codebook_size,
+            "iters": iters,
+            "redo": redo,
+            "seed": seed,
+        },
+    )
     codebook.metrics = codebook_health(codebook, data)
     return codebook
 
