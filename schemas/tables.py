@@ -33,7 +33,39 @@ DESCRIPTIONS = pa.schema(
         pa.field("description_tokens", pa.int32()),
         pa.field("transcript", pa.string()),
         pa.field("transcript_language", pa.string()),
+        pa.field(
+            "transcript_segments",
+            pa.list_(
+                pa.struct(
+                    [
+                        ("start", pa.float32()),
+                        ("end", pa.float32()),
+                        ("text", pa.string()),
+                        ("avg_logprob", pa.float32()),
+                        ("no_speech_prob", pa.float32()),
+                    ]
+                )
+            ),
+        ),
+        pa.field("speech_s", pa.float32()),
+        pa.field("ocr_text", pa.string()),
+        pa.field(
+            "ocr_lines",
+            pa.list_(
+                pa.struct(
+                    [
+                        ("text", pa.string()),
+                        ("score", pa.float32()),
+                        ("t", pa.float32()),
+                    ]
+                )
+            ),
+        ),
         pa.field("asr_model", pa.string()),
+        pa.field("media_kind", pa.string()),
+        pa.field("video_codec", pa.string()),
+        pa.field("audio_codec", pa.string()),
+        pa.field("file_size", pa.int64()),
         pa.field("duration_s", pa.float64()),
         pa.field("fps", pa.float64()),
         pa.field("width", pa.int32()),

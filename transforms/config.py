@@ -24,12 +24,28 @@ class _Section(BaseModel):
 
 
 class MediaConfig(_Section):
-    num_frames: int = Field(8, ge=1, le=256, description="frames sampled uniformly per clip")
+    sampling: Literal["uniform", "fps", "keyframes"] = Field(
+        "uniform", description="uniform: num_frames evenly; fps: every 1/fps s; keyframes: I-frames"
+    )
+    num_frames: int = Field(
+        8, ge=1, le=256, description="frames per clip (the cap for fps/keyframes)"
+    )
+    fps: float = Field(1.0, gt=0, le=60, description="sampling rate for sampling=fps")
     max_side: int = Field(448, ge=32, le=4096, description="longest side of a sampled frame, px")
-    sample_rate: int = Field(16000, ge=8000, le=48000, description="audio sample rate, Hz (mono)")
+    sample_rate: Literal[16000] = Field(
+        16000, description="audio rate, Hz (mono); Whisper needs 16k"
+    )
     max_audio_s: float = Field(900.0, gt=0, description="audio beyond this is not decoded")
     max_file_mb: float = Field(4096.0, gt=0, description="larger files get error code too_large")
     max_duration_s: float = Field(3600.0, gt=0, description="longer videos get too_long")
+    on_audio_error: Literal["error", "skip_audio"] = Field(
+        "error", description="an unreadable audio track: an error row, or go on without audio"
+    )
+    allowed_roots: list[str] = Field(
+        default_factory=list,
+        description="inputs must resolve under one of these; empty = the --input's own folder",
+    )
+    allowed_schemes: list[str] = Field(["file"], description="URI schemes inputs may use")
     batch_size: int = Field(4, ge=1, le=1024)
 
 
@@ -44,6 +60,15 @@ class AsrConfig(_Section):
     language: str | None = Field(None, description="None = detect (multilingual models)")
     beam_size: int = Field(1, ge=1, le=10)
     vad_filter: bool = True
+    batch_size: int = Field(4, ge=1, le=1024)
+
+
+class OcrConfig(_Section):
+    enabled: bool = True
+    max_frames: int = Field(3, ge=1, le=64, description="sampled frames that OCR reads per clip")
+    min_confidence: float = Field(0.6, ge=0.0, le=1.0, description="drop lines scored below")
+    min_chars: int = Field(2, ge=1, description="drop shorter lines")
+    max_lines: int = Field(20, ge=1, description="keep at most this many distinct lines")
     batch_size: int = Field(4, ge=1, le=1024)
 
 
@@ -89,6 +114,7 @@ class RunConfig(_Section):
 class Config(_Section):
     media: MediaConfig = MediaConfig()
     asr: AsrConfig = AsrConfig()
+    ocr: OcrConfig = OcrConfig()
     describe: DescribeConfig = DescribeConfig()
     encode: EncodeConfig = EncodeConfig()
     semantic_ids: SemanticIdConfig = SemanticIdConfig()

@@ -10,6 +10,10 @@ ERROR_CODES: dict[str, str] = {
     "audio_decode_failed": "an audio track exists but neither decord nor ffmpeg could read it",
     "too_large": "the file is over media.max_file_mb",
     "too_long": "the video is over media.max_duration_s",
+    "path_not_allowed": "the input resolves outside media.allowed_roots or uses a URI scheme "
+    "not in media.allowed_schemes",
+    "not_a_file": "the input path is a directory or another non-regular file",
+    "ocr_failed": "on-screen text recognition raised on this item",
     "asr_failed": "speech recognition raised on this item",
     "describe_failed": "the describer produced no usable description",
     "encode_failed": "the sentence encoder failed on this item",

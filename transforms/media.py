@@ -1,13 +1,16 @@
-"""Media: probe a clip, sample frames uniformly with decord, and extract 16 kHz mono audio.
+"""Media: confine the path, probe the file, sample frames with decord, extract 16 kHz mono audio.
 
-Decoding never decodes a whole long video: ``get_batch`` reads only the chosen indices.
-Every failure maps to a documented error code (``transforms.errors``).
+Decoding never decodes a whole long video: ``get_batch`` reads only the chosen indices, and
+large frames are scaled inside the decoder. Every failure maps to a documented error code
+(``transforms.errors``); a file with no audio track is not an error (``has_audio=False``).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -20,23 +23,154 @@ from transforms.stage import Record, Stage, StageError
 logger = logging.getLogger(__name__)
 
 NO_AUDIO_MARKERS = ("Can't find audio stream", "cannot find audio stream")
+SOUNDFILE_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif"}
 MEDIA_COLUMNS = ("frames", "audio")  # heavy, in-memory only; never written to a table
+PROBE_TIMEOUT_S = 60
+TEXT_CODECS = {"ansi", "bintext", "xbin", "idf", "tty"}  # ffmpeg "plays" text files as video
+READ_FAILURE_MARKERS = ("av_read_frame", "partial file", "Invalid data found")
 
 
-def local_path(uri: str) -> Path:
-    """Turn ``file://`` URIs and plain paths into a Path."""
+# -- where the input is ----------------------------------------------------------------------
+def confine(uri: str, config: MediaConfig) -> Path:
+    """Resolve ``uri`` to a local path that lies under an allowed root, or raise."""
     parsed = urlparse(uri)
-    if parsed.scheme in ("", "file"):
-        return Path(parsed.path if parsed.scheme else uri)
-    raise StageError("not_found", f"URI scheme '{parsed.scheme}' is not readable here: {uri}")
+    scheme = parsed.scheme.lower() if len(parsed.scheme) > 1 else "file"
+    if scheme not in config.allowed_schemes:
+        raise StageError(
+            "path_not_allowed", f"URI scheme '{scheme}' is not in media.allowed_schemes"
+        )
+    if scheme != "file":
+        raise StageError(
+            "not_found", f"URI scheme '{scheme}' cannot be read by the media stage yet"
+        )
+    path = Path(parsed.path if parsed.scheme == "file" else uri).resolve()
+    roots = [Path(root).resolve() for root in config.allowed_roots]
+    if roots and not any(path.is_relative_to(root) for root in roots):
+        raise StageError("path_not_allowed", f"{path} is outside media.allowed_roots")
+    return path
 
 
+def check_file(path: Path, config: MediaConfig) -> int:
+    """Fail fast on missing, non-regular, empty or oversized files; return the size in bytes."""
+    if not path.exists():
+        raise StageError("not_found", f"no such file: {path}")
+    if not path.is_file():
+        raise StageError("not_a_file", f"not a regular file: {path}")
+    size = path.stat().st_size
+    if size == 0:
+        raise StageError("empty_file", f"file is zero bytes: {path}")
+    if size > config.max_file_mb * (1 << 20):
+        raise StageError(
+            "too_large", f"{size / (1 << 20):.1f} MB > media.max_file_mb={config.max_file_mb}"
+        )
+    return size
+
+
+# -- what the file holds ---------------------------------------------------------------------
+@dataclass
+class Probe:
+    """Container facts read by ffmpeg without decoding any frame."""
+
+    container: str | None = None
+    duration_s: float | None = None
+    video_codec: str | None = None
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    audio_codec: str | None = None
+
+    @property
+    def has_video(self) -> bool:
+        return self.video_codec is not None
+
+    @property
+    def has_audio(self) -> bool:
+        return self.audio_codec is not None
+
+
+_DURATION = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
+_STREAM = re.compile(r"Stream #\d+:\d+.*?: (Video|Audio): (\w+)(.*)")
+_SIZE = re.compile(r", (\d{2,5})x(\d{2,5})[ ,\[]")
+_FPS = re.compile(r", ([\d.]+) (?:fps|tbr)")
+
+
+def parse_probe(text: str) -> Probe:
+    """Parse ``ffmpeg -i`` diagnostics into a Probe (first video and audio stream)."""
+    probe = Probe()
+    if match := re.search(r"Input #0, ([\w,]+), from", text):
+        probe.container = match.group(1)
+    if match := _DURATION.search(text):
+        hours, minutes, seconds = match.groups()
+        probe.duration_s = round(int(hours) * 3600 + int(minutes) * 60 + float(seconds), 3)
+    for kind, codec, rest in _STREAM.findall(text):
+        if kind == "Video" and codec in TEXT_CODECS:
+            continue
+        if kind == "Video" and probe.video_codec is None and "attached pic" not in rest:
+            probe.video_codec = codec
+            if size := _SIZE.search(rest + " "):
+                probe.width, probe.height = int(size.group(1)), int(size.group(2))
+            if fps := _FPS.search(rest):
+                probe.fps = float(fps.group(1))
+        elif kind == "Audio" and probe.audio_codec is None:
+            probe.audio_codec = codec
+    return probe
+
+
+def probe_file(path: Path) -> Probe:
+    """Probe with the ffmpeg binary; unreadable containers become coded errors."""
+    command = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-i", str(path)]
+    try:
+        result = subprocess.run(command, capture_output=True, timeout=PROBE_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:
+        raise StageError("not_a_video", f"probing took over {PROBE_TIMEOUT_S}s") from None
+    text = result.stderr.decode(errors="replace")
+    probe = parse_probe(text)
+    if not probe.has_video and not probe.has_audio:
+        if "moov atom not found" in text and _looks_like_mp4(path):
+            raise StageError(
+                "truncated", "an MP4 without its index (moov): cut short while written"
+            )
+        reason = text.strip().splitlines()[-1] if text.strip() else "no streams"
+        raise StageError("not_a_video", f"no video or audio stream: {reason[-200:]}")
+    return probe
+
+
+def _looks_like_mp4(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(12)[4:8] == b"ftyp"
+
+
+# -- frames ----------------------------------------------------------------------------------
 def uniform_indices(frame_count: int, num_frames: int) -> list[int]:
     """``num_frames`` indices spread evenly, each at the centre of its segment."""
     if frame_count <= num_frames:
         return list(range(frame_count))
     step = frame_count / num_frames
     return [min(frame_count - 1, int(step * i + step / 2)) for i in range(num_frames)]
+
+
+def _spread(values: list[int], limit: int) -> list[int]:
+    """At most ``limit`` of ``values``, picked evenly."""
+    return [values[i] for i in uniform_indices(len(values), limit)]
+
+
+def sample_indices(config: MediaConfig, frame_count: int, fps: float, keyframes=None) -> list[int]:
+    """Frame indices for ``media.sampling`` (always ≤ ``media.num_frames``)."""
+    if config.sampling == "fps" and fps > 0:
+        step = fps / config.fps
+        return _spread(
+            [
+                int(i * step)
+                for i in range(int(frame_count / step) + 1)
+                if int(i * step) < frame_count
+            ],
+            config.num_frames,
+        )
+    if config.sampling == "keyframes" and keyframes is not None:
+        keys = sorted(int(k) for k in keyframes())
+        if keys:
+            return _spread(keys, config.num_frames)
+    return uniform_indices(frame_count, config.num_frames)
 
 
 def resize_max_side(frame: np.ndarray, max_side: int) -> np.ndarray:
@@ -49,81 +183,112 @@ def resize_max_side(frame: np.ndarray, max_side: int) -> np.ndarray:
     return np.asarray(Image.fromarray(frame).resize(size, Image.BILINEAR))
 
 
-def check_file(path: Path, config: MediaConfig) -> int:
-    """Fail fast on missing, empty or oversized files; return the size in bytes."""
-    if not path.exists():
-        raise StageError("not_found", f"no such file: {path}")
-    if not path.is_file():
-        raise StageError("not_found", f"not a regular file: {path}")
-    size = path.stat().st_size
-    if size == 0:
-        raise StageError("empty_file", f"file is zero bytes: {path}")
-    if size > config.max_file_mb * (1 << 20):
-        raise StageError(
-            "too_large", f"{size / (1 << 20):.0f} MB > media.max_file_mb={config.max_file_mb}"
-        )
-    return size
+def _decode_size(probe: Probe, max_side: int) -> tuple[int, int]:
+    """(width, height) for decord to scale to while decoding; (-1, -1) keeps the size."""
+    if not probe.width or not probe.height or max(probe.width, probe.height) <= max_side:
+        return -1, -1
+    scale = max_side / max(probe.width, probe.height)
+    return max(2, round(probe.width * scale / 2) * 2), max(2, round(probe.height * scale / 2) * 2)
 
 
-def read_frames(path: Path, config: MediaConfig) -> dict:
-    """Probe the video and decode ``num_frames`` uniform frames with their timestamps."""
+def read_frames(path: Path, probe: Probe, config: MediaConfig) -> dict:
+    """Decode only the sampled frames, with their timestamps."""
     import decord
 
+    width, height = _decode_size(probe, config.max_side)
     try:
-        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+        reader = decord.VideoReader(
+            str(path), ctx=decord.cpu(0), width=width, height=height, num_threads=1
+        )
     except (decord.DECORDError, RuntimeError) as exc:
-        raise StageError("not_a_video", f"cannot open as video: {_short(exc)}") from None
+        if any(marker in str(exc) for marker in READ_FAILURE_MARKERS):
+            raise StageError("truncated", f"the stream breaks off: {_short(exc)}") from None
+        raise StageError(
+            "unsupported_codec", f"{probe.video_codec} stream cannot be decoded: {_short(exc)}"
+        ) from None
     frame_count = len(reader)
     if frame_count == 0:
         raise StageError("no_frames", "the video stream has no frames")
-    fps = float(reader.get_avg_fps() or 0.0)
-    duration = frame_count / fps if fps > 0 else 0.0
+    fps = float(reader.get_avg_fps() or probe.fps or 0.0)
+    duration = probe.duration_s or (frame_count / fps if fps > 0 else 0.0)
     if duration > config.max_duration_s:
         raise StageError(
             "too_long", f"{duration:.0f}s > media.max_duration_s={config.max_duration_s}"
         )
-    indices = uniform_indices(frame_count, config.num_frames)
+    indices = sample_indices(config, frame_count, fps, reader.get_key_indices)
     try:
         batch = reader.get_batch(indices).asnumpy()
         timestamps = reader.get_frame_timestamp(indices)[:, 0]
-    except decord.DECORDError as exc:
+    except (decord.DECORDError, RuntimeError) as exc:
         raise StageError("truncated", f"decoding stopped early: {_short(exc)}") from None
-    height, width = batch.shape[1:3]
     return {
         "frames": [resize_max_side(f, config.max_side) for f in batch],
         "frame_timestamps_s": [round(float(t), 3) for t in timestamps],
         "frame_count": frame_count,
         "fps": round(fps, 3),
         "duration_s": round(duration, 3),
-        "width": int(width),
-        "height": int(height),
+        "width": probe.width or int(batch.shape[2]),
+        "height": probe.height or int(batch.shape[1]),
     }
 
 
-def read_audio(path: Path, config: MediaConfig) -> np.ndarray | None:
+# -- audio -----------------------------------------------------------------------------------
+def read_audio(path: Path, probe: Probe, config: MediaConfig) -> np.ndarray | None:
     """16 kHz mono float32 audio; None when the file has no audio track."""
+    if not probe.has_audio:
+        return None
+    samples = None
+    if path.suffix.lower() in SOUNDFILE_EXTENSIONS:
+        samples = _read_soundfile(path, config)
+    if samples is None:
+        samples = _read_decord_audio(path, config)
+    if samples is None:
+        samples = read_audio_ffmpeg(path, config)
+    return samples[: int(config.max_audio_s * config.sample_rate)].astype(np.float32)
+
+
+def _read_soundfile(path: Path, config: MediaConfig) -> np.ndarray | None:
+    import soundfile as sf
+    from scipy.signal import resample_poly
+
+    try:
+        data, rate = sf.read(
+            str(path), dtype="float32", always_2d=True, frames=int(config.max_audio_s * 192000)
+        )
+    except (RuntimeError, sf.LibsndfileError) as exc:
+        logger.info("soundfile could not read %s (%s)", path, exc)
+        return None
+    mono = data.mean(axis=1)
+    if rate != config.sample_rate:
+        divisor = np.gcd(int(rate), config.sample_rate)
+        mono = resample_poly(mono, config.sample_rate // divisor, int(rate) // divisor)
+    return mono.astype(np.float32)
+
+
+def _read_decord_audio(path: Path, config: MediaConfig) -> np.ndarray | None:
     import decord
 
     try:
         reader = decord.AudioReader(
             str(path), ctx=decord.cpu(0), sample_rate=config.sample_rate, mono=True
         )
-        samples = reader[:].asnumpy().reshape(-1)
-    except decord.DECORDError as exc:
+        return reader[:].asnumpy().reshape(-1)
+    except (decord.DECORDError, RuntimeError) as exc:
         if any(marker in str(exc) for marker in NO_AUDIO_MARKERS):
-            return None
+            return np.zeros(0, dtype=np.float32)
         logger.info("decord could not read audio of %s (%s); trying ffmpeg", path, _short(exc))
-        samples = read_audio_ffmpeg(path, config)
-    return samples[: int(config.max_audio_s * config.sample_rate)].astype(np.float32)
+        return None
 
 
 def read_audio_ffmpeg(path: Path, config: MediaConfig) -> np.ndarray:
-    """Fallback decoder through an ffmpeg binary (imageio-ffmpeg's, else the system one)."""
+    """Fallback decoder through an ffmpeg binary; skips damaged packets instead of stopping."""
     command = [
         ffmpeg_binary(),
         "-nostdin",
         "-v",
         "error",
+        "-err_detect",
+        "ignore_err",
         "-i",
         str(path),
         "-vn",
@@ -139,13 +304,14 @@ def read_audio_ffmpeg(path: Path, config: MediaConfig) -> np.ndarray:
     ]
     result = subprocess.run(command, capture_output=True, timeout=600, check=False)
     samples = np.frombuffer(result.stdout, dtype=np.float32)
-    if samples.size == 0:
+    if samples.size == 0 or not np.isfinite(samples).all():
         message = result.stderr.decode(errors="replace").strip()[-300:] or "no samples"
         raise StageError("audio_decode_failed", f"decord and ffmpeg both failed: {message}")
     return samples
 
 
 def ffmpeg_binary() -> str:
+    """imageio-ffmpeg's static binary (a pip dependency), else ffmpeg on PATH."""
     try:
         import imageio_ffmpeg
 
@@ -223,7 +389,7 @@ def frame_statistics(frames: list[np.ndarray]) -> dict:
 
 
 class MediaStage(Stage):
-    """Probe + frames + audio + frame statistics for each record."""
+    """Confine + probe + frames + audio + frame statistics for each record."""
 
     name = "media"
 
@@ -231,19 +397,51 @@ class MediaStage(Stage):
         super().__init__(config, batch_size=config.batch_size)
 
     def fingerprint_fields(self) -> dict:
+        c = self.config
         return {
-            "num_frames": self.config.num_frames,
-            "max_side": self.config.max_side,
-            "sample_rate": self.config.sample_rate,
+            "sampling": c.sampling,
+            "num_frames": c.num_frames,
+            "fps": c.fps,
+            "max_side": c.max_side,
+            "sample_rate": c.sample_rate,
+            "max_audio_s": c.max_audio_s,
         }
 
     def process_item(self, record: Record) -> None:
-        path = local_path(record["uri"])
+        path = confine(record["uri"], self.config)
         record["file_size"] = check_file(path, self.config)
-        record.update(read_frames(path, self.config))
-        audio = read_audio(path, self.config)
+        probe = probe_file(path)
+        record.update(
+            probe=asdict(probe), video_codec=probe.video_codec, audio_codec=probe.audio_codec
+        )
+        if probe.has_video:
+            record.update(read_frames(path, probe, self.config), media_kind="video")
+        else:
+            record.update(
+                frames=[],
+                frame_timestamps_s=[],
+                frame_count=0,
+                fps=None,
+                width=None,
+                height=None,
+                duration_s=probe.duration_s,
+                media_kind="audio",
+            )
+        audio = self._audio(path, probe, record)
         record["audio"] = audio
         record["has_audio"] = audio is not None and audio.size > 0
         record["audio_rms"] = float(np.sqrt(np.mean(audio**2))) if record["has_audio"] else 0.0
+        if record["duration_s"] is None and record["has_audio"]:
+            record["duration_s"] = round(audio.size / self.config.sample_rate, 3)
         record["frames_sampled"] = len(record["frames"])
-        record["frame_stats"] = frame_statistics(record["frames"])
+        record["frame_stats"] = frame_statistics(record["frames"]) if record["frames"] else {}
+
+    def _audio(self, path: Path, probe: Probe, record: Record) -> np.ndarray | None:
+        try:
+            return read_audio(path, probe, self.config)
+        except StageError as exc:
+            if self.config.on_audio_error == "error" or not probe.has_video:
+                raise
+            logger.warning("%s: going on without audio (%s)", record["item_id"], exc.message)
+            record["audio_error"] = exc.message
+            return None

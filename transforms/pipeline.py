@@ -6,15 +6,16 @@ from transforms.config import Config
 from transforms.describe import build_describer
 from transforms.encode import EncodeStage
 from transforms.media import MediaStage
-from transforms.signals import AsrStage
+from transforms.signals import AsrStage, OcrStage
 from transforms.stage import Stage
 
 
 def build_stages(config: Config) -> list[Stage]:
-    """media → asr → describe → encode. Semantic IDs are global (fit) and run after."""
+    """media → asr → ocr → describe → encode. Semantic IDs are global (fit) and run after."""
     return [
         MediaStage(config.media),
         AsrStage(config.asr),
+        OcrStage(config.ocr),
         build_describer(config.describe),
         EncodeStage(config.encode),
     ]

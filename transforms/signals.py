@@ -1,20 +1,33 @@
-"""Signals: the speech transcript (ASR with faster-whisper) that helps the describer."""
+"""Signals the describer leans on: the speech transcript (ASR) and on-screen text (OCR)."""
 
 from __future__ import annotations
 
 import logging
+import os
+import re
+from difflib import SequenceMatcher
 
 import numpy as np
 
-from transforms.config import AsrConfig
+from transforms.config import AsrConfig, OcrConfig
 from transforms.models import model_revision, pick_device, resolve_model
 from transforms.stage import Record, Stage, StageError
 
 logger = logging.getLogger(__name__)
+NEAR_DUPLICATE_RATIO = 0.85
+
+
+# -- ASR ---------------------------------------------------------------------------------------
+def speech_seconds(audio: np.ndarray, sample_rate: int) -> float:
+    """Seconds of speech that Silero VAD (shipped with faster-whisper) finds in ``audio``."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    spans = get_speech_timestamps(audio, VadOptions(), sampling_rate=sample_rate)
+    return sum(span["end"] - span["start"] for span in spans) / sample_rate
 
 
 class AsrStage(Stage):
-    """Transcribe each clip's audio; clips without audio get an empty transcript."""
+    """Transcribe each clip's speech; no audio or no speech gives an empty transcript."""
 
     name = "asr"
 
@@ -43,19 +56,24 @@ class AsrStage(Stage):
             resolve_model(self.config.model),
             device=device,
             compute_type=compute_type,
-            cpu_threads=2,
+            cpu_threads=min(4, os.cpu_count() or 1),
         )
 
     def process_item(self, record: Record) -> None:
         record.update(
             transcript="",
             transcript_language=None,
-            asr_segments=[],
+            transcript_segments=[],
+            speech_s=None,
             asr_model=self.config.model if self.config.enabled else None,
         )
         audio = record.get("audio")
         if not self.config.enabled or audio is None or np.size(audio) == 0:
             return
+        if self.config.vad_filter:
+            record["speech_s"] = round(speech_seconds(audio, 16000), 2)
+            if record["speech_s"] == 0:
+                return  # no speech: skip the model entirely
         try:
             segments, info = self._model.transcribe(
                 audio,
@@ -76,6 +94,85 @@ class AsrStage(Stage):
             ]
         except (RuntimeError, ValueError) as exc:
             raise StageError("asr_failed", f"{type(exc).__name__}: {exc}") from None
-        record["asr_segments"] = kept
+        record["transcript_segments"] = kept
         record["transcript"] = " ".join(s["text"] for s in kept if s["text"]).strip()
         record["transcript_language"] = info.language if kept else None
+
+
+# -- OCR ---------------------------------------------------------------------------------------
+def _normalized(text: str) -> str:
+    return re.sub(r"[^0-9a-z]+", " ", text.lower()).strip()
+
+
+def merge_ocr_lines(lines: list[dict], max_lines: int) -> list[dict]:
+    """De-duplicate lines seen across frames (exact or near-identical), keeping the best score."""
+    kept: list[dict] = []
+    for line in sorted(lines, key=lambda x: (x["t"], -x["score"])):
+        key = _normalized(line["text"])
+        twin = next(
+            (
+                k
+                for k in kept
+                if SequenceMatcher(None, _normalized(k["text"]), key).ratio()
+                >= NEAR_DUPLICATE_RATIO
+            ),
+            None,
+        )
+        if twin is None:
+            kept.append(dict(line))
+        elif line["score"] > twin["score"]:
+            twin.update(text=line["text"], score=line["score"])
+    return kept[:max_lines]
+
+
+class OcrStage(Stage):
+    """RapidOCR (PP-OCR ONNX) on a few sampled frames; confident, de-duplicated lines."""
+
+    name = "ocr"
+
+    def __init__(self, config: OcrConfig):
+        super().__init__(config, batch_size=config.batch_size)
+
+    def fingerprint_fields(self) -> dict:
+        c = self.config
+        return {
+            "enabled": c.enabled,
+            "engine": model_revision("pypi:rapidocr_onnxruntime"),
+            "max_frames": c.max_frames,
+            "min_confidence": c.min_confidence,
+            "min_chars": c.min_chars,
+            "max_lines": c.max_lines,
+        }
+
+    def load(self) -> None:
+        if self.config.enabled:
+            from rapidocr_onnxruntime import RapidOCR
+
+            self._model = RapidOCR()
+
+    def process_item(self, record: Record) -> None:
+        record.update(ocr_text="", ocr_lines=[])
+        frames = record.get("frames") or []
+        if not self.config.enabled or not frames:
+            return
+        timestamps = record.get("frame_timestamps_s") or [0.0] * len(frames)
+        picks = np.unique(
+            np.linspace(0, len(frames) - 1, self.config.max_frames).round().astype(int)
+        )
+        found = []
+        for index in picks:
+            try:
+                result, _ = self._model(np.ascontiguousarray(frames[index][..., ::-1]))  # RGB → BGR
+            except Exception as exc:  # noqa: BLE001 - onnxruntime raises plain exceptions
+                raise StageError("ocr_failed", f"{type(exc).__name__}: {exc}") from None
+            for _box, text, score in result or []:
+                text = text.strip()
+                if (
+                    float(score) >= self.config.min_confidence
+                    and len(text) >= self.config.min_chars
+                ):
+                    found.append(
+                        {"text": text, "score": round(float(score), 3), "t": timestamps[index]}
+                    )
+        record["ocr_lines"] = merge_ocr_lines(found, self.config.max_lines)
+        record["ocr_text"] = " | ".join(line["text"] for line in record["ocr_lines"])

@@ -67,6 +67,8 @@ def quote(value: object) -> str:
 
 
 def _describe_visuals(stats: dict) -> str:
+    if not stats:
+        return "none"
     brightness = stats.get("brightness", 0.5)
     light = "dark" if brightness < 0.3 else "bright" if brightness > 0.6 else "normally lit"
     motion = stats.get("motion", 0.0)
@@ -93,12 +95,18 @@ def item_facts(record: Record, max_transcript_chars: int) -> dict[str, str]:
     transcript = (record.get("transcript") or "")[:max_transcript_chars] or "none"
     width, height = record.get("width"), record.get("height")
     orientation = "vertical" if (height or 0) > (width or 0) else "horizontal"
+    picture = (
+        f"{width}x{height} {orientation}, {record.get('fps') or 0:.0f} fps"
+        if width
+        else "none (audio only)"
+    )
     return {
         "title": record.get("title") or "unknown",
         "tags": ", ".join(record.get("tags") or []) or "none",
-        "duration": f"{record.get('duration_s', 0):.1f} seconds",
-        "picture": f"{width}x{height} {orientation}, {record.get('fps', 0):.0f} fps",
+        "duration": f"{record.get('duration_s') or 0:.1f} seconds",
+        "picture": picture,
         "visuals": _describe_visuals(record.get("frame_stats") or {}),
         "audio": _describe_audio(record),
         "transcript": transcript,
+        "on_screen_text": record.get("ocr_text") or "none",
     }
