@@ -93,10 +93,13 @@ def bad_run(tmp_path_factory):
         "media.batch_size=32",
     ]
     assert main(argv) == 0
-    table = lambda name: {
-        r["item_id"]: r for r in DeltaTable(str(lake / name)).to_pyarrow_table().to_pylist()
-    }  # noqa: E731
-    return corpus, table("errors"), table("descriptions"), table("semantic_ids")
+    return corpus, *(
+        rows_by_item(lake / name) for name in ("errors", "descriptions", "semantic_ids")
+    )
+
+
+def rows_by_item(path):
+    return {r["item_id"]: r for r in DeltaTable(str(path)).to_pyarrow_table().to_pylist()}
 
 
 def test_the_corpus_has_at_least_twelve_kinds(bad_run):
