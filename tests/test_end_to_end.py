@@ -21,9 +21,9 @@ GOOD = sorted(KEEP - {"bad/empty.mp4", "bad/missing.mp4"})
 
 
 @pytest.fixture(scope="module")
-def manifest(demo_corpus, tmp_path_factory):
+def manifest(demo_corpus):
     rows = [json.loads(line) for line in (demo_corpus / "manifest.jsonl").read_text().splitlines()]
-    path = tmp_path_factory.mktemp("manifest") / "manifest.jsonl"
+    path = demo_corpus / "e2e_manifest.jsonl"  # beside the clips: inputs are confined to it
     path.write_text("".join(json.dumps(r) + "\n" for r in rows if r["item_id"] in KEEP))
     return path
 

@@ -31,6 +31,7 @@ class MediaConfig(_Section):
         8, ge=1, le=256, description="frames per clip (the cap for fps/keyframes)"
     )
     fps: float = Field(1.0, gt=0, le=60, description="sampling rate for sampling=fps")
+    decode_threads: int = Field(0, ge=0, le=64, description="decoder threads; 0 = auto")
     max_side: int = Field(448, ge=32, le=4096, description="longest side of a sampled frame, px")
     sample_rate: Literal[16000] = Field(
         16000, description="audio rate, Hz (mono); Whisper needs 16k"

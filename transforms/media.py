@@ -198,7 +198,11 @@ def read_frames(path: Path, probe: Probe, config: MediaConfig) -> dict:
     width, height = _decode_size(probe, config.max_side)
     try:
         reader = decord.VideoReader(
-            str(path), ctx=decord.cpu(0), width=width, height=height, num_threads=1
+            str(path),
+            ctx=decord.cpu(0),
+            width=width,
+            height=height,
+            num_threads=config.decode_threads,
         )
     except (decord.DECORDError, RuntimeError) as exc:
         if any(marker in str(exc) for marker in READ_FAILURE_MARKERS):
