@@ -31,6 +31,9 @@ DESCRIPTIONS = pa.schema(
         pa.field("published_at", pa.string()),
         pa.field("description", pa.string()),
         pa.field("description_tokens", pa.int32()),
+        pa.field("prompt_tokens", pa.int32()),
+        pa.field("describe_latency_ms", pa.float32()),
+        pa.field("served_model", pa.string()),
         pa.field("transcript", pa.string()),
         pa.field("transcript_language", pa.string()),
         pa.field(

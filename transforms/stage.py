@@ -131,10 +131,10 @@ class Stage:
             for record in records:
                 self._guard_item(record, self.run_batch, [record])
 
-    def _guard_item(self, record: Record, func: Any, *args: Any) -> None:
-        """Call ``func(*args)``; any exception becomes an error on ``record``."""
+    def _guard_item(self, record: Record, func: Any, *args: Any, **kwargs: Any) -> None:
+        """Call ``func(*args, **kwargs)``; any exception becomes an error on ``record``."""
         try:
-            func(*args)
+            func(*args, **kwargs)
         except StageError as exc:
             mark_error(record, self.name, exc.code, exc.message)
         except Exception as exc:  # noqa: BLE001 - one item's bug must not stop the run

@@ -1,15 +1,28 @@
-"""Describers: turn a clip's signals (and, with a VLM, its frames) into a rich description."""
+"""Describers: turn a clip's signals (and, with a VLM, its frames) into a rich description.
+
+Backends: ``offline`` (a text LLM over the signals, the demo default), ``transformers`` (an
+in-process VLM) and ``openai`` (any OpenAI-compatible server such as vLLM).
+"""
 
 from transforms.config import DescribeConfig
-from transforms.describe.offline import OfflineDescriber
-from transforms.stage import Stage
+from transforms.describe.base import Describer
 
 
-def build_describer(config: DescribeConfig) -> Stage:
-    """The describer stage for ``describe.backend``."""
+def build_describer(config: DescribeConfig) -> Describer:
+    """The describer stage for ``describe.backend`` (imports only that backend)."""
     if config.backend == "offline":
+        from transforms.describe.offline import OfflineDescriber
+
         return OfflineDescriber(config)
+    if config.backend == "transformers":
+        from transforms.describe.vlm import TransformersDescriber
+
+        return TransformersDescriber(config)
+    if config.backend == "openai":
+        from transforms.describe.openai_api import OpenAIDescriber
+
+        return OpenAIDescriber(config)
     raise ValueError(f"describe.backend '{config.backend}' is not available")
 
 
-__all__ = ["build_describer", "OfflineDescriber"]
+__all__ = ["Describer", "build_describer"]

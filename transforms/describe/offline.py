@@ -1,35 +1,36 @@
 """The offline describer: a small text LLM writes the description from the clip's signals.
 
-It is *not* visual understanding: it sees the transcript, the metadata and frame statistics
-(brightness, motion, colours), never the pixels. Use a VLM backend for real descriptions.
+It is *not* visual understanding: it sees the transcript, OCR text, metadata and frame
+statistics (brightness, motion, colours), never the pixels, and its prompt tells it so. With
+``append_signals`` the description ends with the quoted transcript and on-screen text, so the
+embedding always carries what was actually said and shown.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
+import time
 from pathlib import Path
 
-from transforms.config import DescribeConfig
-from transforms.describe.prompt import RenderedPrompt, item_facts, load_prompt
-from transforms.models import cache_dir, model_revision, pick_device, resolve_model
-from transforms.stage import Record, Stage, StageError, stable_hash
+from transforms.describe.base import Describer, tidy_description
+from transforms.describe.prompt import RenderedPrompt
+from transforms.models import cache_dir, pick_device, resolve_model
+from transforms.stage import Record, stable_hash
 
 logger = logging.getLogger(__name__)
-MAX_SENTENCES = 6
-MIN_DESCRIPTION_CHARS = 20
+QUOTE_CHARS = 300
 
 
-def load_causal_lm(model_path: str, gguf_file: str | None):
+def load_causal_lm(model_path: str, gguf_file: str | None, revision: str | None = None):
     """Load tokenizer + model; a GGUF file is de-quantized once and cached as safetensors."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if gguf_file:
         model_path = str(_cached_gguf_conversion(model_path, gguf_file))
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path)
+    tokenizer = AutoTokenizer.from_pretrained(model_path, revision=revision)
+    model = AutoModelForCausalLM.from_pretrained(model_path, revision=revision)
     return tokenizer, model
 
 
@@ -61,46 +62,26 @@ def _cached_gguf_conversion(model_path: str, gguf_file: str) -> Path:
     return target
 
 
-def tidy_description(text: str) -> str:
-    """Collapse whitespace, drop a trailing half sentence, keep at most MAX_SENTENCES."""
-    text = re.sub(r"\s+", " ", text).strip()
-    sentences = re.findall(r"[^.!?]+[.!?]+", text)
-    if sentences:
-        text = " ".join(s.strip() for s in sentences[:MAX_SENTENCES])
-    return text
+def signals_sentence(record: Record) -> str:
+    """The grounded tail: what was said and shown, quoted, never paraphrased."""
+    parts = []
+    if transcript := (record.get("transcript") or "").strip():
+        parts.append(f'Speech: "{transcript[:QUOTE_CHARS]}".')
+    if ocr := (record.get("ocr_text") or "").strip():
+        parts.append(f'On-screen text: "{ocr[:QUOTE_CHARS]}".')
+    return " ".join(parts)
 
 
-class OfflineDescriber(Stage):
+class OfflineDescriber(Describer):
     """Batched greedy generation with left padding, from fenced prompt facts."""
 
-    name = "describe"
-    resources = "gpu"
-
-    def __init__(self, config: DescribeConfig):
-        super().__init__(config, batch_size=config.batch_size)
-        self.prompt = load_prompt(config.prompt_version)
-
-    def fingerprint_fields(self) -> dict:
-        c = self.config
-        return {
-            "backend": c.backend,
-            "model": c.model,
-            "gguf": c.gguf_file,
-            "revision": model_revision(c.model),
-            "prompt_version": c.prompt_version,
-            "prompt_sha": self.prompt.sha,
-            "max_new_tokens": c.max_new_tokens,
-            "temperature": c.temperature,
-            "repetition_penalty": c.repetition_penalty,
-            "seed": c.seed,
-            "max_transcript_chars": c.max_transcript_chars,
-        }
+    backend = "offline"
 
     def load(self) -> None:
         import torch
 
         self._model_tokenizer, self._model = load_causal_lm(
-            resolve_model(self.config.model), self.config.gguf_file
+            resolve_model(self.config.model), self.config.gguf_file, self.config.revision
         )
         self._model_tokenizer.padding_side = "left"
         if self._model_tokenizer.pad_token is None:
@@ -108,9 +89,6 @@ class OfflineDescriber(Stage):
         self._device = pick_device(self.config.device)
         dtype = torch.bfloat16 if self._device == "cuda" else torch.float32
         self._model.to(self._device, dtype=dtype).eval()
-
-    def render(self, record: Record) -> RenderedPrompt:
-        return self.prompt.render(item_facts(record, self.config.max_transcript_chars))
 
     def chat_text(self, prompt: RenderedPrompt) -> str:
         messages = [
@@ -125,6 +103,7 @@ class OfflineDescriber(Stage):
     def run_batch(self, records: list[Record]) -> None:
         import torch
 
+        started = time.perf_counter()
         tokenizer = self._model_tokenizer
         prompts = [self.render(r) for r in records]
         inputs = tokenizer(
@@ -136,6 +115,7 @@ class OfflineDescriber(Stage):
             output = self._model.generate(
                 **inputs,
                 max_new_tokens=self.config.max_new_tokens,
+                min_new_tokens=self.config.min_new_tokens or None,
                 do_sample=sampling,
                 temperature=self.config.temperature if sampling else None,
                 top_p=None,
@@ -143,22 +123,23 @@ class OfflineDescriber(Stage):
                 repetition_penalty=self.config.repetition_penalty,
                 pad_token_id=tokenizer.pad_token_id,
             )
+        prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
-        for record, prompt, tokens in zip(records, prompts, new_tokens, strict=True):
-            text = prompt.answer_prefix + " " + tokenizer.decode(tokens, skip_special_tokens=True)
+        for record, prompt, tokens, prompt_length in zip(
+            records, prompts, new_tokens, prompt_lengths, strict=True
+        ):
+            prose = tidy_description(
+                prompt.answer_prefix + " " + tokenizer.decode(tokens, skip_special_tokens=True)
+            )
+            text = f"{prose} {signals_sentence(record)}" if self.config.append_signals else prose
             count = int((tokens != tokenizer.pad_token_id).sum())
-            record["prompt_rendered_sha"] = prompt.sha
-            self._guard_item(record, self._attach, record, text, count)
-
-    def _attach(self, record: Record, raw: str, token_count: int) -> None:
-        description = tidy_description(raw)
-        if len(description) < MIN_DESCRIPTION_CHARS:
-            raise StageError("describe_failed", f"describer returned {len(description)} chars")
-        record.update(
-            description=description,
-            description_tokens=token_count,
-            describer=self.config.model,
-            describer_revision=model_revision(self.config.model),
-            prompt_version=self.prompt.version,
-            prompt_sha=self.prompt.sha,
-        )
+            self._guard_item(
+                record,
+                self.attach,
+                record,
+                prompt,
+                text,
+                prompt_tokens=prompt_length,
+                completion_tokens=count,
+                started=started,
+            )

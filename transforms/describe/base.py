@@ -1,0 +1,101 @@
+"""What every describer backend shares: prompts, lineage, token and latency accounting."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from transforms.config import DescribeConfig
+from transforms.describe.prompt import RenderedPrompt, item_facts, load_prompt
+from transforms.models import model_revision
+from transforms.stage import Record, Stage, StageError
+
+MAX_SENTENCES = 6
+MIN_DESCRIPTION_CHARS = 20
+
+
+def tidy_description(text: str) -> str:
+    """Collapse whitespace, drop a trailing half sentence, keep at most MAX_SENTENCES."""
+    text = re.sub(r"\s+", " ", text).strip()
+    sentences = re.findall(r"[^.!?]+[.!?]+", text)
+    if sentences:
+        text = " ".join(s.strip() for s in sentences[:MAX_SENTENCES])
+    return text
+
+
+def pick_frames(frames: list, limit: int) -> list:
+    """At most ``limit`` frames, spread evenly over the clip."""
+    if len(frames) <= limit:
+        return list(frames)
+    step = len(frames) / limit
+    return [frames[int(step * i + step / 2)] for i in range(limit)]
+
+
+class Describer(Stage):
+    """A describer backend: renders the versioned prompt and records lineage on every row."""
+
+    name = "describe"
+    resources = "gpu"
+    backend = "base"
+
+    def __init__(self, config: DescribeConfig):
+        super().__init__(config, batch_size=config.batch_size)
+        self.prompt = load_prompt(config.resolved_prompt_version)
+
+    @property
+    def revision(self) -> str:
+        return model_revision(self.config.model, self.config.revision)
+
+    @property
+    def describer_id(self) -> str:
+        """``backend:model@revision``: what wrote the description."""
+        return f"{self.backend}:{self.config.model}@{self.revision}"
+
+    def fingerprint_fields(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            "describer": self.describer_id,
+            "prompt_version": self.prompt.version,
+            "prompt_sha": self.prompt.sha,
+            "max_new_tokens": c.max_new_tokens,
+            "min_new_tokens": c.min_new_tokens,
+            "temperature": c.temperature,
+            "repetition_penalty": c.repetition_penalty,
+            "seed": c.seed,
+            "max_images": c.max_images,
+            "max_transcript_chars": c.max_transcript_chars,
+            "append_signals": c.append_signals,
+            "gguf": c.gguf_file,
+        }
+
+    def render(self, record: Record) -> RenderedPrompt:
+        return self.prompt.render(item_facts(record, self.config.max_transcript_chars))
+
+    def attach(
+        self,
+        record: Record,
+        prompt: RenderedPrompt,
+        text: str,
+        *,
+        prompt_tokens: int,
+        completion_tokens: int,
+        started: float,
+        served_model: str | None = None,
+    ) -> None:
+        """Validate the generated text and write it with its lineage onto ``record``."""
+        description = tidy_description(text)
+        if len(description) < MIN_DESCRIPTION_CHARS:
+            raise StageError("describe_failed", f"describer returned {len(description)} chars")
+        record.update(
+            description=description,
+            description_tokens=int(completion_tokens),
+            prompt_tokens=int(prompt_tokens),
+            describe_latency_ms=round((time.perf_counter() - started) * 1000, 1),
+            describer=self.describer_id,
+            describer_revision=self.revision,
+            served_model=served_model,
+            prompt_version=self.prompt.version,
+            prompt_sha=self.prompt.sha,
+            prompt_rendered_sha=prompt.sha,
+        )

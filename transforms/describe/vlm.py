@@ -1,0 +1,151 @@
+"""The ``transformers`` backend: any AutoModelForImageTextToText VLM, in process.
+
+Frames go in as images through the processor's chat template (Qwen2.5-VL, SmolVLM2,
+LLaVA-OneVision, ...). Generation is batched with left padding; bf16 on CUDA with accelerate's
+``device_map``, fp32 on CPU. A batch that runs out of accelerator memory is halved and retried;
+only a single item that still does not fit is marked ``out_of_memory``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+from PIL import Image
+
+from transforms.describe.base import Describer, pick_frames
+from transforms.describe.prompt import RenderedPrompt
+from transforms.models import pick_device, resolve_model
+from transforms.stage import Record, mark_error
+
+logger = logging.getLogger(__name__)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def chat_messages(prompt: RenderedPrompt, image_count: int) -> list[dict]:
+    """HF multimodal chat messages: the system text, then the images, then the user text."""
+    content = [{"type": "image"} for _ in range(image_count)]
+    content.append({"type": "text", "text": prompt.user})
+    return [
+        {"role": "system", "content": [{"type": "text", "text": prompt.system}]},
+        {"role": "user", "content": content},
+    ]
+
+
+class TransformersDescriber(Describer):
+    backend = "transformers"
+
+    def load(self) -> None:
+        import torch
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        path = resolve_model(self.config.model)
+        self._device = pick_device(self.config.device)
+        cuda = self._device == "cuda"
+        self._model_processor = AutoProcessor.from_pretrained(path, revision=self.config.revision)
+        self._model_processor.tokenizer.padding_side = "left"
+        self._model = AutoModelForImageTextToText.from_pretrained(
+            path,
+            revision=self.config.revision,
+            dtype=torch.bfloat16 if cuda else torch.float32,
+            device_map="auto" if cuda else None,
+        ).eval()
+        if not cuda:
+            self._model.to(self._device)
+
+    def run_batch(self, records: list[Record]) -> None:
+        without_frames = [r for r in records if not r.get("frames")]
+        for record in without_frames:  # audio-only clips: nothing for a VLM to look at
+            mark_error(record, self.name, "describe_failed", "no frames to show the VLM")
+        self._generate_halving([r for r in records if r.get("frames")])
+
+    def _generate_halving(self, records: list[Record]) -> None:
+        """Generate; on out-of-memory split the batch in two and retry each half."""
+        if not records:
+            return
+        try:
+            self.generate(records)
+        except Exception as exc:  # noqa: BLE001 - only OOM is handled here
+            if not is_out_of_memory(exc):
+                raise
+            self._free_cache()
+            if len(records) == 1:
+                mark_error(records[0], self.name, "out_of_memory", f"batch size 1: {exc}"[:500])
+                return
+            half = len(records) // 2
+            logger.warning(
+                "describe: out of memory at batch %d, retrying as %d + %d",
+                len(records),
+                half,
+                len(records) - half,
+            )
+            self._generate_halving(records[:half])
+            self._generate_halving(records[half:])
+
+    def _free_cache(self) -> None:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def generate(self, records: list[Record]) -> None:
+        """One batched ``generate`` over the records' frames and prompts."""
+        import torch
+
+        started = time.perf_counter()
+        processor = self._model_processor
+        prompts = [self.render(r) for r in records]
+        images = [
+            [
+                Image.fromarray(np.asarray(f))
+                for f in pick_frames(r["frames"], self.config.max_images)
+            ]
+            for r in records
+        ]
+        texts = [
+            processor.apply_chat_template(
+                chat_messages(p, len(imgs)), tokenize=False, add_generation_prompt=True
+            )
+            + p.answer_prefix
+            for p, imgs in zip(prompts, images, strict=True)
+        ]
+        inputs = processor(text=texts, images=images, padding=True, return_tensors="pt").to(
+            self._model.device
+        )
+        if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
+            inputs["pixel_values"] = inputs["pixel_values"].to(self._model.dtype)
+        sampling = self.config.temperature > 0
+        torch.manual_seed(self.config.seed)
+        with torch.inference_mode():
+            output = self._model.generate(
+                **inputs,
+                max_new_tokens=self.config.max_new_tokens,
+                min_new_tokens=self.config.min_new_tokens or None,
+                do_sample=sampling,
+                temperature=self.config.temperature if sampling else None,
+                repetition_penalty=self.config.repetition_penalty,
+                pad_token_id=processor.tokenizer.pad_token_id,
+            )
+        new_tokens = output[:, inputs["input_ids"].shape[1] :]
+        decoded = processor.batch_decode(new_tokens, skip_special_tokens=True)
+        prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
+        pad = processor.tokenizer.pad_token_id
+        for record, prompt, text, tokens, length in zip(
+            records, prompts, decoded, new_tokens, prompt_lengths, strict=True
+        ):
+            self._guard_item(
+                record,
+                self.attach,
+                record,
+                prompt,
+                f"{prompt.answer_prefix} {text}",
+                prompt_tokens=length,
+                completion_tokens=int((tokens != pad).sum()),
+                started=started,
+            )
