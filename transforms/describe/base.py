@@ -24,6 +24,13 @@ def tidy_description(text: str) -> str:
     return text
 
 
+def generated_length(tokens: Any, eos_ids: int | list[int] | None) -> int:
+    """New tokens up to (not counting) the first end-of-sequence; the rest is padding."""
+    ids = tokens.tolist()
+    stops = set(eos_ids if isinstance(eos_ids, list) else [eos_ids]) - {None}
+    return next((i for i, token in enumerate(ids) if token in stops), len(ids))
+
+
 def pick_frames(frames: list, limit: int) -> list:
     """At most ``limit`` frames, spread evenly over the clip."""
     if len(frames) <= limit:

@@ -14,7 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
-from transforms.describe.base import Describer, tidy_description
+from transforms.describe.base import Describer, generated_length, tidy_description
 from transforms.describe.prompt import RenderedPrompt
 from transforms.models import cache_dir, pick_device, resolve_model
 from transforms.stage import Record, stable_hash
@@ -132,7 +132,7 @@ class OfflineDescriber(Describer):
                 prompt.answer_prefix + " " + tokenizer.decode(tokens, skip_special_tokens=True)
             )
             text = f"{prose} {signals_sentence(record)}" if self.config.append_signals else prose
-            count = int((tokens != tokenizer.pad_token_id).sum())
+            count = generated_length(tokens, self._model.generation_config.eos_token_id)
             self._guard_item(
                 record,
                 self.attach,

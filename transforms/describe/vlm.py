@@ -14,7 +14,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from transforms.describe.base import Describer, pick_frames
+from transforms.describe.base import Describer, generated_length, pick_frames
 from transforms.describe.prompt import RenderedPrompt
 from transforms.models import pick_device, resolve_model
 from transforms.stage import Record, mark_error
@@ -135,7 +135,7 @@ class TransformersDescriber(Describer):
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
         decoded = processor.batch_decode(new_tokens, skip_special_tokens=True)
         prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
-        pad = processor.tokenizer.pad_token_id
+        eos = self._model.generation_config.eos_token_id
         for record, prompt, text, tokens, length in zip(
             records, prompts, decoded, new_tokens, prompt_lengths, strict=True
         ):
@@ -146,6 +146,6 @@ class TransformersDescriber(Describer):
                 prompt,
                 f"{prompt.answer_prefix} {text}",
                 prompt_tokens=length,
-                completion_tokens=int((tokens != pad).sum()),
+                completion_tokens=generated_length(tokens, eos),
                 started=started,
             )

