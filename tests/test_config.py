@@ -58,3 +58,10 @@ def test_missing_config_file_fails_fast(tmp_path):
 def test_fingerprint_changes_with_any_value():
     assert Config().fingerprint() != load_config(overrides=["encode.batch_size=7"]).fingerprint()
     assert Config().fingerprint() == Config().fingerprint()
+
+
+@pytest.mark.parametrize("name", ["production.transformers.yaml", "production.vllm.yaml"])
+def test_production_examples_validate(name):
+    config = load_config(f"configs/{name}")
+    assert config.describe.backend in ("transformers", "openai")
+    assert config.describe.resolved_prompt_version == "v1"
