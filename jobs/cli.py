@@ -170,7 +170,7 @@ def command_inspect(args: argparse.Namespace) -> int:
     data = store.read(args.table, version=args.version, columns=columns)
     hidden = [
         c
-        for c in ("embedding", "centroids_npy", "config_json")
+        for c in ("embedding", "weights_npz", "sentencepiece_model", "config_json")
         if c in data.column_names and not columns
     ]
     frame = data.drop_columns(hidden).slice(0, args.limit).to_pandas()

@@ -130,7 +130,9 @@ def _semantic_ids(
         except ValueError as exc:
             summary.notes.append(f"semantic_ids skipped: {exc}")
             return
-    rows = assign_semantic_ids(store, codebook, items, run_id)
+    rows = assign_semantic_ids(
+        store, codebook, items, run_id, config.semantic_ids.prefix_hash_buckets
+    )
     store.merge("semantic_ids", rows)
     summary.codebook_version = codebook.version
     summary.codebook_metrics = codebook.metrics

@@ -1,4 +1,5 @@
-"""Semantic IDs against the lake: pin (or fit) a codebook, then assign SIDs with stable dedup."""
+"""Semantic IDs against the lake: pin (or fit) a codebook, then assign SIDs with stable dedup
+and ranker features (prefix n-grams, SentencePiece pieces)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,20 @@ import pyarrow.compute as pc
 from schemas.rows import utc_now
 from schemas.store import DeltaStore
 from transforms.config import SemanticIdConfig
+from transforms.models import pick_device
 from transforms.semantic_ids import Codebook, assign_dedup_suffixes, fit_rq_kmeans, sid_string
+from transforms.semantic_ids.features import SidPieces, hashed, prefix_ngrams, train_sentencepiece
 from transforms.stage import stable_hash
 
 logger = logging.getLogger(__name__)
+LINEAGE = (
+    "content_sha256",
+    "describer",
+    "describer_revision",
+    "prompt_version",
+    "prompt_sha",
+    "encoder",
+)
 
 
 def _compatible(row: dict[str, Any], config: SemanticIdConfig, encoder: str) -> bool:
@@ -32,9 +43,10 @@ def pinned_codebook(store: DeltaStore, config: SemanticIdConfig, encoder: str) -
     if config.codebook_version != "auto":
         named = [r for r in rows if r["codebook_version"] == config.codebook_version]
         if not named:
+            known = sorted(r["codebook_version"] for r in rows)
             raise ValueError(
                 f"semantic_ids.codebook_version '{config.codebook_version}' is not in "
-                f"the codebooks table; known: {sorted(r['codebook_version'] for r in rows)}"
+                f"the codebooks table; known: {known}"
             )
         return Codebook.from_row(named[0])
     compatible = sorted(
@@ -43,40 +55,82 @@ def pinned_codebook(store: DeltaStore, config: SemanticIdConfig, encoder: str) -
     return Codebook.from_row(compatible[-1]) if compatible else None
 
 
-def fit_codebook(
-    store: DeltaStore, config: SemanticIdConfig, encoder: str, run_id: str
-) -> Codebook:
-    """Fit a new codebook version on a sample of the embeddings table and record it."""
+def fit_sample(store: DeltaStore, config: SemanticIdConfig, encoder: str) -> np.ndarray:
+    """A seeded sample (≤ ``fit_sample``) of the embeddings table for ``encoder``."""
     table = store.read_or_empty("embeddings", columns=["item_id", "embedding", "encoder"])
     table = table.filter(pc.equal(table.column("encoder"), encoder))
     if table.num_rows < 2:
         raise ValueError(
             f"need at least 2 embeddings from encoder {encoder} to fit, have {table.num_rows}"
         )
-    rng = np.random.default_rng(config.seed)
-    keep = np.sort(rng.permutation(table.num_rows)[: config.fit_sample])
-    sample = np.asarray(table.take(keep).column("embedding").to_pylist(), dtype=np.float32)
-    digest = stable_hash([encoder, sample.shape, float(sample.sum())], 6)
-    version = f"{config.method}-{utc_now():%Y%m%dT%H%M%S}-{digest}"
-    codebook = fit_rq_kmeans(
-        sample,
-        levels=config.levels,
-        codebook_size=config.codebook_size,
-        iters=config.kmeans_iters,
-        redo=config.kmeans_redo,
-        seed=config.seed,
-        encoder=encoder,
-        version=version,
+    keep = np.sort(
+        np.random.default_rng(config.seed).permutation(table.num_rows)[: config.fit_sample]
     )
+    return np.asarray(table.take(keep).column("embedding").to_pylist(), dtype=np.float32)
+
+
+def fit_codebook_on(sample: np.ndarray, config: SemanticIdConfig, encoder: str) -> Codebook:
+    """Fit ``config.method`` on ``sample`` and train the SentencePiece model over its SIDs."""
+    digest = stable_hash([encoder, config.method, sample.shape, float(sample.sum())], 6)
+    version = f"{config.method}-{utc_now():%Y%m%dT%H%M%S}-{digest}"
+    common = {
+        "levels": config.levels,
+        "codebook_size": config.codebook_size,
+        "seed": config.seed,
+        "encoder": encoder,
+        "version": version,
+    }
+    if config.method == "rq_vae":
+        from transforms.semantic_ids.rq_vae import fit_rq_vae
+
+        codebook = fit_rq_vae(
+            sample,
+            **common,
+            latent_dim=config.vae_latent_dim,
+            hidden=tuple(config.vae_hidden),
+            epochs=config.vae_epochs,
+            batch_size=config.vae_batch_size,
+            lr=config.vae_lr,
+            beta=config.vae_beta,
+            device=pick_device(config.device),
+        )
+    else:
+        codebook = fit_rq_kmeans(
+            sample,
+            **common,
+            iters=config.kmeans_iters,
+            redo=config.kmeans_redo,
+            balanced=config.balanced,
+        )
+    if config.sentencepiece_vocab:
+        codes = codebook.encode(sample).tolist()
+        codebook.sentencepiece_model = train_sentencepiece(
+            codes, codebook.codebook_size, config.sentencepiece_vocab
+        )
+    return codebook
+
+
+def fit_codebook(
+    store: DeltaStore, config: SemanticIdConfig, encoder: str, run_id: str
+) -> Codebook:
+    """Fit a new codebook version on a sample of the embeddings table and record it."""
+    sample = fit_sample(store, config, encoder)
+    codebook = fit_codebook_on(sample, config, encoder)
     store.merge("codebooks", [{**codebook.to_row(), "run_id": run_id, "updated_at": utc_now()}])
-    logger.info("fitted codebook %s on %d items: %s", version, len(sample), codebook.metrics)
+    logger.info(
+        "fitted codebook %s on %d items: %s", codebook.version, len(sample), codebook.metrics
+    )
     return codebook
 
 
 def assign_semantic_ids(
-    store: DeltaStore, codebook: Codebook, items: list[dict[str, Any]], run_id: str
+    store: DeltaStore,
+    codebook: Codebook,
+    items: list[dict[str, Any]],
+    run_id: str,
+    hash_buckets: int = 0,
 ) -> list[dict[str, Any]]:
-    """SID rows for ``items`` (dicts with item_id, embedding and lineage) under ``codebook``."""
+    """SID rows (with ranker features) for ``items`` (dicts with item_id, embedding, lineage)."""
     if not items:
         return []
     codes = codebook.encode(np.asarray([i["embedding"] for i in items], dtype=np.float32))
@@ -84,28 +138,32 @@ def assign_semantic_ids(
         item["item_id"]: tuple(int(c) for c in row) for item, row in zip(items, codes, strict=True)
     }
     suffixes = assign_dedup_suffixes(new_codes, _existing_assignments(store, codebook.version))
-    now = utc_now()
-    lineage = (
-        "content_sha256",
-        "describer",
-        "describer_revision",
-        "prompt_version",
-        "prompt_sha",
-        "encoder",
+    pieces = (
+        SidPieces(codebook.sentencepiece_model, codebook.codebook_size)
+        if codebook.sentencepiece_model
+        else None
     )
-    return [
-        {
-            "item_id": item["item_id"],
-            "codes": list(new_codes[item["item_id"]]),
-            "dedup": suffixes[item["item_id"]],
-            "sid": sid_string(new_codes[item["item_id"]], suffixes[item["item_id"]]),
-            "codebook_version": codebook.version,
-            **{k: item.get(k) for k in lineage},
-            "run_id": run_id,
-            "updated_at": now,
-        }
-        for item in items
-    ]
+    now = utc_now()
+    rows = []
+    for item in items:
+        item_codes, suffix = new_codes[item["item_id"]], suffixes[item["item_id"]]
+        ngrams = prefix_ngrams(item_codes)
+        rows.append(
+            {
+                "item_id": item["item_id"],
+                "codes": list(item_codes),
+                "dedup": suffix,
+                "sid": sid_string(item_codes, suffix),
+                "codebook_version": codebook.version,
+                "prefix_ngrams": ngrams,
+                "prefix_hashes": hashed(ngrams, hash_buckets) if hash_buckets else None,
+                "sid_pieces": pieces.pieces(item_codes) if pieces else None,
+                **{k: item.get(k) for k in LINEAGE},
+                "run_id": run_id,
+                "updated_at": now,
+            }
+        )
+    return rows
 
 
 def _existing_assignments(

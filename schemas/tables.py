@@ -98,6 +98,9 @@ SEMANTIC_IDS = pa.schema(
         pa.field("dedup", pa.int32()),
         pa.field("sid", pa.string()),
         pa.field("codebook_version", pa.string()),
+        pa.field("prefix_ngrams", pa.list_(pa.string())),
+        pa.field("prefix_hashes", pa.list_(pa.int64())),
+        pa.field("sid_pieces", pa.list_(pa.string())),
         *_LINEAGE,
     ]
 )
@@ -112,7 +115,8 @@ CODEBOOKS = pa.schema(
         pa.field("dim", pa.int32()),
         pa.field("encoder", pa.string()),
         pa.field("n_fit", pa.int64()),
-        pa.field("centroids_npy", pa.binary()),
+        pa.field("weights_npz", pa.binary()),
+        pa.field("sentencepiece_model", pa.binary()),
         pa.field("metrics_json", pa.string()),
         pa.field("config_json", pa.string()),
         pa.field("run_id", pa.string(), nullable=False),

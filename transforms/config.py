@@ -127,16 +127,28 @@ class EncodeConfig(_Section):
 
 
 class SemanticIdConfig(_Section):
-    method: Literal["rq_kmeans"] = "rq_kmeans"
+    method: Literal["rq_kmeans", "rq_vae"] = "rq_kmeans"
     levels: int = Field(3, ge=1, le=8)
     codebook_size: int = Field(256, ge=2, le=65536)
-    kmeans_iters: int = Field(25, ge=1, le=1000)
-    kmeans_redo: int = Field(3, ge=1, le=20, description="k-means restarts per level; best kept")
     seed: int = 0
     codebook_version: str = Field(
         "auto", description="'auto' pins the latest compatible codebook, fitting one if none"
     )
     fit_sample: int = Field(200_000, ge=2, description="max embeddings the fit sees")
+    kmeans_iters: int = Field(25, ge=1, le=1000)
+    kmeans_redo: int = Field(3, ge=1, le=20, description="k-means restarts per level; best kept")
+    balanced: bool = Field(False, description="rq_kmeans: capacity-balanced code assignment in fit")
+    vae_latent_dim: int = Field(32, ge=2, le=4096)
+    vae_hidden: list[int] = Field([256, 128], description="rq_vae: encoder MLP widths")
+    vae_epochs: int = Field(30, ge=1, le=10_000)
+    vae_batch_size: int = Field(512, ge=8)
+    vae_lr: float = Field(1e-3, gt=0)
+    vae_beta: float = Field(0.25, ge=0, description="rq_vae: commitment loss weight")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    prefix_hash_buckets: int = Field(0, ge=0, description="hash prefix n-grams; 0 = no hashing")
+    sentencepiece_vocab: int = Field(
+        256, ge=0, description="merged SentencePiece pieces over SIDs; 0 = no SentencePiece"
+    )
 
 
 class RunConfig(_Section):

@@ -1,4 +1,9 @@
-"""A fitted residual codebook: encode embeddings to L codes, save to and load from a table row."""
+"""A fitted residual codebook: encode embeddings to L codes, save to and load from a table row.
+
+RQ-KMeans quantizes the embedding itself. RQ-VAE first maps it through an MLP encoder into a
+latent space and reconstructs through an MLP decoder; both MLPs travel with the codebook, so
+assignment needs nothing but this object (plain numpy, no torch).
+"""
 
 from __future__ import annotations
 
@@ -9,17 +14,31 @@ from typing import Any
 
 import numpy as np
 
+Layers = list[tuple[np.ndarray, np.ndarray]]  # (weight (out, in), bias (out,)) per Linear
+
+
+def mlp_forward(layers: Layers, x: np.ndarray) -> np.ndarray:
+    """ReLU MLP (no activation after the last layer), as torch.nn.Linear stores weights."""
+    for i, (weight, bias) in enumerate(layers):
+        x = x @ weight.T + bias
+        if i < len(layers) - 1:
+            x = np.maximum(x, 0)
+    return x
+
 
 @dataclass
 class Codebook:
     version: str
     method: str
-    centroids: np.ndarray  # (levels, codebook_size, dim) float32
+    centroids: np.ndarray  # (levels, codebook_size, latent dim) float32
     encoder: str
     codebook_size_requested: int
     n_fit: int
     metrics: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    mlp_encoder: Layers = field(default_factory=list)  # empty: quantize the embedding itself
+    mlp_decoder: Layers = field(default_factory=list)
+    sentencepiece_model: bytes | None = None
 
     @property
     def levels(self) -> int:
@@ -31,36 +50,47 @@ class Codebook:
 
     @property
     def dim(self) -> int:
-        return int(self.centroids.shape[2])
+        """The embedding dimension the codebook accepts."""
+        return (
+            int(self.mlp_encoder[0][0].shape[1])
+            if self.mlp_encoder
+            else int(self.centroids.shape[2])
+        )
+
+    def to_latent(self, embeddings: np.ndarray) -> np.ndarray:
+        data = np.asarray(embeddings, dtype=np.float32)
+        if data.ndim != 2 or data.shape[1] != self.dim:
+            raise ValueError(f"codebook {self.version} expects dim {self.dim}, got {data.shape}")
+        return mlp_forward(self.mlp_encoder, data).astype(np.float32) if self.mlp_encoder else data
 
     def encode(self, embeddings: np.ndarray) -> np.ndarray:
         """Residual nearest-centroid assignment: (n, dim) → (n, levels) int32 codes."""
-        codes, _ = self.encode_with_residual(embeddings)
-        return codes
+        return self.quantize(self.to_latent(embeddings))[0]
 
-    def encode_with_residual(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        residual = np.asarray(embeddings, dtype=np.float32).copy()
-        if residual.ndim != 2 or residual.shape[1] != self.dim:
-            raise ValueError(
-                f"codebook {self.version} expects dim {self.dim}, got {residual.shape}"
-            )
+    def quantize(self, latent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(codes, final residual) for latent vectors, level by level."""
+        residual = latent.copy()
         codes = np.empty((len(residual), self.levels), dtype=np.int32)
         for level, centroids in enumerate(self.centroids):
-            distances = (
-                (residual**2).sum(1, keepdims=True)
-                - 2 * residual @ centroids.T
-                + (centroids**2).sum(1)
-            )
+            distances = -2 * residual @ centroids.T + (centroids**2).sum(
+                1
+            )  # |r|² is constant per row, so it does not change the argmin
             codes[:, level] = distances.argmin(1)
             residual -= centroids[codes[:, level]]
         return codes, residual
 
     def reconstruct(self, codes: np.ndarray) -> np.ndarray:
-        return sum(self.centroids[level][codes[:, level]] for level in range(self.levels))
+        """Back to embedding space: the sum of chosen centroids (through the decoder, if any)."""
+        latent = sum(self.centroids[level][codes[:, level]] for level in range(self.levels))
+        return mlp_forward(self.mlp_decoder, latent) if self.mlp_decoder else latent
 
     def to_row(self) -> dict[str, Any]:
+        arrays = {"centroids": self.centroids.astype(np.float32)}
+        for prefix, layers in (("enc", self.mlp_encoder), ("dec", self.mlp_decoder)):
+            for i, (weight, bias) in enumerate(layers):
+                arrays[f"{prefix}_w{i}"], arrays[f"{prefix}_b{i}"] = weight, bias
         buffer = io.BytesIO()
-        np.save(buffer, self.centroids.astype(np.float32), allow_pickle=False)
+        np.savez(buffer, **arrays)
         return {
             "codebook_version": self.version,
             "method": self.method,
@@ -70,21 +100,30 @@ class Codebook:
             "dim": self.dim,
             "encoder": self.encoder,
             "n_fit": self.n_fit,
-            "centroids_npy": buffer.getvalue(),
+            "weights_npz": buffer.getvalue(),
+            "sentencepiece_model": self.sentencepiece_model,
             "metrics_json": json.dumps(self.metrics, sort_keys=True),
             "config_json": json.dumps(self.config, sort_keys=True),
         }
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Codebook:
-        centroids = np.load(io.BytesIO(row["centroids_npy"]), allow_pickle=False)
+        arrays = np.load(io.BytesIO(row["weights_npz"]), allow_pickle=False)
+
+        def layers(prefix: str) -> Layers:
+            count = sum(1 for key in arrays.files if key.startswith(f"{prefix}_w"))
+            return [(arrays[f"{prefix}_w{i}"], arrays[f"{prefix}_b{i}"]) for i in range(count)]
+
         return cls(
             version=row["codebook_version"],
             method=row["method"],
-            centroids=centroids,
+            centroids=arrays["centroids"],
             encoder=row["encoder"],
             codebook_size_requested=row["codebook_size_requested"],
             n_fit=row["n_fit"],
             metrics=json.loads(row["metrics_json"] or "{}"),
             config=json.loads(row["config_json"] or "{}"),
+            mlp_encoder=layers("enc"),
+            mlp_decoder=layers("dec"),
+            sentencepiece_model=row.get("sentencepiece_model"),
         )

@@ -1,4 +1,9 @@
-"""RQ-KMeans (OneRec): k-means on the embeddings, then on the residuals, level by level."""
+"""RQ-KMeans (OneRec): k-means on the embeddings, then on the residuals, level by level.
+
+k-means runs in FAISS. Dead codes (centroids no item chose) are re-seeded with the worst-fit
+items and refined, so a level never wastes codes. ``balanced`` adds capacity-constrained
+refinement so every code holds about n/K items, which spreads SIDs further.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from transforms.semantic_ids.codebook import Codebook
 from transforms.semantic_ids.metrics import codebook_health
 
 logger = logging.getLogger(__name__)
+REFINE_STEPS = 3
 
 
 def effective_codebook_size(requested: int, n_items: int, levels: int) -> int:
@@ -34,6 +40,77 @@ def _kmeans(data: np.ndarray, k: int, iters: int, seed: int, redo: int) -> np.nd
     return kmeans.centroids.astype(np.float32)
 
 
+def nearest(data: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(index of the nearest centroid, squared distance) per row, with FAISS."""
+    import faiss
+
+    index = faiss.IndexFlatL2(centroids.shape[1])
+    index.add(np.ascontiguousarray(centroids, dtype=np.float32))
+    distances, labels = index.search(np.ascontiguousarray(data, dtype=np.float32), 1)
+    return labels[:, 0], distances[:, 0]
+
+
+def reseed_dead_codes(data: np.ndarray, centroids: np.ndarray, seed: int) -> tuple[np.ndarray, int]:
+    """Move unused centroids onto the worst-fit items, then refine with Lloyd steps."""
+    centroids = centroids.copy()
+    reseeded = 0
+    for _ in range(REFINE_STEPS):
+        labels, distances = nearest(data, centroids)
+        dead = np.flatnonzero(np.bincount(labels, minlength=len(centroids)) == 0)
+        if not len(dead):
+            break
+        worst = np.argsort(-distances)[: len(dead)]
+        jitter = np.random.default_rng(seed).normal(0, 1e-4, (len(worst), data.shape[1]))
+        centroids[dead[: len(worst)]] = data[worst] + jitter
+        reseeded += len(dead)
+        centroids = _lloyd(data, centroids, nearest(data, centroids)[0])
+    return centroids, reseeded
+
+
+def _lloyd(data: np.ndarray, centroids: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """One centroid update: each used centroid moves to the mean of its items."""
+    sums = np.zeros_like(centroids)
+    np.add.at(sums, labels, data)
+    counts = np.bincount(labels, minlength=len(centroids))
+    used = counts > 0
+    centroids = centroids.copy()
+    centroids[used] = sums[used] / counts[used, None]
+    return centroids
+
+
+def balanced_labels(data: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Capacity-constrained assignment (≤ ceil(n/K) items per code), in vectorized rounds:
+    every unplaced item proposes its nearest open code, and each code keeps its closest
+    proposers up to its remaining room."""
+    n, k = len(data), len(centroids)
+    room = np.full(k, int(np.ceil(n / k)))
+    distances = -2 * data @ centroids.T + (centroids**2).sum(1)
+    labels = np.full(n, -1)
+    while (open_items := np.flatnonzero(labels < 0)).size:
+        masked = np.where(room > 0, distances[open_items], np.inf)
+        choice = masked.argmin(1)
+        best = masked[np.arange(len(open_items)), choice]
+        order = np.lexsort((best, choice))  # by code, then by distance
+        sorted_codes = choice[order]
+        starts = np.searchsorted(sorted_codes, sorted_codes, side="left")
+        rank = np.arange(len(order)) - starts
+        accepted = order[rank < room[sorted_codes]]
+        labels[open_items[accepted]] = choice[accepted]
+        room -= np.bincount(choice[accepted], minlength=k)
+    return labels
+
+
+def fit_level(
+    data: np.ndarray, k: int, *, iters: int, redo: int, seed: int, balanced: bool
+) -> tuple[np.ndarray, int]:
+    centroids = _kmeans(data, k, iters, seed, redo)
+    centroids, reseeded = reseed_dead_codes(data, centroids, seed)
+    if balanced:
+        for _ in range(REFINE_STEPS):
+            centroids = _lloyd(data, centroids, balanced_labels(data, centroids))
+    return centroids, reseeded
+
+
 def fit_rq_kmeans(
     embeddings: np.ndarray,
     *,
@@ -44,6 +121,7 @@ def fit_rq_kmeans(
     encoder: str,
     version: str,
     redo: int = 3,
+    balanced: bool = False,
 ) -> Codebook:
     """Fit ``levels`` residual codebooks; K is scaled down (and recorded) for tiny corpora."""
     data = np.asarray(embeddings, dtype=np.float32)
@@ -54,11 +132,14 @@ def fit_rq_kmeans(
         logger.warning(
             "semantic_ids: %d items only, codebook_size scaled %d → %d", len(data), codebook_size, k
         )
-    residual, centroids = data.copy(), []
+    residual, centroids, reseeded = data.copy(), [], []
     for level in range(levels):
-        level_centroids = _kmeans(residual, k, iters, seed + level, redo)
+        level_centroids, count = fit_level(
+            residual, k, iters=iters, redo=redo, seed=seed + level, balanced=balanced
+        )
         centroids.append(level_centroids)
-        residual = residual - level_centroids[_nearest(residual, level_centroids)]
+        reseeded.append(count)
+        residual = residual - level_centroids[nearest(residual, level_centroids)[0]]
     codebook = Codebook(
         version=version,
         method="rq_kmeans",
@@ -72,15 +153,8 @@ def fit_rq_kmeans(
             "iters": iters,
             "redo": redo,
             "seed": seed,
+            "balanced": balanced,
         },
     )
-    codebook.metrics = codebook_health(codebook, data)
+    codebook.metrics = {**codebook_health(codebook, data), "reseeded_codes": reseeded}
     return codebook
-
-
-def _nearest(data: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    import faiss
-
-    index = faiss.IndexFlatL2(centroids.shape[1])
-    index.add(centroids)
-    return index.search(np.ascontiguousarray(data), 1)[1][:, 0]
