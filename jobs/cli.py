@@ -46,6 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--summary-json", help="also write the run summary to this JSON file")
 
+    fit = commands.add_parser("fit-sids", help="fit a new Semantic-ID codebook version")
+    fit.add_argument("--lake", required=True)
+    fit.add_argument("--config", help="YAML config (semantic_ids and encode sections are used)")
+    fit.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    fit.add_argument(
+        "--assign",
+        action="store_true",
+        help="also re-code every embedded item with the new version",
+    )
+
     inspect = commands.add_parser("inspect", help="print a table (or list the tables)")
     inspect.add_argument("--lake", required=True)
     inspect.add_argument("--table", help="table name; omit to list tables with versions and rows")
@@ -67,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return command_run(args)
+        if args.command == "fit-sids":
+            return command_fit_sids(args)
         return command_inspect(args)
     except (ConfigError, ManifestError, ValueError) as exc:
         print(f"enrich: error: {exc}", file=sys.stderr)
@@ -148,6 +160,30 @@ def print_summary(summary, lake: str, elapsed: float) -> None:
         f"tables under {lake}: "
         + ", ".join(f"{k} v{v}" for k, v in summary.table_versions.items() if v is not None)
     )
+
+
+def command_fit_sids(args: argparse.Namespace) -> int:
+    from pipelines.commit import new_run_id
+    from pipelines.sids import refit
+    from schemas.store import DeltaStore
+    from transforms.encode import EncodeStage
+
+    config = load_config(args.config, args.overrides)
+    encoder = EncodeStage(config.encode).encoder_id
+    codebook, assigned = refit(
+        DeltaStore(args.lake), config.semantic_ids, encoder, new_run_id(), assign=args.assign
+    )
+    print(
+        f"codebook {codebook.version} ({codebook.method}, {codebook.levels}x"
+        f"{codebook.codebook_size}, fitted on {codebook.n_fit} items of {encoder})"
+    )
+    print(json.dumps(codebook.metrics, indent=2))
+    if args.assign:
+        print(f"re-coded {assigned} items with {codebook.version}")
+    else:
+        pin = f"--set semantic_ids.codebook_version={codebook.version}"
+        print(f"existing SIDs unchanged; to use it, pin it with {pin}")
+    return 0
 
 
 def command_inspect(args: argparse.Namespace) -> int:

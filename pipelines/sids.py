@@ -174,3 +174,24 @@ def _existing_assignments(
     )
     table = table.filter(pc.equal(table.column("codebook_version"), version))
     return {r["item_id"]: (tuple(r["codes"]), r["dedup"]) for r in table.to_pylist()}
+
+
+def embedded_items(store: DeltaStore, encoder: str) -> list[dict[str, Any]]:
+    """Every item of the embeddings table from ``encoder``, with its lineage."""
+    table = store.read_or_empty("embeddings")
+    table = table.filter(pc.equal(table.column("encoder"), encoder))
+    return table.select(["item_id", "embedding", *LINEAGE]).to_pylist()
+
+
+def refit(
+    store: DeltaStore, config: SemanticIdConfig, encoder: str, run_id: str, assign: bool
+) -> tuple[Codebook, int]:
+    """``enrich fit-sids``: always a new codebook version; old SIDs are untouched unless
+    ``assign`` re-codes every embedded item with it (an explicit, recorded choice)."""
+    codebook = fit_codebook(store, config, encoder, run_id)
+    if not assign:
+        return codebook, 0
+    items = embedded_items(store, encoder)
+    rows = assign_semantic_ids(store, codebook, items, run_id, config.prefix_hash_buckets)
+    store.merge("semantic_ids", rows)
+    return codebook, len(rows)

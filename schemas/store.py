@@ -104,7 +104,11 @@ class DeltaStore:
         table = DeltaTable(path)
         (
             table.merge(
-                source, predicate=f"t.{spec.key} = s.{spec.key}", source_alias="s", target_alias="t"
+                source,
+                predicate=f"t.{spec.key} = s.{spec.key}",
+                source_alias="s",
+                target_alias="t",
+                merge_schema=True,  # additive evolution: new nullable columns are added
             )
             .when_matched_update_all()
             .when_not_matched_insert_all()
