@@ -71,7 +71,8 @@ def fit_sample(store: DeltaStore, config: SemanticIdConfig, encoder: str) -> np.
 
 def fit_codebook_on(sample: np.ndarray, config: SemanticIdConfig, encoder: str) -> Codebook:
     """Fit ``config.method`` on ``sample`` and train the SentencePiece model over its SIDs."""
-    digest = stable_hash([encoder, config.method, sample.shape, float(sample.sum())], 6)
+    fit_settings = config.model_dump(exclude={"codebook_version"})
+    digest = stable_hash([encoder, fit_settings, sample.shape, float(sample.sum())], 8)
     version = f"{config.method}-{utc_now():%Y%m%dT%H%M%S}-{digest}"
     common = {
         "levels": config.levels,
