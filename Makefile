@@ -25,7 +25,8 @@ $(STAMP): pyproject.toml | $(PY)
 
 demo: $(STAMP)
 	$(PY) -m jobs.demo_media --out demo_media --with-bad-inputs
-	$(VENV)/bin/enrich run --input demo_media/manifest.jsonl --lake $(LAKE) --config configs/demo.yaml
+	# --force: the demo recomputes every clip each time (drop it to see incremental skipping).
+	$(VENV)/bin/enrich run --input demo_media/manifest.jsonl --lake $(LAKE) --config configs/demo.yaml --force
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

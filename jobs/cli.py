@@ -45,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a config key, e.g. --set describe.max_new_tokens=64",
     )
     run.add_argument("--summary-json", help="also write the run summary to this JSON file")
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="reprocess every item, even those unchanged since their last run",
+    )
 
     fit = commands.add_parser("fit-sids", help="fit a new Semantic-ID codebook version")
     fit.add_argument("--lake", required=True)
@@ -99,7 +104,9 @@ def command_run(args: argparse.Namespace) -> int:
     run_id = new_run_id()
     logger.info("run %s: %d items from %s into %s", run_id, len(records), args.input, args.lake)
     started = time.perf_counter()
-    summary = run_local(config, records, args.lake, run_id, input_label=str(args.input))
+    summary = run_local(
+        config, records, args.lake, run_id, input_label=str(args.input), force=args.force
+    )
     elapsed = time.perf_counter() - started
     print_summary(summary, args.lake, elapsed)
     if args.summary_json:
@@ -126,7 +133,7 @@ def print_summary(summary, lake: str, elapsed: float) -> None:
     store = DeltaStore(lake)
     print(
         f"\nrun {summary.run_id}: {summary.items} items, {summary.succeeded} enriched, "
-        f"{summary.failed} errors in {elapsed:.1f}s ({elapsed / max(1, summary.items):.1f}s/item)"
+        f"{summary.skipped} unchanged (skipped), {summary.failed} errors in {elapsed:.1f}s"
     )
     for code, count in sorted(summary.errors_by_code.items()):
         print(f"  error {code}: {count}")

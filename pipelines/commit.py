@@ -33,6 +33,7 @@ class RunSummary:
     items: int = 0
     succeeded: int = 0
     failed: int = 0
+    skipped: int = 0
     errors_by_code: dict[str, int] = field(default_factory=dict)
     stage_stats: dict[str, Any] = field(default_factory=dict)
     stage_fingerprints: dict[str, str] = field(default_factory=dict)
@@ -88,6 +89,7 @@ def record_run(store: DeltaStore, config: Config, summary: RunSummary) -> None:
                 "finished_at": summary.finished_at,
                 "items": summary.items,
                 "succeeded": summary.succeeded,
+                "skipped": summary.skipped,
                 "failed": summary.failed,
                 "config_fingerprint": config.fingerprint(),
                 "config_json": json.dumps(config.model_dump(mode="json"), sort_keys=True),

@@ -13,11 +13,11 @@ from collections.abc import Iterator
 from tqdm import tqdm
 
 from pipelines.commit import RunSummary, commit_records, record_run
+from pipelines.incremental import hash_inputs, pipeline_fingerprint, split_done
 from pipelines.sids import assign_semantic_ids, fit_codebook, pinned_codebook
 from schemas.rows import utc_now
 from schemas.store import DeltaStore
 from transforms.config import Config
-from transforms.manifest import content_sha256
 from transforms.media import MEDIA_COLUMNS
 from transforms.pipeline import build_stages, stage_fingerprints
 from transforms.stage import Record, Stage, has_error
@@ -43,9 +43,14 @@ def run_stage(stage: Stage, records: list[Record], bar: tqdm | None = None) -> N
 
 
 def run_local(
-    config: Config, records: list[Record], lake: str, run_id: str, input_label: str
+    config: Config,
+    records: list[Record],
+    lake: str,
+    run_id: str,
+    input_label: str,
+    force: bool = False,
 ) -> RunSummary:
-    """Run every stage over ``records``, commit per chunk, then assign Semantic IDs."""
+    """Run every stage over the items that changed, commit per chunk, then assign SIDs."""
     store = DeltaStore(lake)
     stages = build_stages(config)
     summary = RunSummary(
@@ -55,6 +60,12 @@ def run_local(
         started_at=utc_now(),
         stage_fingerprints=stage_fingerprints(stages),
     )
+    fingerprint = pipeline_fingerprint(summary.stage_fingerprints)
+    hash_inputs(records, config.media)
+    records, done = split_done(store, records, fingerprint, force)
+    summary.skipped = summary.items = len(done)
+    if done:
+        logger.info("incremental: %d items unchanged since their last run, skipped", len(done))
     progress = _show_progress(config.run.progress)
     bars = {
         s.name: tqdm(
@@ -71,7 +82,7 @@ def run_local(
     try:
         for chunk in _chunks(records, config.run.commit_every):
             for record in chunk:
-                record["content_sha256"] = content_sha256(record["uri"])
+                record["pipeline_fingerprint"] = fingerprint
             for stage in stages:
                 run_stage(stage, chunk, bars[stage.name])
             commit_records(store, chunk, run_id)
@@ -105,6 +116,7 @@ def _sid_inputs(chunk: list[Record]) -> list[Record]:
                         "item_id",
                         "embedding",
                         "content_sha256",
+                        "pipeline_fingerprint",
                         "describer",
                         "describer_revision",
                         "prompt_version",

@@ -20,6 +20,7 @@ from transforms.stage import stable_hash
 logger = logging.getLogger(__name__)
 LINEAGE = (
     "content_sha256",
+    "pipeline_fingerprint",
     "describer",
     "describer_revision",
     "prompt_version",

