@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from pipelines.commit import RunSummary, commit_records, record_run
 from pipelines.incremental import hash_inputs, pipeline_fingerprint, split_done
-from pipelines.sids import assign_semantic_ids, fit_codebook, pinned_codebook
+from pipelines.sids import LINEAGE, assign_semantic_ids, fit_codebook, pinned_codebook
 from schemas.rows import utc_now
 from schemas.store import DeltaStore
 from transforms.config import Config
@@ -109,22 +109,7 @@ def _sid_inputs(chunk: list[Record]) -> list[Record]:
         for column in MEDIA_COLUMNS:
             record.pop(column, None)
         if not has_error(record):
-            kept.append(
-                {
-                    k: record.get(k)
-                    for k in (
-                        "item_id",
-                        "embedding",
-                        "content_sha256",
-                        "pipeline_fingerprint",
-                        "describer",
-                        "describer_revision",
-                        "prompt_version",
-                        "prompt_sha",
-                        "encoder",
-                    )
-                }
-            )
+            kept.append({k: record.get(k) for k in ("item_id", "embedding", *LINEAGE)})
     return kept
 
 

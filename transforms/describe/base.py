@@ -76,6 +76,23 @@ class Describer(Stage):
             "gguf": c.gguf_file,
         }
 
+    def generate_kwargs(self, pad_token_id: int | None) -> dict[str, Any]:
+        """``generate()`` settings from config: greedy unless temperature > 0, seeded."""
+        import torch
+
+        torch.manual_seed(self.config.seed)
+        sampling = self.config.temperature > 0
+        return {
+            "max_new_tokens": self.config.max_new_tokens,
+            "min_new_tokens": self.config.min_new_tokens or None,
+            "do_sample": sampling,
+            "temperature": self.config.temperature if sampling else None,
+            "top_p": None,
+            "top_k": None,
+            "repetition_penalty": self.config.repetition_penalty,
+            "pad_token_id": pad_token_id,
+        }
+
     def render(self, record: Record) -> RenderedPrompt:
         return self.prompt.render(item_facts(record, self.config.max_transcript_chars))
 

@@ -109,20 +109,8 @@ class OfflineDescriber(Describer):
         inputs = tokenizer(
             [self.chat_text(p) for p in prompts], return_tensors="pt", padding=True
         ).to(self._device)
-        sampling = self.config.temperature > 0
-        torch.manual_seed(self.config.seed)
         with torch.inference_mode():
-            output = self._model.generate(
-                **inputs,
-                max_new_tokens=self.config.max_new_tokens,
-                min_new_tokens=self.config.min_new_tokens or None,
-                do_sample=sampling,
-                temperature=self.config.temperature if sampling else None,
-                top_p=None,
-                top_k=None,
-                repetition_penalty=self.config.repetition_penalty,
-                pad_token_id=tokenizer.pad_token_id,
-            )
+            output = self._model.generate(**inputs, **self.generate_kwargs(tokenizer.pad_token_id))
         prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
         for record, prompt, tokens, prompt_length in zip(

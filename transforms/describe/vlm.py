@@ -120,18 +120,9 @@ class TransformersDescriber(Describer):
         )
         if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
             inputs["pixel_values"] = inputs["pixel_values"].to(self._model.dtype)
-        sampling = self.config.temperature > 0
-        torch.manual_seed(self.config.seed)
+        settings = self.generate_kwargs(processor.tokenizer.pad_token_id)
         with torch.inference_mode():
-            output = self._model.generate(
-                **inputs,
-                max_new_tokens=self.config.max_new_tokens,
-                min_new_tokens=self.config.min_new_tokens or None,
-                do_sample=sampling,
-                temperature=self.config.temperature if sampling else None,
-                repetition_penalty=self.config.repetition_penalty,
-                pad_token_id=processor.tokenizer.pad_token_id,
-            )
+            output = self._model.generate(**inputs, **settings)
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
         decoded = processor.batch_decode(new_tokens, skip_special_tokens=True)
         prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
