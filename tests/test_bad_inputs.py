@@ -10,6 +10,7 @@ from deltalake import DeltaTable
 
 from jobs.cli import main
 from jobs.demo_media import package_dir
+from schemas.store import delta_to_arrow
 from tests.media_factory import corrupt_audio_clip, run_ffmpeg, synth_video
 
 pytestmark = pytest.mark.slow
@@ -99,7 +100,7 @@ def bad_run(tmp_path_factory):
 
 
 def rows_by_item(path):
-    return {r["item_id"]: r for r in DeltaTable(str(path)).to_pyarrow_table().to_pylist()}
+    return {r["item_id"]: r for r in delta_to_arrow(DeltaTable(str(path))).to_pylist()}
 
 
 def test_the_corpus_has_at_least_twelve_kinds(bad_run):

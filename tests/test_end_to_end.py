@@ -7,6 +7,7 @@ import pytest
 from deltalake import DeltaTable
 
 from jobs.cli import main
+from schemas.store import delta_to_arrow
 
 pytestmark = pytest.mark.slow
 KEEP = {
@@ -55,7 +56,7 @@ def two_runs(manifest, tmp_path_factory):
 
 
 def rows(lake, name, version=None):
-    return DeltaTable(str(lake / name), version=version).to_pyarrow_table().to_pylist()
+    return delta_to_arrow(DeltaTable(str(lake / name), version=version)).to_pylist()
 
 
 def test_one_row_per_good_clip_in_every_feature_table(two_runs):

@@ -66,3 +66,25 @@ def test_every_table_has_a_key_run_id_and_updated_at():
     for spec in TABLES.values():
         assert spec.key in spec.schema.names
         assert {"run_id", "updated_at"} <= set(spec.schema.names)
+
+
+def test_new_columns_are_added_and_old_rows_read_them_as_null(lake):
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    now = datetime.now(UTC)
+    old = pa.table(
+        {
+            "item_id": ["a"],
+            "uri": ["u"],
+            "run_id": ["r0"],
+            "updated_at": pa.array([now], pa.timestamp("us", tz="UTC")),
+        }
+    )
+    write_deltalake(str(lake / "errors"), old)  # an older, narrower errors table
+    store = DeltaStore(lake)
+    store.merge("errors", error_rows("r1", {"b": "x"}))
+    rows = {r["item_id"]: r for r in store.read("errors").to_pylist()}
+    assert rows["a"]["code"] is None and rows["b"]["code"] == "x"
+    protocol = store.table("errors").protocol()
+    assert (protocol.min_reader_version, protocol.min_writer_version) == (1, 2)
