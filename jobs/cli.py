@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--table", help="table name; omit to list tables with versions and rows")
     inspect.add_argument("--version", type=int, help="read this table version (time travel)")
     inspect.add_argument("--limit", type=int, default=20)
+    inspect.add_argument(
+        "--history",
+        action="store_true",
+        help="list the table's versions: time, operation, changes, rows",
+    )
     inspect.add_argument("--columns", help="comma-separated columns to show")
     return parser
 
@@ -193,6 +198,32 @@ def command_fit_sids(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_history(store, name: str, limit: int) -> int:
+    """Versions newest first: when, which operation, what changed, and the row count after."""
+    from datetime import UTC, datetime
+
+    from schemas.tables import TABLES
+
+    print(
+        f"{'version':>7}  {'time (UTC)':<19}  {'operation':<10}  {'inserted':>8}  "
+        f"{'updated':>7}  {'deleted':>7}  {'rows':>7}"
+    )
+    history = store.table(name).history(limit)
+    for entry in history:
+        version = entry.get("version")
+        metrics = entry.get("operationMetrics") or {}
+        inserted = metrics.get("num_target_rows_inserted", metrics.get("num_added_rows", 0))
+        rows = store.read(name, version=version, columns=[TABLES[name].key]).num_rows
+        when = datetime.fromtimestamp(entry["timestamp"] / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        print(
+            f"{version:>7}  {when:<19}  {entry['operation']:<10}  {inserted:>8}  "
+            f"{metrics.get('num_target_rows_updated', 0):>7}  "
+            f"{metrics.get('num_target_rows_deleted', metrics.get('num_deleted_rows', 0)):>7}  "
+            f"{rows:>7}"
+        )
+    return 0
+
+
 def command_inspect(args: argparse.Namespace) -> int:
     from schemas.store import DeltaStore
     from schemas.tables import TABLES
@@ -209,6 +240,8 @@ def command_inspect(args: argparse.Namespace) -> int:
         return 0
     if not store.exists(args.table):
         raise ValueError(f"table '{args.table}' does not exist under {args.lake}")
+    if args.history:
+        return print_history(store, args.table, args.limit)
     columns = args.columns.split(",") if args.columns else None
     data = store.read(args.table, version=args.version, columns=columns)
     hidden = [

@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-from deltalake import DeltaTable, write_deltalake
+from deltalake import DeltaTable, Schema, write_deltalake
 from deltalake.exceptions import CommitFailedError
 
 from schemas.tables import SCHEMA_VERSION, TABLES, TableSpec
@@ -35,6 +35,26 @@ def _spec(name: str) -> TableSpec:
     if name not in TABLES:
         raise ValueError(f"unknown table '{name}'; tables are {sorted(TABLES)}")
     return TABLES[name]
+
+
+class SchemaMismatch(ValueError):
+    """A write would change a column's type: only additive (new nullable column) evolution."""
+
+
+def check_compatible(table: DeltaTable, source: pa.Schema, name: str) -> None:
+    """Refuse type changes to existing columns, naming each column and both types."""
+    existing = {f.name: str(f.type) for f in table.schema().fields}
+    incoming = {f.name: str(f.type) for f in Schema.from_arrow(source).fields}
+    changed = [
+        f"{col}: table has {existing[col]}, write has {kind}"
+        for col, kind in incoming.items()
+        if col in existing and existing[col] != kind
+    ]
+    if changed:
+        raise SchemaMismatch(
+            f"table '{name}' cannot take this write (schema evolution is additive only; "
+            f"migrate to a new table or lake for type changes): " + "; ".join(changed)
+        )
 
 
 def _last_per_key(table: pa.Table, key: str) -> pa.Table:
@@ -119,6 +139,7 @@ class DeltaStore:
                     raise
                 logger.info("%s was created concurrently (%s); merging", spec.name, exc)
         table = DeltaTable(path)
+        check_compatible(table, source.schema, spec.name)
         (
             table.merge(
                 source,
@@ -182,3 +203,8 @@ def read_table(
 ) -> pa.Table:
     """Consumer API: read a feature table as Arrow (latest, ``version=N`` or ``as_of=datetime``)."""
     return DeltaStore(lake).read(name, version=version, as_of=as_of, columns=columns)
+
+
+def read_pandas(lake: str | Path, name: str, **kwargs: Any):
+    """Consumer API: ``read_table`` as a pandas DataFrame."""
+    return read_table(lake, name, **kwargs).to_pandas()

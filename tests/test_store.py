@@ -88,3 +88,24 @@ def test_new_columns_are_added_and_old_rows_read_them_as_null(lake):
     assert rows["a"]["code"] is None and rows["b"]["code"] == "x"
     protocol = store.table("errors").protocol()
     assert (protocol.min_reader_version, protocol.min_writer_version) == (1, 2)
+
+
+def test_a_type_change_fails_clearly(lake):
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from schemas.store import SchemaMismatch
+
+    now = datetime.now(UTC)
+    old = pa.table(
+        {
+            "item_id": ["a"],
+            "code": pa.array([7], pa.int64()),
+            "run_id": ["r0"],
+            "updated_at": pa.array([now], pa.timestamp("us", tz="UTC")),
+        }
+    )
+    write_deltalake(str(lake / "errors"), old)  # 'code' was an integer here
+    with pytest.raises(SchemaMismatch, match=r"code: table has PrimitiveType\(\"long\"\)"):
+        DeltaStore(lake).merge("errors", error_rows("r1", {"b": "x"}))
+    assert DeltaStore(lake).read("errors").num_rows == 1  # nothing was written
