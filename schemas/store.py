@@ -194,6 +194,21 @@ class DeltaStore:
         return self.read(name, **kwargs)
 
 
+def fixed_size_embeddings(table: pa.Table) -> pa.Table:
+    """Present ``embedding`` as fixed_size_list<float32>[dim] when every row has the same dim
+    (Delta has no fixed-size array type, so it is stored as a plain list)."""
+    if "embedding" not in table.column_names or table.num_rows == 0:
+        return table
+    lengths = pc.unique(pc.list_value_length(table.column("embedding"))).to_pylist()
+    if len(lengths) != 1 or lengths[0] is None:
+        return table
+    index = table.column_names.index("embedding")
+    fixed = pa.list_(pa.float32(), lengths[0])
+    return table.set_column(
+        index, pa.field("embedding", fixed), table.column("embedding").cast(fixed)
+    )
+
+
 def read_table(
     lake: str | Path,
     name: str,
@@ -201,8 +216,11 @@ def read_table(
     as_of: datetime | None = None,
     columns: list[str] | None = None,
 ) -> pa.Table:
-    """Consumer API: read a feature table as Arrow (latest, ``version=N`` or ``as_of=datetime``)."""
-    return DeltaStore(lake).read(name, version=version, as_of=as_of, columns=columns)
+    """Consumer API: read a feature table as Arrow (latest, ``version=N`` or ``as_of=datetime``);
+    embeddings come back as fixed-size lists."""
+    return fixed_size_embeddings(
+        DeltaStore(lake).read(name, version=version, as_of=as_of, columns=columns)
+    )
 
 
 def read_pandas(lake: str | Path, name: str, **kwargs: Any):

@@ -126,3 +126,26 @@ def test_spark_reads_versions_without_removed_files(lake):
         assert read_spark(spark, lake, "descriptions", columns=["item_id"]).columns == ["item_id"]
     finally:
         spark.stop()
+
+
+def test_embeddings_read_back_as_fixed_size_float32(lake):
+    import numpy as np
+
+    now = datetime.now(UTC)
+    vectors = np.random.default_rng(0).normal(size=(3, 8)).astype(np.float32)
+    DeltaStore(lake).merge(
+        "embeddings",
+        [
+            {
+                "item_id": f"i{k}",
+                "embedding": v.tolist(),
+                "dim": 8,
+                "run_id": "r",
+                "updated_at": now,
+            }
+            for k, v in enumerate(vectors)
+        ],
+    )
+    column = read_table(lake, "embeddings").column("embedding")
+    assert str(column.type) == "fixed_size_list<item: float>[8]"
+    assert np.allclose(column.combine_chunks().values.to_numpy().reshape(3, 8), vectors)
