@@ -14,7 +14,7 @@ from transforms.config import ConfigError, load_config
 from transforms.manifest import ManifestError, read_input
 
 logger = logging.getLogger("enrich")
-ENGINES = ("local",)  # Beam and Spark adapters land in pipelines/ (issue #7)
+ENGINES = ("local", "beam", "spark")
 
 
 def _offline_env() -> None:
@@ -45,6 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a config key, e.g. --set describe.max_new_tokens=64",
     )
     run.add_argument("--summary-json", help="also write the run summary to this JSON file")
+    run.add_argument(
+        "--engine-arg",
+        dest="engine_args",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="passed to the engine: Beam pipeline options "
+        "(--engine-arg=--runner=DataflowRunner) or Spark (master=..., key=value conf)",
+    )
     run.add_argument(
         "--force",
         action="store_true",
@@ -97,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def command_run(args: argparse.Namespace) -> int:
     from pipelines.commit import new_run_id
-    from pipelines.local import run_local
+    from pipelines.driver import run_pipeline
 
     config = load_config(args.config, args.overrides)
     if not config.media.allowed_roots:  # confine inputs to the --input's own folder by default
@@ -109,8 +118,15 @@ def command_run(args: argparse.Namespace) -> int:
     run_id = new_run_id()
     logger.info("run %s: %d items from %s into %s", run_id, len(records), args.input, args.lake)
     started = time.perf_counter()
-    summary = run_local(
-        config, records, args.lake, run_id, input_label=str(args.input), force=args.force
+    summary = run_pipeline(
+        config,
+        records,
+        args.lake,
+        run_id,
+        input_label=str(args.input),
+        engine=args.engine,
+        force=args.force,
+        engine_args=args.engine_args,
     )
     elapsed = time.perf_counter() - started
     print_summary(summary, args.lake, elapsed)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from schemas.rows import description_row, embedding_row, error_row, utc_now
@@ -102,3 +104,67 @@ def record_run(store: DeltaStore, config: Config, summary: RunSummary) -> None:
             }
         ],
     )
+
+
+# -- staging: how Beam and Spark hand their results to the one commit step ---------------------
+ENVELOPE_TABLES = ("descriptions", "embeddings", "errors")
+
+
+def envelopes(records: list[Record], run_id: str) -> list[dict[str, Any]]:
+    """Table rows of processed records, as (table, item_id, pickled row) envelopes that any
+    engine can write to Parquet staging files without knowing the table schemas."""
+    now = utc_now()
+    out = []
+    for record in records:
+        if has_error(record):
+            rows = [("errors", error_row(record, run_id, now))]
+        else:
+            rows = [
+                ("descriptions", description_row(record, run_id, now)),
+                ("embeddings", embedding_row(record, run_id, now)),
+            ]
+        out.extend(
+            {"table": table, "item_id": record["item_id"], "payload": pickle.dumps(row, protocol=5)}
+            for table, row in rows
+        )
+    return out
+
+
+def read_staged(staging: str) -> dict[str, list[dict[str, Any]]]:
+    """The staged rows per table, in item_id order (Parquet files under ``staging``)."""
+    import pyarrow.dataset as ds
+
+    files = [str(p) for p in Path(staging).rglob("*.parquet") if p.stat().st_size]
+    grouped: dict[str, list[dict[str, Any]]] = {name: [] for name in ENVELOPE_TABLES}
+    if files:
+        table = ds.dataset(files, format="parquet").to_table(
+            columns=["table", "item_id", "payload"]
+        )
+        for name, payload in zip(
+            table["table"].to_pylist(), table["payload"].to_pylist(), strict=True
+        ):
+            grouped[name].append(pickle.loads(payload))
+    for rows in grouped.values():
+        rows.sort(key=lambda row: row["item_id"])
+    return grouped
+
+
+def commit_staged(
+    store: DeltaStore, staging: str, run_id: str, summary: RunSummary, chunk: int
+) -> list[dict[str, Any]]:
+    """MERGE the staged rows in chunks, like the local engine; returns the SID inputs."""
+    from pipelines.sids import LINEAGE
+
+    staged = read_staged(staging)
+    for name in ENVELOPE_TABLES:
+        for start in range(0, len(staged[name]), chunk):
+            store.merge(name, staged[name][start : start + chunk])
+    store.delete_keys("errors", [row["item_id"] for row in staged["descriptions"]])
+    summary.items += len(staged["descriptions"]) + len(staged["errors"])
+    summary.succeeded += len(staged["descriptions"])
+    summary.failed += len(staged["errors"])
+    for row in staged["errors"]:
+        summary.errors_by_code[row["code"]] = summary.errors_by_code.get(row["code"], 0) + 1
+    return [
+        {k: row.get(k) for k in ("item_id", "embedding", *LINEAGE)} for row in staged["embeddings"]
+    ]

@@ -57,9 +57,10 @@ def pinned_codebook(store: DeltaStore, config: SemanticIdConfig, encoder: str) -
 
 
 def fit_sample(store: DeltaStore, config: SemanticIdConfig, encoder: str) -> np.ndarray:
-    """A seeded sample (≤ ``fit_sample``) of the embeddings table for ``encoder``."""
+    """A seeded sample (≤ ``fit_sample``) of the embeddings table for ``encoder``, in item_id
+    order, so the fit does not depend on how an engine happened to lay out the files."""
     table = store.read_or_empty("embeddings", columns=["item_id", "embedding", "encoder"])
-    table = table.filter(pc.equal(table.column("encoder"), encoder))
+    table = table.filter(pc.equal(table.column("encoder"), encoder)).sort_by("item_id")
     if table.num_rows < 2:
         raise ValueError(
             f"need at least 2 embeddings from encoder {encoder} to fit, have {table.num_rows}"
