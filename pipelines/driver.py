@@ -96,7 +96,8 @@ def semantic_ids(
 ) -> None:
     """Pin (or fit) the codebook on the driver, then assign SIDs to this run's items."""
     if not items:
-        summary.notes.append("semantic_ids skipped: no item reached the encoder")
+        reason = "every item was unchanged" if summary.skipped else "no item reached the encoder"
+        summary.notes.append(f"semantic_ids: nothing new to code ({reason})")
         return
     encoder = items[0]["encoder"]
     codebook = pinned_codebook(store, config.semantic_ids, encoder)
