@@ -36,6 +36,10 @@ def partition_manifests(root: Path, day: str) -> list[Path]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from jobs.cli import (
+        add_config_args,
+    )  # imported late: __main__ first puts the checkout on sys.path
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -43,8 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--manifests", required=True, type=Path, help="folder of dt=YYYY-MM-DD partitions"
     )
     parser.add_argument("--lake", required=True)
-    parser.add_argument("--config")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    add_config_args(parser)
     parser.add_argument("--start", help="first day, YYYY-MM-DD")
     parser.add_argument("--end", help="last day (inclusive); default: --start")
     parser.add_argument(
@@ -58,7 +61,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from jobs.cli import _offline_env
+    from jobs.cli import _offline_env, confine_to
     from pipelines.commit import new_run_id
     from pipelines.driver import run_pipeline
     from transforms.config import load_config
@@ -70,8 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     _offline_env()
     args = parse_args(argv)
     config = load_config(args.config, args.overrides)
-    if not config.media.allowed_roots:
-        config.media.allowed_roots = [str(args.manifests.resolve())]
+    confine_to(config, args.manifests)
     days = args.partitions or day_range(args.start, args.end or args.start)
     for day in days:
         manifests = partition_manifests(args.manifests, day)

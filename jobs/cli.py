@@ -24,6 +24,26 @@ def _offline_env() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    """``--config FILE`` and repeatable ``--set key=value`` overrides."""
+    parser.add_argument("--config", help="YAML config; every key has a default")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set describe.max_new_tokens=64",
+    )
+
+
+def confine_to(config, input_path: str | Path) -> None:
+    """Unless configured, inputs may only come from the ``--input``'s own folder."""
+    if not config.media.allowed_roots:
+        root = Path(input_path).resolve()
+        config.media.allowed_roots = [str(root if root.is_dir() else root.parent)]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="enrich", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -34,16 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--input", required=True, help="media directory, or .jsonl/.csv/.parquet manifest"
     )
     run.add_argument("--lake", required=True, help="directory (or URI) of the Delta tables")
-    run.add_argument("--config", help="YAML config; every key has a default")
+    add_config_args(run)
     run.add_argument("--engine", default="local", choices=ENGINES)
-    run.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set describe.max_new_tokens=64",
-    )
     run.add_argument("--summary-json", help="also write the run summary to this JSON file")
     run.add_argument(
         "--engine-arg",
@@ -62,8 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     fit = commands.add_parser("fit-sids", help="fit a new Semantic-ID codebook version")
     fit.add_argument("--lake", required=True)
-    fit.add_argument("--config", help="YAML config (semantic_ids and encode sections are used)")
-    fit.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    add_config_args(fit)
     fit.add_argument(
         "--assign",
         action="store_true",
@@ -109,9 +120,7 @@ def command_run(args: argparse.Namespace) -> int:
     from pipelines.driver import run_pipeline
 
     config = load_config(args.config, args.overrides)
-    if not config.media.allowed_roots:  # confine inputs to the --input's own folder by default
-        root = Path(args.input).resolve()
-        config.media.allowed_roots = [str(root if root.is_dir() else root.parent)]
+    confine_to(config, args.input)
     records = read_input(args.input)
     if not records:
         raise ManifestError(f"--input {args.input} holds no media files or manifest rows")

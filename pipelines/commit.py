@@ -11,13 +11,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from schemas.rows import description_row, embedding_row, error_row, utc_now
+from schemas.rows import table_rows, utc_now
 from schemas.store import DeltaStore
+from schemas.tables import LINEAGE_COLUMNS
 from transforms.config import Config
-from transforms.stage import Record, has_error
+from transforms.stage import Record
 
 logger = logging.getLogger(__name__)
 FEATURE_TABLES = ("descriptions", "embeddings", "semantic_ids", "codebooks", "errors", "runs")
+ENVELOPE_TABLES = ("descriptions", "embeddings", "errors")  # what the stages produce per item
 
 
 def new_run_id() -> str:
@@ -46,26 +48,31 @@ class RunSummary:
     notes: list[str] = field(default_factory=list)
     finished_at: datetime | None = None
 
-    def count(self, records: list[Record]) -> None:
-        self.items += len(records)
-        for record in records:
-            if has_error(record):
-                self.failed += 1
-                code = record["error"]["code"]
-                self.errors_by_code[code] = self.errors_by_code.get(code, 0) + 1
-            else:
-                self.succeeded += 1
+    def count(self, rows: dict[str, list[dict[str, Any]]]) -> None:
+        """Add one chunk's committed rows to the counts."""
+        self.succeeded += len(rows["descriptions"])
+        self.failed += len(rows["errors"])
+        self.items += len(rows["descriptions"]) + len(rows["errors"])
+        for row in rows["errors"]:
+            self.errors_by_code[row["code"]] = self.errors_by_code.get(row["code"], 0) + 1
 
 
-def commit_records(store: DeltaStore, records: list[Record], run_id: str) -> None:
-    """MERGE descriptions, embeddings and errors for one chunk; clear errors that resolved."""
-    now = utc_now()
-    good = [r for r in records if not has_error(r)]
-    bad = [r for r in records if has_error(r)]
-    store.merge("descriptions", [description_row(r, run_id, now) for r in good])
-    store.merge("embeddings", [embedding_row(r, run_id, now) for r in good])
-    store.merge("errors", [error_row(r, run_id, now) for r in bad])
-    store.delete_keys("errors", [r["item_id"] for r in good])
+def commit_rows(
+    store: DeltaStore, rows: dict[str, list[dict[str, Any]]], summary: RunSummary, chunk: int
+) -> list[dict[str, Any]]:
+    """MERGE descriptions, embeddings and errors (``chunk`` rows per commit), clear errors
+    that resolved, count them; returns the SID inputs (the embedding rows' item, vector and
+    lineage)."""
+    chunk = max(1, chunk)
+    for name in ENVELOPE_TABLES:
+        for start in range(0, len(rows[name]), chunk):
+            store.merge(name, rows[name][start : start + chunk])
+    store.delete_keys("errors", [row["item_id"] for row in rows["descriptions"]])
+    summary.count(rows)
+    return [
+        {k: row[k] for k in ("item_id", "embedding", *LINEAGE_COLUMNS)}
+        for row in rows["embeddings"]
+    ]
 
 
 def record_run(store: DeltaStore, config: Config, summary: RunSummary) -> None:
@@ -107,27 +114,16 @@ def record_run(store: DeltaStore, config: Config, summary: RunSummary) -> None:
 
 
 # -- staging: how Beam and Spark hand their results to the one commit step ---------------------
-ENVELOPE_TABLES = ("descriptions", "embeddings", "errors")
 
 
 def envelopes(records: list[Record], run_id: str) -> list[dict[str, Any]]:
     """Table rows of processed records, as (table, item_id, pickled row) envelopes that any
     engine can write to Parquet staging files without knowing the table schemas."""
-    now = utc_now()
-    out = []
-    for record in records:
-        if has_error(record):
-            rows = [("errors", error_row(record, run_id, now))]
-        else:
-            rows = [
-                ("descriptions", description_row(record, run_id, now)),
-                ("embeddings", embedding_row(record, run_id, now)),
-            ]
-        out.extend(
-            {"table": table, "item_id": record["item_id"], "payload": pickle.dumps(row, protocol=5)}
-            for table, row in rows
-        )
-    return out
+    return [
+        {"table": table, "item_id": row["item_id"], "payload": pickle.dumps(row, protocol=5)}
+        for table, rows in table_rows(records, run_id).items()
+        for row in rows
+    ]
 
 
 def read_staged(staging: str) -> dict[str, list[dict[str, Any]]]:
@@ -150,21 +146,7 @@ def read_staged(staging: str) -> dict[str, list[dict[str, Any]]]:
 
 
 def commit_staged(
-    store: DeltaStore, staging: str, run_id: str, summary: RunSummary, chunk: int
+    store: DeltaStore, staging: str, summary: RunSummary, chunk: int
 ) -> list[dict[str, Any]]:
-    """MERGE the staged rows in chunks, like the local engine; returns the SID inputs."""
-    from pipelines.sids import LINEAGE
-
-    staged = read_staged(staging)
-    for name in ENVELOPE_TABLES:
-        for start in range(0, len(staged[name]), chunk):
-            store.merge(name, staged[name][start : start + chunk])
-    store.delete_keys("errors", [row["item_id"] for row in staged["descriptions"]])
-    summary.items += len(staged["descriptions"]) + len(staged["errors"])
-    summary.succeeded += len(staged["descriptions"])
-    summary.failed += len(staged["errors"])
-    for row in staged["errors"]:
-        summary.errors_by_code[row["code"]] = summary.errors_by_code.get(row["code"], 0) + 1
-    return [
-        {k: row.get(k) for k in ("item_id", "embedding", *LINEAGE)} for row in staged["embeddings"]
-    ]
+    """Commit what an engine staged, exactly as the local engine commits its chunks."""
+    return commit_rows(store, read_staged(staging), summary, chunk)

@@ -88,7 +88,7 @@ def _process(
             from pipelines.spark import process_spark
 
             process_spark(config, records, staging, run_id, engine_args or [])
-        return commit_staged(store, staging, run_id, summary, config.run.commit_every)
+        return commit_staged(store, staging, summary, config.run.commit_every)
 
 
 def semantic_ids(

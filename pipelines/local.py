@@ -12,12 +12,12 @@ from collections.abc import Iterator
 
 from tqdm import tqdm
 
-from pipelines.commit import RunSummary, commit_records
-from pipelines.sids import LINEAGE
+from pipelines.commit import RunSummary, commit_rows
+from schemas.rows import table_rows
 from schemas.store import DeltaStore
 from transforms.config import Config
 from transforms.media import MEDIA_COLUMNS
-from transforms.stage import Record, Stage, has_error
+from transforms.stage import Record, Stage
 
 logger = logging.getLogger(__name__)
 
@@ -65,9 +65,8 @@ def process_local(
         for chunk in _chunks(records, config.run.commit_every):
             for stage in stages:
                 run_stage(stage, chunk, bars[stage.name])
-            commit_records(store, chunk, run_id)
-            summary.count(chunk)
-            encoded.extend(sid_inputs(chunk))
+            release_media(chunk)
+            encoded.extend(commit_rows(store, table_rows(chunk, run_id), summary, len(chunk)))
     finally:
         for bar in bars.values():
             bar.close()
@@ -75,12 +74,8 @@ def process_local(
     return encoded
 
 
-def sid_inputs(chunk: list[Record]) -> list[Record]:
-    """Keep only what SID assignment needs; drop frames and audio to free memory."""
-    kept = []
+def release_media(chunk: list[Record]) -> None:
+    """Drop frames and audio once a chunk is through the stages: nothing later needs them."""
     for record in chunk:
         for column in MEDIA_COLUMNS:
             record.pop(column, None)
-        if not has_error(record):
-            kept.append({k: record.get(k) for k in ("item_id", "embedding", *LINEAGE)})
-    return kept

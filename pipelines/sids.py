@@ -7,10 +7,12 @@ import logging
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas.rows import utc_now
 from schemas.store import DeltaStore
+from schemas.tables import LINEAGE_COLUMNS
 from transforms.config import SemanticIdConfig
 from transforms.models import pick_device
 from transforms.semantic_ids import Codebook, assign_dedup_suffixes, fit_rq_kmeans, sid_string
@@ -18,15 +20,6 @@ from transforms.semantic_ids.features import SidPieces, hashed, prefix_ngrams, t
 from transforms.stage import stable_hash
 
 logger = logging.getLogger(__name__)
-LINEAGE = (
-    "content_sha256",
-    "pipeline_fingerprint",
-    "describer",
-    "describer_revision",
-    "prompt_version",
-    "prompt_sha",
-    "encoder",
-)
 
 
 def _compatible(row: dict[str, Any], config: SemanticIdConfig, encoder: str) -> bool:
@@ -56,11 +49,15 @@ def pinned_codebook(store: DeltaStore, config: SemanticIdConfig, encoder: str) -
     return Codebook.from_row(compatible[-1]) if compatible else None
 
 
-def fit_sample(store: DeltaStore, config: SemanticIdConfig, encoder: str) -> np.ndarray:
-    """A seeded sample (≤ ``fit_sample``) of the embeddings table for ``encoder``, in item_id
-    order, so the fit does not depend on how an engine happened to lay out the files."""
-    table = store.read_or_empty("embeddings", columns=["item_id", "embedding", "encoder"])
-    table = table.filter(pc.equal(table.column("encoder"), encoder)).sort_by("item_id")
+def embeddings_of(store: DeltaStore, encoder: str, columns: list[str]) -> pa.Table:
+    """The embeddings table rows from ``encoder``, in item_id order (so a fit never depends on
+    how an engine happened to lay out the files)."""
+    table = store.read_or_empty("embeddings", columns=list(dict.fromkeys([*columns, "encoder"])))
+    return table.filter(pc.equal(table.column("encoder"), encoder)).sort_by("item_id")
+
+
+def fit_sample(table: pa.Table, config: SemanticIdConfig, encoder: str) -> np.ndarray:
+    """A seeded sample (≤ ``fit_sample``) of the ``embedding`` column of ``table``."""
     if table.num_rows < 2:
         raise ValueError(
             f"need at least 2 embeddings from encoder {encoder} to fit, have {table.num_rows}"
@@ -114,10 +111,17 @@ def fit_codebook_on(sample: np.ndarray, config: SemanticIdConfig, encoder: str) 
 
 
 def fit_codebook(
-    store: DeltaStore, config: SemanticIdConfig, encoder: str, run_id: str
+    store: DeltaStore,
+    config: SemanticIdConfig,
+    encoder: str,
+    run_id: str,
+    embeddings: pa.Table | None = None,
 ) -> Codebook:
-    """Fit a new codebook version on a sample of the embeddings table and record it."""
-    sample = fit_sample(store, config, encoder)
+    """Fit a new codebook version on a sample of the embeddings (read from the lake unless
+    given) and record it."""
+    if embeddings is None:
+        embeddings = embeddings_of(store, encoder, ["item_id", "embedding"])
+    sample = fit_sample(embeddings, config, encoder)
     codebook = fit_codebook_on(sample, config, encoder)
     store.merge("codebooks", [{**codebook.to_row(), "run_id": run_id, "updated_at": utc_now()}])
     logger.info(
@@ -161,7 +165,7 @@ def assign_semantic_ids(
                 "prefix_ngrams": ngrams,
                 "prefix_hashes": hashed(ngrams, hash_buckets) if hash_buckets else None,
                 "sid_pieces": pieces.pieces(item_codes) if pieces else None,
-                **{k: item.get(k) for k in LINEAGE},
+                **{k: item.get(k) for k in LINEAGE_COLUMNS},
                 "run_id": run_id,
                 "updated_at": now,
             }
@@ -179,22 +183,17 @@ def _existing_assignments(
     return {r["item_id"]: (tuple(r["codes"]), r["dedup"]) for r in table.to_pylist()}
 
 
-def embedded_items(store: DeltaStore, encoder: str) -> list[dict[str, Any]]:
-    """Every item of the embeddings table from ``encoder``, with its lineage."""
-    table = store.read_or_empty("embeddings")
-    table = table.filter(pc.equal(table.column("encoder"), encoder))
-    return table.select(["item_id", "embedding", *LINEAGE]).to_pylist()
-
-
 def refit(
     store: DeltaStore, config: SemanticIdConfig, encoder: str, run_id: str, assign: bool
 ) -> tuple[Codebook, int]:
     """``enrich fit-sids``: always a new codebook version; old SIDs are untouched unless
     ``assign`` re-codes every embedded item with it (an explicit, recorded choice)."""
-    codebook = fit_codebook(store, config, encoder, run_id)
     if not assign:
-        return codebook, 0
-    items = embedded_items(store, encoder)
-    rows = assign_semantic_ids(store, codebook, items, run_id, config.prefix_hash_buckets)
+        return fit_codebook(store, config, encoder, run_id), 0
+    embedded = embeddings_of(store, encoder, ["item_id", "embedding", *LINEAGE_COLUMNS])
+    codebook = fit_codebook(store, config, encoder, run_id, embedded)
+    rows = assign_semantic_ids(
+        store, codebook, embedded.to_pylist(), run_id, config.prefix_hash_buckets
+    )
     store.merge("semantic_ids", rows)
     return codebook, len(rows)

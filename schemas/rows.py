@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from transforms.stage import ERROR_KEY, Record
+from schemas.tables import LINEAGE_COLUMNS
+from transforms.stage import ERROR_KEY, Record, has_error
 
 
 def utc_now() -> datetime:
@@ -13,17 +14,7 @@ def utc_now() -> datetime:
 
 
 def _lineage(record: Record, run_id: str, now: datetime) -> dict[str, Any]:
-    return {
-        "content_sha256": record.get("content_sha256"),
-        "pipeline_fingerprint": record.get("pipeline_fingerprint"),
-        "describer": record.get("describer"),
-        "describer_revision": record.get("describer_revision"),
-        "prompt_version": record.get("prompt_version"),
-        "prompt_sha": record.get("prompt_sha"),
-        "encoder": record.get("encoder"),
-        "run_id": run_id,
-        "updated_at": now,
-    }
+    return {**{k: record.get(k) for k in LINEAGE_COLUMNS}, "run_id": run_id, "updated_at": now}
 
 
 def description_row(record: Record, run_id: str, now: datetime) -> dict[str, Any]:
@@ -87,4 +78,15 @@ def error_row(record: Record, run_id: str, now: datetime) -> dict[str, Any]:
         "pipeline_fingerprint": record.get("pipeline_fingerprint"),
         "run_id": run_id,
         "updated_at": now,
+    }
+
+
+def table_rows(records: list[Record], run_id: str) -> dict[str, list[dict[str, Any]]]:
+    """The rows processed records add: descriptions and embeddings, or one error each."""
+    now = utc_now()
+    good = [r for r in records if not has_error(r)]
+    return {
+        "descriptions": [description_row(r, run_id, now) for r in good],
+        "embeddings": [embedding_row(r, run_id, now) for r in good],
+        "errors": [error_row(r, run_id, now) for r in records if has_error(r)],
     }

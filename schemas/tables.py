@@ -22,6 +22,8 @@ _LINEAGE = [
     pa.field("run_id", pa.string(), nullable=False),
     pa.field("updated_at", _TS, nullable=False),
 ]
+# The lineage columns a record carries from its stages (run_id and updated_at come from the run).
+LINEAGE_COLUMNS = tuple(f.name for f in _LINEAGE if f.name not in ("run_id", "updated_at"))
 
 DESCRIPTIONS = pa.schema(
     [

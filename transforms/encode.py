@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from functools import cached_property
 
 import numpy as np
 
@@ -27,8 +28,9 @@ class EncodeStage(Stage):
     def __init__(self, config: EncodeConfig):
         super().__init__(config, batch_size=config.batch_size)
 
-    @property
+    @cached_property
     def encoder_id(self) -> str:
+        """``model@revision``, looked up once (package metadata is read from disk)."""
         return f"{self.config.model}@{model_revision(self.config.model)}"
 
     def fingerprint_fields(self) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from functools import cached_property
 from typing import Any
 
 from transforms.config import DescribeConfig
@@ -50,8 +51,9 @@ class Describer(Stage):
         super().__init__(config, batch_size=config.batch_size)
         self.prompt = load_prompt(config.resolved_prompt_version)
 
-    @property
+    @cached_property
     def revision(self) -> str:
+        """Looked up once: a ``pypi:`` revision reads package metadata from disk."""
         return model_revision(self.config.model, self.config.revision)
 
     @property
@@ -123,3 +125,30 @@ class Describer(Stage):
             prompt_sha=self.prompt.sha,
             prompt_rendered_sha=prompt.sha,
         )
+
+    def attach_generated(
+        self,
+        records: list[Record],
+        prompts: list[RenderedPrompt],
+        texts: list[str],
+        inputs: Any,
+        output: Any,
+        started: float,
+    ) -> None:
+        """Attach one ``generate()`` batch: texts plus prompt and new-token counts per item."""
+        new_tokens = output[:, inputs["input_ids"].shape[1] :]
+        prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
+        eos = self._model.generation_config.eos_token_id
+        for record, prompt, text, tokens, length in zip(
+            records, prompts, texts, new_tokens, prompt_lengths, strict=True
+        ):
+            self._guard_item(
+                record,
+                self.attach,
+                record,
+                prompt,
+                text,
+                prompt_tokens=length,
+                completion_tokens=generated_length(tokens, eos),
+                started=started,
+            )

@@ -14,7 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
-from transforms.describe.base import Describer, generated_length, tidy_description
+from transforms.describe.base import Describer, tidy_description
 from transforms.describe.prompt import RenderedPrompt
 from transforms.models import cache_dir, pick_device, resolve_model
 from transforms.stage import Record, stable_hash
@@ -111,23 +111,13 @@ class OfflineDescriber(Describer):
         ).to(self._device)
         with torch.inference_mode():
             output = self._model.generate(**inputs, **self.generate_kwargs(tokenizer.pad_token_id))
-        prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
-        for record, prompt, tokens, prompt_length in zip(
-            records, prompts, new_tokens, prompt_lengths, strict=True
-        ):
+        texts = []
+        for record, prompt, tokens in zip(records, prompts, new_tokens, strict=True):
             prose = tidy_description(
                 prompt.answer_prefix + " " + tokenizer.decode(tokens, skip_special_tokens=True)
             )
-            text = f"{prose} {signals_sentence(record)}" if self.config.append_signals else prose
-            count = generated_length(tokens, self._model.generation_config.eos_token_id)
-            self._guard_item(
-                record,
-                self.attach,
-                record,
-                prompt,
-                text,
-                prompt_tokens=prompt_length,
-                completion_tokens=count,
-                started=started,
+            texts.append(
+                f"{prose} {signals_sentence(record)}" if self.config.append_signals else prose
             )
+        self.attach_generated(records, prompts, texts, inputs, output, started)

@@ -14,7 +14,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from transforms.describe.base import Describer, generated_length, pick_frames
+from transforms.describe.base import Describer, pick_frames
 from transforms.describe.prompt import RenderedPrompt
 from transforms.models import pick_device, resolve_model
 from transforms.stage import Record, mark_error
@@ -125,18 +125,5 @@ class TransformersDescriber(Describer):
             output = self._model.generate(**inputs, **settings)
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
         decoded = processor.batch_decode(new_tokens, skip_special_tokens=True)
-        prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
-        eos = self._model.generation_config.eos_token_id
-        for record, prompt, text, tokens, length in zip(
-            records, prompts, decoded, new_tokens, prompt_lengths, strict=True
-        ):
-            self._guard_item(
-                record,
-                self.attach,
-                record,
-                prompt,
-                f"{prompt.answer_prefix} {text}",
-                prompt_tokens=length,
-                completion_tokens=generated_length(tokens, eos),
-                started=started,
-            )
+        texts = [f"{p.answer_prefix} {text}" for p, text in zip(prompts, decoded, strict=True)]
+        self.attach_generated(records, prompts, texts, inputs, output, started)
