@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--engine", default="local", choices=ENGINES)
     run.add_argument("--summary-json", help="also write the run summary to this JSON file")
     run.add_argument(
+        "--report", help="write the HTML run report here (default: <lake>/_reports/<run_id>.html)"
+    )
+    run.add_argument("--no-report", action="store_true", help="do not write the run report")
+    run.add_argument(
         "--engine-arg",
         dest="engine_args",
         action="append",
@@ -80,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also re-code every embedded item with the new version",
     )
+
+    report = commands.add_parser("report", help="write the HTML report of a run")
+    report.add_argument("--lake", required=True)
+    report.add_argument("--out", required=True, help="HTML file to write")
+    report.add_argument("--run-id", help="the run to report on (default: the latest)")
 
     inspect = commands.add_parser("inspect", help="print a table (or list the tables)")
     inspect.add_argument("--lake", required=True)
@@ -107,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return command_run(args)
+        if args.command == "report":
+            return command_report(args)
         if args.command == "fit-sids":
             return command_fit_sids(args)
         return command_inspect(args)
@@ -143,6 +154,18 @@ def command_run(args: argparse.Namespace) -> int:
         Path(args.summary_json).write_text(
             json.dumps(_summary_dict(summary, elapsed), indent=2, default=str)
         )
+    if not args.no_report:
+        from jobs.report import write_run_report
+
+        if path := write_run_report(args.lake, run_id, args.report):
+            print(f"report: {path}")
+    return 0
+
+
+def command_report(args: argparse.Namespace) -> int:
+    from jobs.report import write_report
+
+    print(f"report: {write_report(args.lake, args.out, args.run_id)}")
     return 0
 
 
