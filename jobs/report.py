@@ -252,6 +252,7 @@ def _sample(row: dict, media: MediaConfig) -> dict[str, Any]:
     frame, reason = first_frame(row.get("uri"), row.get("media_kind"), media)
     return {
         "item_id": row["item_id"],
+        "uri": row.get("uri"),
         "title": row.get("title"),
         "description": row["description"],
         "frame": frame,
@@ -339,7 +340,7 @@ def _embeddings_for(store: DeltaStore, item_ids: list[str]) -> np.ndarray:
 def _top_collisions(codes: np.ndarray, limit: int = 5) -> list[dict[str, Any]]:
     counts = Counter(map(tuple, codes.tolist()))
     return [
-        {"codes": "-".join(map(str, key)), "items": n}
+        {"codes": "-".join(map(str, key)), "count": n}
         for key, n in counts.most_common(limit)
         if n > 1
     ]
