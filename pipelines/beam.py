@@ -14,10 +14,12 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.commit import envelopes
+from pipelines.commit import envelopes, staged_envelope
+from pipelines.sids import code_items, group_sid_rows, load_codebook
 from transforms.config import Config
 from transforms.media import MEDIA_COLUMNS
 from transforms.pipeline import build_stages
+from transforms.semantic_ids.dedup import dedup_entry
 from transforms.stage import Record, Stage, has_error
 
 logger = logging.getLogger(__name__)
@@ -114,4 +116,86 @@ def process_beam(
         build_pipeline(pipeline, config, records, staging, run_id)
 
 
-__all__ = ["process_beam", "build_pipeline", "StagesDoFn"]
+# -- Semantic IDs: a distributed map with the pinned codebook, then a global group-by on codes --
+
+
+class CodeItems(beam.DoFn):
+    """Codes batches of embedded items; the codebook loads from the lake once per worker."""
+
+    def __init__(self, lake: str, version: str):
+        self.lake, self.version = lake, version
+
+    def setup(self) -> None:
+        self.codebook = load_codebook(self.lake, self.version)
+
+    def process(self, batch: list[dict]):
+        for item in code_items(self.codebook, batch):
+            yield item["item_id"], item
+
+
+class GroupSidRows(beam.DoFn):
+    """One codes group → dedup suffixes → semantic_ids rows, as staging envelopes."""
+
+    def __init__(self, lake: str, version: str, run_id: str, hash_buckets: int):
+        self.lake, self.version = lake, version
+        self.run_id, self.hash_buckets = run_id, hash_buckets
+
+    def setup(self) -> None:
+        self.codebook = load_codebook(self.lake, self.version)
+
+    def process(self, keyed):
+        _, group = keyed
+        for row in group_sid_rows(self.codebook, list(group), self.run_id, self.hash_buckets):
+            yield staged_envelope("semantic_ids", row)
+
+
+def _to_dedup_group(joined):
+    """item_id → (coded now?, held before?) → (codes key, (coded item or None, entry))."""
+    item_id, sides = joined
+    coded, held = list(sides["coded"]), list(sides["held"])
+    item = coded[0] if coded else None
+    key, entry = dedup_entry(item_id, item["codes"] if item else None, held[0] if held else None)
+    yield key, (item, entry)
+
+
+def assign_sids_beam(
+    items: list[dict],
+    held_files: list[str],
+    lake: str,
+    version: str,
+    staging: str,
+    run_id: str,
+    hash_buckets: int,
+    engine_args: list[str],
+) -> None:
+    """Stage ``semantic_ids`` envelopes for ``items`` (item_id, embedding, lineage) under
+    ``staging``; ``held_files`` are the Parquet files of the current semantic_ids table."""
+    with beam.Pipeline(options=pipeline_options(engine_args)) as pipeline:
+        coded = (
+            pipeline
+            | "SidItems" >> beam.Create(items)
+            | "BatchSid" >> beam.BatchElements(min_batch_size=1, max_batch_size=4096)
+            | "Code" >> beam.ParDo(CodeItems(lake, version))
+        )
+        held = (
+            pipeline
+            | "HeldFiles" >> beam.Create(held_files)
+            | "ReadHeld"
+            >> beam.io.ReadAllFromParquet(columns=["item_id", "codes", "dedup", "codebook_version"])
+            | "ThisVersion" >> beam.Filter(lambda row: row["codebook_version"] == version)
+            | "KeyHeld" >> beam.Map(lambda row: (row["item_id"], (row["codes"], row["dedup"])))
+        )
+        (
+            {"coded": coded, "held": held}
+            | "JoinItem" >> beam.CoGroupByKey()
+            | "ByCodes" >> beam.FlatMap(_to_dedup_group)
+            | "GroupCodes" >> beam.GroupByKey()
+            | "Dedup" >> beam.ParDo(GroupSidRows(lake, version, run_id, hash_buckets))
+            | "StageSids"
+            >> beam.io.WriteToParquet(
+                f"{staging}/sids", ENVELOPE_SCHEMA, file_name_suffix=".parquet"
+            )
+        )
+
+
+__all__ = ["process_beam", "build_pipeline", "StagesDoFn", "assign_sids_beam"]

@@ -120,18 +120,24 @@ def envelopes(records: list[Record], run_id: str) -> list[dict[str, Any]]:
     """Table rows of processed records, as (table, item_id, pickled row) envelopes that any
     engine can write to Parquet staging files without knowing the table schemas."""
     return [
-        {"table": table, "item_id": row["item_id"], "payload": pickle.dumps(row, protocol=5)}
+        staged_envelope(table, row)
         for table, rows in table_rows(records, run_id).items()
         for row in rows
     ]
 
 
-def read_staged(staging: str) -> dict[str, list[dict[str, Any]]]:
+def staged_envelope(table: str, row: dict[str, Any]) -> dict[str, Any]:
+    return {"table": table, "item_id": row["item_id"], "payload": pickle.dumps(row, protocol=5)}
+
+
+def read_staged(
+    staging: str, tables: tuple[str, ...] = ENVELOPE_TABLES
+) -> dict[str, list[dict[str, Any]]]:
     """The staged rows per table, in item_id order (Parquet files under ``staging``)."""
     import pyarrow.dataset as ds
 
     files = [str(p) for p in Path(staging).rglob("*.parquet") if p.stat().st_size]
-    grouped: dict[str, list[dict[str, Any]]] = {name: [] for name in ENVELOPE_TABLES}
+    grouped: dict[str, list[dict[str, Any]]] = {name: [] for name in tables}
     if files:
         table = ds.dataset(files, format="parquet").to_table(
             columns=["table", "item_id", "payload"]

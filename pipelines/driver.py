@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from pathlib import Path
 from typing import Any
 
 from pipelines.commit import RunSummary, record_run
@@ -52,7 +53,7 @@ def run_pipeline(
         record["pipeline_fingerprint"] = fingerprint
     try:
         sid_inputs = _process(engine, config, stages, records, store, run_id, summary, engine_args)
-        semantic_ids(store, config, sid_inputs, run_id, summary)
+        semantic_ids(store, config, sid_inputs, run_id, summary, engine, engine_args or [])
         summary.status = "succeeded"
     except BaseException:
         summary.status = "failed"
@@ -92,9 +93,16 @@ def _process(
 
 
 def semantic_ids(
-    store: DeltaStore, config: Config, items: list[dict[str, Any]], run_id: str, summary: RunSummary
+    store: DeltaStore,
+    config: Config,
+    items: list[dict[str, Any]],
+    run_id: str,
+    summary: RunSummary,
+    engine: str = "local",
+    engine_args: list[str] | None = None,
 ) -> None:
-    """Pin (or fit) the codebook on the driver, then assign SIDs to this run's items."""
+    """Pin (or fit, on a sample, on the driver) the codebook, then assign SIDs to this run's
+    items: in process, or on the engine as a distributed map plus a group-by on codes."""
     if not items:
         reason = "every item was unchanged" if summary.skipped else "no item reached the encoder"
         summary.notes.append(f"semantic_ids: nothing new to code ({reason})")
@@ -107,9 +115,35 @@ def semantic_ids(
         except ValueError as exc:
             summary.notes.append(f"semantic_ids skipped: {exc}")
             return
-    rows = assign_semantic_ids(
-        store, codebook, items, run_id, config.semantic_ids.prefix_hash_buckets
-    )
+    buckets = config.semantic_ids.prefix_hash_buckets
+    if engine == "local":
+        rows = assign_semantic_ids(store, codebook, items, run_id, buckets)
+    else:
+        rows = _assign_on_engine(
+            engine, store, codebook.version, items, run_id, buckets, engine_args
+        )
     store.merge("semantic_ids", rows)
     summary.codebook_version = codebook.version
     summary.codebook_metrics = codebook.metrics
+
+
+def _assign_on_engine(
+    engine: str,
+    store: DeltaStore,
+    version: str,
+    items: list[dict[str, Any]],
+    run_id: str,
+    hash_buckets: int,
+    engine_args: list[str] | None,
+) -> list[dict[str, Any]]:
+    from pipelines.commit import read_staged
+
+    if engine == "beam":
+        from pipelines.beam import assign_sids_beam as assign
+    else:
+        from pipelines.spark import assign_sids_spark as assign
+    held = store.table("semantic_ids").file_uris() if store.exists("semantic_ids") else []
+    lake = store.lake if "://" in store.lake else str(Path(store.lake).resolve())
+    with tempfile.TemporaryDirectory(prefix="enrich-sids-") as staging:
+        assign(items, held, lake, version, staging, run_id, hash_buckets, engine_args or [])
+        return read_staged(staging, ("semantic_ids",))["semantic_ids"]

@@ -16,6 +16,7 @@ from schemas.tables import LINEAGE_COLUMNS
 from transforms.config import SemanticIdConfig
 from transforms.models import pick_device
 from transforms.semantic_ids import Codebook, assign_dedup_suffixes, fit_rq_kmeans, sid_string
+from transforms.semantic_ids.dedup import dedup_group
 from transforms.semantic_ids.features import SidPieces, hashed, prefix_ngrams, train_sentencepiece
 from transforms.stage import stable_hash
 
@@ -140,11 +141,33 @@ def assign_semantic_ids(
     """SID rows (with ranker features) for ``items`` (dicts with item_id, embedding, lineage)."""
     if not items:
         return []
+    coded = code_items(codebook, items)
+    new_codes = {item["item_id"]: item["codes"] for item in coded}
+    suffixes = assign_dedup_suffixes(new_codes, existing_assignments(store, codebook.version))
+    return sid_rows(codebook, coded, suffixes, run_id, hash_buckets)
+
+
+def code_items(codebook: Codebook, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Items with their ``codes`` (a tuple per item) in place of the embedding."""
     codes = codebook.encode(np.asarray([i["embedding"] for i in items], dtype=np.float32))
-    new_codes = {
-        item["item_id"]: tuple(int(c) for c in row) for item, row in zip(items, codes, strict=True)
-    }
-    suffixes = assign_dedup_suffixes(new_codes, _existing_assignments(store, codebook.version))
+    return [
+        {
+            "item_id": item["item_id"],
+            "codes": tuple(int(c) for c in row),
+            **{k: item.get(k) for k in LINEAGE_COLUMNS},
+        }
+        for item, row in zip(items, codes, strict=True)
+    ]
+
+
+def sid_rows(
+    codebook: Codebook,
+    coded: list[dict[str, Any]],
+    suffixes: dict[str, int],
+    run_id: str,
+    hash_buckets: int,
+) -> list[dict[str, Any]]:
+    """``semantic_ids`` rows for coded items and their dedup suffixes."""
     pieces = (
         SidPieces(codebook.sentencepiece_model, codebook.codebook_size)
         if codebook.sentencepiece_model
@@ -152,19 +175,19 @@ def assign_semantic_ids(
     )
     now = utc_now()
     rows = []
-    for item in items:
-        item_codes, suffix = new_codes[item["item_id"]], suffixes[item["item_id"]]
-        ngrams = prefix_ngrams(item_codes)
+    for item in coded:
+        codes, suffix = tuple(int(c) for c in item["codes"]), suffixes[item["item_id"]]
+        ngrams = prefix_ngrams(codes)
         rows.append(
             {
                 "item_id": item["item_id"],
-                "codes": list(item_codes),
+                "codes": list(codes),
                 "dedup": suffix,
-                "sid": sid_string(item_codes, suffix),
+                "sid": sid_string(codes, suffix),
                 "codebook_version": codebook.version,
                 "prefix_ngrams": ngrams,
                 "prefix_hashes": hashed(ngrams, hash_buckets) if hash_buckets else None,
-                "sid_pieces": pieces.pieces(item_codes) if pieces else None,
+                "sid_pieces": pieces.pieces(codes) if pieces else None,
                 **{k: item.get(k) for k in LINEAGE_COLUMNS},
                 "run_id": run_id,
                 "updated_at": now,
@@ -173,14 +196,41 @@ def assign_semantic_ids(
     return rows
 
 
-def _existing_assignments(
-    store: DeltaStore, version: str
-) -> dict[str, tuple[tuple[int, ...], int]]:
+def group_sid_rows(
+    codebook: Codebook,
+    group: list[tuple[dict[str, Any] | None, dict[str, Any]]],
+    run_id: str,
+    hash_buckets: int,
+) -> list[dict[str, Any]]:
+    """The engines' dedup step: one codes group of (coded item or None, dedup entry) pairs →
+    the SID rows of its newly coded items."""
+    suffixes = dedup_group([entry for _, entry in group])
+    coded = sorted((item for item, _ in group if item is not None), key=lambda i: i["item_id"])
+    return sid_rows(codebook, coded, suffixes, run_id, hash_buckets)
+
+
+def existing_assignments(store: DeltaStore, version: str) -> dict[str, tuple[tuple[int, ...], int]]:
+    """item_id → (codes, dedup suffix) held now under codebook ``version``."""
     table = store.read_or_empty(
         "semantic_ids", columns=["item_id", "codes", "dedup", "codebook_version"]
     )
     table = table.filter(pc.equal(table.column("codebook_version"), version))
     return {r["item_id"]: (tuple(r["codes"]), r["dedup"]) for r in table.to_pylist()}
+
+
+_LOADED: dict[tuple[str, str], Codebook] = {}
+
+
+def load_codebook(lake: str, version: str) -> Codebook:
+    """A recorded codebook by version, loaded once per process (engine workers call this
+    instead of receiving the codebook in a closure). Versions are immutable."""
+    if (lake, version) not in _LOADED:
+        table = DeltaStore(lake).read("codebooks")
+        rows = table.filter(pc.equal(table.column("codebook_version"), version)).to_pylist()
+        if not rows:
+            raise ValueError(f"codebook {version} is not in the codebooks table of {lake}")
+        _LOADED[(lake, version)] = Codebook.from_row(rows[0])
+    return _LOADED[(lake, version)]
 
 
 def refit(

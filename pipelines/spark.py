@@ -15,7 +15,8 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from pipelines.commit import envelopes
+from pipelines.commit import envelopes, staged_envelope
+from schemas.tables import LINEAGE_COLUMNS
 from transforms.config import Config
 from transforms.stage import Record
 
@@ -113,3 +114,94 @@ def process_spark(
         partition_fn(config.model_dump_json(), run_id), schema=ENVELOPE_DDL
     )
     enriched.write.mode("overwrite").parquet(f"{staging}/spark")
+
+
+# -- Semantic IDs: a distributed map with the pinned codebook, then a global group-by on codes --
+
+SID_ITEM_DDL = "item_id string, embedding array<float>, " + ", ".join(
+    f"{c} string" for c in LINEAGE_COLUMNS
+)
+CODED_DDL = SID_ITEM_DDL.replace("embedding array<float>", "codes array<int>")
+
+
+def code_partition(lake: str, version: str):
+    """mapInPandas: embeddings → codes, with the codebook loaded once per Python worker."""
+
+    def code(frames: Iterator[Any]) -> Iterator[Any]:
+        import pandas as pd
+
+        from pipelines.sids import code_items, load_codebook
+
+        codebook = load_codebook(lake, version)
+        for frame in frames:
+            coded = code_items(codebook, frame.to_dict("records"))
+            yield pd.DataFrame([{**i, "codes": list(i["codes"])} for i in coded])
+
+    return code
+
+
+def dedup_codes_group(lake: str, version: str, run_id: str, hash_buckets: int):
+    """applyInPandas: one codes group (joined with what items held) → SID row envelopes."""
+
+    def dedup(frame: Any) -> Any:
+        import pandas as pd
+
+        from pipelines.sids import group_sid_rows, load_codebook
+        from transforms.semantic_ids.dedup import dedup_entry
+
+        group = []
+        for row in frame.to_dict("records"):
+            coded = row["codes"] is not None
+            held = None if pd.isna(row["held_dedup"]) else (row["held_codes"], row["held_dedup"])
+            _, entry = dedup_entry(row["item_id"], row["codes"] if coded else None, held)
+            item = {k: row[k] for k in ("item_id", "codes", *LINEAGE_COLUMNS)} if coded else None
+            group.append((item, entry))
+        rows = group_sid_rows(load_codebook(lake, version), group, run_id, hash_buckets)
+        return pd.DataFrame(
+            [staged_envelope("semantic_ids", r) for r in rows],
+            columns=["table", "item_id", "payload"],
+        )
+
+    return dedup
+
+
+def assign_sids_spark(
+    items: list[dict],
+    held_files: list[str],
+    lake: str,
+    version: str,
+    staging: str,
+    run_id: str,
+    hash_buckets: int,
+    engine_args: list[str],
+) -> None:
+    """Stage ``semantic_ids`` envelopes for ``items`` (item_id, embedding, lineage) under
+    ``staging``; ``held_files`` are the Parquet files of the current semantic_ids table."""
+    from pyspark.sql import functions as F
+
+    spark = spark_session(engine_args)
+    rows = [
+        (i["item_id"], [float(x) for x in i["embedding"]], *(i.get(c) for c in LINEAGE_COLUMNS))
+        for i in items
+    ]
+    coded = spark.createDataFrame(rows, schema=SID_ITEM_DDL).mapInPandas(
+        code_partition(lake, version), schema=CODED_DDL
+    )
+    held_ddl = "item_id string, held_codes array<int>, held_dedup int"
+    if held_files:
+        held = (
+            spark.read.parquet(*held_files)
+            .where(F.col("codebook_version") == version)
+            .select(
+                "item_id", F.col("codes").alias("held_codes"), F.col("dedup").alias("held_dedup")
+            )
+        )
+    else:
+        held = spark.createDataFrame([], schema=held_ddl)
+    joined = coded.join(held, "item_id", "full_outer")
+    (
+        joined.groupBy(F.coalesce("codes", "held_codes").alias("group_codes"))
+        .applyInPandas(dedup_codes_group(lake, version, run_id, hash_buckets), schema=ENVELOPE_DDL)
+        .write.mode("overwrite")
+        .parquet(f"{staging}/sids")
+    )

@@ -37,3 +37,30 @@ def assign_dedup_suffixes(
         taken[codes].add(suffix)
         suffixes[item_id] = suffix
     return suffixes
+
+
+# -- dedup as a group-by, for the engines ------------------------------------------------------
+# Suffixes only compete among items with the same codes, so grouping the entries by codes and
+# calling ``assign_dedup_suffixes`` per group gives exactly the global answer, provided an item
+# that is being re-coded carries its held (codes, suffix) along instead of holding a suffix in
+# its old group.
+
+
+def dedup_entry(
+    item_id: str, codes: Sequence[int] | None, held: tuple[Sequence[int], int] | None
+) -> tuple[tuple[int, ...], dict]:
+    """(group key, entry) for one item: new ``codes`` (None if not being coded now) and the
+    (codes, suffix) it ``held`` before (None if it had none)."""
+    entry = {
+        "item_id": item_id,
+        "codes": tuple(int(c) for c in codes) if codes is not None else None,
+        "held": (tuple(int(c) for c in held[0]), int(held[1])) if held is not None else None,
+    }
+    return (entry["codes"] if entry["codes"] is not None else entry["held"][0]), entry
+
+
+def dedup_group(entries: Sequence[dict]) -> dict[str, int]:
+    """Suffixes for the newly coded items of one codes group."""
+    new_codes = {e["item_id"]: e["codes"] for e in entries if e["codes"] is not None}
+    existing = {e["item_id"]: e["held"] for e in entries if e["held"] is not None}
+    return assign_dedup_suffixes(new_codes, existing)
