@@ -350,7 +350,7 @@ def _top_collisions(codes: np.ndarray, limit: int = 5) -> list[dict[str, Any]]:
 def projection_section(store: DeltaStore, codebook_version: str | None) -> dict[str, Any]:
     """PCA of the embeddings to 2-D, coloured by level-1 code (grey: no SID yet)."""
     table = store.read_or_empty("embeddings", columns=["item_id", "embedding"])
-    if table.num_rows < 3:
+    if table.num_rows < 2:
         return {"count": table.num_rows}
     if table.num_rows > PROJECTION_MAX_POINTS:
         keep = np.random.default_rng(0).choice(table.num_rows, PROJECTION_MAX_POINTS, False)
