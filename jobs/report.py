@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas.store import DeltaStore
@@ -33,6 +34,7 @@ REPORTS_DIR = "_reports"
 SAMPLE_DESCRIPTIONS = 5
 EXAMPLES_PER_ERROR = 3
 PROJECTION_MAX_POINTS = 5000
+HEALTH_MAX_ITEMS = 50_000  # SID health metrics re-encode a seeded sample of this many items
 THUMBNAIL_MAX_SIDE = 320
 STAGE_ORDER = ("media", "asr", "ocr", "describe", "encode")
 REPORT_SECTIONS = ("run", "stages", "errors", "descriptions", "sids", "projection")
@@ -281,6 +283,8 @@ def first_frame(
         frames = read_frames(path, probe, media.model_copy(update={"max_side": THUMBNAIL_MAX_SIDE}))
     except StageError as exc:
         return None, f"{exc.code}: {exc.message[:120]}"
+    except OSError as exc:  # e.g. no ffmpeg binary, or a file that vanished mid-read
+        return None, f"unreadable: {exc}"[:140]
     buffer = io.BytesIO()
     Image.fromarray(frames["frames"][0]).save(buffer, format="JPEG", quality=80)
     return _data_uri(buffer.getvalue(), "image/jpeg"), None
@@ -293,15 +297,15 @@ def sid_section(store: DeltaStore, codebook_version: str | None) -> dict[str, An
     from transforms.semantic_ids import Codebook
     from transforms.semantic_ids.metrics import codebook_health
 
-    codebook_rows = [
-        r for r in _rows(store, "codebooks") if r["codebook_version"] == codebook_version
-    ]
+    row = _codebook_row(store, codebook_version)
     sids = _sid_rows(store, codebook_version)
-    if not codebook_rows or not sids:
+    if row is None or not sids:
         return {"codebook_version": codebook_version, "count": 0}
-    codebook = Codebook.from_row(codebook_rows[0])
+    codebook = Codebook.from_row(row)
     codes = np.asarray([r["codes"] for r in sids], dtype=np.int64)
-    vectors = _embeddings_for(store, [r["item_id"] for r in sids])
+    coded = _seeded_subset(encoder_embeddings(store, codebook.encoder), HEALTH_MAX_ITEMS)
+    coded = coded.filter(pc.is_in(coded["item_id"], pa.array([r["item_id"] for r in sids])))
+    vectors = embedding_matrix(coded)
     lake_health = codebook_health(codebook, vectors) if len(vectors) > 1 else {}
     dedup = np.asarray([r["dedup"] or 0 for r in sids])
     return {
@@ -311,6 +315,7 @@ def sid_section(store: DeltaStore, codebook_version: str | None) -> dict[str, An
         "codebook_size": codebook.codebook_size,
         "n_fit": codebook.n_fit,
         "count": len(sids),
+        "health_items": len(vectors),
         "fit_metrics": codebook.metrics,
         "lake_metrics": lake_health,
         "unique_fraction": round(len({tuple(c) for c in codes.tolist()}) / len(codes), 4),
@@ -329,12 +334,34 @@ def _sid_rows(store: DeltaStore, codebook_version: str | None) -> list[dict]:
     )
 
 
-def _embeddings_for(store: DeltaStore, item_ids: list[str]) -> np.ndarray:
-    """Embeddings of ``item_ids`` in that order (items without one are left out)."""
-    table = store.read_or_empty("embeddings", columns=["item_id", "embedding"])
-    ids, vectors = table.column("item_id").to_pylist(), table.column("embedding").to_pylist()
-    by_id = dict(zip(ids, vectors, strict=True))
-    return np.asarray([by_id[i] for i in item_ids if by_id.get(i) is not None], np.float32)
+def _codebook_row(store: DeltaStore, codebook_version: str | None) -> dict | None:
+    rows = [r for r in _rows(store, "codebooks") if r["codebook_version"] == codebook_version]
+    return rows[0] if rows else None
+
+
+def encoder_embeddings(store: DeltaStore, encoder: str | None) -> pa.Table:
+    """item_id and embedding rows of one encoder (the most common one when not given), in
+    item_id order: vectors of different encoders do not share a space, or even a size."""
+    table = store.read_or_empty("embeddings", columns=["item_id", "embedding", "encoder"])
+    if encoder is None and table.num_rows:
+        encoder = Counter(table["encoder"].to_pylist()).most_common(1)[0][0]
+    if encoder is not None:
+        table = table.filter(pc.equal(table["encoder"], encoder))
+    return table.sort_by("item_id")
+
+
+def _seeded_subset(table: pa.Table, limit: int) -> pa.Table:
+    """At most ``limit`` rows, the same ones on every render, in their original order."""
+    if table.num_rows <= limit:
+        return table
+    return table.take(np.sort(np.random.default_rng(0).choice(table.num_rows, limit, False)))
+
+
+def embedding_matrix(table: pa.Table) -> np.ndarray:
+    """The ``embedding`` column as an (n, dim) float32 array (without a Python list per row)."""
+    column = table["embedding"].combine_chunks()
+    flat = column.flatten().to_numpy(zero_copy_only=False)
+    return flat.reshape(len(column), -1).astype(np.float32, copy=False)
 
 
 def _top_collisions(codes: np.ndarray, limit: int = 5) -> list[dict[str, Any]]:
@@ -349,15 +376,14 @@ def _top_collisions(codes: np.ndarray, limit: int = 5) -> list[dict[str, Any]]:
 # -- projection --------------------------------------------------------------------------------
 def projection_section(store: DeltaStore, codebook_version: str | None) -> dict[str, Any]:
     """PCA of the embeddings to 2-D, coloured by level-1 code (grey: no SID yet)."""
-    table = store.read_or_empty("embeddings", columns=["item_id", "embedding"])
+    row = _codebook_row(store, codebook_version)
+    table = encoder_embeddings(store, row["encoder"] if row else None)
     if table.num_rows < 2:
         return {"count": table.num_rows}
-    if table.num_rows > PROJECTION_MAX_POINTS:
-        keep = np.random.default_rng(0).choice(table.num_rows, PROJECTION_MAX_POINTS, False)
-        table = table.take(np.sort(keep))
+    table = _seeded_subset(table, PROJECTION_MAX_POINTS)
     first_code = {r["item_id"]: r["codes"][0] for r in _sid_rows(store, codebook_version)}
-    item_ids = table.column("item_id").to_pylist()
-    points, explained = pca_2d(np.asarray(table.column("embedding").to_pylist(), np.float32))
+    item_ids = table["item_id"].to_pylist()
+    points, explained = pca_2d(embedding_matrix(table))
     colours = np.asarray([first_code.get(i, -1) for i in item_ids])
     return {
         "count": len(item_ids),
