@@ -97,11 +97,23 @@ def report_context(store: DeltaStore, run_id: str | None = None) -> dict[str, An
         "run": run_summary(run, run_descriptions),
         "stages": stage_rows(run, run_descriptions),
         "errors": error_groups(store),
-        "descriptions": description_section(store, MediaConfig(**config.get("media", {}))),
+        "descriptions": description_section(store, run_media_config(config)),
         "sids": sid_section(store, codebook_version),
         "projection": projection_section(store, codebook_version),
         "sections": REPORT_SECTIONS,
     }
+
+
+def run_media_config(config: dict[str, Any]) -> MediaConfig:
+    """The run's media settings (so the sample frame is the one the describer saw); the
+    defaults, confined to nothing, when a config from another tool version does not parse."""
+    from pydantic import ValidationError
+
+    try:
+        return MediaConfig(**config.get("media", {}))
+    except ValidationError as exc:
+        logger.warning("report: run's media config not usable (%s); using defaults", exc)
+        return MediaConfig()
 
 
 # -- reading the lake --------------------------------------------------------------------------
