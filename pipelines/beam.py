@@ -1,17 +1,22 @@
-"""The Beam engine: the same stages as DoFns, FnApiRunner locally, any runner by options.
+"""The Beam engine: the same stages, FnApiRunner locally, any runner by options.
 
-Manifest → Reshuffle → [BatchElements → CPU prep (media, ASR, OCR)] → [BatchElements →
-describe (the GPU stage, fed by the CPU DoFn so it never decodes)] → [BatchElements → encode]
-→ envelopes → Parquet staging shards. Failed items leave each stage on an ``errors`` tagged
-output. The driver then commits the staging files to Delta with one MERGE step.
+Manifest → Reshuffle → [BatchElements → CPU prep DoFn (media, ASR, OCR)] → [RunInference:
+describe, the GPU stage, fed by the CPU DoFn so it never decodes] → [RunInference: encode]
+→ envelopes → Parquet staging shards. Failed items leave after each step on an ``errors``
+tagged output. Every stage reports processed / failed / busy time / error codes as Beam
+counters. The driver then commits the staging files to Delta with one MERGE step.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import apache_beam as beam
 import pyarrow as pa
+from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.ml.inference.base import ModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.commit import envelopes, staged_envelope
@@ -20,17 +25,30 @@ from transforms.config import Config
 from transforms.media import MEDIA_COLUMNS
 from transforms.pipeline import build_stages
 from transforms.semantic_ids.dedup import dedup_entry
-from transforms.stage import Record, Stage, has_error
+from transforms.stage import Record, Stage, has_error, stats_delta
 
 logger = logging.getLogger(__name__)
 ERRORS = "errors"
+ERROR_PREFIX = "error."
 ENVELOPE_SCHEMA = pa.schema(
     [("table", pa.string()), ("item_id", pa.string()), ("payload", pa.binary())]
 )
 
 
+def _process_counted(stage: Stage, batch: list[Record]) -> None:
+    """Run one stage on a batch and add what it did to Beam counters (namespace = stage)."""
+    before = stage.stats.as_dict()
+    stage.process_batch(batch)
+    delta = stats_delta(stage.stats.as_dict(), before)
+    for key in ("processed", "failed"):
+        Metrics.counter(stage.name, key).inc(delta[key])
+    Metrics.counter(stage.name, "busy_ms").inc(round(delta["seconds"] * 1000))
+    for code, count in delta["errors_by_code"].items():
+        Metrics.counter(stage.name, f"{ERROR_PREFIX}{code}").inc(count)
+
+
 class StagesDoFn(beam.DoFn):
-    """Runs a group of stages on one batch; models load once per worker in ``setup``."""
+    """Runs a group of CPU stages on one batch; they set up once per DoFn instance."""
 
     def __init__(self, stages: list[Stage]):
         self.stages = stages  # pickled without models (Stage.__getstate__)
@@ -41,12 +59,47 @@ class StagesDoFn(beam.DoFn):
 
     def process(self, batch: list[Record]):
         for stage in self.stages:
-            stage.process_batch(batch)
-        for record in batch:
-            if has_error(record):
-                yield beam.pvalue.TaggedOutput(ERRORS, _light(record))
-            else:
-                yield record
+            _process_counted(stage, batch)
+        yield from batch
+
+
+class StageModelHandler(ModelHandler):
+    """RunInference adapter for a model stage (describe, encode): Beam loads the stage once
+    per worker process and shares it across the DoFn threads, so a Dataflow worker with many
+    threads holds one copy of the VLM, not one per thread."""
+
+    def __init__(self, stage: Stage):
+        super().__init__()
+        self.stage = stage
+
+    def load_model(self) -> Stage:
+        stage = copy.deepcopy(self.stage)  # a pickled-state copy: no model yet
+        stage.setup()
+        return stage
+
+    def run_inference(self, batch, model: Stage, inference_args=None):
+        records = list(batch)
+        _process_counted(model, records)
+        return records
+
+    def get_num_bytes(self, batch) -> int:
+        return sum(len(r.get("description") or "") + len(r.get("transcript") or "") for r in batch)
+
+    def batch_elements_kwargs(self):
+        return {"min_batch_size": 1, "max_batch_size": self.stage.batch_size}
+
+    def get_metrics_namespace(self) -> str:
+        return f"RunInference_{self.stage.name}"
+
+
+class SplitErrors(beam.DoFn):
+    """Failed items leave on the ``errors`` output, without frames and audio."""
+
+    def process(self, record: Record):
+        if has_error(record):
+            yield beam.pvalue.TaggedOutput(ERRORS, _light(record))
+        else:
+            yield record
 
 
 class ToEnvelopes(beam.DoFn):
@@ -62,10 +115,8 @@ def _light(record: Record) -> Record:
     return {k: v for k, v in record.items() if k not in MEDIA_COLUMNS}
 
 
-def _batched(pcoll, stage: Stage, label: str):
-    return pcoll | f"Batch{label}" >> beam.BatchElements(
-        min_batch_size=1, max_batch_size=stage.batch_size
-    )
+def _split(pcoll, label: str):
+    return pcoll | f"Split{label}" >> beam.ParDo(SplitErrors()).with_outputs(ERRORS, main="ok")
 
 
 def build_pipeline(
@@ -73,15 +124,21 @@ def build_pipeline(
 ) -> None:
     media, asr, ocr, describe, encode = build_stages(config)
     items = pipeline | "Manifest" >> beam.Create(records) | "Spread" >> beam.Reshuffle()
-    prepared = _batched(items, media, "Prep") | "CpuPrep" >> beam.ParDo(
-        StagesDoFn([media, asr, ocr])
-    ).with_outputs(ERRORS, main="ok")
-    described = _batched(prepared.ok, describe, "Describe") | "Describe" >> beam.ParDo(
-        StagesDoFn([describe])
-    ).with_outputs(ERRORS, main="ok")
-    encoded = _batched(described.ok, encode, "Encode") | "Encode" >> beam.ParDo(
-        StagesDoFn([encode])
-    ).with_outputs(ERRORS, main="ok")
+    prepared = _split(
+        items
+        | "BatchPrep" >> beam.BatchElements(min_batch_size=1, max_batch_size=media.batch_size)
+        | "CpuPrep" >> beam.ParDo(StagesDoFn([media, asr, ocr])),
+        "Prep",
+    )
+    described = _split(
+        prepared.ok | "Describe" >> RunInference(StageModelHandler(describe)), "Describe"
+    )
+    encoded = _split(
+        described.ok
+        | "DropMedia" >> beam.Map(_light)
+        | "Encode" >> RunInference(StageModelHandler(encode)),
+        "Encode",
+    )
     everything = (
         encoded.ok,
         prepared[ERRORS],
@@ -96,6 +153,26 @@ def build_pipeline(
     )
 
 
+def stage_stats(result, stage_names: list[str]) -> dict[str, dict]:
+    """The stages' counters from a finished pipeline, in ``StageStats.as_dict()`` form."""
+    stats = {}
+    for counter in result.metrics().query(MetricsFilter())["counters"]:
+        name, key = counter.key.metric.namespace, counter.key.metric.name
+        if name not in stage_names:
+            continue
+        entry = stats.setdefault(
+            name, {"processed": 0, "failed": 0, "seconds": 0.0, "errors_by_code": {}}
+        )
+        value = counter.committed or counter.attempted or 0
+        if key == "busy_ms":
+            entry["seconds"] = round(value / 1000, 3)
+        elif key.startswith(ERROR_PREFIX):
+            entry["errors_by_code"][key.removeprefix(ERROR_PREFIX)] = value
+        else:
+            entry[key] = value
+    return stats
+
+
 def pipeline_options(engine_args: list[str]) -> PipelineOptions:
     """FnApiRunner unless the caller names a runner (DataflowRunner, FlinkRunner, ...)."""
     args = list(engine_args)
@@ -106,14 +183,18 @@ def pipeline_options(engine_args: list[str]) -> PipelineOptions:
 
 def process_beam(
     config: Config, records: list[Record], staging: str, run_id: str, engine_args: list[str]
-) -> None:
-    """Run the Beam pipeline to completion, leaving Parquet envelopes under ``staging``."""
+) -> dict[str, dict]:
+    """Run the Beam pipeline to completion, leaving Parquet envelopes under ``staging``;
+    returns the stages' stats from the pipeline's counters."""
     options = pipeline_options(engine_args)
     logger.info(
         "beam: %d items, options %s", len(records), options.get_all_options(drop_default=True)
     )
-    with beam.Pipeline(options=options) as pipeline:
-        build_pipeline(pipeline, config, records, staging, run_id)
+    pipeline = beam.Pipeline(options=options)
+    build_pipeline(pipeline, config, records, staging, run_id)
+    result = pipeline.run()
+    result.wait_until_finish()
+    return stage_stats(result, [stage.name for stage in build_stages(config)])
 
 
 # -- Semantic IDs: a distributed map with the pinned codebook, then a global group-by on codes --

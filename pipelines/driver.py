@@ -84,11 +84,12 @@ def _process(
         if engine == "beam":
             from pipelines.beam import process_beam
 
-            process_beam(config, records, staging, run_id, engine_args or [])
+            stats = process_beam(config, records, staging, run_id, engine_args or [])
         else:
             from pipelines.spark import process_spark
 
-            process_spark(config, records, staging, run_id, engine_args or [])
+            stats = process_spark(config, records, staging, run_id, engine_args or [])
+        summary.stage_stats = stats
         return commit_staged(store, staging, summary, config.run.commit_every)
 
 

@@ -15,10 +15,12 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+from pyspark.accumulators import AccumulatorParam
+
 from pipelines.commit import envelopes, staged_envelope
 from schemas.tables import LINEAGE_COLUMNS
 from transforms.config import Config
-from transforms.stage import Record
+from transforms.stage import Record, add_stats, stats_delta
 
 logger = logging.getLogger(__name__)
 ITEMS_PER_TASK_FACTOR = 4
@@ -48,21 +50,36 @@ def worker_stages(config_json: str) -> list:
     return _WORKER_STAGES[config_json]
 
 
-def partition_fn(config_json: str, run_id: str):
-    """The function mapInPandas runs: stages over each pandas batch, envelopes out."""
+def partition_fn(config_json: str, run_id: str, stats_accumulator):
+    """The function mapInPandas runs: stages over each pandas batch, envelopes out; what the
+    stages did in this task goes to ``stats_accumulator``."""
 
     def enrich_batches(frames: Iterator[Any]) -> Iterator[Any]:
         import pandas as pd
 
         stages = worker_stages(config_json)
+        before = {stage.name: stage.stats.as_dict() for stage in stages}
         for frame in frames:
             records = [_record(row) for row in frame.to_dict("records")]
             for stage in stages:
                 for start in range(0, len(records), stage.batch_size):
                     stage.process_batch(records[start : start + stage.batch_size])
             yield pd.DataFrame(envelopes(records, run_id), columns=["table", "item_id", "payload"])
+        stats_accumulator.add(
+            {s.name: stats_delta(s.stats.as_dict(), before[s.name]) for s in stages}
+        )
 
     return enrich_batches
+
+
+class StageStatsParam(AccumulatorParam):
+    """Spark accumulator of per-stage stats summed over tasks."""
+
+    def zero(self, value: dict) -> dict:
+        return {}
+
+    def addInPlace(self, total: dict, part: dict) -> dict:  # noqa: N802 - Spark's name
+        return add_stats(total, part)
 
 
 def _record(row: dict[str, Any]) -> Record:
@@ -97,8 +114,9 @@ def has_delta_jars(spark) -> bool:
 
 def process_spark(
     config: Config, records: list[Record], staging: str, run_id: str, engine_args: list[str]
-) -> None:
-    """Run the stages on Spark, leaving Parquet envelopes under ``staging``."""
+) -> dict[str, dict]:
+    """Run the stages on Spark, leaving Parquet envelopes under ``staging``; returns the
+    stages' stats summed over the tasks."""
     spark = spark_session(engine_args)
     path = (
         "delta-spark jars found; committing through the delta-rs staging path"
@@ -110,10 +128,12 @@ def process_spark(
     frame = spark.createDataFrame(rows, schema=INPUT_DDL)
     per_task = max(config.describe.batch_size, config.media.batch_size) * ITEMS_PER_TASK_FACTOR
     partitions = max(1, -(-len(records) // per_task))
+    stats = spark.sparkContext.accumulator({}, StageStatsParam())
     enriched = frame.repartition(partitions).mapInPandas(
-        partition_fn(config.model_dump_json(), run_id), schema=ENVELOPE_DDL
+        partition_fn(config.model_dump_json(), run_id, stats), schema=ENVELOPE_DDL
     )
     enriched.write.mode("overwrite").parquet(f"{staging}/spark")
+    return stats.value
 
 
 # -- Semantic IDs: a distributed map with the pinned codebook, then a global group-by on codes --

@@ -1,6 +1,8 @@
 """Parity: the same corpus through the local loop, Beam (FnApiRunner) and Spark (local[2])
 gives the same tables, apart from run ids, timestamps, latencies and codebook names."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -65,7 +67,16 @@ def test_engines_write_the_same_embeddings(lakes):
             assert theirs == {k: v for k, v in row.items() if k != "embedding"}
 
 
-def test_runs_record_the_engine(lakes):
+def test_runs_record_the_engine_and_the_same_stage_counts(lakes):
+    counts = {}
     for engine, lake in lakes.items():
         [run] = read_table(lake, "runs").to_pylist()
         assert run["engine"] == engine and run["succeeded"] == 6 and run["failed"] == 2
+        stats = json.loads(run["stage_stats_json"])
+        assert stats["describe"]["seconds"] > 0, engine
+        counts[engine] = {
+            name: (s["processed"], s["failed"], s["errors_by_code"]) for name, s in stats.items()
+        }
+    assert counts["local"]["media"] == (6, 2, {"empty_file": 1, "not_found": 1})
+    assert counts["local"]["encode"] == (6, 0, {})
+    assert counts["beam"] == counts["local"] and counts["spark"] == counts["local"]

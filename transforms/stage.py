@@ -22,6 +22,7 @@ import pyarrow as pa
 logger = logging.getLogger(__name__)
 
 Record = dict[str, Any]
+PROGRESS_LOG_S = 30.0
 ERROR_KEY = "error"
 
 
@@ -52,6 +53,41 @@ class StageStats:
         }
 
 
+def stats_delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+    """What a stage did between two ``StageStats.as_dict()`` snapshots."""
+    codes = {
+        code: count - before["errors_by_code"].get(code, 0)
+        for code, count in after["errors_by_code"].items()
+        if count != before["errors_by_code"].get(code, 0)
+    }
+    return {
+        "processed": after["processed"] - before["processed"],
+        "failed": after["failed"] - before["failed"],
+        "seconds": round(after["seconds"] - before["seconds"], 3),
+        "errors_by_code": codes,
+    }
+
+
+def add_stats(
+    total: dict[str, dict[str, Any]], part: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Sum per-stage stats from several workers (``{stage: StageStats.as_dict()}``)."""
+    merged = {
+        name: dict(stats, errors_by_code=dict(stats["errors_by_code"]))
+        for name, stats in total.items()
+    }
+    for name, stats in part.items():
+        into = merged.setdefault(
+            name, {"processed": 0, "failed": 0, "seconds": 0.0, "errors_by_code": {}}
+        )
+        into["processed"] += stats["processed"]
+        into["failed"] += stats["failed"]
+        into["seconds"] = round(into["seconds"] + stats["seconds"], 3)
+        for code, count in stats["errors_by_code"].items():
+            into["errors_by_code"][code] = into["errors_by_code"].get(code, 0) + count
+    return merged
+
+
 def mark_error(record: Record, stage: str, code: str, message: str) -> Record:
     """Attach a per-item error to ``record`` (first error wins) and return it."""
     if not record.get(ERROR_KEY):
@@ -80,6 +116,7 @@ class Stage:
         self.batch_size = batch_size
         self.stats = StageStats()
         self._ready = False
+        self._logged_at = time.monotonic()
 
     # -- lifecycle ---------------------------------------------------------------------------
     def setup(self) -> None:
@@ -117,7 +154,23 @@ class Stage:
                 self.stats.errors_by_code[record[ERROR_KEY]["code"]] += 1
             else:
                 self.stats.processed += 1
+        self._log_progress()
         return records
+
+    def _log_progress(self) -> None:
+        """Every ``PROGRESS_LOG_S`` seconds, log this worker's count and busy-time throughput
+        (what Beam and Spark workers show in their logs; the CLI has progress bars too)."""
+        if time.monotonic() - self._logged_at < PROGRESS_LOG_S:
+            return
+        self._logged_at = time.monotonic()
+        done = self.stats.processed + self.stats.failed
+        logger.info(
+            "%s: %d items (%d failed), %.2f items/s",
+            self.name,
+            done,
+            self.stats.failed,
+            done / max(self.stats.seconds, 1e-9),
+        )
 
     def _run_guarded(self, records: list[Record]) -> None:
         """Run the batch; if the batch as a whole fails, retry item by item."""
