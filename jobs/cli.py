@@ -82,8 +82,21 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument(
         "--assign",
         action="store_true",
-        help="also re-code every embedded item with the new version",
+        help="also re-code every embedded item with the new version (implies --promote always "
+        "unless --promote is given; with if-no-worse, only when it is promoted)",
     )
+    fit.add_argument(
+        "--promote",
+        choices=("never", "if-no-worse", "always"),
+        help="make it the codebook runs pin: never (default; a candidate), if-no-worse than the "
+        "current one on the same embeddings, or always",
+    )
+    fit.add_argument("--summary-json", help="also write the version, metrics and decision here")
+    from jobs import publish, sid_jobs, validate
+
+    validate.add_parser(commands)
+    publish.add_parser(commands)
+    sid_jobs.add_parsers(commands)
 
     report = commands.add_parser("report", help="write the HTML report of a run")
     report.add_argument("--lake", required=True)
@@ -120,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             return command_report(args)
         if args.command == "fit-sids":
             return command_fit_sids(args)
+        if hasattr(args, "handler"):  # validate, publish, promote-sids, assign-sids
+            return args.handler(args)
         return command_inspect(args)
     except (ConfigError, ManifestError, ValueError) as exc:
         print(f"enrich: error: {exc}", file=sys.stderr)
@@ -223,27 +238,45 @@ def print_summary(summary, lake: str, elapsed: float) -> None:
 
 
 def command_fit_sids(args: argparse.Namespace) -> int:
+    from jobs.sid_jobs import REFUSED_EXIT, print_decision
     from pipelines.commit import new_run_id
     from pipelines.sids import refit
     from schemas.store import DeltaStore
     from transforms.encode import EncodeStage
 
+    promote = args.promote or ("always" if args.assign else "never")
+    if args.assign and promote == "never":
+        raise ValueError("--assign re-codes every item with the new codebook: drop --promote never")
     config = load_config(args.config, args.overrides)
     encoder = EncodeStage(config.encode).encoder_id
-    codebook, assigned = refit(
-        DeltaStore(args.lake), config.semantic_ids, encoder, new_run_id(), assign=args.assign
+    codebook, assigned, decision = refit(
+        DeltaStore(args.lake), config.semantic_ids, encoder, new_run_id(), args.assign, promote
     )
     print(
         f"codebook {codebook.version} ({codebook.method}, {codebook.levels}x"
         f"{codebook.codebook_size}, fitted on {codebook.n_fit} items of {encoder})"
     )
     print(json.dumps(codebook.metrics, indent=2))
-    if args.assign:
+    if decision is not None:
+        print_decision(codebook.version, decision)
+    if assigned:
         print(f"re-coded {assigned} items with {codebook.version}")
-    else:
-        pin = f"--set semantic_ids.codebook_version={codebook.version}"
-        print(f"existing SIDs unchanged; to use it, pin it with {pin}")
-    return 0
+    elif decision is None:
+        print(
+            "existing SIDs unchanged; a candidate until promoted: "
+            f"enrich promote-sids --version {codebook.version}"
+        )
+    if args.summary_json:
+        summary = {
+            "codebook_version": codebook.version,
+            "metrics": codebook.metrics,
+            "promoted": bool(decision and decision.promoted),
+            "promotion_note": decision.note if decision else None,
+            "assigned": assigned,
+        }
+        Path(args.summary_json).write_text(json.dumps(summary, indent=2, default=str))
+    print(codebook.version)  # the last line alone: for scripts and Airflow XCom
+    return REFUSED_EXIT if decision is not None and not decision.promoted else 0
 
 
 def print_history(store, name: str, limit: int) -> int:

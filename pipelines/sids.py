@@ -33,7 +33,9 @@ def _compatible(row: dict[str, Any], config: SemanticIdConfig, encoder: str) -> 
 
 
 def pinned_codebook(store: DeltaStore, config: SemanticIdConfig, encoder: str) -> Codebook | None:
-    """The codebook named by config, or (``auto``) the newest compatible one; None if none."""
+    """The codebook named by config; or (``auto``) the most recently promoted compatible one,
+    else the newest compatible one a run fitted (never an unpromoted ``fit-sids`` candidate);
+    None if none."""
     rows = store.read_or_empty("codebooks").to_pylist()
     if config.codebook_version != "auto":
         named = [r for r in rows if r["codebook_version"] == config.codebook_version]
@@ -44,10 +46,13 @@ def pinned_codebook(store: DeltaStore, config: SemanticIdConfig, encoder: str) -
                 f"the codebooks table; known: {known}"
             )
         return Codebook.from_row(named[0])
-    compatible = sorted(
-        (r for r in rows if _compatible(r, config, encoder)), key=lambda r: r["updated_at"]
-    )
-    return Codebook.from_row(compatible[-1]) if compatible else None
+    compatible = [r for r in rows if _compatible(r, config, encoder)]
+    promoted = [r for r in compatible if r.get("promotion_status") == "promoted"]
+    if promoted:
+        return Codebook.from_row(max(promoted, key=lambda r: r["promoted_at"]))
+    fitted_by_runs = [r for r in compatible if r.get("promotion_status") is None]
+    newest = max(fitted_by_runs, key=lambda r: r["updated_at"], default=None)
+    return Codebook.from_row(newest) if newest else None
 
 
 def embeddings_of(store: DeltaStore, encoder: str, columns: list[str]) -> pa.Table:
@@ -234,16 +239,33 @@ def load_codebook(lake: str, version: str) -> Codebook:
 
 
 def refit(
-    store: DeltaStore, config: SemanticIdConfig, encoder: str, run_id: str, assign: bool
-) -> tuple[Codebook, int]:
-    """``enrich fit-sids``: always a new codebook version; old SIDs are untouched unless
-    ``assign`` re-codes every embedded item with it (an explicit, recorded choice)."""
-    if not assign:
-        return fit_codebook(store, config, encoder, run_id), 0
+    store: DeltaStore,
+    config: SemanticIdConfig,
+    encoder: str,
+    run_id: str,
+    assign: bool,
+    promote: str = "never",
+) -> tuple[Codebook, int, Any]:
+    """``enrich fit-sids``: always a new codebook version, recorded as a candidate that runs
+    do not pin until it is promoted (``promote``: never, if-no-worse or always; see
+    ``pipelines.promotion``). ``assign`` re-codes every embedded item with it once promoted.
+    Returns the codebook, the items re-coded and the promotion decision (None if not asked)."""
+    from pipelines.promotion import promote as promote_codebook
+    from pipelines.promotion import record
+
     embedded = embeddings_of(store, encoder, ["item_id", "embedding", *LINEAGE_COLUMNS])
-    codebook = fit_codebook(store, config, encoder, run_id, embedded)
+    codebook = fit_codebook_on(fit_sample(embedded, config, encoder), config, encoder)
+    row = {**codebook.to_row(), "run_id": run_id, "updated_at": utc_now()}
+    record(store, row, "candidate", f"fitted by enrich fit-sids in run {run_id}")
+    decision = (
+        None
+        if promote == "never"
+        else promote_codebook(store, config, encoder, codebook.version, promote)
+    )
+    if not assign or decision is None or not decision.promoted:
+        return codebook, 0, decision
     rows = assign_semantic_ids(
         store, codebook, embedded.to_pylist(), run_id, config.prefix_hash_buckets
     )
     store.merge("semantic_ids", rows)
-    return codebook, len(rows)
+    return codebook, len(rows), decision

@@ -122,6 +122,11 @@ CODEBOOKS = pa.schema(
         pa.field("sentencepiece_model", pa.binary()),
         pa.field("metrics_json", pa.string()),
         pa.field("config_json", pa.string()),
+        # Promotion (pipelines/promotion.py): 'candidate' or 'refused' (fit-sids, not in use),
+        # 'promoted' (``auto`` pins the most recently promoted); null: fitted by a run.
+        pa.field("promotion_status", pa.string()),
+        pa.field("promoted_at", _TS),
+        pa.field("promotion_note", pa.string()),
         pa.field("run_id", pa.string(), nullable=False),
         pa.field("updated_at", _TS, nullable=False),
     ]
@@ -163,6 +168,19 @@ RUNS = pa.schema(
     ]
 )
 
+# One row per published release (``enrich publish``): the table versions downstream reads.
+RELEASES = pa.schema(
+    [
+        pa.field("release_id", pa.string(), nullable=False),
+        pa.field("table_versions_json", pa.string()),
+        pa.field("codebook_versions_json", pa.string()),
+        pa.field("row_counts_json", pa.string()),
+        pa.field("note", pa.string()),
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("updated_at", _TS, nullable=False),
+    ]
+)
+
 
 @dataclass(frozen=True)
 class TableSpec:
@@ -180,5 +198,6 @@ TABLES: dict[str, TableSpec] = {
         TableSpec("codebooks", CODEBOOKS, "codebook_version"),
         TableSpec("errors", ERRORS, "item_id"),
         TableSpec("runs", RUNS, "run_id"),
+        TableSpec("releases", RELEASES, "release_id"),
     )
 }

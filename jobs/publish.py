@@ -1,0 +1,98 @@
+"""``enrich publish``: record a release, the table versions downstream readers should use.
+
+A release is one row of the ``releases`` table, keyed by its label (e.g. the day,
+``2026-11-01``): the version of every table at publish time, the run it follows, the
+codebook versions its SIDs come from, and row counts. Publishing the same label again
+replaces the row, so a rerun is safe. Readers pin versions with ``release_versions``:
+
+    versions = release_versions("s3://bucket/lake", "2026-11-01")
+    read_table("s3://bucket/lake", "semantic_ids", version=versions["semantic_ids"])
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+PUBLISHED_TABLES = ("descriptions", "embeddings", "semantic_ids", "codebooks", "errors", "runs")
+
+
+def add_parser(commands) -> None:
+    """Register ``enrich publish``."""
+    from jobs.validate import add_run_selection
+
+    parser = commands.add_parser("publish", help="record the table versions of a release")
+    parser.add_argument("--lake", required=True)
+    parser.add_argument("--label", required=True, help="release id, e.g. the day 2026-11-01")
+    add_run_selection(parser)
+    parser.add_argument("--note", default="", help="free text kept with the release")
+    parser.set_defaults(handler=command_publish)
+
+
+def release_row(store, label: str, run: dict[str, Any], note: str) -> dict[str, Any]:
+    """The ``releases`` row for the lake as it is now."""
+    from schemas.rows import utc_now
+
+    versions = {name: store.version(name) for name in PUBLISHED_TABLES}
+    counts = {
+        name: store.read(name, version=v, columns=[_key(name)]).num_rows
+        for name, v in versions.items()
+        if v is not None
+    }
+    codebooks: Counter = Counter()
+    if versions["semantic_ids"] is not None:
+        sids = store.read(
+            "semantic_ids", version=versions["semantic_ids"], columns=["codebook_version"]
+        )
+        codebooks.update(sids.column("codebook_version").to_pylist())
+    return {
+        "release_id": label,
+        "table_versions_json": json.dumps(versions, sort_keys=True),
+        "codebook_versions_json": json.dumps(dict(codebooks), sort_keys=True),
+        "row_counts_json": json.dumps(counts, sort_keys=True),
+        "note": note,
+        "run_id": run["run_id"],
+        "updated_at": utc_now(),
+    }
+
+
+def _key(name: str) -> str:
+    from schemas.tables import TABLES
+
+    return TABLES[name].key
+
+
+def release_versions(lake: str | Path, label: str) -> dict[str, int | None]:
+    """Consumer API: the table versions recorded for release ``label``."""
+    from schemas.store import DeltaStore
+
+    rows = DeltaStore(lake).read_or_empty("releases", keys=[label]).to_pylist()
+    if not rows:
+        raise ValueError(f"release '{label}' is not in the releases table of {lake}")
+    return json.loads(rows[0]["table_versions_json"])
+
+
+def command_publish(args: argparse.Namespace) -> int:
+    from jobs.validate import select_run
+    from schemas.store import DeltaStore
+
+    if not LABEL.match(args.label):
+        raise ValueError(
+            f"--label {args.label!r}: use letters, digits and . _ : - (e.g. 2026-11-01)"
+        )
+    store = DeltaStore(args.lake)
+    run = select_run(store, args.run_id, args.for_input)
+    if run["status"] != "succeeded":
+        raise ValueError(f"run {run['run_id']} has status {run['status']}; publish a good run")
+    row = release_row(store, args.label, run, args.note)
+    store.merge("releases", [row])
+    print(f"release {args.label} (run {run['run_id']}):")
+    print(f"  table versions {row['table_versions_json']}")
+    print(f"  rows {row['row_counts_json']}")
+    print(f"  codebooks {row['codebook_versions_json']}")
+    return 0

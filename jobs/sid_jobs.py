@@ -1,0 +1,84 @@
+"""``enrich promote-sids`` and ``enrich assign-sids``: put a codebook into use, and code the
+items onto it. The rules live in ``pipelines.promotion``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+REFUSED_EXIT = 3  # a refusal is a decision, not an error; schedulers may treat it as a skip
+
+
+def add_parsers(commands) -> None:
+    """Register ``enrich promote-sids`` and ``enrich assign-sids``."""
+    from jobs.cli import add_config_args
+
+    promote = commands.add_parser(
+        "promote-sids", help="make a codebook version the one runs pin (recorded)"
+    )
+    promote.add_argument("--lake", required=True)
+    promote.add_argument("--version", required=True, help="the codebook version to promote")
+    add_config_args(promote)
+    promote.add_argument(
+        "--if-no-worse",
+        action="store_true",
+        help=f"promote only if its health metrics are no worse than the current codebook's "
+        f"on the same embeddings (exit {REFUSED_EXIT} if refused)",
+    )
+    promote.add_argument("--note", default="", help="why; kept in the codebooks row")
+    promote.set_defaults(handler=command_promote_sids)
+
+    assign = commands.add_parser(
+        "assign-sids", help="give every embedded item a SID from the current codebook"
+    )
+    assign.add_argument("--lake", required=True)
+    add_config_args(assign)
+    assign.set_defaults(handler=command_assign_sids)
+
+
+def _settings(args: argparse.Namespace):
+    from transforms.config import load_config
+    from transforms.encode import EncodeStage
+
+    config = load_config(args.config, args.overrides)
+    return config, EncodeStage(config.encode).encoder_id
+
+
+def print_decision(version: str, decision) -> None:
+    """The verdict and the figures of both codebooks."""
+    print(f"codebook {version}: {decision.note}")
+    if decision.candidate:
+        print(f"  candidate {json.dumps(decision.candidate)}")
+        print(f"  current   {json.dumps(decision.current)} ({decision.current_version})")
+
+
+def command_promote_sids(args: argparse.Namespace) -> int:
+    from pipelines.promotion import promote
+    from schemas.store import DeltaStore
+
+    config, encoder = _settings(args)
+    mode = "if-no-worse" if args.if_no_worse else "always"
+    decision = promote(
+        DeltaStore(args.lake), config.semantic_ids, encoder, args.version, mode, args.note
+    )
+    print_decision(args.version, decision)
+    if not decision.promoted:
+        return REFUSED_EXIT
+    print("runs now pin it; `enrich assign-sids` re-codes the existing items onto it")
+    return 0
+
+
+def command_assign_sids(args: argparse.Namespace) -> int:
+    from pipelines.commit import new_run_id
+    from pipelines.promotion import code_onto_current
+    from schemas.store import DeltaStore
+
+    config, encoder = _settings(args)
+    version, coded = code_onto_current(
+        DeltaStore(args.lake), config.semantic_ids, encoder, new_run_id()
+    )
+    if version is None:
+        print(f"no codebook and fewer than 2 embeddings from {encoder}: nothing to code")
+    else:
+        print(f"coded {coded} items with codebook {version}; every embedded item now has one")
+    return 0

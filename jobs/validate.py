@@ -1,0 +1,163 @@
+"""``enrich validate``: the quality gate between a run and its publication.
+
+It checks one run (the latest by default) and the lake after it, prints every figure, and
+exits 1 when a check fails, so a scheduler stops before ``enrich publish``:
+
+- the run finished (status ``succeeded``);
+- error rate = failed / (succeeded + failed) is at most ``--max-error-rate``;
+- the run has at least ``--min-rows`` items with rows (enriched + unchanged);
+- the descriptions and embeddings tables hold exactly the rows the run reports enriching;
+- every embedded item has a Semantic ID (``--min-sid-coverage``);
+- the SIDs of the run's codebook are spread out: unique fraction of codes before dedup is at
+  least ``--min-unique-fraction``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+FAILED_EXIT = 1
+
+
+@dataclass
+class Check:
+    name: str
+    value: Any
+    limit: str
+    ok: bool
+
+
+def add_parser(commands) -> None:
+    """Register ``enrich validate``."""
+    parser = commands.add_parser("validate", help="check a run before publishing it")
+    parser.add_argument("--lake", required=True)
+    add_run_selection(parser)
+    parser.add_argument("--max-error-rate", type=float, default=0.1, help="default 0.1")
+    parser.add_argument("--min-rows", type=int, default=1, help="default 1")
+    parser.add_argument("--min-sid-coverage", type=float, default=1.0, help="default 1.0")
+    parser.add_argument(
+        "--min-unique-fraction",
+        type=float,
+        default=0.05,
+        help="unique fraction of SID codes before dedup; default 0.05",
+    )
+    parser.set_defaults(handler=command_validate)
+
+
+def add_run_selection(parser: argparse.ArgumentParser) -> None:
+    """``--run-id ID|latest`` and ``--for-input TEXT`` (shared with ``enrich publish``)."""
+    parser.add_argument("--run-id", default="latest", help="a run id, or 'latest' (default)")
+    parser.add_argument(
+        "--for-input",
+        help="only runs whose input contains this text, e.g. dt=2026-11-01",
+    )
+
+
+def select_run(store, run_id: str = "latest", for_input: str | None = None) -> dict[str, Any]:
+    """The ``runs`` row asked for; a clear error when there is none."""
+    if not store.exists("runs"):
+        raise ValueError(f"no runs table under {store.lake}: nothing has run there yet")
+    runs = store.read("runs").to_pylist()
+    if for_input:
+        runs = [r for r in runs if for_input in (r["input"] or "")]
+    if run_id != "latest":
+        runs = [r for r in runs if r["run_id"] == run_id]
+    if not runs:
+        scope = f" with input containing '{for_input}'" if for_input else ""
+        raise ValueError(f"no run '{run_id}'{scope} in the runs table of {store.lake}")
+    return max(runs, key=lambda r: r["started_at"])
+
+
+def rows_of_run(store, name: str, run: dict[str, Any]) -> int:
+    """Rows of ``name`` tagged with the run, at the version the run recorded."""
+    import pyarrow.compute as pc
+
+    version = json.loads(run["table_versions_json"] or "{}").get(name)
+    if version is None:
+        return 0
+    table = store.read(name, version=version, columns=["run_id"])
+    return int(pc.sum(pc.equal(table.column("run_id"), run["run_id"])).as_py() or 0)
+
+
+def sid_figures(store, codebook_version: str | None) -> dict[str, Any]:
+    """SID coverage of embedded items, and the unique fraction of codes of one codebook (the
+    given one, else the one most SIDs come from)."""
+    embedded = set(store.read_or_empty("embeddings", columns=["item_id"])["item_id"].to_pylist())
+    sids = store.read_or_empty("semantic_ids", columns=["item_id", "codes", "codebook_version"])
+    rows = sids.to_pylist()
+    coded = {r["item_id"] for r in rows}
+    versions = Counter(r["codebook_version"] for r in rows)
+    version = codebook_version or (versions.most_common(1)[0][0] if versions else None)
+    codes = [tuple(r["codes"]) for r in rows if r["codebook_version"] == version]
+    return {
+        "sid_coverage": round(len(embedded & coded) / len(embedded), 4) if embedded else 1.0,
+        "codebook_version": version,
+        "unique_fraction": round(len(set(codes)) / len(codes), 4) if codes else None,
+        "codebook_versions": dict(versions),
+    }
+
+
+def run_checks(store, run: dict[str, Any], args: argparse.Namespace) -> list[Check]:
+    processed = run["succeeded"] + run["failed"]
+    error_rate = round(run["failed"] / processed, 4) if processed else 0.0
+    sids = sid_figures(store, run["codebook_version"])
+    written = {name: rows_of_run(store, name, run) for name in ("descriptions", "embeddings")}
+    unique = sids["unique_fraction"]
+    return [
+        Check("status", run["status"], "succeeded", run["status"] == "succeeded"),
+        Check(
+            "error_rate", error_rate, f"<= {args.max_error_rate}", error_rate <= args.max_error_rate
+        ),
+        Check(
+            "rows (enriched + unchanged)",
+            run["succeeded"] + run["skipped"],
+            f">= {args.min_rows}",
+            run["succeeded"] + run["skipped"] >= args.min_rows,
+        ),
+        *(
+            Check(
+                f"{name} rows of the run",
+                count,
+                f"== {run['succeeded']}",
+                count == run["succeeded"],
+            )
+            for name, count in written.items()
+        ),
+        Check(
+            "sid_coverage",
+            sids["sid_coverage"],
+            f">= {args.min_sid_coverage}",
+            sids["sid_coverage"] >= args.min_sid_coverage,
+        ),
+        Check(
+            f"unique_fraction ({sids['codebook_version']})",
+            unique,
+            f">= {args.min_unique_fraction}",
+            unique is not None and unique >= args.min_unique_fraction,
+        ),
+    ]
+
+
+def command_validate(args: argparse.Namespace) -> int:
+    from schemas.store import DeltaStore
+
+    store = DeltaStore(args.lake)
+    run = select_run(store, args.run_id, args.for_input)
+    checks = run_checks(store, run, args)
+    print(
+        f"run {run['run_id']} ({run['engine']}, input {run['input']}): {run['items']} items, "
+        f"{run['succeeded']} enriched, {run['skipped']} unchanged, {run['failed']} errors"
+    )
+    for check in checks:
+        mark = "ok  " if check.ok else "FAIL"
+        print(f"  {mark} {check.name:<34} {check.value!s:<12} (want {check.limit})")
+    failed = [c.name for c in checks if not c.ok]
+    if failed:
+        print(f"validate: FAILED ({', '.join(failed)}); fix the run or the thresholds first")
+        return FAILED_EXIT
+    print("validate: ok")
+    return 0

