@@ -35,6 +35,10 @@ def run_pipeline(
     if engine not in ENGINES:
         raise ValueError(f"--engine {engine!r}: choose one of {', '.join(ENGINES)}")
     store = DeltaStore(lake)
+    if engine == "spark":
+        from pipelines.spark import commit_store
+
+        store = commit_store(lake, engine_args or [])
     stages = build_stages(config)
     summary = RunSummary(
         run_id=run_id,

@@ -3,8 +3,10 @@
 The manifest becomes a DataFrame, repartitioned so each task gets about ``batch_size × k``
 items. Each Python worker builds the stages lazily from the config JSON (no model in a
 closure or a broadcast) and reuses them across batches and tasks. Results are written as
-Parquet envelopes that the driver MERGEs with delta-rs; with the Delta jars on the classpath
-the same staging path is used (logged), so the commit logic exists once.
+Parquet envelopes that the driver commits with the one commit step (pipelines.commit): its
+MERGEs run on delta-spark when the session has the Delta jars and SQL extension
+(``commit_store``), otherwise on delta-rs. Semantic IDs are coded by a mapInPandas with the
+pinned codebook and deduplicated by a group-by on codes.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 from pyspark.accumulators import AccumulatorParam
 
 from pipelines.commit import envelopes, staged_envelope
+from schemas.spark import SparkDeltaStore, delta_spark_ready
+from schemas.store import DeltaStore
 from schemas.tables import LINEAGE_COLUMNS
 from transforms.config import Config
 from transforms.stage import Record, add_stats, stats_delta
@@ -104,12 +108,13 @@ def spark_session(engine_args: list[str]):
     return builder.master(master).getOrCreate()
 
 
-def has_delta_jars(spark) -> bool:
-    try:
-        spark._jvm.java.lang.Class.forName("io.delta.tables.DeltaTable")
-        return True
-    except Exception:  # noqa: BLE001 - py4j raises a generic error for a missing class
-        return False
+def commit_store(lake: str, engine_args: list[str]) -> DeltaStore:
+    """Where the run commits: delta-spark when the session has the Delta jars and SQL
+    extension, otherwise Parquet staging committed by delta-rs. Logged at start."""
+    spark = spark_session(engine_args)
+    ready, why = delta_spark_ready(spark)
+    logger.info("spark: %s: commits go through %s", why, "delta-spark" if ready else "delta-rs")
+    return SparkDeltaStore(lake, spark) if ready else DeltaStore(lake)
 
 
 def process_spark(
@@ -118,12 +123,6 @@ def process_spark(
     """Run the stages on Spark, leaving Parquet envelopes under ``staging``; returns the
     stages' stats summed over the tasks."""
     spark = spark_session(engine_args)
-    path = (
-        "delta-spark jars found; committing through the delta-rs staging path"
-        if has_delta_jars(spark)
-        else "no Delta jars on the classpath: Parquet staging + delta-rs"
-    )
-    logger.info("spark: %s", path)
     rows = [tuple(r.get(k) for k in INPUT_FIELDS) for r in records]
     frame = spark.createDataFrame(rows, schema=INPUT_DDL)
     per_task = max(config.describe.batch_size, config.media.batch_size) * ITEMS_PER_TASK_FACTOR

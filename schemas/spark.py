@@ -1,5 +1,6 @@
-"""Spark views of the tables: a StructType derived from the Arrow schema (never written twice)
-and a reader that works with or without the Delta jars on the classpath."""
+"""Spark views of the tables: a StructType derived from the Arrow schema (never written twice),
+a reader that works with or without the Delta jars on the classpath, and the store variant
+that commits through delta-spark when the jars are there."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import Any
 import pyarrow as pa
 from deltalake import DeltaTable
 
-from schemas.tables import TABLES
+from schemas.store import DeltaStore, check_compatible
+from schemas.tables import TABLES, TableSpec
 
 
 def spark_type(arrow_type: pa.DataType) -> Any:
@@ -67,3 +69,56 @@ def read_spark(
         spark.read.schema(schema).parquet(*files) if files else spark.createDataFrame([], schema)
     )
     return frame.select(*columns) if columns else frame
+
+
+DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+
+
+def delta_spark_ready(spark: Any) -> tuple[bool, str]:
+    """Whether delta-spark can commit in this session, and why (for the log)."""
+    try:
+        spark._jvm.java.lang.Class.forName("io.delta.tables.DeltaTable")
+    except Exception:  # noqa: BLE001 - py4j raises a generic error for a missing class
+        return False, "no Delta jars on the classpath"
+    if DELTA_EXTENSION not in (spark.conf.get("spark.sql.extensions", "") or ""):
+        return False, f"Delta jars found but spark.sql.extensions lacks {DELTA_EXTENSION}"
+    return True, "Delta jars and SQL extension found"
+
+
+class SparkDeltaStore(DeltaStore):
+    """The lake, with MERGE and deletes executed by delta-spark (for clusters where Spark
+    owns the Delta tables). Reads stay on delta-rs, and a table that does not exist yet is
+    created by delta-rs, so its schema comes from ``schemas.tables`` and its protocol stays
+    reader 1 / writer 2 whichever engine wrote it."""
+
+    def __init__(self, lake: str | Path, spark: Any):
+        super().__init__(lake)
+        self.spark = spark
+
+    def _merge_once(self, spec: TableSpec, source: pa.Table) -> int:
+        from delta.tables import DeltaTable as SparkDeltaTable
+
+        if not self.exists(spec.name):
+            return super()._merge_once(spec, source)
+        check_compatible(DeltaTable(self.path(spec.name)), source.schema, spec.name)
+        frame = self.spark.createDataFrame(source, schema=spark_schema(spec.name))
+        (
+            SparkDeltaTable.forPath(self.spark, self.path(spec.name))
+            .alias("t")
+            .merge(frame.alias("s"), f"t.{spec.key} = s.{spec.key}")
+            .whenMatchedUpdateAll()
+            .whenNotMatchedInsertAll()
+            .withSchemaEvolution()
+            .execute()
+        )
+        return self.version(spec.name)
+
+    def delete_keys(self, name: str, keys: list[str]) -> int | None:
+        from delta.tables import DeltaTable as SparkDeltaTable
+        from pyspark.sql import functions as F
+
+        if not keys or not self.exists(name):
+            return self.version(name)
+        key = TABLES[name].key
+        SparkDeltaTable.forPath(self.spark, self.path(name)).delete(F.col(key).isin(keys))
+        return self.version(name)
