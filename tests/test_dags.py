@@ -61,9 +61,13 @@ print("RESULT " + json.dumps({"state": str(run.state), "tasks": states}))
 
 
 def result_of(completed: subprocess.CompletedProcess) -> dict:
+    """The RESULT line of a script, plus its whole output (task logs) under ``output``."""
     lines = [x for x in completed.stdout.splitlines() if x.startswith("RESULT ")]
     assert lines, (completed.stdout[-3000:], completed.stderr[-6000:])
-    return json.loads(lines[-1][len("RESULT ") :])
+    return {
+        **json.loads(lines[-1][len("RESULT ") :]),
+        "output": completed.stdout + completed.stderr,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +201,7 @@ def test_daily_dag_on_spark_enriches_the_partition_and_publishes(
     partition(manifests, "2026-11-01", demo_corpus, ["bikes.mp4", "carphone_pristine.mp4"], False)
     settings = daily_settings(tmp_path, manifests, cheap_config)
     result = dag_test(airflow_env, "enrich_daily", "2026-11-01", **settings)
-    assert result["state"] == "success", result
+    assert result["state"] == "success", (result["tasks"], result["output"][-4000:])
     assert set(result["tasks"].values()) == {"success"}
     store = DeltaStore(tmp_path / "lake")
     expected = ["2026-11-01/bikes.mp4", "2026-11-01/carphone_pristine.mp4"]
@@ -221,10 +225,11 @@ def test_daily_dag_fails_at_validate_when_too_many_items_error(
     result = dag_test(
         airflow_env, "enrich_daily", "2026-11-02", ENRICH_DAILY_ENGINE="local", **settings
     )
-    assert result["state"] == "failed", result
+    assert result["state"] == "failed", result["tasks"]
     tasks = result["tasks"]
     assert tasks["run_pipeline"] == tasks["assign_sids"] == "success"
     assert tasks["validate"] == "failed" and tasks["publish"] == "upstream_failed"
+    assert "FAIL error_rate" in result["output"] and "0.6667" in result["output"]
     store = DeltaStore(tmp_path / "lake")
     assert store.read("descriptions")["item_id"].to_pylist() == ["2026-11-02/carphone_pristine.mp4"]
     assert sorted(store.read("errors")["code"].to_pylist()) == ["empty_file", "not_found"]
