@@ -313,3 +313,24 @@ def test_sid_refit_refuses_a_k2_codebook_and_promotes_a_sound_one(airflow_env, t
     assert codebook_rows(lake)[new]["promotion_status"] == "promoted"
     sids = DeltaStore(lake).read("semantic_ids")
     assert set(sids["codebook_version"].to_pylist()) == {new} and sids.num_rows == 800
+
+
+def test_backfill_dag_maps_one_spark_submit_per_day(
+    airflow_env, demo_corpus, cheap_config, tmp_path
+):
+    manifests = tmp_path / "manifests"
+    clips = ["bikes.mp4", "carphone_pristine.mp4"]
+    partition(manifests, "2026-10-01", demo_corpus, clips, False)
+    settings = daily_settings(tmp_path, manifests, cheap_config)
+    conf = {"start": "2026-10-01", "end": "2026-10-02"}  # the second day has no partition
+    result = dag_test(airflow_env, "enrich_backfill", "2026-10-03", conf, **settings)
+    assert result["state"] == "success", (result["tasks"], result["output"][-4000:])
+    assert result["tasks"] == {
+        "plan_days": "success",
+        "backfill_day[0]": "success",
+        "backfill_day[1]": "success",
+        "assign_sids": "success",
+    }
+    store = DeltaStore(tmp_path / "lake")
+    coded = sorted(store.read("semantic_ids")["item_id"].to_pylist())
+    assert coded == [f"2026-10-01/{clip}" for clip in clips]
