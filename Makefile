@@ -39,8 +39,13 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# Every benchmark, then bench/results/SUMMARY.md (figure, goal, pass/fail); fails if one did.
 bench: $(STAMP)
-	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+	@failed=""; for script in bench/*.py; do \
+	  [ "$$script" = bench/summary.py ] && continue; \
+	  echo "== $$script"; $(PY) $$script || failed="$$failed $$(basename $$script .py)"; \
+	done; \
+	$(PY) bench/summary.py $$failed; [ -z "$$failed" ]
 
 clean:
 	rm -rf $(LAKE) demo_media .pytest_cache

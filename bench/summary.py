@@ -1,0 +1,81 @@
+"""Write bench/results/SUMMARY.md: one row per benchmark with its headline figures, its goal
+and pass or fail. Every benchmark writes a ``ratio`` normalised so that <= 1.0 meets its goal.
+
+Run by ``make bench`` after the benchmarks (it is not a benchmark itself)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+HEADLINE_WORDS = ("ratio", "speedup", "per_clip", "unique_fraction", "mse", "total_s")
+MAX_FIGURES = 6
+
+
+def leaves(value, prefix: str = ""):
+    """(dotted key, number) for every numeric leaf of a JSON value."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            yield from leaves(inner, f"{prefix}.{key}" if prefix else key)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        yield prefix, value
+
+
+def headline(result: dict) -> str:
+    """The figures a result names in ``headline``, else those whose name says ratio, speed-up,
+    per clip, unique fraction or MSE."""
+    named = result.get("headline")
+    figures = [(key, value) for key, value in leaves(result) if key != "ratio"]
+    if named:
+        picked = [(key, value) for key, value in figures if key in named]
+    else:
+        picked = [(k, v) for k, v in figures if any(w in k for w in HEADLINE_WORDS)]
+        picked.sort(key=lambda figure: "ratio" not in figure[0])  # ratios first
+    return "; ".join(f"{key} {value:g}" for key, value in picked[:MAX_FIGURES])
+
+
+def goal_text(result: dict) -> str:
+    goal = result.get("goal") or result.get("goals") or "ratio <= 1.0"
+    if isinstance(goal, dict):
+        return "; ".join(f"{k} {v}" for k, v in goal.items())
+    return str(goal)
+
+
+def summary_rows(results: Path, failed: list[str]) -> list[str]:
+    rows = []
+    for path in sorted(results.glob("*.json")):
+        result = json.loads(path.read_text())
+        ratio = result.get("ratio")
+        verdict = "no ratio" if ratio is None else ("pass" if ratio <= 1.0 else "**fail**")
+        measured = datetime.fromtimestamp(path.stat().st_mtime, UTC).strftime("%Y-%m-%d %H:%M")
+        rows.append(
+            f"| {path.stem} | {headline(result)} | {goal_text(result)} | {ratio} | {verdict} "
+            f"| {measured} |"
+        )
+    rows += [f"| {name} | did not finish |  |  | **fail** |  |" for name in failed]
+    return rows
+
+
+def write_summary(results: Path = RESULTS, failed: list[str] | None = None) -> Path:
+    lines = [
+        "# Benchmark summary",
+        "",
+        "Written by `make bench` (bench/summary.py). `ratio` is each benchmark's figure divided",
+        "by its goal, so **<= 1.0 passes**. Machine: 2 cores, no GPU, unless a result says so.",
+        "",
+        "| benchmark | figures | goal | ratio | result | measured (UTC) |",
+        "|---|---|---|---|---|---|",
+        *summary_rows(results, failed or []),
+        "",
+    ]
+    out = results / "SUMMARY.md"
+    out.write_text("\n".join(lines))
+    return out
+
+
+if __name__ == "__main__":
+    path = write_summary(failed=sys.argv[1:])
+    print(path.read_text())
