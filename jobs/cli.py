@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from schemas.store import LakeWriteError
 from transforms.config import ConfigError, load_config
 from transforms.manifest import ManifestError, read_input
 
@@ -139,6 +140,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ManifestError, ValueError) as exc:
         print(f"enrich: error: {exc}", file=sys.stderr)
         return 2
+    except LakeWriteError as exc:
+        print(
+            f"enrich: error: {exc}.\nFree space or fix the permissions, then rerun the same "
+            "command: items already committed are skipped.",
+            file=sys.stderr,
+        )
+        return 1
 
 
 def command_run(args: argparse.Namespace) -> int:

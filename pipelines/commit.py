@@ -64,10 +64,17 @@ def commit_rows(
     that resolved, count them; returns the SID inputs (the embedding rows' item, vector and
     lineage)."""
     chunk = max(1, chunk)
-    for name in ENVELOPE_TABLES:
+
+    def merge(name: str) -> None:
         for start in range(0, len(rows[name]), chunk):
             store.merge(name, rows[name][start : start + chunk])
+
+    # descriptions go last: a description row is what marks an item done for the next run,
+    # so a crash between these commits leaves the item to be redone, never half-written.
+    merge("embeddings")
     store.delete_keys("errors", [row["item_id"] for row in rows["descriptions"]])
+    merge("errors")
+    merge("descriptions")
     summary.count(rows)
     return [
         {k: row[k] for k in ("item_id", "embedding", *LINEAGE_COLUMNS)}

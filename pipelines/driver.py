@@ -10,7 +10,7 @@ from typing import Any
 
 from pipelines.commit import RunSummary, record_run
 from pipelines.incremental import hash_inputs, pipeline_fingerprint, split_done
-from pipelines.sids import assign_semantic_ids, fit_codebook, pinned_codebook
+from pipelines.sids import assign_semantic_ids, fit_codebook, pinned_codebook, uncoded_items
 from schemas.rows import utc_now
 from schemas.store import DeltaStore
 from transforms.config import Config
@@ -55,17 +55,30 @@ def run_pipeline(
         logger.info("incremental: %d items unchanged since their last run, skipped", len(done))
     for record in records:
         record["pipeline_fingerprint"] = fingerprint
+    record_run(store, config, summary)  # status "running": a run killed outright stays so
     try:
         sid_inputs = _process(engine, config, stages, records, store, run_id, summary, engine_args)
-        semantic_ids(store, config, sid_inputs, run_id, summary, engine, engine_args or [])
+        encoder = stages[-1].encoder_id
+        semantic_ids(store, config, sid_inputs, run_id, summary, encoder, engine, engine_args)
         summary.status = "succeeded"
     except BaseException:
         summary.status = "failed"
         raise
     finally:
         summary.finished_at = utc_now()
-        record_run(store, config, summary)
+        _record_final(store, config, summary)
     return summary
+
+
+def _record_final(store: DeltaStore, config: Config, summary: RunSummary) -> None:
+    """The closing ``runs`` row; after a failed run, failing to write it must not hide why
+    the run failed (the lake may be what failed)."""
+    try:
+        record_run(store, config, summary)
+    except Exception:
+        if summary.status != "failed":
+            raise
+        logger.exception("could not record failed run %s", summary.run_id)
 
 
 def _process(
@@ -103,23 +116,35 @@ def semantic_ids(
     items: list[dict[str, Any]],
     run_id: str,
     summary: RunSummary,
+    encoder: str,
     engine: str = "local",
     engine_args: list[str] | None = None,
 ) -> None:
     """Pin (or fit, on a sample, on the driver) the codebook, then assign SIDs to this run's
-    items: in process, or on the engine as a distributed map plus a group-by on codes."""
-    if not items:
-        reason = "every item was unchanged" if summary.skipped else "no item reached the encoder"
-        summary.notes.append(f"semantic_ids: nothing new to code ({reason})")
-        return
-    encoder = items[0]["encoder"]
+    items and to any embedded item an earlier run left uncoded (it crashed before its SID
+    step): in process, or on the engine as a distributed map plus a group-by on codes."""
     codebook = pinned_codebook(store, config.semantic_ids, encoder)
-    if codebook is None:
+    if codebook is None and (items or store.exists("embeddings")):
         try:
             codebook = fit_codebook(store, config.semantic_ids, encoder, run_id)
         except ValueError as exc:
             summary.notes.append(f"semantic_ids skipped: {exc}")
             return
+    pending = (
+        uncoded_items(store, encoder, codebook.version, {i["item_id"] for i in items})
+        if codebook
+        else []
+    )
+    if not items and not pending:
+        reason = "every item was unchanged" if summary.skipped else "no item reached the encoder"
+        summary.notes.append(f"semantic_ids: nothing new to code ({reason})")
+        return
+    if pending:
+        summary.notes.append(
+            f"semantic_ids: also coded {len(pending)} embedded items that an earlier run "
+            "left without a SID (it stopped before its SID step)"
+        )
+    items = [*items, *pending]
     buckets = config.semantic_ids.prefix_hash_buckets
     if engine == "local":
         rows = assign_semantic_ids(store, codebook, items, run_id, buckets)

@@ -17,12 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from schemas.rows import utc_now
 from schemas.store import DeltaStore
-from schemas.tables import LINEAGE_COLUMNS
 from transforms.config import SemanticIdConfig
 from transforms.semantic_ids import Codebook
 
@@ -199,31 +196,26 @@ def promote(
     return decision
 
 
-def items_off_current(store: DeltaStore, encoder: str, version: str) -> list[dict[str, Any]]:
-    """Embedded items (with lineage) that hold no SID from codebook ``version``."""
-    from pipelines.sids import embeddings_of
-
-    embedded = embeddings_of(store, encoder, ["item_id", "embedding", *LINEAGE_COLUMNS])
-    sids = store.read_or_empty("semantic_ids", columns=["item_id", "codebook_version"])
-    coded = sids.filter(pc.equal(sids.column("codebook_version"), version)).column("item_id")
-    keep = pc.invert(pc.is_in(embedded.column("item_id"), value_set=pa.array(coded, pa.string())))
-    return embedded.filter(keep).to_pylist()
-
-
 def code_onto_current(
     store: DeltaStore, config: SemanticIdConfig, encoder: str, run_id: str
 ) -> tuple[str | None, int]:
     """``enrich assign-sids``: give every embedded item a SID from the current codebook (new
     items a run left uncoded, or every item after a promotion). Fits one, as a run would, if
     there is none. Returns (codebook version, items coded)."""
-    from pipelines.sids import assign_semantic_ids, embeddings_of, fit_codebook, pinned_codebook
+    from pipelines.sids import (
+        assign_semantic_ids,
+        embeddings_of,
+        fit_codebook,
+        pinned_codebook,
+        uncoded_items,
+    )
 
     codebook = pinned_codebook(store, config, encoder)
     if codebook is None:
         if embeddings_of(store, encoder, ["item_id"]).num_rows < 2:
             return None, 0
         codebook = fit_codebook(store, config, encoder, run_id)
-    items = items_off_current(store, encoder, codebook.version)
+    items = uncoded_items(store, encoder, codebook.version, exclude=set())
     rows = assign_semantic_ids(store, codebook, items, run_id, config.prefix_hash_buckets)
     store.merge("semantic_ids", rows)
     return codebook.version, len(rows)

@@ -223,6 +223,24 @@ def existing_assignments(store: DeltaStore, version: str) -> dict[str, tuple[tup
     return {r["item_id"]: (tuple(r["codes"]), r["dedup"]) for r in table.to_pylist()}
 
 
+def uncoded_items(
+    store: DeltaStore, encoder: str, version: str, exclude: set[str]
+) -> list[dict[str, Any]]:
+    """Embedded items of ``encoder`` (with vector and lineage) that hold no SID from codebook
+    ``version``, apart from ``exclude``. Reads only keys unless some are missing."""
+    embedded = embeddings_of(store, encoder, ["item_id"]).column("item_id").to_pylist()
+    sids = store.read_or_empty("semantic_ids", columns=["item_id", "codebook_version"])
+    coded = set(
+        sids.filter(pc.equal(sids.column("codebook_version"), version))["item_id"].to_pylist()
+    )
+    missing = sorted(set(embedded) - coded - exclude)
+    if not missing:
+        return []
+    columns = ["item_id", "embedding", *LINEAGE_COLUMNS]
+    table = store.read("embeddings", columns=columns, keys=missing)
+    return table.filter(pc.equal(table.column("encoder"), encoder)).sort_by("item_id").to_pylist()
+
+
 _LOADED: dict[tuple[str, str], Codebook] = {}
 
 

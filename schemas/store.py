@@ -41,6 +41,34 @@ class SchemaMismatch(ValueError):
     """A write would change a column's type: only additive (new nullable column) evolution."""
 
 
+class LakeWriteError(RuntimeError):
+    """The lake's storage refused a write (disk full, permissions, read-only). Delta commits
+    are atomic: nothing of the failed write is visible, and every table stays readable at its
+    previous version."""
+
+
+_OS_HINTS = {
+    "os error 28": "the disk is full",
+    "os error 13": "permission denied",
+    "os error 30": "the file system is read-only",
+    "os error 122": "the disk quota is exceeded",
+}
+
+
+def is_storage_error(exc: BaseException) -> bool:
+    """delta-rs reports I/O failures as DeltaError / TableNotFoundError with the OS error."""
+    return isinstance(exc, OSError) or "os error" in str(exc)
+
+
+def lake_write_error(name: str, lake: str, exc: BaseException) -> LakeWriteError:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    hint = next((h for code, h in _OS_HINTS.items() if code in str(exc)), "a storage error")
+    return LakeWriteError(
+        f"could not write table '{name}' under {lake}: {hint} ({text}). Nothing of this write "
+        "was committed; every table stays readable at its previous version"
+    )
+
+
 def check_compatible(table: DeltaTable, source: pa.Schema, name: str) -> None:
     """Refuse type changes to existing columns, naming each column and both types."""
     existing = {f.name: str(f.type) for f in table.schema().fields}
@@ -112,6 +140,8 @@ class DeltaStore:
         for attempt in range(1, MAX_COMMIT_ATTEMPTS + 1):
             try:
                 return self._merge_once(spec, source)
+            except (SchemaMismatch, LakeWriteError):
+                raise
             except CommitFailedError as exc:
                 if attempt == MAX_COMMIT_ATTEMPTS:
                     raise
@@ -120,6 +150,10 @@ class DeltaStore:
                     "%s: commit conflict (%s), retry %d in %.2fs", name, exc, attempt, delay
                 )
                 time.sleep(delay)
+            except Exception as exc:
+                if is_storage_error(exc):
+                    raise lake_write_error(name, self.lake, exc) from exc
+                raise
         raise AssertionError("unreachable")
 
     def _merge_once(self, spec: TableSpec, source: pa.Table) -> int:
@@ -165,7 +199,12 @@ class DeltaStore:
             return self.version(name)
         quoted = ", ".join("'" + k.replace("'", "''") + "'" for k in doomed)
         table = self.table(name)
-        table.delete(f"{spec.key} IN ({quoted})")
+        try:
+            table.delete(f"{spec.key} IN ({quoted})")
+        except Exception as exc:
+            if is_storage_error(exc):
+                raise lake_write_error(name, self.lake, exc) from exc
+            raise
         return table.version()
 
     def read(

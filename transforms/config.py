@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from transforms.stage import stable_hash
 
@@ -151,9 +151,51 @@ class SemanticIdConfig(_Section):
     )
 
 
+STAGE_NAMES = ("media", "asr", "ocr", "describe", "encode")
+
+
+class FaultSpec(_Section):
+    """Chaos testing: make one stage fail on purpose. Never set in production."""
+
+    fail_fraction: float = Field(
+        0.0, ge=0.0, le=1.0, description="share of items (by a hash of item_id) that raise"
+    )
+    fail_attempts: int = Field(
+        0, ge=0, description="0 = those items always raise; N = only their first N attempts"
+    )
+    hang_items: list[str] = Field([], description="item_ids whose processing hangs")
+    hang_s: float = Field(3600.0, gt=0, description="how long a hanging item sleeps")
+    seed: int = 0
+
+
 class RunConfig(_Section):
     commit_every: int = Field(64, ge=1, description="items per commit chunk (bounds lost work)")
     progress: Literal["auto", "on", "off"] = "auto"
+    item_retries: int = Field(
+        1, ge=0, le=10, description="retries of an item whose stage raised an unexpected error"
+    )
+    stage_timeout_s: dict[str, float] = Field(
+        {},
+        description="stage name → seconds per item; a batch running longer than that × its "
+        "size is abandoned and its items retried alone; an item over it gets stage_timeout",
+    )
+    faults: dict[str, FaultSpec] = Field({}, description="stage name → injected faults (tests)")
+
+    @field_validator("progress", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, value: Any) -> Any:
+        """YAML reads a bare on/off as a boolean."""
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+    @field_validator("stage_timeout_s", "faults")
+    @classmethod
+    def _known_stages(cls, value: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(value) - set(STAGE_NAMES))
+        if unknown:
+            raise ValueError(f"unknown stage(s) {unknown}; stages are {list(STAGE_NAMES)}")
+        if any(seconds <= 0 for seconds in value.values() if isinstance(seconds, float)):
+            raise ValueError("timeouts must be positive seconds")
+        return value
 
 
 class Config(_Section):

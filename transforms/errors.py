@@ -21,5 +21,7 @@ ERROR_CODES: dict[str, str] = {
     "out_of_memory": "the describer ran out of accelerator memory even at batch size 1",
     "encode_failed": "the sentence encoder failed on this item",
     "sid_failed": "no Semantic ID could be assigned",
-    "internal_error": "an unexpected exception; the message has the type and text",
+    "stage_timeout": "the item was still in its stage after run.stage_timeout_s; abandoned",
+    "internal_error": "an unexpected exception, after run.item_retries retries; the message "
+    "has the type and text",
 }

@@ -12,13 +12,18 @@ from transforms.stage import Stage
 
 def build_stages(config: Config) -> list[Stage]:
     """media → asr → ocr → describe → encode. Semantic IDs are global (fit) and run after."""
-    return [
+    stages = [
         MediaStage(config.media),
         AsrStage(config.asr),
         OcrStage(config.ocr),
         build_describer(config.describe),
         EncodeStage(config.encode),
     ]
+    for stage in stages:
+        stage.retries = config.run.item_retries
+        stage.timeout_s = config.run.stage_timeout_s.get(stage.name)
+        stage.faults = config.run.faults.get(stage.name)
+    return stages
 
 
 def stage_fingerprints(stages: list[Stage]) -> dict[str, str]:

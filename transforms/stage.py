@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -105,6 +106,11 @@ def stable_hash(payload: Any, length: int = 16) -> str:
     return hashlib.sha256(blob).hexdigest()[:length]
 
 
+def fault_chosen(spec: Any, item_id: str) -> bool:
+    """Whether ``run.faults`` picks this item to raise (a stable hash of seed and item_id)."""
+    return int(stable_hash([spec.seed, item_id]), 16) / 16**16 < spec.fail_fraction
+
+
 class Stage:
     """Base class: load once (``setup``), then run on batches (``process_batch``)."""
 
@@ -115,6 +121,10 @@ class Stage:
         self.config = config
         self.batch_size = batch_size
         self.stats = StageStats()
+        self.retries = 0  # the engines' build_stages sets these three from the run config
+        self.timeout_s: float | None = None
+        self.faults: Any = None
+        self._fault_attempts: Counter = Counter()
         self._ready = False
         self._logged_at = time.monotonic()
 
@@ -173,26 +183,87 @@ class Stage:
         )
 
     def _run_guarded(self, records: list[Record]) -> None:
-        """Run the batch; if the batch as a whole fails, retry item by item."""
+        """Run the batch; if the batch as a whole fails (or times out), retry item by item."""
         if len(records) == 1:
-            self._guard_item(records[0], self.run_batch, records)
+            self._guard_item(records[0], self._timed, self.run_batch, records)
             return
         try:
-            self.run_batch(records)
-        except Exception:  # noqa: BLE001 - isolate the bad item below
-            logger.warning("%s: batch of %d failed, retrying per item", self.name, len(records))
+            self._timed(self.run_batch, records)
+        except Exception as exc:  # noqa: BLE001 - isolate the bad item below
+            logger.warning(
+                "%s: batch of %d failed (%s), retrying per item", self.name, len(records), exc
+            )
             for record in records:
-                self._guard_item(record, self.run_batch, [record])
+                self._guard_item(record, self._timed, self.run_batch, [record])
 
     def _guard_item(self, record: Record, func: Any, *args: Any, **kwargs: Any) -> None:
-        """Call ``func(*args, **kwargs)``; any exception becomes an error on ``record``."""
-        try:
-            func(*args, **kwargs)
-        except StageError as exc:
-            mark_error(record, self.name, exc.code, exc.message)
-        except Exception as exc:  # noqa: BLE001 - one item's bug must not stop the run
-            logger.exception("%s failed on %s", self.name, record.get("item_id"))
-            mark_error(record, self.name, "internal_error", f"{type(exc).__name__}: {exc}")
+        """Call ``func(*args, **kwargs)``; a documented ``StageError`` becomes an error on
+        ``record`` at once, any other exception after ``self.retries`` retries."""
+        for attempt in range(self.retries + 1):
+            try:
+                func(*args, **kwargs)
+                return
+            except StageError as exc:
+                mark_error(record, self.name, exc.code, exc.message)
+                return
+            except Exception as exc:  # noqa: BLE001 - one item's bug must not stop the run
+                if attempt < self.retries:
+                    logger.warning(
+                        "%s: %s on %s, retry %d of %d",
+                        self.name,
+                        exc,
+                        record.get("item_id"),
+                        attempt + 1,
+                        self.retries,
+                    )
+                    continue
+                logger.exception("%s failed on %s", self.name, record.get("item_id"))
+                message = f"{type(exc).__name__}: {exc} (after {attempt + 1} attempt(s))"
+                mark_error(record, self.name, "internal_error", message)
+
+    def _timed(self, func: Any, records: list[Record]) -> None:
+        """``func(records)``, abandoned after ``timeout_s`` per item. A hung thread cannot be
+        killed, so it works on copies of the records and never touches them after that."""
+        if not self.timeout_s:
+            self._inject_faults(records)
+            func(records)
+            return
+        work = [dict(record) for record in records]
+        outcome: dict[str, BaseException] = {}
+
+        def call() -> None:
+            try:
+                self._inject_faults(work)
+                func(work)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                outcome["error"] = exc
+
+        limit = self.timeout_s * len(records)
+        worker = threading.Thread(target=call, name=f"{self.name}-timed", daemon=True)
+        worker.start()
+        worker.join(limit)
+        if worker.is_alive():
+            raise StageError(
+                "stage_timeout", f"{self.name} ran over {limit:.0f}s on {len(records)} item(s)"
+            )
+        if "error" in outcome:
+            raise outcome["error"]
+        for record, done in zip(records, work, strict=True):
+            record.update(done)
+
+    def _inject_faults(self, records: list[Record]) -> None:
+        """Chaos testing (``run.faults``): hang or raise on the configured items."""
+        spec = self.faults
+        if spec is None:
+            return
+        for record in records:
+            item_id = str(record.get("item_id"))
+            if item_id in spec.hang_items:
+                time.sleep(spec.hang_s)
+            if fault_chosen(spec, item_id):
+                self._fault_attempts[item_id] += 1
+                if not spec.fail_attempts or self._fault_attempts[item_id] <= spec.fail_attempts:
+                    raise RuntimeError(f"injected fault on {item_id}")
 
     def run_batch(self, records: list[Record]) -> None:
         """Default: process items one by one; each item's failure is marked on it."""

@@ -1,0 +1,263 @@
+"""Fault tolerance: a run killed mid-describe and rerun ends with the same tables as an
+uninterrupted run, redoing only what was not committed; injected describer faults become
+retries, then error rows, while every other item lands; a full or read-only lake fails with a
+clear message and leaves every table readable at its previous version."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from deltalake import DeltaTable
+
+from jobs.cli import main
+from schemas import DeltaStore, read_table
+from schemas.rows import utc_now
+from schemas.store import LakeWriteError
+from tests.media_factory import run_ffmpeg
+from transforms.config import FaultSpec
+from transforms.stage import fault_chosen
+
+pytestmark = pytest.mark.slow
+CLIPS = 32
+CHUNK = 4
+SUBJECTS = ["a cat", "a chef", "a skater", "a violinist", "a robot toy", "a magician", "a dog"]
+HANG_AT = 20  # the killed run hangs in describe on this clip; the kill lands there
+FAST = [
+    "--set",
+    "asr.enabled=false",
+    "--set",
+    "ocr.enabled=false",
+    "--set",
+    "media.num_frames=2",
+    "--set",
+    "describe.batch_size=1",  # identical text whichever items share a batch
+    "--set",
+    f"run.commit_every={CHUNK}",
+    "--set",
+    "run.progress=off",
+]
+VOLATILE = {"run_id", "updated_at", "describe_latency_ms", "codebook_version"}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """32 short distinct clips, then one missing file, in a manifest with titles."""
+    folder = tmp_path_factory.mktemp("ft-corpus")
+    rows = []
+    for i in range(CLIPS):
+        clip = folder / f"clip{i:02d}.mp4"
+        source = f"testsrc2=size=96x64:rate=10,hue=h={i * 11}"
+        run_ffmpeg("-f", "lavfi", "-i", source, "-t", f"{1 + i / 20:.2f}", str(clip))
+        rows.append(
+            {"item_id": f"clip{i:02d}", "uri": clip.name, "title": f"{SUBJECTS[i % 7]} #{i}"}
+        )
+    rows.append({"item_id": "zz-missing", "uri": "missing.mp4", "title": "gone"})
+    manifest = folder / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return manifest
+
+
+@pytest.fixture(scope="module")
+def tiny_vlm(tiny_vlm_dir):
+    """The transformers backend with a tiny random LLaVA: real generate(), fast, greedy."""
+    return [
+        "--set",
+        "describe.backend=transformers",
+        "--set",
+        f"describe.model={tiny_vlm_dir}",
+        "--set",
+        "describe.gguf_file=null",
+        "--set",
+        "describe.max_new_tokens=12",
+        "--set",
+        "describe.max_images=2",
+    ]
+
+
+def run_argv(manifest, lake, describer, *extra):
+    return [
+        "run",
+        "--input",
+        str(manifest),
+        "--lake",
+        str(lake),
+        *FAST,
+        *describer,
+        *extra,
+        "--no-report",
+    ]
+
+
+def comparable(lake, name):
+    rows = read_table(lake, name).to_pylist()
+    return {r["item_id"]: {k: v for k, v in r.items() if k not in VOLATILE} for r in rows}
+
+
+def rows_committed(lake) -> int:
+    path = lake / "descriptions"
+    return (
+        DeltaStore(lake).read("descriptions").num_rows if DeltaTable.is_deltatable(str(path)) else 0
+    )
+
+
+def kill_partway(argv, lake, after_rows: int) -> int:
+    """Start ``enrich run`` and SIGKILL it once ``after_rows`` descriptions are committed
+    (and a moment later: the run is then hanging in describe)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jobs.cli", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 600
+    while rows_committed(lake) < after_rows:
+        assert process.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    time.sleep(1)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return rows_committed(lake)
+
+
+def test_killed_run_resumes_to_the_same_tables_redoing_only_uncommitted_items(
+    corpus, tiny_vlm, tmp_path
+):
+    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+    assert main(run_argv(corpus, reference, tiny_vlm)) == 0
+
+    hang = json.dumps({"describe": {"hang_items": [f"clip{HANG_AT}"], "hang_s": 600}})
+    killed_argv = run_argv(corpus, resumed, tiny_vlm, "--set", f"run.faults={hang}")
+    committed = kill_partway(killed_argv, resumed, after_rows=HANG_AT)
+    assert committed == HANG_AT  # 5 chunks committed, the 6th was in describe
+    [killed] = read_table(resumed, "runs").to_pylist()
+    assert killed["status"] == "running"  # never finished: it was killed outright
+
+    assert main(run_argv(corpus, resumed, tiny_vlm)) == 0
+    runs = {r["run_id"]: r for r in read_table(resumed, "runs").to_pylist()}
+    [rerun] = [r for r in runs.values() if r["run_id"] != killed["run_id"]]
+    assert rerun["status"] == "succeeded"
+    assert (rerun["skipped"], rerun["succeeded"]) == (committed, CLIPS - committed)
+    assert rerun["failed"] == 1  # the missing file: errors are retried by every run
+
+    for name in ("descriptions", "semantic_ids", "errors"):
+        assert comparable(resumed, name) == comparable(reference, name), name
+    ours, theirs = comparable(resumed, "embeddings"), comparable(reference, "embeddings")
+    assert ours.keys() == theirs.keys() and len(ours) == CLIPS
+    for item, row in theirs.items():
+        assert np.allclose(ours[item].pop("embedding"), row.pop("embedding"), atol=1e-5)
+        assert ours[item] == row
+    for name in ("descriptions", "embeddings", "semantic_ids"):
+        assert read_table(resumed, name).num_rows == CLIPS, f"{name} has duplicates or gaps"
+    assert comparable(resumed, "errors").keys() == {"zz-missing"}
+
+
+def test_injected_describer_faults_retry_then_become_error_rows(corpus, tiny_vlm, tmp_path):
+    items = [f"clip{i:02d}" for i in range(10)]
+    subset = corpus.parent / "first10.jsonl"
+    subset.write_text("".join(corpus.read_text().splitlines(keepends=True)[:10]))
+    spec = FaultSpec(fail_fraction=0.2, seed=0, hang_items=["clip07"], hang_s=120)
+    failing = {i for i in items if fault_chosen(spec, i)} - {"clip07"}
+    assert failing, "seed 0 picks no item: choose another seed"
+    faults = {"describe": {**spec.model_dump(), "fail_attempts": 0}}
+    lake = tmp_path / "lake"
+    argv = run_argv(subset, lake, tiny_vlm, "--set", f"run.faults={json.dumps(faults)}")
+    argv += ["--set", "run.stage_timeout_s={describe: 8}", "--set", "run.item_retries=2"]
+    assert main(argv) == 0
+
+    errors = {r["item_id"]: r for r in read_table(lake, "errors").to_pylist()}
+    assert set(errors) == failing | {"clip07"}
+    assert errors["clip07"]["code"] == "stage_timeout"
+    for item in failing:
+        assert errors[item]["code"] == "internal_error"
+        assert "injected fault" in errors[item]["message"]
+        assert "after 3 attempt(s)" in errors[item]["message"]
+    landed = set(read_table(lake, "descriptions").column("item_id").to_pylist())
+    assert landed == set(items) - failing - {"clip07"}
+
+    # transient faults (each chosen item fails its first attempt only) are absorbed by retries
+    transient = {"describe": {**spec.model_dump(), "hang_items": [], "fail_attempts": 1}}
+    lake2 = tmp_path / "lake2"
+    argv = run_argv(subset, lake2, tiny_vlm, "--set", f"run.faults={json.dumps(transient)}")
+    assert main(argv) == 0
+    assert read_table(lake2, "descriptions").num_rows == 10
+    assert not DeltaTable.is_deltatable(str(lake2 / "errors"))
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB tmpfs: the lake's disk, which the test fills or makes read-only."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"needs root to mount a small tmpfs: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def error_rows(count: int, text: str):
+    return [
+        {
+            "item_id": f"item{i}",
+            "uri": f"/media/{i}.mp4",
+            "stage": "media",
+            "code": "not_found",
+            "message": text * 40,
+            "run_id": "r1",
+            "updated_at": utc_now(),
+        }
+        for i in range(count)
+    ]
+
+
+def fill(disk):
+    """Write zeros until the disk says it is full."""
+    try:
+        with open(disk / "filler", "wb") as handle:
+            while True:
+                handle.write(b"\0" * 65536)
+                handle.flush()
+    except OSError:
+        pass
+
+
+@pytest.mark.parametrize("failure", ["disk_full", "read_only"])
+def test_a_failing_lake_write_commits_nothing_and_says_why(small_disk, failure):
+    store = DeltaStore(small_disk / "lake")
+    store.merge("errors", error_rows(5, "a"))
+    before = store.read("errors")
+    if failure == "disk_full":
+        fill(small_disk)
+    else:
+        subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    with pytest.raises(LakeWriteError) as raised:
+        store.merge("errors", error_rows(3000, "b"))
+    hint = "the disk is full" if failure == "disk_full" else "read-only"
+    assert hint in str(raised.value) and "'errors'" in str(raised.value)
+    assert store.version("errors") == 0
+    assert store.read("errors").equals(before)
+    if failure == "disk_full":  # space back: the next write commits normally
+        (small_disk / "filler").unlink()
+        assert store.merge("errors", error_rows(50, "c")) == 1
+
+
+def test_cli_on_a_full_lake_exits_with_a_clear_message(corpus, tiny_vlm, small_disk, capfd):
+    lake = small_disk / "lake"
+    manifest = corpus.parent / "one.jsonl"
+    manifest.write_text(corpus.read_text().splitlines(keepends=True)[0])
+    assert main(run_argv(manifest, lake, tiny_vlm)) == 0
+    versions = {n: DeltaStore(lake).version(n) for n in ("descriptions", "embeddings", "runs")}
+    fill(small_disk)
+    assert main([*run_argv(manifest, lake, tiny_vlm), "--force"]) == 1
+    message = capfd.readouterr().err
+    assert "enrich: error: could not write table" in message and "the disk is full" in message
+    assert "rerun the same command" in message
+    store = DeltaStore(lake)
+    assert {n: store.version(n) for n in versions} == versions
+    assert store.read("descriptions").num_rows == 1
