@@ -1,4 +1,5 @@
-"""The ``enrich`` command line: ``enrich run`` and ``enrich inspect``."""
+"""The ``enrich`` command line: run, report, inspect, fit-sids, promote-sids, assign-sids,
+validate and publish."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from apache_beam.ml.inference.base import ModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.commit import envelopes, staged_envelope
-from pipelines.sids import code_items, group_sid_rows, load_codebook
+from pipelines.sids import SidJob, code_items, group_sid_rows
 from transforms.config import Config
 from transforms.media import MEDIA_COLUMNS
 from transforms.pipeline import build_stages
@@ -203,11 +203,11 @@ def process_beam(
 class CodeItems(beam.DoFn):
     """Codes batches of embedded items; the codebook loads from the lake once per worker."""
 
-    def __init__(self, lake: str, version: str):
-        self.lake, self.version = lake, version
+    def __init__(self, job: SidJob):
+        self.job = job
 
     def setup(self) -> None:
-        self.codebook = load_codebook(self.lake, self.version)
+        self.codebook = self.job.codebook()
 
     def process(self, batch: list[dict]):
         for item in code_items(self.codebook, batch):
@@ -217,16 +217,16 @@ class CodeItems(beam.DoFn):
 class GroupSidRows(beam.DoFn):
     """One codes group → dedup suffixes → semantic_ids rows, as staging envelopes."""
 
-    def __init__(self, lake: str, version: str, run_id: str, hash_buckets: int):
-        self.lake, self.version = lake, version
-        self.run_id, self.hash_buckets = run_id, hash_buckets
+    def __init__(self, job: SidJob):
+        self.job = job
 
     def setup(self) -> None:
-        self.codebook = load_codebook(self.lake, self.version)
+        self.codebook = self.job.codebook()
 
     def process(self, keyed):
         _, group = keyed
-        for row in group_sid_rows(self.codebook, list(group), self.run_id, self.hash_buckets):
+        job = self.job
+        for row in group_sid_rows(self.codebook, list(group), job.run_id, job.hash_buckets):
             yield staged_envelope("semantic_ids", row)
 
 
@@ -240,14 +240,7 @@ def _to_dedup_group(joined):
 
 
 def assign_sids_beam(
-    items: list[dict],
-    held_files: list[str],
-    lake: str,
-    version: str,
-    staging: str,
-    run_id: str,
-    hash_buckets: int,
-    engine_args: list[str],
+    items: list[dict], held_files: list[str], job: SidJob, staging: str, engine_args: list[str]
 ) -> None:
     """Stage ``semantic_ids`` envelopes for ``items`` (item_id, embedding, lineage) under
     ``staging``; ``held_files`` are the Parquet files of the current semantic_ids table."""
@@ -256,14 +249,14 @@ def assign_sids_beam(
             pipeline
             | "SidItems" >> beam.Create(items)
             | "BatchSid" >> beam.BatchElements(min_batch_size=1, max_batch_size=4096)
-            | "Code" >> beam.ParDo(CodeItems(lake, version))
+            | "Code" >> beam.ParDo(CodeItems(job))
         )
         held = (
             pipeline
             | "HeldFiles" >> beam.Create(held_files)
             | "ReadHeld"
             >> beam.io.ReadAllFromParquet(columns=["item_id", "codes", "dedup", "codebook_version"])
-            | "ThisVersion" >> beam.Filter(lambda row: row["codebook_version"] == version)
+            | "ThisVersion" >> beam.Filter(lambda row: row["codebook_version"] == job.version)
             | "KeyHeld" >> beam.Map(lambda row: (row["item_id"], (row["codes"], row["dedup"])))
         )
         (
@@ -271,7 +264,7 @@ def assign_sids_beam(
             | "JoinItem" >> beam.CoGroupByKey()
             | "ByCodes" >> beam.FlatMap(_to_dedup_group)
             | "GroupCodes" >> beam.GroupByKey()
-            | "Dedup" >> beam.ParDo(GroupSidRows(lake, version, run_id, hash_buckets))
+            | "Dedup" >> beam.ParDo(GroupSidRows(job))
             | "StageSids"
             >> beam.io.WriteToParquet(
                 f"{staging}/sids", ENVELOPE_SCHEMA, file_name_suffix=".parquet"

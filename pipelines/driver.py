@@ -10,7 +10,7 @@ from typing import Any
 
 from pipelines.commit import RunSummary, record_run
 from pipelines.incremental import hash_inputs, pipeline_fingerprint, split_done
-from pipelines.sids import assign_semantic_ids, fit_codebook, pinned_codebook, uncoded_items
+from pipelines.sids import SidJob, assign_semantic_ids, fit_codebook, pinned_codebook, uncoded_items
 from schemas.rows import utc_now
 from schemas.store import DeltaStore
 from transforms.config import Config
@@ -175,5 +175,5 @@ def _assign_on_engine(
     held = store.table("semantic_ids").file_uris() if store.exists("semantic_ids") else []
     lake = store.lake if "://" in store.lake else str(Path(store.lake).resolve())
     with tempfile.TemporaryDirectory(prefix="enrich-sids-") as staging:
-        assign(items, held, lake, version, staging, run_id, hash_buckets, engine_args or [])
+        assign(items, held, SidJob(lake, version, run_id, hash_buckets), staging, engine_args or [])
         return read_staged(staging, ("semantic_ids",))["semantic_ids"]

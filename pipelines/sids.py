@@ -4,6 +4,7 @@ and ranker features (prefix n-grams, SentencePiece pieces)."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -239,6 +240,20 @@ def uncoded_items(
     columns = ["item_id", "embedding", *LINEAGE_COLUMNS]
     table = store.read("embeddings", columns=columns, keys=missing)
     return table.filter(pc.equal(table.column("encoder"), encoder)).sort_by("item_id").to_pylist()
+
+
+@dataclass(frozen=True)
+class SidJob:
+    """What engine workers need to code items: the lake and codebook version (each worker
+    loads the codebook itself), and the settings of the rows they write."""
+
+    lake: str
+    version: str
+    run_id: str
+    hash_buckets: int
+
+    def codebook(self) -> Codebook:
+        return load_codebook(self.lake, self.version)
 
 
 _LOADED: dict[tuple[str, str], Codebook] = {}

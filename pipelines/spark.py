@@ -20,6 +20,7 @@ from typing import Any
 from pyspark.accumulators import AccumulatorParam
 
 from pipelines.commit import envelopes, staged_envelope
+from pipelines.sids import SidJob
 from schemas.spark import SparkDeltaStore, delta_spark_ready
 from schemas.store import DeltaStore
 from schemas.tables import LINEAGE_COLUMNS
@@ -143,15 +144,15 @@ SID_ITEM_DDL = "item_id string, embedding array<float>, " + ", ".join(
 CODED_DDL = SID_ITEM_DDL.replace("embedding array<float>", "codes array<int>")
 
 
-def code_partition(lake: str, version: str):
+def code_partition(job: SidJob):
     """mapInPandas: embeddings → codes, with the codebook loaded once per Python worker."""
 
     def code(frames: Iterator[Any]) -> Iterator[Any]:
         import pandas as pd
 
-        from pipelines.sids import code_items, load_codebook
+        from pipelines.sids import code_items
 
-        codebook = load_codebook(lake, version)
+        codebook = job.codebook()
         for frame in frames:
             coded = code_items(codebook, frame.to_dict("records"))
             yield pd.DataFrame([{**i, "codes": list(i["codes"])} for i in coded])
@@ -159,13 +160,13 @@ def code_partition(lake: str, version: str):
     return code
 
 
-def dedup_codes_group(lake: str, version: str, run_id: str, hash_buckets: int):
+def dedup_codes_group(job: SidJob):
     """applyInPandas: one codes group (joined with what items held) → SID row envelopes."""
 
     def dedup(frame: Any) -> Any:
         import pandas as pd
 
-        from pipelines.sids import group_sid_rows, load_codebook
+        from pipelines.sids import group_sid_rows
         from transforms.semantic_ids.dedup import dedup_entry
 
         group = []
@@ -175,7 +176,7 @@ def dedup_codes_group(lake: str, version: str, run_id: str, hash_buckets: int):
             _, entry = dedup_entry(row["item_id"], row["codes"] if coded else None, held)
             item = {k: row[k] for k in ("item_id", "codes", *LINEAGE_COLUMNS)} if coded else None
             group.append((item, entry))
-        rows = group_sid_rows(load_codebook(lake, version), group, run_id, hash_buckets)
+        rows = group_sid_rows(job.codebook(), group, job.run_id, job.hash_buckets)
         return pd.DataFrame(
             [staged_envelope("semantic_ids", r) for r in rows],
             columns=["table", "item_id", "payload"],
@@ -185,14 +186,7 @@ def dedup_codes_group(lake: str, version: str, run_id: str, hash_buckets: int):
 
 
 def assign_sids_spark(
-    items: list[dict],
-    held_files: list[str],
-    lake: str,
-    version: str,
-    staging: str,
-    run_id: str,
-    hash_buckets: int,
-    engine_args: list[str],
+    items: list[dict], held_files: list[str], job: SidJob, staging: str, engine_args: list[str]
 ) -> None:
     """Stage ``semantic_ids`` envelopes for ``items`` (item_id, embedding, lineage) under
     ``staging``; ``held_files`` are the Parquet files of the current semantic_ids table."""
@@ -204,13 +198,13 @@ def assign_sids_spark(
         for i in items
     ]
     coded = spark.createDataFrame(rows, schema=SID_ITEM_DDL).mapInPandas(
-        code_partition(lake, version), schema=CODED_DDL
+        code_partition(job), schema=CODED_DDL
     )
     held_ddl = "item_id string, held_codes array<int>, held_dedup int"
     if held_files:
         held = (
             spark.read.parquet(*held_files)
-            .where(F.col("codebook_version") == version)
+            .where(F.col("codebook_version") == job.version)
             .select(
                 "item_id", F.col("codes").alias("held_codes"), F.col("dedup").alias("held_dedup")
             )
@@ -220,7 +214,7 @@ def assign_sids_spark(
     joined = coded.join(held, "item_id", "full_outer")
     (
         joined.groupBy(F.coalesce("codes", "held_codes").alias("group_codes"))
-        .applyInPandas(dedup_codes_group(lake, version, run_id, hash_buckets), schema=ENVELOPE_DDL)
+        .applyInPandas(dedup_codes_group(job), schema=ENVELOPE_DDL)
         .write.mode("overwrite")
         .parquet(f"{staging}/sids")
     )
