@@ -51,6 +51,8 @@ def worker_stages(config_json: str) -> list:
     if config_json not in _WORKER_STAGES:
         from transforms.pipeline import build_stages
 
+        _log_to_executor_stderr()
+
         _WORKER_STAGES[config_json] = build_stages(Config.model_validate_json(config_json))
     return _WORKER_STAGES[config_json]
 
@@ -85,6 +87,24 @@ class StageStatsParam(AccumulatorParam):
 
     def addInPlace(self, total: dict, part: dict) -> dict:  # noqa: N802 - Spark's name
         return add_stats(total, part)
+
+
+def _log_to_executor_stderr() -> None:
+    """Python workers start with no logging set up; show the stages' progress lines (items/s
+    every 30 s) in the executor's stderr log."""
+    stage_logger = logging.getLogger("transforms")
+    if not stage_logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        stage_logger.addHandler(handler)
+        stage_logger.setLevel(logging.INFO)
+
+
+def task_count(items: int, per_task: int, slots: int) -> int:
+    """About ``per_task`` items a task, rounded up to whole waves of ``slots`` tasks so the
+    last wave does not leave cores idle (never more tasks than items)."""
+    tasks = max(1, -(-items // per_task))
+    return max(1, min(items, -(-tasks // slots) * slots))
 
 
 def _record(row: dict[str, Any]) -> Record:
@@ -127,7 +147,7 @@ def process_spark(
     rows = [tuple(r.get(k) for k in INPUT_FIELDS) for r in records]
     frame = spark.createDataFrame(rows, schema=INPUT_DDL)
     per_task = max(config.describe.batch_size, config.media.batch_size) * ITEMS_PER_TASK_FACTOR
-    partitions = max(1, -(-len(records) // per_task))
+    partitions = task_count(len(records), per_task, spark.sparkContext.defaultParallelism)
     stats = spark.sparkContext.accumulator({}, StageStatsParam())
     enriched = frame.repartition(partitions).mapInPandas(
         partition_fn(config.model_dump_json(), run_id, stats), schema=ENVELOPE_DDL

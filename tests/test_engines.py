@@ -80,3 +80,12 @@ def test_runs_record_the_engine_and_the_same_stage_counts(lakes):
     assert counts["local"]["media"] == (6, 2, {"empty_file": 1, "not_found": 1})
     assert counts["local"]["encode"] == (6, 0, {})
     assert counts["beam"] == counts["local"] and counts["spark"] == counts["local"]
+
+
+def test_spark_tasks_come_in_whole_waves_of_the_cores():
+    from pipelines.spark import task_count
+
+    assert task_count(200, per_task=32, slots=2) == 8  # 7 by size, rounded to 4 full waves
+    assert task_count(64, per_task=32, slots=2) == 2
+    assert task_count(3, per_task=32, slots=8) == 3  # never more tasks than items
+    assert task_count(0, per_task=32, slots=2) == 1
