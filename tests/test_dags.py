@@ -9,12 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
 from jobs.cli import main
 from schemas import DeltaStore
+from tests.sid_lake import codebook_rows, seed_lake
 
 pytestmark = [pytest.mark.slow, pytest.mark.airflow]
 ROOT = Path(__file__).resolve().parents[1]
@@ -234,40 +234,6 @@ def test_daily_dag_fails_at_validate_when_too_many_items_error(
     assert store.read("descriptions")["item_id"].to_pylist() == ["2026-11-02/carphone_pristine.mp4"]
     assert sorted(store.read("errors")["code"].to_pylist()) == ["empty_file", "not_found"]
     assert not store.exists("releases")  # nothing was published
-
-
-def clustered_embeddings(n: int = 800, dim: int = 384, top: int = 16, sub: int = 8) -> np.ndarray:
-    """Unit vectors in a two-level cluster hierarchy: structure a residual codebook can learn."""
-    rng = np.random.default_rng(0)
-    tops = rng.normal(size=(top, dim))
-    subs = (tops[:, None, :] + 0.5 * rng.normal(size=(top, sub, dim))).reshape(-1, dim)
-    data = subs[rng.integers(0, top * sub, n)] + 0.15 * rng.normal(size=(n, dim))
-    return (data / np.linalg.norm(data, axis=1, keepdims=True)).astype(np.float32)
-
-
-def seed_lake(lake: Path, encoder: str) -> None:
-    from datetime import UTC, datetime
-
-    now = datetime.now(UTC)
-    DeltaStore(lake).merge(
-        "embeddings",
-        [
-            {
-                "item_id": f"item{i:04d}",
-                "embedding": v.tolist(),
-                "dim": len(v),
-                "encoder": encoder,
-                "run_id": "seed",
-                "updated_at": now,
-            }
-            for i, v in enumerate(clustered_embeddings())
-        ],
-    )
-
-
-def codebook_rows(lake: Path) -> dict[str, dict]:
-    rows = DeltaStore(lake).read("codebooks").to_pylist()
-    return {r["codebook_version"]: r for r in rows}
 
 
 def test_sid_refit_refuses_a_k2_codebook_and_promotes_a_sound_one(airflow_env, tmp_path):

@@ -10,7 +10,7 @@ from jobs.cli import main
 from jobs.publish import release_versions
 from pipelines.sids import fit_codebook, pinned_codebook
 from schemas import DeltaStore
-from tests.test_dags import codebook_rows, seed_lake
+from tests.sid_lake import codebook_rows, seed_lake
 from transforms.config import EncodeConfig, SemanticIdConfig
 from transforms.encode import EncodeStage
 
