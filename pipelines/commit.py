@@ -20,6 +20,7 @@ from transforms.stage import Record
 logger = logging.getLogger(__name__)
 FEATURE_TABLES = ("descriptions", "embeddings", "semantic_ids", "codebooks", "errors", "runs")
 ENVELOPE_TABLES = ("descriptions", "embeddings", "errors")  # what the stages produce per item
+STAGE_STATS = "_stage_stats"  # a staged envelope of one task's stage stats (Spark)
 
 
 def new_run_id() -> str:
@@ -140,14 +141,14 @@ def staged_envelope(table: str, row: dict[str, Any]) -> dict[str, Any]:
 def read_staged(
     staging: str, tables: tuple[str, ...] = ENVELOPE_TABLES
 ) -> dict[str, list[dict[str, Any]]]:
-    """The staged rows per table, in item_id order (Parquet files under ``staging``)."""
+    """The staged rows of ``tables``, in item_id order (Parquet files under ``staging``)."""
     import pyarrow.dataset as ds
 
     files = [str(p) for p in Path(staging).rglob("*.parquet") if p.stat().st_size]
     grouped: dict[str, list[dict[str, Any]]] = {name: [] for name in tables}
     if files:
         table = ds.dataset(files, format="parquet").to_table(
-            columns=["table", "item_id", "payload"]
+            columns=["table", "item_id", "payload"], filter=ds.field("table").isin(tables)
         )
         for name, payload in zip(
             table["table"].to_pylist(), table["payload"].to_pylist(), strict=True

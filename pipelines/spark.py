@@ -17,9 +17,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from pyspark.accumulators import AccumulatorParam
-
-from pipelines.commit import envelopes, staged_envelope
+from pipelines.commit import STAGE_STATS, envelopes, read_staged, staged_envelope
 from pipelines.sids import SidJob
 from schemas.spark import SparkDeltaStore, delta_spark_ready
 from schemas.store import DeltaStore
@@ -57,11 +55,14 @@ def worker_stages(config_json: str) -> list:
     return _WORKER_STAGES[config_json]
 
 
-def partition_fn(config_json: str, run_id: str, stats_accumulator):
-    """The function mapInPandas runs: stages over each pandas batch, envelopes out; what the
-    stages did in this task goes to ``stats_accumulator``."""
+def partition_fn(config_json: str, run_id: str):
+    """The function mapInPandas runs: stages over each pandas batch, envelopes out, and last
+    one envelope of what the stages did in this task. Staged with the rows, the stats count
+    only task attempts whose output Spark committed (an accumulator would count retries)."""
 
     def enrich_batches(frames: Iterator[Any]) -> Iterator[Any]:
+        import uuid
+
         import pandas as pd
 
         stages = worker_stages(config_json)
@@ -72,21 +73,20 @@ def partition_fn(config_json: str, run_id: str, stats_accumulator):
                 for start in range(0, len(records), stage.batch_size):
                     stage.process_batch(records[start : start + stage.batch_size])
             yield pd.DataFrame(envelopes(records, run_id), columns=["table", "item_id", "payload"])
-        stats_accumulator.add(
-            {s.name: stats_delta(s.stats.as_dict(), before[s.name]) for s in stages}
-        )
+        task_stats = {s.name: stats_delta(s.stats.as_dict(), before[s.name]) for s in stages}
+        envelope = staged_envelope(STAGE_STATS, {"item_id": uuid.uuid4().hex, **task_stats})
+        yield pd.DataFrame([envelope], columns=["table", "item_id", "payload"])
 
     return enrich_batches
 
 
-class StageStatsParam(AccumulatorParam):
-    """Spark accumulator of per-stage stats summed over tasks."""
-
-    def zero(self, value: dict) -> dict:
-        return {}
-
-    def addInPlace(self, total: dict, part: dict) -> dict:  # noqa: N802 - Spark's name
-        return add_stats(total, part)
+def staged_stage_stats(staging: str) -> dict[str, dict]:
+    """The per-stage stats of the committed task attempts, summed."""
+    total: dict[str, dict] = {}
+    for task in read_staged(staging, (STAGE_STATS,))[STAGE_STATS]:
+        task.pop("item_id")
+        total = add_stats(total, task)
+    return total
 
 
 def _log_to_executor_stderr() -> None:
@@ -142,18 +142,17 @@ def process_spark(
     config: Config, records: list[Record], staging: str, run_id: str, engine_args: list[str]
 ) -> dict[str, dict]:
     """Run the stages on Spark, leaving Parquet envelopes under ``staging``; returns the
-    stages' stats summed over the tasks."""
+    stages' stats summed over the committed tasks."""
     spark = spark_session(engine_args)
     rows = [tuple(r.get(k) for k in INPUT_FIELDS) for r in records]
     frame = spark.createDataFrame(rows, schema=INPUT_DDL)
     per_task = max(config.describe.batch_size, config.media.batch_size) * ITEMS_PER_TASK_FACTOR
     partitions = task_count(len(records), per_task, spark.sparkContext.defaultParallelism)
-    stats = spark.sparkContext.accumulator({}, StageStatsParam())
     enriched = frame.repartition(partitions).mapInPandas(
-        partition_fn(config.model_dump_json(), run_id, stats), schema=ENVELOPE_DDL
+        partition_fn(config.model_dump_json(), run_id), schema=ENVELOPE_DDL
     )
     enriched.write.mode("overwrite").parquet(f"{staging}/spark")
-    return stats.value
+    return staged_stage_stats(staging)
 
 
 # -- Semantic IDs: a distributed map with the pinned codebook, then a global group-by on codes --

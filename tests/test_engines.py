@@ -67,16 +67,18 @@ def test_engines_write_the_same_embeddings(lakes):
             assert theirs == {k: v for k, v in row.items() if k != "embedding"}
 
 
+def stage_counts(run: dict) -> dict:
+    stats = json.loads(run["stage_stats_json"])
+    return {name: (s["processed"], s["failed"], s["errors_by_code"]) for name, s in stats.items()}
+
+
 def test_runs_record_the_engine_and_the_same_stage_counts(lakes):
     counts = {}
     for engine, lake in lakes.items():
         [run] = read_table(lake, "runs").to_pylist()
         assert run["engine"] == engine and run["succeeded"] == 6 and run["failed"] == 2
-        stats = json.loads(run["stage_stats_json"])
-        assert stats["describe"]["seconds"] > 0, engine
-        counts[engine] = {
-            name: (s["processed"], s["failed"], s["errors_by_code"]) for name, s in stats.items()
-        }
+        assert json.loads(run["stage_stats_json"])["describe"]["seconds"] > 0, engine
+        counts[engine] = stage_counts(run)
     assert counts["local"]["media"] == (6, 2, {"empty_file": 1, "not_found": 1})
     assert counts["local"]["encode"] == (6, 0, {})
     assert counts["beam"] == counts["local"] and counts["spark"] == counts["local"]
@@ -89,3 +91,49 @@ def test_spark_tasks_come_in_whole_waves_of_the_cores():
     assert task_count(64, per_task=32, slots=2) == 2
     assert task_count(3, per_task=32, slots=8) == 3  # never more tasks than items
     assert task_count(0, per_task=32, slots=2) == 1
+
+
+def test_a_spark_task_retried_after_a_lost_worker_is_counted_once(lakes, demo_corpus, tmp_path):
+    """A worker that dies mid-task makes Spark rerun the task (local[2,2] allows one retry):
+    the tables and the runs row's stage counts come out as if nothing happened."""
+    from pyspark.sql import SparkSession
+
+    if active := SparkSession.getActiveSession():
+        active.stop()  # the master (with its retry count) applies to a new session only
+    manifest = demo_corpus / "manifest.jsonl"
+    first_item = json.loads(manifest.read_text().splitlines()[0])["item_id"]
+    faults = {"media": {"crash_items": [first_item]}}
+    argv = [
+        "run",
+        "--input",
+        str(manifest),
+        "--lake",
+        str(tmp_path / "spark_retried"),
+        "--config",
+        "configs/demo.yaml",
+        "--engine",
+        "spark",
+        "--engine-arg=master=local[2,2]",
+        *SETTINGS,
+        "--set",
+        f"run.faults={json.dumps(faults)}",
+    ]
+    assert main(argv) == 0
+    assert failed_spark_tasks() == 1  # the injected crash happened, and Spark reran the task
+    for name in ("descriptions", "errors"):
+        assert comparable(tmp_path / "spark_retried", name) == comparable(lakes["local"], name)
+    [retried] = read_table(tmp_path / "spark_retried", "runs").to_pylist()
+    [local] = read_table(lakes["local"], "runs").to_pylist()
+    assert stage_counts(retried) == stage_counts(local)
+
+
+def failed_spark_tasks() -> int:
+    from pyspark.sql import SparkSession
+
+    tracker = SparkSession.getActiveSession().sparkContext.statusTracker()
+    stages = [
+        tracker.getStageInfo(stage)
+        for job in tracker.getJobIdsForGroup()
+        for stage in tracker.getJobInfo(job).stageIds
+    ]
+    return sum(stage.numFailedTasks for stage in stages if stage)

@@ -165,6 +165,11 @@ class FaultSpec(_Section):
     )
     hang_items: list[str] = Field([], description="item_ids whose processing hangs")
     hang_s: float = Field(3600.0, gt=0, description="how long a hanging item sleeps")
+    crash_items: list[str] = Field(
+        [],
+        description="item_ids whose worker process dies (os._exit) on the first attempt of "
+        "its engine task, as a lost executor would; Spark reruns the task",
+    )
     seed: int = 0
 
 

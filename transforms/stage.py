@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import threading
 import time
 from collections import Counter
@@ -109,6 +110,16 @@ def stable_hash(payload: Any, length: int = 16) -> str:
 def fault_chosen(spec: Any, item_id: str) -> bool:
     """Whether ``run.faults`` picks this item to raise (a stable hash of seed and item_id)."""
     return int(stable_hash([spec.seed, item_id]), 16) / 16**16 < spec.fail_fraction
+
+
+def engine_task_attempt() -> int:
+    """Which attempt of its Spark task this is (0 outside Spark)."""
+    try:
+        from pyspark import TaskContext
+    except ImportError:
+        return 0
+    context = TaskContext.get()
+    return context.attemptNumber() if context else 0
 
 
 class Stage:
@@ -260,6 +271,9 @@ class Stage:
             item_id = str(record.get("item_id"))
             if item_id in spec.hang_items:
                 time.sleep(spec.hang_s)
+            if item_id in spec.crash_items and engine_task_attempt() == 0:
+                logger.error("injected crash on %s: worker exits", item_id)
+                os._exit(17)
             if fault_chosen(spec, item_id):
                 self._fault_attempts[item_id] += 1
                 if not spec.fail_attempts or self._fault_attempts[item_id] <= spec.fail_attempts:
