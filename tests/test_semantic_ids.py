@@ -101,3 +101,28 @@ def test_an_item_whose_codes_changed_frees_its_old_suffix():
     existing = {"a": ((1, 1, 1), 0), "b": ((1, 1, 1), 1)}
     suffixes = assign_dedup_suffixes({"a": (2, 2, 2), "c": (1, 1, 1)}, existing)
     assert suffixes == {"a": 0, "c": 0}
+
+
+def test_balanced_assignment_respects_capacity_and_keeps_free_choices():
+    from transforms.semantic_ids.rq_kmeans import balanced_labels, nearest
+
+    data, _ = clustered(n_clusters=4, per_cluster=30)
+    centroids = np.stack([data[i * 30 : (i + 1) * 30].mean(0) for i in range(4)])
+    # capacity not binding (equal clusters): every item keeps its nearest code
+    assert np.array_equal(balanced_labels(data, centroids), nearest(data, centroids)[0])
+    # one crowded cluster: no code holds more than ceil(n/K), every item is placed
+    crowded = np.concatenate([data[:30], data[:30] + 0.01, data[30:40]])
+    labels = balanced_labels(crowded, centroids)
+    assert labels.min() >= 0 and np.bincount(labels).max() <= int(np.ceil(len(crowded) / 4))
+
+
+def test_balanced_fit_spreads_a_skewed_corpus_over_more_sids():
+    rng = np.random.default_rng(3)
+    big = rng.normal(size=(16,)) + 0.3 * rng.normal(size=(300, 16))  # most items in one blob
+    rest = 3 * rng.normal(size=(60, 16))
+    data = np.concatenate([big, rest]).astype(np.float32)
+    plain, balanced = fit(data, balanced=False), fit(data, balanced=True)
+    assert balanced.config["balanced"] and not plain.config["balanced"]
+    assert balanced.metrics["unique_fraction"] > plain.metrics["unique_fraction"]
+    level1 = np.bincount(balanced.encode(data)[:, 0], minlength=8)
+    assert level1.max() < np.bincount(plain.encode(data)[:, 0], minlength=8).max()

@@ -137,7 +137,9 @@ class SemanticIdConfig(_Section):
     fit_sample: int = Field(200_000, ge=2, description="max embeddings the fit sees")
     kmeans_iters: int = Field(25, ge=1, le=1000)
     kmeans_redo: int = Field(3, ge=1, le=20, description="k-means restarts per level; best kept")
-    balanced: bool = Field(False, description="rq_kmeans: capacity-balanced code assignment in fit")
+    balanced: bool = Field(
+        True, description="rq_kmeans: capacity-balanced refinement in the fit (fewer collisions)"
+    )
     vae_latent_dim: int = Field(32, ge=2, le=4096)
     vae_hidden: list[int] = Field([256, 128], description="rq_vae: encoder MLP widths")
     vae_epochs: int = Field(30, ge=1, le=10_000)

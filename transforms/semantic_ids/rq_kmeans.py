@@ -79,18 +79,19 @@ def _lloyd(data: np.ndarray, centroids: np.ndarray, labels: np.ndarray) -> np.nd
 
 
 def balanced_labels(data: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """Capacity-constrained assignment (≤ ceil(n/K) items per code), in vectorized rounds:
-    every unplaced item proposes its nearest open code, and each code keeps its closest
-    proposers up to its remaining room."""
+    """Capacity-constrained assignment (≤ ceil(n/K) items per code), in rounds: every
+    unplaced item proposes its nearest open code (a FAISS search, so memory stays O(n)),
+    and each code keeps the proposers it helps most (the largest drop in squared error,
+    |x|² - |x - c|²) up to its remaining room."""
     n, k = len(data), len(centroids)
     room = np.full(k, int(np.ceil(n / k)))
-    distances = -2 * data @ centroids.T + (centroids**2).sum(1)
     labels = np.full(n, -1)
+    norms = (data**2).sum(1)
     while (open_items := np.flatnonzero(labels < 0)).size:
-        masked = np.where(room > 0, distances[open_items], np.inf)
-        choice = masked.argmin(1)
-        best = masked[np.arange(len(open_items)), choice]
-        order = np.lexsort((best, choice))  # by code, then by distance
+        open_codes = np.flatnonzero(room > 0)
+        nearest_open, distance = nearest(data[open_items], centroids[open_codes])
+        choice = open_codes[nearest_open]
+        order = np.lexsort((distance - norms[open_items], choice))  # by code, then by gain
         sorted_codes = choice[order]
         starts = np.searchsorted(sorted_codes, sorted_codes, side="left")
         rank = np.arange(len(order)) - starts
@@ -121,7 +122,7 @@ def fit_rq_kmeans(
     encoder: str,
     version: str,
     redo: int = 3,
-    balanced: bool = False,
+    balanced: bool = True,
 ) -> Codebook:
     """Fit ``levels`` residual codebooks; K is scaled down (and recorded) for tiny corpora."""
     data = np.asarray(embeddings, dtype=np.float32)
