@@ -6,6 +6,7 @@ Run by ``make bench`` after the benchmarks (it is not a benchmark itself)."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,13 +51,27 @@ def summary_rows(results: Path, failed: list[str]) -> list[str]:
         result = json.loads(path.read_text())
         ratio = result.get("ratio")
         verdict = "no ratio" if ratio is None else ("pass" if ratio <= 1.0 else "**fail**")
-        measured = datetime.fromtimestamp(path.stat().st_mtime, UTC).strftime("%Y-%m-%d %H:%M")
+        measured = measured_at(path)
         rows.append(
             f"| {path.stem} | {headline(result)} | {goal_text(result)} | {ratio} | {verdict} "
             f"| {measured} |"
         )
     rows += [f"| {name} | did not finish |  |  | **fail** |  |" for name in failed]
     return rows
+
+
+def measured_at(path: Path) -> str:
+    """When the result was written: its file's time if changed since the last commit,
+    else that commit's time (a fresh clone gives every file the checkout time)."""
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=path.parent, capture_output=True, text=True)
+
+    stamp = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+    if git("diff", "--quiet", "HEAD", "--", path.name).returncode == 0:
+        committed = git("log", "-1", "--format=%ct", "--", path.name).stdout.strip()
+        stamp = datetime.fromtimestamp(int(committed), UTC) if committed else stamp
+    return stamp.strftime("%Y-%m-%d %H:%M")
 
 
 def write_summary(results: Path = RESULTS, failed: list[str] | None = None) -> Path:

@@ -162,28 +162,36 @@ def command_run(args: argparse.Namespace) -> int:
     run_id = new_run_id()
     logger.info("run %s: %d items from %s into %s", run_id, len(records), args.input, args.lake)
     started = time.perf_counter()
-    summary = run_pipeline(
-        config,
-        records,
-        args.lake,
-        run_id,
-        input_label=str(args.input),
-        engine=args.engine,
-        force=args.force,
-        engine_args=args.engine_args,
-    )
+    try:
+        summary = run_pipeline(
+            config,
+            records,
+            args.lake,
+            run_id,
+            input_label=str(args.input),
+            engine=args.engine,
+            force=args.force,
+            engine_args=args.engine_args,
+        )
+    except Exception:
+        _run_report(args, run_id)  # what the failed run committed, if the lake is readable
+        raise
     elapsed = time.perf_counter() - started
     print_summary(summary, args.lake, elapsed)
     if args.summary_json:
         Path(args.summary_json).write_text(
             json.dumps(_summary_dict(summary, elapsed), indent=2, default=str)
         )
+    _run_report(args, run_id)
+    return 0
+
+
+def _run_report(args: argparse.Namespace, run_id: str) -> None:
     if not args.no_report:
         from jobs.report import write_run_report
 
         if path := write_run_report(args.lake, run_id, args.report):
             print(f"report: {path}")
-    return 0
 
 
 def command_report(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jobs.cli import main
-from schemas import read_table
+from schemas import DeltaStore, read_table
 
 pytestmark = pytest.mark.slow
 VOLATILE = {"run_id", "updated_at", "describe_latency_ms", "codebook_version"}
@@ -93,38 +93,43 @@ def test_spark_tasks_come_in_whole_waves_of_the_cores():
     assert task_count(0, per_task=32, slots=2) == 1
 
 
-def test_a_spark_task_retried_after_a_lost_worker_is_counted_once(lakes, demo_corpus, tmp_path):
-    """A worker that dies mid-task makes Spark rerun the task (local[2,2] allows one retry):
-    the tables and the runs row's stage counts come out as if nothing happened."""
-    from pyspark.sql import SparkSession
-
-    if active := SparkSession.getActiveSession():
-        active.stop()  # the master (with its retry count) applies to a new session only
+def test_a_lost_spark_worker_fails_the_run_or_is_retried_without_a_trace(
+    lakes, demo_corpus, tmp_path
+):
+    """A worker that dies mid-task: on local[2] (no task retries) the run fails, is recorded
+    as failed and still gets its report; on local[2,2] Spark reruns the task and the tables
+    and the runs row's stage counts come out as if nothing had happened."""
     manifest = demo_corpus / "manifest.jsonl"
     first_item = json.loads(manifest.read_text().splitlines()[0])["item_id"]
     faults = {"media": {"crash_items": [first_item]}}
-    argv = [
-        "run",
-        "--input",
-        str(manifest),
-        "--lake",
-        str(tmp_path / "spark_retried"),
-        "--config",
-        "configs/demo.yaml",
-        "--engine",
-        "spark",
-        "--engine-arg=master=local[2,2]",
-        *SETTINGS,
-        "--set",
-        f"run.faults={json.dumps(faults)}",
-    ]
-    assert main(argv) == 0
+    lake, report = tmp_path / "lake", tmp_path / "failed.html"
+    argv = ["run", "--input", str(manifest), "--lake", str(lake), "--config", "configs/demo.yaml"]
+    argv += ["--engine", "spark", *SETTINGS, "--set", f"run.faults={json.dumps(faults)}"]
+
+    restart_spark()
+    with pytest.raises(Exception, match="Python worker exited unexpectedly"):
+        main([*argv, "--engine-arg=master=local[2]", "--report", str(report)])
+    [failed] = read_table(lake, "runs").to_pylist()
+    assert failed["status"] == "failed"
+    assert not DeltaStore(lake).read_or_empty("descriptions").num_rows
+    assert "failed" in report.read_text()
+
+    restart_spark()
+    assert main([*argv, "--engine-arg=master=local[2,2]"]) == 0
     assert failed_spark_tasks() == 1  # the injected crash happened, and Spark reran the task
     for name in ("descriptions", "errors"):
-        assert comparable(tmp_path / "spark_retried", name) == comparable(lakes["local"], name)
-    [retried] = read_table(tmp_path / "spark_retried", "runs").to_pylist()
+        assert comparable(lake, name) == comparable(lakes["local"], name)
+    [retried] = [r for r in read_table(lake, "runs").to_pylist() if r["status"] == "succeeded"]
     [local] = read_table(lakes["local"], "runs").to_pylist()
     assert stage_counts(retried) == stage_counts(local)
+
+
+def restart_spark() -> None:
+    """The master (with its task retry count) applies to a new session only."""
+    from pyspark.sql import SparkSession
+
+    if active := SparkSession.getActiveSession():
+        active.stop()
 
 
 def failed_spark_tasks() -> int:
