@@ -64,8 +64,11 @@ def partition_fn(config_json: str, run_id: str):
         import uuid
 
         import pandas as pd
+        from pyspark import TaskContext
 
         stages = worker_stages(config_json)
+        for stage in stages:
+            stage.task_attempt = TaskContext.get().attemptNumber()
         before = {stage.name: stage.stats.as_dict() for stage in stages}
         for frame in frames:
             records = [_record(row) for row in frame.to_dict("records")]

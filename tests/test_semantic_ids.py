@@ -126,3 +126,10 @@ def test_balanced_fit_spreads_a_skewed_corpus_over_more_sids():
     assert balanced.metrics["unique_fraction"] > plain.metrics["unique_fraction"]
     level1 = np.bincount(balanced.encode(data)[:, 0], minlength=8)
     assert level1.max() < np.bincount(plain.encode(data)[:, 0], minlength=8).max()
+
+
+def test_balancing_skips_codes_without_room_to_balance():
+    data, _ = clustered(n_clusters=4, per_cluster=3)  # 12 items, K=6: two items per code
+    balanced = fit(data, codebook_size=6, balanced=True)
+    assert balanced.config["balanced"] and not balanced.metrics["balanced_applied"]
+    assert np.array_equal(balanced.centroids, fit(data, codebook_size=6, balanced=False).centroids)

@@ -112,16 +112,6 @@ def fault_chosen(spec: Any, item_id: str) -> bool:
     return int(stable_hash([spec.seed, item_id]), 16) / 16**16 < spec.fail_fraction
 
 
-def engine_task_attempt() -> int:
-    """Which attempt of its Spark task this is (0 outside Spark)."""
-    try:
-        from pyspark import TaskContext
-    except ImportError:
-        return 0
-    context = TaskContext.get()
-    return context.attemptNumber() if context else 0
-
-
 class Stage:
     """Base class: load once (``setup``), then run on batches (``process_batch``)."""
 
@@ -135,6 +125,7 @@ class Stage:
         self.retries = 0  # the engines' build_stages sets these three from the run config
         self.timeout_s: float | None = None
         self.faults: Any = None
+        self.task_attempt = 0  # which try of its engine task this is (Spark sets it)
         self._fault_attempts: Counter = Counter()
         self._ready = False
         self._logged_at = time.monotonic()
@@ -271,7 +262,7 @@ class Stage:
             item_id = str(record.get("item_id"))
             if item_id in spec.hang_items:
                 time.sleep(spec.hang_s)
-            if item_id in spec.crash_items and engine_task_attempt() == 0:
+            if item_id in spec.crash_items and self.task_attempt == 0:
                 logger.error("injected crash on %s: worker exits", item_id)
                 os._exit(17)
             if fault_chosen(spec, item_id):

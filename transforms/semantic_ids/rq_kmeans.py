@@ -16,6 +16,9 @@ from transforms.semantic_ids.metrics import codebook_health
 
 logger = logging.getLogger(__name__)
 REFINE_STEPS = 3
+# Balance only codes with room to balance: with a few items per code, capacity limits would
+# just split near-duplicates by float noise (and engines differ in the last bits).
+BALANCE_MIN_ITEMS_PER_CODE = 4
 
 
 def effective_codebook_size(requested: int, n_items: int, levels: int) -> int:
@@ -101,12 +104,16 @@ def balanced_labels(data: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     return labels
 
 
+def balancing_applies(n_items: int, k: int) -> bool:
+    return n_items >= BALANCE_MIN_ITEMS_PER_CODE * k
+
+
 def fit_level(
     data: np.ndarray, k: int, *, iters: int, redo: int, seed: int, balanced: bool
 ) -> tuple[np.ndarray, int]:
     centroids = _kmeans(data, k, iters, seed, redo)
     centroids, reseeded = reseed_dead_codes(data, centroids, seed)
-    if balanced:
+    if balanced and balancing_applies(len(data), k):
         for _ in range(REFINE_STEPS):
             centroids = _lloyd(data, centroids, balanced_labels(data, centroids))
     return centroids, reseeded
@@ -157,5 +164,9 @@ def fit_rq_kmeans(
             "balanced": balanced,
         },
     )
-    codebook.metrics = {**codebook_health(codebook, data), "reseeded_codes": reseeded}
+    codebook.metrics = {
+        **codebook_health(codebook, data),
+        "reseeded_codes": reseeded,
+        "balanced_applied": balanced and balancing_applies(len(data), k),
+    }
     return codebook
