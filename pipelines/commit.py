@@ -15,12 +15,12 @@ from schemas.rows import table_rows, utc_now
 from schemas.store import DeltaStore
 from schemas.tables import LINEAGE_COLUMNS
 from transforms.config import Config
-from transforms.stage import Record
+from transforms.stage import Record, add_stats
 
 logger = logging.getLogger(__name__)
 FEATURE_TABLES = ("descriptions", "embeddings", "semantic_ids", "codebooks", "errors", "runs")
 ENVELOPE_TABLES = ("descriptions", "embeddings", "errors")  # what the stages produce per item
-STAGE_STATS = "_stage_stats"  # a staged envelope of one task's stage stats (Spark)
+STAGE_STATS = "_stage_stats"  # staged envelopes of one task's stage stats each (Spark)
 
 
 def new_run_id() -> str:
@@ -162,5 +162,16 @@ def read_staged(
 def commit_staged(
     store: DeltaStore, staging: str, summary: RunSummary, chunk: int
 ) -> list[dict[str, Any]]:
-    """Commit what an engine staged, exactly as the local engine commits its chunks."""
-    return commit_rows(store, read_staged(staging), summary, chunk)
+    """Commit what an engine staged, exactly as the local engine commits its chunks. Staged
+    stage-stats rows (one per committed task) become the run's stage stats."""
+    staged = read_staged(staging, (*ENVELOPE_TABLES, STAGE_STATS))
+    if tasks := staged.pop(STAGE_STATS):
+        summary.stage_stats = summed_stage_stats(tasks)
+    return commit_rows(store, staged, summary, chunk)
+
+
+def summed_stage_stats(tasks: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    total: dict[str, dict[str, Any]] = {}
+    for task in tasks:
+        total = add_stats(total, {k: v for k, v in task.items() if k != "item_id"})
+    return total

@@ -101,12 +101,11 @@ def _process(
         if engine == "beam":
             from pipelines.beam import process_beam
 
-            stats = process_beam(config, records, staging, run_id, engine_args or [])
+            summary.stage_stats = process_beam(config, records, staging, run_id, engine_args or [])
         else:
             from pipelines.spark import process_spark
 
-            stats = process_spark(config, records, staging, run_id, engine_args or [])
-        summary.stage_stats = stats
+            process_spark(config, records, staging, run_id, engine_args or [])  # stats staged
         return commit_staged(store, staging, summary, config.run.commit_every)
 
 

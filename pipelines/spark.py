@@ -17,13 +17,13 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from pipelines.commit import STAGE_STATS, envelopes, read_staged, staged_envelope
+from pipelines.commit import STAGE_STATS, envelopes, staged_envelope
 from pipelines.sids import SidJob
 from schemas.spark import SparkDeltaStore, delta_spark_ready
 from schemas.store import DeltaStore
 from schemas.tables import LINEAGE_COLUMNS
 from transforms.config import Config
-from transforms.stage import Record, add_stats, stats_delta
+from transforms.stage import Record, stats_delta
 
 logger = logging.getLogger(__name__)
 ITEMS_PER_TASK_FACTOR = 4
@@ -61,14 +61,13 @@ def partition_fn(config_json: str, run_id: str):
     only task attempts whose output Spark committed (an accumulator would count retries)."""
 
     def enrich_batches(frames: Iterator[Any]) -> Iterator[Any]:
-        import uuid
-
         import pandas as pd
         from pyspark import TaskContext
 
+        task = TaskContext.get()
         stages = worker_stages(config_json)
         for stage in stages:
-            stage.task_attempt = TaskContext.get().attemptNumber()
+            stage.task_attempt = task.attemptNumber()
         before = {stage.name: stage.stats.as_dict() for stage in stages}
         for frame in frames:
             records = [_record(row) for row in frame.to_dict("records")]
@@ -77,19 +76,11 @@ def partition_fn(config_json: str, run_id: str):
                     stage.process_batch(records[start : start + stage.batch_size])
             yield pd.DataFrame(envelopes(records, run_id), columns=["table", "item_id", "payload"])
         task_stats = {s.name: stats_delta(s.stats.as_dict(), before[s.name]) for s in stages}
-        envelope = staged_envelope(STAGE_STATS, {"item_id": uuid.uuid4().hex, **task_stats})
+        task_key = f"task-{task.partitionId()}-{task.attemptNumber()}"
+        envelope = staged_envelope(STAGE_STATS, {"item_id": task_key, **task_stats})
         yield pd.DataFrame([envelope], columns=["table", "item_id", "payload"])
 
     return enrich_batches
-
-
-def staged_stage_stats(staging: str) -> dict[str, dict]:
-    """The per-stage stats of the committed task attempts, summed."""
-    total: dict[str, dict] = {}
-    for task in read_staged(staging, (STAGE_STATS,))[STAGE_STATS]:
-        task.pop("item_id")
-        total = add_stats(total, task)
-    return total
 
 
 def _log_to_executor_stderr() -> None:
@@ -143,9 +134,9 @@ def commit_store(lake: str, engine_args: list[str]) -> DeltaStore:
 
 def process_spark(
     config: Config, records: list[Record], staging: str, run_id: str, engine_args: list[str]
-) -> dict[str, dict]:
-    """Run the stages on Spark, leaving Parquet envelopes under ``staging``; returns the
-    stages' stats summed over the committed tasks."""
+) -> None:
+    """Run the stages on Spark, leaving Parquet envelopes under ``staging``, each task's stage
+    stats among them (``commit_staged`` sums them)."""
     spark = spark_session(engine_args)
     rows = [tuple(r.get(k) for k in INPUT_FIELDS) for r in records]
     frame = spark.createDataFrame(rows, schema=INPUT_DDL)
@@ -155,7 +146,6 @@ def process_spark(
         partition_fn(config.model_dump_json(), run_id), schema=ENVELOPE_DDL
     )
     enriched.write.mode("overwrite").parquet(f"{staging}/spark")
-    return staged_stage_stats(staging)
 
 
 # -- Semantic IDs: a distributed map with the pinned codebook, then a global group-by on codes --

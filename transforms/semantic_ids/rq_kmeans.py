@@ -104,16 +104,12 @@ def balanced_labels(data: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     return labels
 
 
-def balancing_applies(n_items: int, k: int) -> bool:
-    return n_items >= BALANCE_MIN_ITEMS_PER_CODE * k
-
-
 def fit_level(
     data: np.ndarray, k: int, *, iters: int, redo: int, seed: int, balanced: bool
 ) -> tuple[np.ndarray, int]:
     centroids = _kmeans(data, k, iters, seed, redo)
     centroids, reseeded = reseed_dead_codes(data, centroids, seed)
-    if balanced and balancing_applies(len(data), k):
+    if balanced:
         for _ in range(REFINE_STEPS):
             centroids = _lloyd(data, centroids, balanced_labels(data, centroids))
     return centroids, reseeded
@@ -140,10 +136,11 @@ def fit_rq_kmeans(
         logger.warning(
             "semantic_ids: %d items only, codebook_size scaled %d → %d", len(data), codebook_size, k
         )
+    balance = balanced and len(data) >= BALANCE_MIN_ITEMS_PER_CODE * k
     residual, centroids, reseeded = data.copy(), [], []
     for level in range(levels):
         level_centroids, count = fit_level(
-            residual, k, iters=iters, redo=redo, seed=seed + level, balanced=balanced
+            residual, k, iters=iters, redo=redo, seed=seed + level, balanced=balance
         )
         centroids.append(level_centroids)
         reseeded.append(count)
@@ -167,6 +164,6 @@ def fit_rq_kmeans(
     codebook.metrics = {
         **codebook_health(codebook, data),
         "reseeded_codes": reseeded,
-        "balanced_applied": balanced and balancing_applies(len(data), k),
+        "balanced_applied": balance,
     }
     return codebook
