@@ -11,9 +11,10 @@ import sys
 import time
 from pathlib import Path
 
+from pipelines.commit import ReconciliationError
 from schemas.store import LakeWriteError
 from transforms.config import ConfigError, load_config
-from transforms.manifest import ManifestError, read_input
+from transforms.manifest import ManifestError
 
 logger = logging.getLogger("enrich")
 ENGINES = ("local", "beam", "spark")
@@ -39,11 +40,17 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def confine_to(config, input_path: str | Path) -> None:
-    """Unless configured, inputs may only come from the ``--input``'s own folder."""
+def confine_to(config, input_uri: str) -> None:
+    """Unless configured, inputs may only come from the ``--input``'s own folder (a local
+    folder or a URI prefix), and the ``--input``'s own URI scheme is allowed."""
+    from transforms import storage
+
     if not config.media.allowed_roots:
-        root = Path(input_path).resolve()
-        config.media.allowed_roots = [str(root if root.is_dir() else root.parent)]
+        root = storage.normalize(str(input_uri))
+        config.media.allowed_roots = [root if storage.is_dir(root) else storage.parent(root)]
+    scheme = storage.scheme_of(str(input_uri))
+    if scheme not in config.media.allowed_schemes:
+        config.media.allowed_schemes = [*config.media.allowed_schemes, scheme]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ManifestError, ValueError) as exc:
         print(f"enrich: error: {exc}", file=sys.stderr)
         return 2
+    except ReconciliationError as exc:
+        print(f"enrich: error: the run failed: {exc}", file=sys.stderr)
+        return 1
     except LakeWriteError as exc:
         print(
             f"enrich: error: {exc}.\nFree space or fix the permissions, then rerun the same "
@@ -156,16 +166,13 @@ def command_run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     confine_to(config, args.input)
-    records = read_input(args.input)
-    if not records:
-        raise ManifestError(f"--input {args.input} holds no media files or manifest rows")
     run_id = new_run_id()
-    logger.info("run %s: %d items from %s into %s", run_id, len(records), args.input, args.lake)
+    logger.info("run %s: %s into %s", run_id, args.input, args.lake)
     started = time.perf_counter()
     try:
         summary = run_pipeline(
             config,
-            records,
+            args.input,
             args.lake,
             run_id,
             input_label=str(args.input),

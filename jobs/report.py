@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas.store import DeltaStore
+from transforms import storage
 from transforms.config import MediaConfig
 from transforms.stage import StageError
 
@@ -41,31 +42,25 @@ REPORT_SECTIONS = ("run", "stages", "errors", "descriptions", "sids", "projectio
 
 
 # -- entry points ------------------------------------------------------------------------------
-def write_report(lake: str | Path, out: str | Path, run_id: str | None = None) -> Path:
-    """Render the report for ``run_id`` (default: the latest run) into ``out``."""
+def write_report(lake: str | Path, out: str | Path, run_id: str | None = None) -> str:
+    """Render the report for ``run_id`` (default: the latest run) into ``out`` (a path or
+    URI)."""
     started = time.perf_counter()
     html = render_report(lake, run_id)
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(html, encoding="utf-8")
+    path = storage.normalize(str(out))
+    storage.write_bytes(path, html.encode("utf-8"))
     logger.info("report %s written in %.1fs", path, time.perf_counter() - started)
     return path
 
 
-def default_report_path(lake: str | Path, run_id: str) -> Path | None:
-    """``<lake>/_reports/<run_id>.html`` for a local lake; None for an object-store URI."""
-    lake = str(lake)
-    if "://" in lake and not lake.startswith("file://"):
-        return None
-    return Path(lake.removeprefix("file://")) / REPORTS_DIR / f"{run_id}.html"
+def default_report_path(lake: str | Path, run_id: str) -> str:
+    """``<lake>/_reports/<run_id>.html``, on the lake's storage."""
+    return storage.join(str(lake), REPORTS_DIR, f"{run_id}.html")
 
 
-def write_run_report(lake: str | Path, run_id: str, out: str | Path | None = None) -> Path | None:
+def write_run_report(lake: str | Path, run_id: str, out: str | Path | None = None) -> str | None:
     """The end-of-run report: never fails the run, only logs why there is none."""
-    path = Path(out) if out else default_report_path(lake, run_id)
-    if path is None:
-        logger.info("no run report: %s is not a local lake (use enrich report --out)", lake)
-        return None
+    path = str(out) if out else default_report_path(lake, run_id)
     try:
         return write_report(lake, path, run_id)
     except Exception as exc:  # noqa: BLE001 - the run's tables are committed; the report is extra
@@ -280,15 +275,26 @@ def first_frame(
     """(JPEG data URI of the first sampled frame, None), or (None, why there is no frame)."""
     from PIL import Image
 
-    from transforms.media import check_file, confine, probe_file, read_frames
+    from transforms.media import (
+        check_file,
+        confine,
+        fetch_input,
+        probe_file,
+        read_frames,
+        release_input,
+    )
 
     if not uri:
         return None, "no uri"
     if media_kind == "audio":
         return None, "audio only"
+    record = {"uri": uri}
     try:
-        path = confine(uri, media)
-        check_file(path, media)
+        fetch_input(record, media)
+        if not record["local_path"]:
+            check_file(confine(uri, media), media)  # raises with the reason
+            return None, "unreadable"
+        path = Path(record["local_path"])
         probe = probe_file(path)
         if not probe.has_video:
             return None, "audio only"
@@ -297,6 +303,8 @@ def first_frame(
         return None, f"{exc.code}: {exc.message[:120]}"
     except OSError as exc:  # e.g. no ffmpeg binary, or a file that vanished mid-read
         return None, f"unreadable: {exc}"[:140]
+    finally:
+        release_input(record)
     buffer = io.BytesIO()
     Image.fromarray(frames["frames"][0]).save(buffer, format="JPEG", quality=80)
     return _data_uri(buffer.getvalue(), "image/jpeg"), None

@@ -1,26 +1,36 @@
-"""Commit stage outputs to the lake. Shared by every engine so the tables come out the same."""
+"""Commit what engine tasks staged, after reconciling it with the plan. Shared by every
+engine, so the tables come out the same.
+
+Reconciliation: every planned task must have left a completion marker, every file a marker
+names must exist with the rows it says, and the marker's items must add up (items in =
+enriched + failed + skipped). Anything else fails the run before a row is committed, with a
+message that names the missing tasks and where their staging should have been.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-import pickle
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from schemas.rows import table_rows, utc_now
+import pyarrow.parquet as pq
+
+from schemas.rows import utc_now
 from schemas.store import DeltaStore
-from schemas.tables import LINEAGE_COLUMNS
+from transforms import storage
 from transforms.config import Config
-from transforms.stage import Record, add_stats
+from transforms.stage import add_stats
 
 logger = logging.getLogger(__name__)
 FEATURE_TABLES = ("descriptions", "embeddings", "semantic_ids", "codebooks", "errors", "runs")
-ENVELOPE_TABLES = ("descriptions", "embeddings", "errors")  # what the stages produce per item
-STAGE_STATS = "_stage_stats"  # staged envelopes of one task's stage stats each (Spark)
+
+
+class ReconciliationError(RuntimeError):
+    """Items went missing between the plan and the commit: the run fails, nothing is lost
+    silently."""
 
 
 def new_run_id() -> str:
@@ -49,38 +59,96 @@ class RunSummary:
     notes: list[str] = field(default_factory=list)
     finished_at: datetime | None = None
 
-    def count(self, rows: dict[str, list[dict[str, Any]]]) -> None:
-        """Add one chunk's committed rows to the counts."""
-        self.succeeded += len(rows["descriptions"])
-        self.failed += len(rows["errors"])
-        self.items += len(rows["descriptions"]) + len(rows["errors"])
-        for row in rows["errors"]:
-            self.errors_by_code[row["code"]] = self.errors_by_code.get(row["code"], 0) + 1
+    def count(self, marker: dict[str, Any]) -> None:
+        """Add one committed task's counts."""
+        self.items += marker["items"]
+        self.succeeded += marker["enriched"]
+        self.failed += marker["failed"]
+        self.skipped += marker["skipped"]
+        self.stage_stats = add_stats(self.stage_stats, marker["stage_stats"])
+        for code, count in marker["errors_by_code"].items():
+            self.errors_by_code[code] = self.errors_by_code.get(code, 0) + count
 
 
-def commit_rows(
-    store: DeltaStore, rows: dict[str, list[dict[str, Any]]], summary: RunSummary, chunk: int
-) -> list[dict[str, Any]]:
-    """MERGE descriptions, embeddings and errors (``chunk`` rows per commit), clear errors
-    that resolved, count them; returns the SID inputs (the embedding rows' item, vector and
-    lineage)."""
-    chunk = max(1, chunk)
+def staged_rows(uri: str) -> int | None:
+    """Rows in a staged Parquet file (its footer only), None if the file is gone."""
+    fs, path = storage.resolve(uri)
+    try:
+        with fs.open_input_file(path) as handle:
+            return pq.ParquetFile(handle).metadata.num_rows
+    except (FileNotFoundError, OSError):
+        return None
 
-    def merge(name: str) -> None:
-        for start in range(0, len(rows[name]), chunk):
-            store.merge(name, rows[name][start : start + chunk])
 
-    # descriptions go last: a description row is what marks an item done for the next run,
-    # so a crash between these commits leaves the item to be redone, never half-written.
-    merge("embeddings")
-    store.delete_keys("errors", [row["item_id"] for row in rows["descriptions"]])
-    merge("errors")
-    merge("descriptions")
-    summary.count(rows)
-    return [
-        {k: row[k] for k in ("item_id", "embedding", *LINEAGE_COLUMNS)}
-        for row in rows["embeddings"]
-    ]
+def finished_markers(
+    staging: str, wave: str, planned: dict[str, int | None]
+) -> dict[str, dict[str, Any]]:
+    """The markers of a wave's planned tasks, reconciled (see ``reconcile``)."""
+    from pipelines.tasks import read_marker
+
+    markers = {task_id: read_marker(staging, wave, task_id) for task_id in planned}
+    found = {task_id: m for task_id, m in markers.items() if m is not None}
+    reconcile(staging, wave, planned, found)
+    return found
+
+
+def reconcile(
+    staging: str, wave: str, planned: dict[str, int | None], markers: dict[str, dict[str, Any]]
+) -> None:
+    """Raise ``ReconciliationError`` unless every planned task (task_id → items, None when
+    the plan cannot know) finished, its items add up and its staged files hold what its
+    marker says."""
+    problems, lost = [], 0
+    for task_id, items in planned.items():
+        marker = markers.get(task_id)
+        if marker is None:
+            problems.append(f"task {task_id} ({items or 'unknown'} items) left no marker")
+            lost += items or 0
+            continue
+        items = marker["items"] if items is None else items
+        if marker["items"] != items or _accounted(marker) not in (None, items):
+            problems.append(
+                f"task {task_id} planned {items} items but accounted for "
+                f"{_accounted(marker)} of {marker['items']} read"
+            )
+            lost += max(0, items - (_accounted(marker) or 0))
+        for table, staged in marker["files"].items():
+            found = staged_rows(staged["uri"])
+            if found != staged["rows"]:
+                problems.append(
+                    f"task {task_id}: {staged['uri']} should hold {staged['rows']} {table} "
+                    f"rows but {'is missing' if found is None else f'holds {found}'}"
+                )
+                lost += staged["rows"] if table in ("descriptions", "errors") else 0
+    if problems:
+        raise ReconciliationError(
+            f"{lost} of {sum(n or 0 for n in planned.values())} items are missing: their "
+            f"staged output should be under {staging} (each task writes its Parquet there and a marker "
+            f"under _tasks/{wave}/), on storage that the driver and every worker share. "
+            + "; ".join(problems[:10])
+            + ("" if len(problems) <= 10 else f"; and {len(problems) - 10} more problems")
+        )
+
+
+def _accounted(marker: dict[str, Any]) -> int | None:
+    if "enriched" not in marker:
+        return None
+    return marker["enriched"] + marker["failed"] + marker["skipped"]
+
+
+def commit_enriched(store: DeltaStore, markers: list[dict[str, Any]], summary: RunSummary) -> None:
+    """MERGE the staged rows of finished enrich tasks, streamed from their files. The
+    description rows go last: they mark an item done for the next run, so a crash between
+    these commits leaves the item to be redone, never half-written."""
+    from pipelines.tasks import staged_files
+
+    descriptions = staged_files(markers, "descriptions")
+    store.merge_files("embeddings", staged_files(markers, "embeddings"))
+    store.delete_keys_in_files("errors", descriptions)  # errors that resolved
+    store.merge_files("errors", staged_files(markers, "errors"))
+    store.merge_files("descriptions", descriptions)
+    for marker in markers:
+        summary.count(marker)
 
 
 def record_run(store: DeltaStore, config: Config, summary: RunSummary) -> None:
@@ -119,59 +187,3 @@ def record_run(store: DeltaStore, config: Config, summary: RunSummary) -> None:
             }
         ],
     )
-
-
-# -- staging: how Beam and Spark hand their results to the one commit step ---------------------
-
-
-def envelopes(records: list[Record], run_id: str) -> list[dict[str, Any]]:
-    """Table rows of processed records, as (table, item_id, pickled row) envelopes that any
-    engine can write to Parquet staging files without knowing the table schemas."""
-    return [
-        staged_envelope(table, row)
-        for table, rows in table_rows(records, run_id).items()
-        for row in rows
-    ]
-
-
-def staged_envelope(table: str, row: dict[str, Any]) -> dict[str, Any]:
-    return {"table": table, "item_id": row["item_id"], "payload": pickle.dumps(row, protocol=5)}
-
-
-def read_staged(
-    staging: str, tables: tuple[str, ...] = ENVELOPE_TABLES
-) -> dict[str, list[dict[str, Any]]]:
-    """The staged rows of ``tables``, in item_id order (Parquet files under ``staging``)."""
-    import pyarrow.dataset as ds
-
-    files = [str(p) for p in Path(staging).rglob("*.parquet") if p.stat().st_size]
-    grouped: dict[str, list[dict[str, Any]]] = {name: [] for name in tables}
-    if files:
-        table = ds.dataset(files, format="parquet").to_table(
-            columns=["table", "item_id", "payload"], filter=ds.field("table").isin(tables)
-        )
-        for name, payload in zip(
-            table["table"].to_pylist(), table["payload"].to_pylist(), strict=True
-        ):
-            grouped[name].append(pickle.loads(payload))
-    for rows in grouped.values():
-        rows.sort(key=lambda row: row["item_id"])
-    return grouped
-
-
-def commit_staged(
-    store: DeltaStore, staging: str, summary: RunSummary, chunk: int
-) -> list[dict[str, Any]]:
-    """Commit what an engine staged, exactly as the local engine commits its chunks. Staged
-    stage-stats rows (one per committed task) become the run's stage stats."""
-    staged = read_staged(staging, (*ENVELOPE_TABLES, STAGE_STATS))
-    if tasks := staged.pop(STAGE_STATS):
-        summary.stage_stats = summed_stage_stats(tasks)
-    return commit_rows(store, staged, summary, chunk)
-
-
-def summed_stage_stats(tasks: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    total: dict[str, dict[str, Any]] = {}
-    for task in tasks:
-        total = add_stats(total, {k: v for k, v in task.items() if k != "item_id"})
-    return total

@@ -1,29 +1,54 @@
-"""One run, whatever the engine: select changed items, process them, commit, Semantic IDs,
-and the ``runs`` lineage row. Engines only differ in how the stages are driven."""
+"""One run, whatever the engine: plan, run the tasks, reconcile, commit, Semantic IDs, and the
+``runs`` lineage row.
+
+The driver plans and the workers work. The driver validates the input in one streaming pass
+and cuts it into shards (names and row ranges, never the items), pins the codebook and the
+``descriptions`` snapshot that incremental selection compares against, and hands the engine
+small task descriptions. Tasks stage typed Parquet under ``<lake>/_staging/<run_id>/`` with a
+completion marker each; the driver reconciles the markers with its plan and streams the
+staged files into Delta MERGEs. It never holds the items, the rows or the embeddings.
+"""
 
 from __future__ import annotations
 
 import logging
-import tempfile
-from pathlib import Path
-from typing import Any
+from dataclasses import replace
 
-from pipelines.commit import RunSummary, record_run
-from pipelines.incremental import hash_inputs, pipeline_fingerprint, split_done
-from pipelines.sids import SidJob, assign_semantic_ids, fit_codebook, pinned_codebook, uncoded_items
+from pipelines.commit import (
+    RunSummary,
+    commit_enriched,
+    finished_markers,
+    reconcile,
+    record_run,
+)
+from pipelines.engines import Engine, make_engine
+from pipelines.incremental import pipeline_fingerprint
+from pipelines.sids import fit_codebook, pinned_codebook, uncoded_ids
+from pipelines.tasks import (
+    EnrichJob,
+    SidTask,
+    SidWaveJob,
+    code_task,
+    dedup_task,
+    enrich_task,
+    staged_files,
+    staging_folder,
+)
 from schemas.rows import utc_now
 from schemas.store import DeltaStore
+from transforms import storage
 from transforms.config import Config
+from transforms.encode import encoder_id
+from transforms.manifest import InputShard, ManifestError, plan_inputs
 from transforms.pipeline import build_stages, stage_fingerprints
-from transforms.stage import Record
 
 logger = logging.getLogger(__name__)
-ENGINES = ("local", "beam", "spark")
+CODE_FILES_PER_TASK = 8
 
 
 def run_pipeline(
     config: Config,
-    records: list[Record],
+    inputs: str | list[str],
     lake: str,
     run_id: str,
     input_label: str,
@@ -31,36 +56,31 @@ def run_pipeline(
     force: bool = False,
     engine_args: list[str] | None = None,
 ) -> RunSummary:
-    """Enrich the items of ``records`` that changed and commit them to ``lake``."""
-    if engine not in ENGINES:
-        raise ValueError(f"--engine {engine!r}: choose one of {', '.join(ENGINES)}")
-    store = DeltaStore(lake)
-    if engine == "spark":
-        from pipelines.spark import commit_store
-
-        store = commit_store(lake, engine_args or [])
-    stages = build_stages(config)
+    """Enrich the items of ``inputs`` (a manifest, a media folder, or several manifests)
+    that changed, and commit them to ``lake``."""
+    inputs = [inputs] if isinstance(inputs, str) else list(inputs)
+    runner = make_engine(engine, engine_args)
+    store = runner.commit_store(storage.normalize(lake))
     summary = RunSummary(
         run_id=run_id,
-        engine=engine,
+        engine=runner.name,
         input=input_label,
         started_at=utc_now(),
-        stage_fingerprints=stage_fingerprints(stages),
+        stage_fingerprints=stage_fingerprints(build_stages(config)),
     )
-    fingerprint = pipeline_fingerprint(summary.stage_fingerprints)
-    hash_inputs(records, config.media)
-    records, done = split_done(store, records, fingerprint, force)
-    summary.skipped = summary.items = len(done)
-    if done:
-        logger.info("incremental: %d items unchanged since their last run, skipped", len(done))
-    for record in records:
-        record["pipeline_fingerprint"] = fingerprint
+    shards = plan_inputs(inputs, runner.items_per_task(config), runner.slots())
+    if not shards:
+        raise ManifestError(f"--input {input_label} holds no media files or manifest rows")
+    logger.info("run %s: %d items in %d tasks", run_id, sum(s.items for s in shards), len(shards))
+    staging = staging_folder(store.lake, run_id, config.run.staging_uri)
     record_run(store, config, summary)  # status "running": a run killed outright stays so
     try:
-        sid_inputs = _process(engine, config, stages, records, store, run_id, summary, engine_args)
-        encoder = stages[-1].encoder_id
-        semantic_ids(store, config, sid_inputs, run_id, summary, encoder, engine, engine_args)
+        codebook = pinned_codebook(store, config.semantic_ids, encoder_id(config.encode))
+        job = enrich_job(config, store, staging, run_id, summary, force, codebook, runner)
+        markers = enrich(runner, store, job, shards, summary)
+        semantic_ids(runner, store, config, job, markers, summary)
         summary.status = "succeeded"
+        storage.delete_tree(staging)
     except BaseException:
         summary.status = "failed"
         raise
@@ -68,6 +88,43 @@ def run_pipeline(
         summary.finished_at = utc_now()
         _record_final(store, config, summary)
     return summary
+
+
+def enrich_job(config, store, staging, run_id, summary, force, codebook, runner) -> EnrichJob:
+    return EnrichJob(
+        config_json=config.model_dump_json(),
+        lake=store.lake,
+        staging=staging,
+        run_id=run_id,
+        fingerprint=pipeline_fingerprint(summary.stage_fingerprints),
+        force=force,
+        descriptions_version=store.version("descriptions"),
+        codebook_version=codebook.version if codebook else None,
+        sid_buckets=runner.slots(),
+        chunk_items=max(config.media.batch_size, config.describe.batch_size) * 2,
+        cache_dir=config.run.cache_dir,
+    )
+
+
+def enrich(
+    runner: Engine, store: DeltaStore, job: EnrichJob, shards: list[InputShard], summary
+) -> list[dict]:
+    """Run the enrich tasks, reconcile their markers with the plan, commit their rows.
+    Engines that report tasks as they end get each one committed at once."""
+    committed: dict[str, dict] = {}
+
+    planned = {s.task_id: s.items for s in shards}
+
+    def commit_one(marker: dict) -> None:
+        task_id = marker["task_id"]
+        reconcile(job.staging, "enrich", {task_id: planned[task_id]}, {task_id: marker})
+        commit_enriched(store, [marker], summary)
+        committed[task_id] = marker
+
+    runner.run(enrich_task, job, shards, commit_one if runner.commits_as_tasks_finish else None)
+    markers = finished_markers(job.staging, "enrich", planned)
+    commit_enriched(store, [m for k, m in markers.items() if k not in committed], summary)
+    return list(markers.values())
 
 
 def _record_final(store: DeltaStore, config: Config, summary: RunSummary) -> None:
@@ -81,98 +138,78 @@ def _record_final(store: DeltaStore, config: Config, summary: RunSummary) -> Non
         logger.exception("could not record failed run %s", summary.run_id)
 
 
-def _process(
-    engine: str,
-    config: Config,
-    stages: list,
-    records: list[Record],
-    store: DeltaStore,
-    run_id: str,
-    summary: RunSummary,
-    engine_args: list[str] | None,
-) -> list[dict[str, Any]]:
-    if engine == "local" or not records:
-        from pipelines.local import process_local
-
-        return process_local(config, stages, records, store, run_id, summary)
-    from pipelines.commit import commit_staged
-
-    with tempfile.TemporaryDirectory(prefix="enrich-staging-") as staging:
-        if engine == "beam":
-            from pipelines.beam import process_beam
-
-            summary.stage_stats = process_beam(config, records, staging, run_id, engine_args or [])
-        else:
-            from pipelines.spark import process_spark
-
-            process_spark(config, records, staging, run_id, engine_args or [])  # stats staged
-        return commit_staged(store, staging, summary, config.run.commit_every)
-
-
 def semantic_ids(
+    runner: Engine,
     store: DeltaStore,
     config: Config,
-    items: list[dict[str, Any]],
-    run_id: str,
+    job: EnrichJob,
+    markers: list[dict],
     summary: RunSummary,
-    encoder: str,
-    engine: str = "local",
-    engine_args: list[str] | None = None,
 ) -> None:
-    """Pin (or fit, on a sample, on the driver) the codebook, then assign SIDs to this run's
-    items and to any embedded item an earlier run left uncoded (it crashed before its SID
-    step): in process, or on the engine as a distributed map plus a group-by on codes."""
+    """Code this run's items (tasks coded them already when a codebook was pinned; after a
+    first fit, a code wave does) and any embedded item an earlier run left uncoded, then
+    run the dedup group-by on codes as one task per bucket, and commit ``semantic_ids``."""
+    encoder = encoder_id(config.encode)
     codebook = pinned_codebook(store, config.semantic_ids, encoder)
-    if codebook is None and (items or store.exists("embeddings")):
+    run_embeddings = staged_files(markers, "embeddings")
+    if codebook is None and (run_embeddings or store.exists("embeddings")):
         try:
-            codebook = fit_codebook(store, config.semantic_ids, encoder, run_id)
+            codebook = fit_codebook(store, config.semantic_ids, encoder, job.run_id)
         except ValueError as exc:
             summary.notes.append(f"semantic_ids skipped: {exc}")
             return
-    pending = (
-        uncoded_items(store, encoder, codebook.version, {i["item_id"] for i in items})
-        if codebook
-        else []
+    if codebook is None:
+        summary.notes.append("semantic_ids: nothing to code (no item reached the encoder)")
+        return
+    wave = SidWaveJob(
+        lake=store.lake,
+        staging=job.staging,
+        run_id=job.run_id,
+        codebook_version=codebook.version,
+        encoder=encoder,
+        buckets=max(1, runner.slots()),
+        hash_buckets=config.semantic_ids.prefix_hash_buckets,
+        held_version=store.version("semantic_ids"),
     )
-    if not items and not pending:
+    code_files = staged_files(markers, "sid_codes")
+    coded_ids_in_run = job.codebook_version == codebook.version
+    tasks = code_tasks(store, wave, [] if coded_ids_in_run else run_embeddings, summary)
+    if tasks:
+        runner.run(code_task, wave, tasks)
+        done = finished_markers(job.staging, "code", {t.task_id: None for t in tasks})
+        code_files += staged_files(list(done.values()), "sid_codes")
+    if not code_files:
         reason = "every item was unchanged" if summary.skipped else "no item reached the encoder"
         summary.notes.append(f"semantic_ids: nothing new to code ({reason})")
         return
+    dedup(runner, store, replace(wave, code_files=tuple(code_files)))
+    summary.codebook_version = codebook.version
+    summary.codebook_metrics = codebook.metrics
+
+
+def code_tasks(
+    store: DeltaStore, wave: SidWaveJob, run_embeddings: list[str], summary: RunSummary
+) -> list[SidTask]:
+    """Code tasks: this run's staged embeddings (when the codebook was fitted after its
+    tasks ran), and the lake's embedded items an earlier run left without a SID."""
+    tasks = [
+        SidTask(f"run-{i:05d}", files=tuple(run_embeddings[i : i + CODE_FILES_PER_TASK]))
+        for i in range(0, len(run_embeddings), CODE_FILES_PER_TASK)
+    ]
+    pending = uncoded_ids(store, wave.encoder, wave.codebook_version, run_id=wave.run_id)
     if pending:
         summary.notes.append(
             f"semantic_ids: also coded {len(pending)} embedded items that an earlier run "
             "left without a SID (it stopped before its SID step)"
         )
-    items = [*items, *pending]
-    buckets = config.semantic_ids.prefix_hash_buckets
-    if engine == "local":
-        rows = assign_semantic_ids(store, codebook, items, run_id, buckets)
-    else:
-        rows = _assign_on_engine(
-            engine, store, codebook.version, items, run_id, buckets, engine_args
-        )
-    store.merge("semantic_ids", rows)
-    summary.codebook_version = codebook.version
-    summary.codebook_metrics = codebook.metrics
+        lake_files = store.table("embeddings").file_uris()
+        tasks.append(SidTask("pending", files=tuple(lake_files), only=tuple(pending)))
+    return tasks
 
 
-def _assign_on_engine(
-    engine: str,
-    store: DeltaStore,
-    version: str,
-    items: list[dict[str, Any]],
-    run_id: str,
-    hash_buckets: int,
-    engine_args: list[str] | None,
-) -> list[dict[str, Any]]:
-    from pipelines.commit import read_staged
-
-    if engine == "beam":
-        from pipelines.beam import assign_sids_beam as assign
-    else:
-        from pipelines.spark import assign_sids_spark as assign
-    held = store.table("semantic_ids").file_uris() if store.exists("semantic_ids") else []
-    lake = store.lake if "://" in store.lake else str(Path(store.lake).resolve())
-    with tempfile.TemporaryDirectory(prefix="enrich-sids-") as staging:
-        assign(items, held, SidJob(lake, version, run_id, hash_buckets), staging, engine_args or [])
-        return read_staged(staging, ("semantic_ids",))["semantic_ids"]
+def dedup(runner: Engine, store: DeltaStore, wave: SidWaveJob) -> None:
+    """The group-by on codes: one task per bucket, then one streamed MERGE."""
+    tasks = [SidTask(f"{b:05d}", bucket=b) for b in range(wave.buckets)]
+    runner.run(dedup_task, wave, tasks)
+    markers = finished_markers(wave.staging, "dedup", {t.task_id: None for t in tasks})
+    store.merge_files("semantic_ids", staged_files(list(markers.values()), "semantic_ids"))

@@ -1,17 +1,15 @@
 """Incremental runs: skip items whose content and stage fingerprints are already in the lake.
 
-Before any heavy stage, each item's file is hashed (streaming, only inside the allowed roots)
-and compared with the ``descriptions`` row it already has. Same bytes + same pipeline
+Inside each engine task, before any heavy stage, each item's bytes are hashed while they are
+read (``transforms.media.fetch_input``) and compared with the ``descriptions`` row it already
+has, looked up by key at the table version the driver pinned. Same bytes + same pipeline
 fingerprint (models, revisions, prompt, parameters) → nothing to do. ``force`` redoes all.
 """
 
 from __future__ import annotations
 
 from schemas.store import DeltaStore
-from transforms.config import MediaConfig
-from transforms.manifest import content_sha256
-from transforms.media import confine
-from transforms.stage import Record, StageError, stable_hash
+from transforms.stage import Record, stable_hash
 
 
 def pipeline_fingerprint(stage_fingerprints: dict[str, str]) -> str:
@@ -19,23 +17,20 @@ def pipeline_fingerprint(stage_fingerprints: dict[str, str]) -> str:
     return stable_hash(stage_fingerprints)
 
 
-def hash_inputs(records: list[Record], media: MediaConfig) -> None:
-    """Set ``content_sha256`` on each record (None when the path is refused or unreadable)."""
-    for record in records:
-        try:
-            record["content_sha256"] = content_sha256(confine(record["uri"], media))
-        except StageError:
-            record["content_sha256"] = None
-
-
 def split_done(
-    store: DeltaStore, records: list[Record], fingerprint: str, force: bool
+    store: DeltaStore,
+    records: list[Record],
+    fingerprint: str,
+    force: bool,
+    version: int | None = None,
 ) -> tuple[list[Record], list[Record]]:
-    """(to process, already done) for hashed ``records``."""
-    if force or not store.exists("descriptions"):
+    """(to process, already done) for hashed ``records``, against ``descriptions`` at
+    ``version`` (None: no table yet, nothing is done)."""
+    if force or version is None or not records:
         return records, []
     columns = ["item_id", "content_sha256", "pipeline_fingerprint"]
-    known = store.read("descriptions", columns=columns, keys=[r["item_id"] for r in records])
+    keys = [r["item_id"] for r in records]
+    known = store.read("descriptions", version=version, columns=columns, keys=keys)
     done_keys = {
         (row["item_id"], row["content_sha256"], row["pipeline_fingerprint"])
         for row in known.to_pylist()

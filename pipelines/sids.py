@@ -56,22 +56,38 @@ def pinned_codebook(store: DeltaStore, config: SemanticIdConfig, encoder: str) -
     return Codebook.from_row(newest) if newest else None
 
 
-def embeddings_of(store: DeltaStore, encoder: str, columns: list[str]) -> pa.Table:
-    """The embeddings table rows from ``encoder``, in item_id order (so a fit never depends on
-    how an engine happened to lay out the files)."""
-    table = store.read_or_empty("embeddings", columns=list(dict.fromkeys([*columns, "encoder"])))
+def embeddings_of(
+    store: DeltaStore, encoder: str, columns: list[str], keys: list[str] | None = None
+) -> pa.Table:
+    """The embeddings table rows from ``encoder`` (of ``keys`` if given), in item_id order (so
+    a fit never depends on how an engine happened to lay out the files)."""
+    columns = list(dict.fromkeys([*columns, "encoder"]))
+    table = store.read_or_empty("embeddings", columns=columns, keys=keys)
     return table.filter(pc.equal(table.column("encoder"), encoder)).sort_by("item_id")
 
 
-def fit_sample(table: pa.Table, config: SemanticIdConfig, encoder: str) -> np.ndarray:
+def sample_keys(keys: pa.Table, config: SemanticIdConfig, encoder: str) -> list[str]:
+    """The item_ids ``fit_sample`` picks from ``keys`` (sorted), without reading vectors."""
+    fit_sample(keys, config, encoder, check_only=True)
+    keep = _sample_positions(keys.num_rows, config)
+    return keys.take(keep)["item_id"].to_pylist()
+
+
+def _sample_positions(rows: int, config: SemanticIdConfig) -> np.ndarray:
+    return np.sort(np.random.default_rng(config.seed).permutation(rows)[: config.fit_sample])
+
+
+def fit_sample(
+    table: pa.Table, config: SemanticIdConfig, encoder: str, check_only: bool = False
+) -> np.ndarray | None:
     """A seeded sample (≤ ``fit_sample``) of the ``embedding`` column of ``table``."""
     if table.num_rows < 2:
         raise ValueError(
             f"need at least 2 embeddings from encoder {encoder} to fit, have {table.num_rows}"
         )
-    keep = np.sort(
-        np.random.default_rng(config.seed).permutation(table.num_rows)[: config.fit_sample]
-    )
+    if check_only:
+        return None
+    keep = _sample_positions(table.num_rows, config)
     return np.asarray(table.take(keep).column("embedding").to_pylist(), dtype=np.float32)
 
 
@@ -126,8 +142,10 @@ def fit_codebook(
 ) -> Codebook:
     """Fit a new codebook version on a sample of the embeddings (read from the lake unless
     given) and record it."""
-    if embeddings is None:
-        embeddings = embeddings_of(store, encoder, ["item_id", "embedding"])
+    if embeddings is None:  # keys first, then only the sampled vectors
+        keys = embeddings_of(store, encoder, ["item_id"])
+        chosen = sample_keys(keys, config, encoder)
+        embeddings = embeddings_of(store, encoder, ["item_id", "embedding"], keys=chosen)
     sample = fit_sample(embeddings, config, encoder)
     codebook = fit_codebook_on(sample, config, encoder)
     store.merge("codebooks", [{**codebook.to_row(), "run_id": run_id, "updated_at": utc_now()}])
@@ -224,17 +242,26 @@ def existing_assignments(store: DeltaStore, version: str) -> dict[str, tuple[tup
     return {r["item_id"]: (tuple(r["codes"]), r["dedup"]) for r in table.to_pylist()}
 
 
+def uncoded_ids(
+    store: DeltaStore, encoder: str, version: str, run_id: str | None = None
+) -> list[str]:
+    """Embedded items of ``encoder`` that hold no SID from codebook ``version``, apart from
+    those embedded by run ``run_id`` (it codes its own). Reads key columns only."""
+    embedded = store.read_or_empty("embeddings", columns=["item_id", "encoder", "run_id"])
+    keep = pc.equal(embedded["encoder"], encoder)
+    if run_id is not None:
+        keep = pc.and_(keep, pc.not_equal(embedded["run_id"], run_id))
+    sids = store.read_or_empty("semantic_ids", columns=["item_id", "codebook_version"])
+    coded = sids.filter(pc.equal(sids["codebook_version"], version))["item_id"]
+    ids = embedded.filter(keep)["item_id"]
+    return sorted(ids.filter(pc.invert(pc.is_in(ids, value_set=coded))).to_pylist())
+
+
 def uncoded_items(
     store: DeltaStore, encoder: str, version: str, exclude: set[str]
 ) -> list[dict[str, Any]]:
-    """Embedded items of ``encoder`` (with vector and lineage) that hold no SID from codebook
-    ``version``, apart from ``exclude``. Reads only keys unless some are missing."""
-    embedded = embeddings_of(store, encoder, ["item_id"]).column("item_id").to_pylist()
-    sids = store.read_or_empty("semantic_ids", columns=["item_id", "codebook_version"])
-    coded = set(
-        sids.filter(pc.equal(sids.column("codebook_version"), version))["item_id"].to_pylist()
-    )
-    missing = sorted(set(embedded) - coded - exclude)
+    """``uncoded_ids`` apart from ``exclude``, with their vectors and lineage."""
+    missing = sorted(set(uncoded_ids(store, encoder, version)) - exclude)
     if not missing:
         return []
     columns = ["item_id", "embedding", *LINEAGE_COLUMNS]

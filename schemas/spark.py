@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from deltalake import DeltaTable
 
 from schemas.store import DeltaStore, check_compatible
 from schemas.tables import TABLES, TableSpec
@@ -60,7 +59,7 @@ def read_spark(
 ) -> Any:
     """A Spark DataFrame of a table version. Reads the version's active Parquet files (never
     ``spark.read.parquet(<table dir>)``, which would include files Delta has removed)."""
-    table = DeltaTable(f"{str(lake).rstrip('/')}/{name}", version=version)
+    table = DeltaStore(lake).table(name, version=version)
     if as_of is not None:
         table.load_as_version(as_of)
     schema = spark_schema(name)
@@ -95,13 +94,26 @@ class SparkDeltaStore(DeltaStore):
         super().__init__(lake)
         self.spark = spark
 
-    def _merge_once(self, spec: TableSpec, source: pa.Table) -> int:
-        from delta.tables import DeltaTable as SparkDeltaTable
+    def merge_files(self, name: str, uris: list[str]) -> int | None:
+        """Staged files MERGE from a DataFrame that Spark reads itself (nothing collected)."""
+        if not uris or not self.exists(name):
+            return super().merge_files(name, uris)
+        frame = self.spark.read.schema(spark_schema(name)).parquet(*uris)
+        return self._spark_merge(TABLES[name], frame)
 
+    def _merge_once(self, spec: TableSpec, source: pa.Table | pa.RecordBatchReader) -> int:
         if not self.exists(spec.name):
             return super()._merge_once(spec, source)
-        check_compatible(DeltaTable(self.path(spec.name)), source.schema, spec.name)
-        frame = self.spark.createDataFrame(source, schema=spark_schema(spec.name))
+        if isinstance(source, pa.RecordBatchReader):
+            source = source.read_all()
+        check_compatible(self.table(spec.name), source.schema, spec.name)
+        return self._spark_merge(
+            spec, self.spark.createDataFrame(source, schema=spark_schema(spec.name))
+        )
+
+    def _spark_merge(self, spec: TableSpec, frame: Any) -> int:
+        from delta.tables import DeltaTable as SparkDeltaTable
+
         (
             SparkDeltaTable.forPath(self.spark, self.path(spec.name))
             .alias("t")

@@ -20,6 +20,7 @@ from deltalake import DeltaTable, Schema, write_deltalake
 from deltalake.exceptions import CommitFailedError
 
 from schemas.tables import SCHEMA_VERSION, TABLES, TableSpec
+from transforms import storage
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +95,18 @@ def _last_per_key(table: pa.Table, key: str) -> pa.Table:
     return table.take(sorted(last.values())) if len(last) < len(keys) else table
 
 
-def delta_to_arrow(table: DeltaTable, columns: list[str] | None = None) -> pa.Table:
+def parquet_dataset(uris: list[str], schema: pa.Schema | None = None) -> ds.Dataset:
+    """A dataset over Parquet files on any storage (one filesystem per call)."""
+    if not uris:
+        raise ValueError("parquet_dataset needs at least one file")
+    fs, _ = storage.resolve(uris[0])
+    paths = [storage.resolve(uri)[1] for uri in uris]
+    return ds.dataset(paths, format="parquet", schema=schema, filesystem=fs)
+
+
+def delta_to_arrow(
+    table: DeltaTable, columns: list[str] | None = None, where: ds.Expression | None = None
+) -> pa.Table:
     """Read a loaded table version as Arrow through its active files.
 
     deltalake's ``to_pyarrow_table`` can abort the interpreter at exit ("terminate called
@@ -107,23 +119,24 @@ def delta_to_arrow(table: DeltaTable, columns: list[str] | None = None) -> pa.Ta
     if not files:
         empty = schema.empty_table()
         return empty.select(columns) if columns else empty
-    return ds.dataset(files, format="parquet", schema=schema).to_table(columns=columns)
+    return parquet_dataset(files, schema).to_table(columns=columns, filter=where)
 
 
 class DeltaStore:
     """All tables of one lake directory (a local path or an object-store URI)."""
 
     def __init__(self, lake: str | Path):
-        self.lake = str(lake).rstrip("/")
+        self.lake = storage.normalize(str(lake))
+        self.options = storage.delta_storage_options(self.lake)
 
     def path(self, name: str) -> str:
         return f"{self.lake}/{_spec(name).name}"
 
     def exists(self, name: str) -> bool:
-        return DeltaTable.is_deltatable(self.path(name))
+        return DeltaTable.is_deltatable(self.path(name), storage_options=self.options)
 
     def table(self, name: str, version: int | None = None) -> DeltaTable:
-        return DeltaTable(self.path(name), version=version)
+        return DeltaTable(self.path(name), version=version, storage_options=self.options)
 
     def version(self, name: str) -> int | None:
         return self.table(name).version() if self.exists(name) else None
@@ -135,11 +148,27 @@ class DeltaStore:
             rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=spec.schema)
         )
         source = _last_per_key(source.select(spec.schema.names).cast(spec.schema), spec.key)
+        return self._merge_retried(spec, source)
+
+    def merge_files(self, name: str, uris: list[str]) -> int | None:
+        """Upsert the rows of staged Parquet files (typed with the table's schema), streamed
+        into one MERGE without materializing them. Source keys must be unique."""
+        spec = _spec(name)
+        if not uris:
+            return self.version(name)
+        dataset = parquet_dataset(uris, spec.schema)
+        if not dataset.count_rows():
+            return self.version(name)
+        return self._merge_retried(spec, dataset)
+
+    def _merge_retried(self, spec: TableSpec, source: pa.Table | ds.Dataset) -> int | None:
+        name = spec.name
         if source.num_rows == 0:
             return self.version(name)
         for attempt in range(1, MAX_COMMIT_ATTEMPTS + 1):
             try:
-                return self._merge_once(spec, source)
+                batches = source if isinstance(source, pa.Table) else source.scanner().to_reader()
+                return self._merge_once(spec, batches)
             except (SchemaMismatch, LakeWriteError):
                 raise
             except CommitFailedError as exc:
@@ -156,9 +185,9 @@ class DeltaStore:
                 raise
         raise AssertionError("unreachable")
 
-    def _merge_once(self, spec: TableSpec, source: pa.Table) -> int:
+    def _merge_once(self, spec: TableSpec, source: pa.Table | pa.RecordBatchReader) -> int:
         path = self.path(spec.name)
-        if not DeltaTable.is_deltatable(path):
+        if not self.exists(spec.name):
             try:
                 write_deltalake(
                     path,
@@ -166,13 +195,14 @@ class DeltaStore:
                     mode="error",
                     name=spec.name,
                     description=table_description(spec.name),
+                    storage_options=self.options,
                 )
-                return DeltaTable(path).version()
+                return self.table(spec.name).version()
             except Exception as exc:  # noqa: BLE001 - another writer created it first: merge
-                if not DeltaTable.is_deltatable(path):
+                if not self.exists(spec.name) or isinstance(source, pa.RecordBatchReader):
                     raise
                 logger.info("%s was created concurrently (%s); merging", spec.name, exc)
-        table = DeltaTable(path)
+        table = self.table(spec.name)
         check_compatible(table, source.schema, spec.name)
         (
             table.merge(
@@ -193,14 +223,32 @@ class DeltaStore:
         if not keys or not self.exists(name):
             return self.version(name)
         spec = _spec(name)
-        present = set(self.read(name, columns=[spec.key]).column(spec.key).to_pylist())
-        doomed = sorted(set(keys) & present)
+        present = self.read(name, columns=[spec.key], keys=keys).column(spec.key).to_pylist()
+        doomed = sorted(set(present))
         if not doomed:
             return self.version(name)
         quoted = ", ".join("'" + k.replace("'", "''") + "'" for k in doomed)
         table = self.table(name)
         try:
             table.delete(f"{spec.key} IN ({quoted})")
+        except Exception as exc:
+            if is_storage_error(exc):
+                raise lake_write_error(name, self.lake, exc) from exc
+            raise
+        return table.version()
+
+    def delete_keys_in_files(self, name: str, uris: list[str]) -> int | None:
+        """Delete the rows whose key appears in the staged files ``uris`` (a MERGE that
+        deletes matches, streamed: the keys are never collected)."""
+        if not uris or not self.exists(name):
+            return self.version(name)
+        key = _spec(name).key
+        keys = parquet_dataset(uris).scanner(columns=[key]).to_reader()
+        table = self.table(name)
+        try:
+            table.merge(
+                keys, predicate=f"t.{key} = s.{key}", source_alias="s", target_alias="t"
+            ).when_matched_delete().execute()
         except Exception as exc:
             if is_storage_error(exc):
                 raise lake_write_error(name, self.lake, exc) from exc
@@ -219,11 +267,10 @@ class DeltaStore:
         table = self.table(name, version=version)
         if as_of is not None:
             table.load_as_version(as_of)
-        data = delta_to_arrow(table, columns)
-        if keys is not None:
-            key = _spec(name).key
-            data = data.filter(pc.is_in(data.column(key), value_set=pa.array(keys, pa.string())))
-        return data
+        where = None
+        if keys is not None:  # pushed into the scan: row groups without the keys are skipped
+            where = ds.field(_spec(name).key).isin(pa.array(keys, pa.string()))
+        return delta_to_arrow(table, columns, where)
 
     def read_or_empty(self, name: str, **kwargs: Any) -> pa.Table:
         if not self.exists(name):

@@ -182,6 +182,18 @@ RELEASES = pa.schema(
 )
 
 
+# Staged by engine tasks, never a Delta table: items coded with the pinned codebook, before the
+# dedup group-by (``bucket`` is a hash of the codes: the group-by's partition).
+SID_CODES = pa.schema(
+    [
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("codes", pa.list_(pa.int32())),
+        pa.field("bucket", pa.int32()),
+        *[f for f in _LINEAGE if f.name in LINEAGE_COLUMNS],
+    ]
+)
+
+
 @dataclass(frozen=True)
 class TableSpec:
     name: str

@@ -9,7 +9,7 @@ import pytest
 from deltalake import DeltaTable
 
 from jobs.cli import main
-from pipelines.spark import commit_store, spark_session
+from pipelines.engines.spark import spark_session
 from schemas import DeltaStore, read_table
 from schemas.spark import SparkDeltaStore, delta_spark_ready
 
@@ -26,8 +26,8 @@ DELTA_CONF = [
 def test_without_the_jars_commits_go_through_delta_rs(tmp_path, caplog):
     ready, why = delta_spark_ready(spark_session([]))
     assert not ready and "no Delta jars" in why
-    with caplog.at_level(logging.INFO, logger="pipelines.spark"):
-        store = commit_store(str(tmp_path), [])
+    with caplog.at_level(logging.INFO, logger="pipelines.engines.spark"):
+        store = SparkEngine([]).commit_store(str(tmp_path))
     assert type(store) is DeltaStore
     assert "commits go through delta-rs" in caplog.text
 
@@ -53,7 +53,7 @@ def test_with_the_jars_the_spark_engine_merges_through_delta_spark(demo_corpus, 
         "describe.max_new_tokens=16",
         *(f"--engine-arg={conf}" for conf in DELTA_CONF),
     ]
-    assert isinstance(commit_store(str(lake), DELTA_CONF), SparkDeltaStore)
+    assert isinstance(SparkEngine(DELTA_CONF).commit_store(str(lake)), SparkDeltaStore)
     assert main(argv) == 0
     assert main([*argv, "--force"]) == 0  # the tables exist now: MERGE runs on delta-spark
     for name in ("descriptions", "embeddings", "semantic_ids", "errors"):

@@ -176,7 +176,17 @@ class FaultSpec(_Section):
 
 
 class RunConfig(_Section):
-    commit_every: int = Field(64, ge=1, description="items per commit chunk (bounds lost work)")
+    commit_every: int = Field(
+        64, ge=1, description="local engine: items per task, each committed as it ends"
+    )
+    staging_uri: str | None = Field(
+        None,
+        description="where engine tasks stage their Parquet (default <lake>/_staging); must be "
+        "storage that the driver and every worker reach",
+    )
+    cache_dir: str | None = Field(
+        None, description="worker-local folder for remote media copies (default: temp dir)"
+    )
     progress: Literal["auto", "on", "off"] = "auto"
     item_retries: int = Field(
         1, ge=0, le=10, description="retries of an item whose stage raised an unexpected error"

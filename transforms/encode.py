@@ -31,7 +31,7 @@ class EncodeStage(Stage):
     @cached_property
     def encoder_id(self) -> str:
         """``model@revision``, looked up once (package metadata is read from disk)."""
-        return f"{self.config.model}@{model_revision(self.config.model)}"
+        return encoder_id(self.config)
 
     def fingerprint_fields(self) -> dict:
         return {
@@ -65,3 +65,8 @@ class EncodeStage(Stage):
             record["embedding"] = vector
             record["encoded_text_sha"] = hashlib.sha256(text.encode()).hexdigest()[:16]
             record["encoder"] = self.encoder_id
+
+
+def encoder_id(config: EncodeConfig) -> str:
+    """The encoder's lineage id, ``model@revision``: what codebooks are fitted for."""
+    return f"{config.model}@{model_revision(config.model)}"

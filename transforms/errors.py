@@ -10,8 +10,10 @@ ERROR_CODES: dict[str, str] = {
     "audio_decode_failed": "an audio track exists but neither decord nor ffmpeg could read it",
     "too_large": "the file is over media.max_file_mb",
     "too_long": "the video is over media.max_duration_s",
-    "path_not_allowed": "the input resolves outside media.allowed_roots or uses a URI scheme "
-    "not in media.allowed_schemes",
+    "path_not_allowed": "the input resolves outside media.allowed_roots (local paths or URI "
+    "prefixes)",
+    "scheme_not_allowed": "the input URI's scheme is not in media.allowed_schemes",
+    "read_failed": "the input exists but could not be read from its storage",
     "not_a_file": "the input path is a directory or another non-regular file",
     "ocr_failed": "on-screen text recognition raised on this item",
     "asr_failed": "speech recognition raised on this item",

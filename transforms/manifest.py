@@ -1,13 +1,20 @@
-"""Read the input: a directory of media files or a manifest (JSONL, CSV, Parquet).
+"""Read the input: a directory of media files or a manifest (JSONL, CSV, Parquet), on any storage.
 
 Every item becomes a record with ``item_id``, ``uri`` and optional metadata (``title``,
 ``tags``, ``published_at``). A bad manifest fails fast; a bad *item* is the media stage's job.
+
+The driver only *plans* (``plan_input``): it streams the manifest once to validate it and
+count its rows, and cuts it into ``InputShard``s (a row range and, for JSONL, the byte offset
+where it starts). Engine tasks read their own shard (``read_shard``) through the storage
+layer, so the driver never holds the items.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +22,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from transforms import storage
 from transforms.stage import Record
 
 MEDIA_EXTENSIONS = {
@@ -37,6 +45,7 @@ MEDIA_EXTENSIONS = {
     ".m4a",
 }
 METADATA_FIELDS = ("title", "tags", "published_at")
+MANIFEST_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 HASH_CHUNK_BYTES = 4 << 20
 
 
@@ -44,56 +53,217 @@ class ManifestError(ValueError):
     """The input itself is unusable (not one item in it): fail fast."""
 
 
-def read_input(path: str | Path) -> list[Record]:
-    """Return one record per item from a media directory or a manifest file."""
-    path = Path(path)
-    if path.is_dir():
-        return _records_from_directory(path)
-    if not path.exists():
-        raise ManifestError(f"--input {path} does not exist")
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".ndjson"):
-        rows = _read_jsonl(path)
-    elif suffix == ".csv":
-        rows = pacsv.read_csv(path).to_pylist()
-    elif suffix == ".parquet":
-        rows = pq.read_table(path).to_pylist()
-    else:
+@dataclass(frozen=True)
+class InputShard:
+    """One task's share of the input: rows [start, stop) of one manifest file, or a list of
+    media files of a folder (``names``)."""
+
+    task_id: str
+    source: str
+    fmt: str
+    start: int
+    stop: int
+    byte_offset: int = 0
+    names: tuple[str, ...] = ()
+
+    @property
+    def items(self) -> int:
+        return self.stop - self.start
+
+
+def input_format(uri: str) -> str:
+    """``media`` for a folder, else the manifest format from the file suffix."""
+    if storage.is_dir(uri):
+        return "media"
+    if not storage.exists(uri):
+        raise ManifestError(f"--input {uri} does not exist")
+    fmt = MANIFEST_FORMATS.get(Path(storage.name_of(uri)).suffix.lower())
+    if fmt is None:
         raise ManifestError(
-            f"--input {path}: expected a directory or a .jsonl/.csv/.parquet manifest"
+            f"--input {uri}: expected a directory or a .jsonl/.csv/.parquet manifest"
         )
-    return _normalize_rows(rows, base=path.parent, origin=str(path))
+    return fmt
 
 
-def _records_from_directory(root: Path) -> list[Record]:
-    files = sorted(
-        p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_EXTENSIONS
-    )
+def read_input(uri: str | Path) -> list[Record]:
+    """Every record of a media folder or manifest, validated (small inputs and tools)."""
+    shards = plan_input(str(uri), items_per_task=1 << 62)
+    return [record for shard in shards for record in read_shard(shard)]
+
+
+def plan_input(uri: str, items_per_task: int, slots: int = 1) -> list[InputShard]:
+    """Validate the input in one streaming pass and cut it into shards of about
+    ``items_per_task`` items, in whole waves of ``slots`` tasks."""
+    uri = storage.normalize(str(uri))
+    fmt = input_format(uri)
+    if fmt == "media":
+        names = media_files(uri)
+        bounds = shard_bounds(len(names), items_per_task, slots)
+        return [
+            InputShard(f"{i:05d}", uri, fmt, a, b, names=tuple(names[a:b]))
+            for i, (a, b) in enumerate(bounds)
+        ]
+    total = validate_manifest(uri, fmt)
+    bounds = shard_bounds(total, items_per_task, slots)
+    offsets = _row_offsets(uri, [a for a, _ in bounds]) if fmt == "jsonl" else {}
     return [
-        {
-            "item_id": p.relative_to(root).as_posix(),
-            "uri": str(p.resolve()),
-            "title": None,
-            "tags": [],
-            "published_at": None,
-        }
-        for p in files
+        InputShard(f"{i:05d}", uri, fmt, a, b, byte_offset=offsets.get(a, 0))
+        for i, (a, b) in enumerate(bounds)
     ]
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
+def plan_inputs(uris: list[str], items_per_task: int, slots: int = 1) -> list[InputShard]:
+    """``plan_input`` over several inputs (a day's manifest files), task ids kept unique."""
+    if len(uris) == 1:
+        return plan_input(uris[0], items_per_task, slots)
+    return [
+        replace(shard, task_id=f"{number:03d}-{shard.task_id}")
+        for number, uri in enumerate(uris)
+        for shard in plan_input(uri, items_per_task, slots)
+    ]
+
+
+def shard_bounds(total: int, per_task: int, slots: int) -> list[tuple[int, int]]:
+    """Row ranges: about ``per_task`` rows each, rounded up to whole waves of ``slots`` tasks
+    so the last wave leaves no core idle (never more tasks than rows)."""
+    if total == 0:
+        return []
+    tasks = max(1, -(-total // max(1, per_task)))
+    tasks = max(1, min(total, -(-tasks // max(1, slots)) * max(1, slots)))
+    size, extra = divmod(total, tasks)
+    bounds, start = [], 0
+    for i in range(tasks):
+        stop = start + size + (1 if i < extra else 0)
+        bounds.append((start, stop))
+        start = stop
+    return bounds
+
+
+def validate_manifest(uri: str, fmt: str) -> int:
+    """Stream every row once: fail fast on a malformed row or a duplicate item_id; return
+    the row count. Only a 64-bit hash per item_id is kept."""
+    seen: set[int] = set()
+    count = 0
+    for number, row in _rows(uri, fmt):
+        item_id = _checked_id(row, number, uri)
+        key = int.from_bytes(hashlib.blake2b(item_id.encode(), digest_size=8).digest(), "big")
+        if key in seen:
+            raise ManifestError(f"{uri}: item_id {item_id!r} appears twice (row {number})")
+        seen.add(key)
+        count += 1
+    return count
+
+
+def read_shard(shard: InputShard) -> list[Record]:
+    """The normalized records of one shard (what an engine task reads)."""
+    if shard.fmt == "media":
+        base = shard.source
+        return [_media_record(base, name) for name in shard.names]
+    rows = _rows(shard.source, shard.fmt, shard.start, shard.byte_offset)
+    base = storage.parent(shard.source)
+    records = []
+    for number, row in rows:
+        if number > shard.stop:
+            break
+        records.append(_record(row, number, shard.source, base))
+    return records
+
+
+def media_files(folder: str) -> list[str]:
+    return [
+        uri for uri in storage.list_files(folder) if Path(uri).suffix.lower() in MEDIA_EXTENSIONS
+    ]
+
+
+def _media_record(base: str, uri: str) -> Record:
+    return {
+        "item_id": uri[len(base) :].lstrip("/"),
+        "uri": uri,
+        "title": None,
+        "tags": [],
+        "published_at": None,
+    }
+
+
+def _rows(uri: str, fmt: str, start: int = 0, byte_offset: int = 0):
+    """(1-based row number, dict) from row ``start`` on, streamed."""
+    if fmt == "jsonl":
+        yield from _jsonl_rows(uri, start, byte_offset)
+        return
+    fs, path = storage.resolve(uri)
+    if fmt == "csv":
+        with fs.open_input_stream(path) as stream:
+            header = pacsv.open_csv(stream).schema.names
+        with fs.open_input_stream(path) as stream:
+            reader = pacsv.open_csv(
+                stream,
+                convert_options=pacsv.ConvertOptions(
+                    column_types={name: pa.string() for name in header},
+                    null_values=[""],
+                    strings_can_be_null=True,
+                ),
+            )
+            yield from _numbered(reader, start)
+        return
+    with fs.open_input_file(path) as handle:
+        yield from _numbered(pq.ParquetFile(handle).iter_batches(batch_size=4096), start)
+
+
+def _numbered(batches, start: int):
+    number = 0
+    for batch in batches:
+        if number + batch.num_rows <= start:
+            number += batch.num_rows
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ManifestError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise ManifestError(f"{path}:{number}: each line must be a JSON object")
-        rows.append(row)
-    return rows
+        for row in batch.to_pylist():
+            number += 1
+            if number > start:
+                yield number, row
+
+
+def _jsonl_rows(uri: str, start: int, byte_offset: int):
+    """Lines split on b"\\n" only (U+2028 and friends are valid inside JSON strings)."""
+    fs, path = storage.resolve(uri)
+    number = start
+    with fs.open_input_file(path) as handle:
+        handle.seek(byte_offset)
+        for raw in _lines(handle):
+            line = raw.decode("utf-8", errors="replace").strip()
+            if not line:
+                continue
+            number += 1
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ManifestError(f"{uri}:{number}: not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise ManifestError(f"{uri}:{number}: each line must be a JSON object")
+            yield number, row
+
+
+def _lines(handle) -> Iterator[bytes]:
+    pending = b""
+    while chunk := handle.read(HASH_CHUNK_BYTES):
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        yield from lines
+    if pending:
+        yield pending
+
+
+def _row_offsets(uri: str, starts: list[int]) -> dict[int, int]:
+    """Byte offset of each wanted row index (0-based, counting non-empty lines)."""
+    wanted, offsets = set(starts), {}
+    fs, path = storage.resolve(uri)
+    position, row = 0, 0
+    with fs.open_input_file(path) as handle:
+        for raw in _lines(handle):
+            if raw.strip():
+                if row in wanted:
+                    offsets[row] = position
+                row += 1
+            position += len(raw) + 1
+    return offsets
 
 
 def _normalize_tags(value: Any) -> list[str]:
@@ -104,47 +274,30 @@ def _normalize_tags(value: Any) -> list[str]:
     return [str(t) for t in value]
 
 
-def _normalize_rows(rows: list[dict[str, Any]], base: Path, origin: str) -> list[Record]:
-    records, seen = [], set()
-    for number, row in enumerate(rows, start=1):
-        missing = [k for k in ("item_id", "uri") if not row.get(k)]
-        if missing:
-            raise ManifestError(f"{origin}: row {number} lacks {', '.join(missing)}")
-        item_id = str(row["item_id"])
-        if item_id in seen:
-            raise ManifestError(f"{origin}: item_id {item_id!r} appears twice (row {number})")
-        seen.add(item_id)
-        uri = str(row["uri"])
-        if "://" not in uri and not Path(uri).is_absolute():
-            uri = str((base / uri).resolve())
-        records.append(
-            {
-                "item_id": item_id,
-                "uri": uri,
-                "title": None if row.get("title") is None else str(row["title"]),
-                "tags": _normalize_tags(row.get("tags")),
-                "published_at": None
-                if row.get("published_at") is None
-                else str(row["published_at"]),
-            }
-        )
-    return records
+def _checked_id(row: dict[str, Any], number: int, origin: str) -> str:
+    missing = [k for k in ("item_id", "uri") if not row.get(k)]
+    if missing:
+        raise ManifestError(f"{origin}: row {number} lacks {', '.join(missing)}")
+    return str(row["item_id"])
+
+
+def _record(row: dict[str, Any], number: int, origin: str, base: str) -> Record:
+    item_id = _checked_id(row, number, origin)
+    uri = str(row["uri"])
+    if "://" not in uri and not Path(uri).is_absolute():
+        uri = str((Path(base) / uri).resolve()) if storage.is_local(base) else f"{base}/{uri}"
+    return {
+        "item_id": item_id,
+        "uri": uri,
+        "title": None if row.get("title") is None else str(row["title"]),
+        "tags": _normalize_tags(row.get("tags")),
+        "published_at": None if row.get("published_at") is None else str(row["published_at"]),
+    }
 
 
 def content_sha256(path: str | Path) -> str | None:
     """Stream the file through sha256 in chunks; None if it cannot be read."""
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as handle:
-            while chunk := handle.read(HASH_CHUNK_BYTES):
-                digest.update(chunk)
+        return storage.local_copy(str(path)).sha256
     except OSError:
         return None
-    return digest.hexdigest()
-
-
-def records_to_table(records: list[Record]) -> pa.Table:
-    """The input as an Arrow table (what engines shard)."""
-    return pa.Table.from_pylist(
-        [{k: r.get(k) for k in ("item_id", "uri", *METADATA_FIELDS)} for r in records]
-    )

@@ -12,11 +12,12 @@ import re
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
+import pyarrow.fs as pafs
 from PIL import Image
 
+from transforms import storage
 from transforms.config import MediaConfig
 from transforms.stage import Record, Stage, StageError
 
@@ -31,39 +32,64 @@ READ_FAILURE_MARKERS = ("av_read_frame", "partial file", "Invalid data found")
 
 
 # -- where the input is ----------------------------------------------------------------------
-def confine(uri: str, config: MediaConfig) -> Path:
-    """Resolve ``uri`` to a local path that lies under an allowed root, or raise."""
-    parsed = urlparse(uri)
-    scheme = parsed.scheme.lower() if len(parsed.scheme) > 1 else "file"
+def confine(uri: str, config: MediaConfig) -> str:
+    """``uri`` in canonical form (an absolute local path or an object-store URI) when its
+    scheme is allowed and it lies under an allowed root (a folder or a URI prefix); else raise."""
+    scheme = storage.scheme_of(uri)
     if scheme not in config.allowed_schemes:
         raise StageError(
-            "path_not_allowed", f"URI scheme '{scheme}' is not in media.allowed_schemes"
+            "scheme_not_allowed", f"URI scheme '{scheme}' is not in media.allowed_schemes"
         )
-    if scheme != "file":
-        raise StageError(
-            "not_found", f"URI scheme '{scheme}' cannot be read by the media stage yet"
-        )
-    path = Path(parsed.path if parsed.scheme == "file" else uri).resolve()
-    roots = [Path(root).resolve() for root in config.allowed_roots]
-    if roots and not any(path.is_relative_to(root) for root in roots):
-        raise StageError("path_not_allowed", f"{path} is outside media.allowed_roots")
-    return path
+    try:
+        target = storage.normalize(uri)
+    except storage.StorageError as exc:
+        raise StageError("path_not_allowed", str(exc)) from None
+    roots = [storage.normalize(root) for root in config.allowed_roots]
+    if roots and not any(target == root or target.startswith(f"{root}/") for root in roots):
+        raise StageError("path_not_allowed", f"{target} is outside media.allowed_roots")
+    return target
 
 
-def check_file(path: Path, config: MediaConfig) -> int:
+def check_file(uri: str, config: MediaConfig) -> int:
     """Fail fast on missing, non-regular, empty or oversized files; return the size in bytes."""
-    if not path.exists():
-        raise StageError("not_found", f"no such file: {path}")
-    if not path.is_file():
-        raise StageError("not_a_file", f"not a regular file: {path}")
-    size = path.stat().st_size
+    try:
+        found = storage.info(uri)
+    except OSError as exc:
+        raise StageError("read_failed", f"cannot stat {uri}: {exc}") from None
+    if found.type == pafs.FileType.NotFound:
+        raise StageError("not_found", f"no such file: {uri}")
+    if found.type != pafs.FileType.File:
+        raise StageError("not_a_file", f"not a regular file: {uri}")
+    size = found.size
     if size == 0:
-        raise StageError("empty_file", f"file is zero bytes: {path}")
+        raise StageError("empty_file", f"file is zero bytes: {uri}")
     if size > config.max_file_mb * (1 << 20):
         raise StageError(
             "too_large", f"{size / (1 << 20):.1f} MB > media.max_file_mb={config.max_file_mb}"
         )
     return size
+
+
+def fetch_input(record: Record, config: MediaConfig, cache_dir: str | None = None) -> None:
+    """Read the item's bytes once on the worker: ``content_sha256`` is computed while reading,
+    and a remote object lands in a local temporary file (``local_path``) for the decoders. An
+    input that is refused or unreadable gets None for both; the media stage says why."""
+    record["content_sha256"] = record["local_path"] = None
+    try:
+        uri = confine(record["uri"], config)
+        check_file(uri, config)
+        copy = storage.local_copy(uri, cache_dir)
+    except (StageError, OSError):
+        return
+    record["content_sha256"], record["local_path"] = copy.sha256, str(copy.path)
+    record["local_is_copy"] = copy.temporary
+
+
+def release_input(record: Record) -> None:
+    """Delete the item's temporary local copy, if it has one."""
+    if record.pop("local_is_copy", False) and record.get("local_path"):
+        Path(record["local_path"]).unlink(missing_ok=True)
+    record.pop("local_path", None)
 
 
 # -- what the file holds ---------------------------------------------------------------------
@@ -412,8 +438,17 @@ class MediaStage(Stage):
         }
 
     def process_item(self, record: Record) -> None:
-        path = confine(record["uri"], self.config)
-        record["file_size"] = check_file(path, self.config)
+        uri = confine(record["uri"], self.config)
+        record["file_size"] = check_file(uri, self.config)
+        if not record.get("local_path") and storage.is_local(uri):
+            record["local_path"] = uri
+        elif not record.get("local_path"):
+            fetch_input(record, self.config)
+            if not record["local_path"]:
+                raise StageError("read_failed", f"could not read {uri}")
+        self._decode(record, Path(record["local_path"]))
+
+    def _decode(self, record: Record, path: Path) -> None:
         probe = probe_file(path)
         record.update(
             probe=asdict(probe), video_codec=probe.video_codec, audio_codec=probe.audio_codec

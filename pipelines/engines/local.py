@@ -1,0 +1,42 @@
+"""The local engine: tasks one after another in this process; the baseline for tests and
+benchmarks. Each task is committed as soon as it ends (``run.commit_every`` items a task),
+so a crash loses at most one task's work."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from schemas.store import DeltaStore
+
+logger = logging.getLogger(__name__)
+
+
+class LocalEngine:
+    name = "local"
+    commits_as_tasks_finish = True
+
+    def __init__(self, engine_args: list[str]):
+        if engine_args:
+            raise ValueError(f"--engine-arg {engine_args}: the local engine takes no arguments")
+
+    def slots(self) -> int:
+        return 1
+
+    def items_per_task(self, config: Any) -> int:
+        return config.run.commit_every
+
+    def run(self, func, job, tasks, on_done=None) -> None:
+        for number, task in enumerate(tasks, start=1):
+            marker = func(job, task, 0)
+            logger.info("task %d/%d done: %s", number, len(tasks), _counts(marker))
+            if on_done is not None:
+                on_done(marker)
+
+    def commit_store(self, lake: str) -> DeltaStore:
+        return DeltaStore(lake)
+
+
+def _counts(marker: dict[str, Any]) -> str:
+    keys = ("items", "enriched", "failed", "skipped")
+    return ", ".join(f"{marker[k]} {k}" for k in keys if k in marker)

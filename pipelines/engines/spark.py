@@ -1,0 +1,81 @@
+"""The Spark engine: tasks as partitions of an RDD, one task per partition.
+
+The driver parallelizes small task descriptions; each Python worker runs its task (reading
+its input and writing its typed staging through the storage layer, so the same code works
+with or without Hadoop's S3 connector), loads the stages once per worker process, and
+returns nothing. Spark reruns a failed task (``spark.task.maxFailures``); a rerun task sees
+its attempt number (fault injection uses it) and overwrites its own staging files.
+Commits go through delta-spark when the session has the Delta jars and SQL extension
+(``commit_store``), otherwise delta-rs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from pipelines.engines import TaskRunner
+from schemas.spark import SparkDeltaStore, delta_spark_ready
+from schemas.store import DeltaStore
+
+logger = logging.getLogger(__name__)
+ITEMS_PER_TASK_FACTOR = 4
+# Storage settings (never secrets) that executors need to reach the same endpoint.
+FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_ALLOW_HTTP", "AWS_CONDITIONAL_PUT")
+
+
+def spark_session(engine_args: list[str]):
+    """A Spark session: the given master (default local[2]) and ``key=value`` confs."""
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = SparkSession.builder.appName("enrich").config("spark.ui.enabled", "false")
+    for name in FORWARDED_ENV:
+        if os.environ.get(name):
+            builder = builder.config(f"spark.executorEnv.{name}", os.environ[name])
+    master = "local[2]"
+    for arg in engine_args:
+        key, _, value = arg.lstrip("-").partition("=")
+        if not value:
+            raise ValueError(f"--engine-arg {arg!r}: Spark takes master=URL or key=value confs")
+        if key == "master":
+            master = value
+        else:
+            builder = builder.config(key, value)
+    return builder.master(master).getOrCreate()
+
+
+def task_attempt() -> int:
+    from pyspark import TaskContext
+
+    return TaskContext.get().attemptNumber()
+
+
+class SparkEngine:
+    name = "spark"
+    commits_as_tasks_finish = False
+
+    def __init__(self, engine_args: list[str]):
+        self.session = spark_session(engine_args)
+
+    def slots(self) -> int:
+        return max(1, self.session.sparkContext.defaultParallelism)
+
+    def items_per_task(self, config) -> int:
+        return max(config.describe.batch_size, config.media.batch_size) * ITEMS_PER_TASK_FACTOR
+
+    def run(self, func, job, tasks, on_done=None) -> None:
+        if not tasks:
+            return
+        context = self.session.sparkContext
+        context.setJobDescription(f"enrich: {len(tasks)} tasks of {func.__name__}")
+        context.parallelize(tasks, len(tasks)).foreach(TaskRunner(func, job, task_attempt))
+
+    def commit_store(self, lake: str) -> DeltaStore:
+        """delta-spark when the session has the Delta jars and SQL extension, else delta-rs.
+        Logged at start."""
+        ready, why = delta_spark_ready(self.session)
+        logger.info("spark: %s: commits go through %s", why, "delta-spark" if ready else "delta-rs")
+        return SparkDeltaStore(lake, self.session) if ready else DeltaStore(lake)

@@ -1,0 +1,339 @@
+"""Engine tasks: the unit of work every engine runs, on any worker, against any storage.
+
+A task reads its own share of the input through the storage layer, runs the stages, and
+writes typed Parquet (the Arrow schemas of ``schemas/``) under the run's staging folder on
+the lake's storage, then a completion marker that names its files and counts:
+
+    <staging>/<table>/part-<wave>-<task>.parquet
+    <staging>/_tasks/<wave>/<task>.json
+
+A task whose marker exists is done: a retried or resumed task returns it without redoing the
+work (datatrove's completions). The driver commits only what markers name, and reconciles
+their counts with its plan (``pipelines.commit``). Nothing here imports an engine.
+
+Waves: ``enrich`` (input shard → descriptions, embeddings, errors, and ``sid_codes`` when a
+codebook is pinned), ``code`` (embeddings → ``sid_codes`` after a fit), ``dedup`` (one bucket
+of codes → ``semantic_ids`` rows with stable dedup suffixes: the group-by on codes).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipelines.incremental import split_done
+from pipelines.sids import code_items, load_codebook, sid_rows
+from schemas.rows import table_rows
+from schemas.store import DeltaStore, parquet_dataset
+from schemas.tables import LINEAGE_COLUMNS, SID_CODES, TABLES
+from transforms import storage
+from transforms.config import Config
+from transforms.manifest import InputShard, read_shard
+from transforms.media import MEDIA_COLUMNS, fetch_input, release_input
+from transforms.semantic_ids.dedup import dedup_entry, dedup_group
+from transforms.stage import Record, Stage, stats_delta
+
+logger = logging.getLogger(__name__)
+ENRICH_TABLES = ("embeddings", "errors", "descriptions")  # commit order: descriptions last
+STAGED_SCHEMAS = {**{name: spec.schema for name, spec in TABLES.items()}, "sid_codes": SID_CODES}
+
+
+# -- staging layout -----------------------------------------------------------------------------
+def staging_folder(lake: str, run_id: str, staging_uri: str | None = None) -> str:
+    """Where a run's tasks stage their output: on the lake's storage unless configured."""
+    return storage.join(staging_uri or storage.join(lake, "_staging"), run_id)
+
+
+def marker_uri(staging: str, wave: str, task_id: str) -> str:
+    return storage.join(staging, "_tasks", wave, f"{task_id}.json")
+
+
+def read_marker(staging: str, wave: str, task_id: str) -> dict[str, Any] | None:
+    uri = marker_uri(staging, wave, task_id)
+    return json.loads(storage.read_bytes(uri)) if storage.exists(uri) else None
+
+
+class StagedParts:
+    """One task's typed Parquet writers, one file per table, opened on first rows."""
+
+    def __init__(self, staging: str, wave: str, task_id: str):
+        self.staging, self.stem = staging, f"part-{wave}-{task_id}.parquet"
+        self.writers: dict[str, tuple[Any, Any, str]] = {}
+        self.rows: dict[str, int] = {}
+
+    def write(self, table: str, rows: list[dict[str, Any]] | pa.Table) -> None:
+        schema = STAGED_SCHEMAS[table]
+        data = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=schema)
+        if data.num_rows == 0:
+            return
+        if table not in self.writers:
+            uri = storage.join(self.staging, table, self.stem)
+            stream = storage.open_output(uri)
+            self.writers[table] = (pq.ParquetWriter(stream, schema), stream, uri)
+        self.writers[table][0].write_table(data.select(schema.names).cast(schema))
+        self.rows[table] = self.rows.get(table, 0) + data.num_rows
+
+    def close(self) -> dict[str, dict[str, Any]]:
+        """{table: {"uri", "rows"}} of the files written."""
+        files = {}
+        for table, (writer, stream, uri) in self.writers.items():
+            writer.close()
+            stream.close()
+            files[table] = {"uri": uri, "rows": self.rows[table]}
+        return files
+
+
+def finish_task(staging: str, wave: str, task_id: str, marker: dict[str, Any]) -> dict:
+    """Write the completion marker last: a task without one did not finish."""
+    marker = {"wave": wave, "task_id": task_id, **marker}
+    storage.write_bytes(marker_uri(staging, wave, task_id), json.dumps(marker).encode())
+    return marker
+
+
+# -- per-process state: stages and models load once per worker process -------------------------
+_WORKER_STAGES: dict[str, list[Stage]] = {}
+_WORKER_LOCK = threading.Lock()
+
+
+def worker_stages(config_json: str) -> list[Stage]:
+    """The stages for this worker process, built once (models load on first use)."""
+    with _WORKER_LOCK:
+        if config_json not in _WORKER_STAGES:
+            from transforms.pipeline import build_stages
+
+            _log_to_stderr()
+            _WORKER_STAGES[config_json] = build_stages(Config.model_validate_json(config_json))
+        return _WORKER_STAGES[config_json]
+
+
+def _log_to_stderr() -> None:
+    """Worker processes start with no logging set up; show the stages' progress lines."""
+    stage_logger = logging.getLogger("transforms")
+    if not stage_logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        stage_logger.addHandler(handler)
+        stage_logger.setLevel(logging.INFO)
+
+
+# -- wave 1: enrich an input shard -------------------------------------------------------------
+@dataclass(frozen=True)
+class EnrichJob:
+    """What every enrich task needs (small and picklable: no items, no models)."""
+
+    config_json: str
+    lake: str
+    staging: str
+    run_id: str
+    fingerprint: str
+    force: bool
+    descriptions_version: int | None  # the snapshot incremental selection compares against
+    codebook_version: str | None  # pinned: tasks code items right after encoding
+    sid_buckets: int
+    chunk_items: int
+    cache_dir: str | None = None
+
+
+def enrich_task(job: EnrichJob, shard: InputShard, attempt: int = 0) -> dict[str, Any]:
+    """Read the shard, skip unchanged items, run the stages, stage the rows, mark done."""
+    if done := read_marker(job.staging, "enrich", shard.task_id):
+        return done
+    stages = worker_stages(job.config_json)
+    config = Config.model_validate_json(job.config_json)
+    for stage in stages:
+        stage.task_attempt = attempt
+    before = {stage.name: stage.stats.as_dict() for stage in stages}
+    records = read_shard(shard)
+    parts = StagedParts(job.staging, "enrich", shard.task_id)
+    counts = {"items": len(records), "enriched": 0, "failed": 0, "skipped": 0}
+    errors_by_code: Counter = Counter()
+    store = DeltaStore(job.lake)
+    for start in range(0, len(records), job.chunk_items):
+        chunk = records[start : start + job.chunk_items]
+        try:
+            for record in chunk:
+                fetch_input(record, config.media, job.cache_dir)
+                record["pipeline_fingerprint"] = job.fingerprint
+            todo, done = split_done(
+                store, chunk, job.fingerprint, job.force, job.descriptions_version
+            )
+            counts["skipped"] += len(done)
+            for stage in stages:
+                for begin in range(0, len(todo), stage.batch_size):
+                    stage.process_batch(todo[begin : begin + stage.batch_size])
+        finally:
+            for record in chunk:
+                release_input(record)
+                for column in MEDIA_COLUMNS:
+                    record.pop(column, None)
+        errors_by_code.update(stage_rows(parts, todo, job))
+    files = parts.close()
+    counts["enriched"] = files.get("descriptions", {}).get("rows", 0)
+    counts["failed"] = files.get("errors", {}).get("rows", 0)
+    stats = {s.name: stats_delta(s.stats.as_dict(), before[s.name]) for s in stages}
+    marker = {**counts, "errors_by_code": dict(errors_by_code), "files": files}
+    marker.update(stage_stats=stats, attempt=attempt)
+    return finish_task(job.staging, "enrich", shard.task_id, marker)
+
+
+def stage_rows(parts: StagedParts, records: list[Record], job: EnrichJob) -> Counter:
+    """Stage the table rows of processed records (and their codes when a codebook is
+    pinned); returns the error codes among them."""
+    rows = table_rows(records, job.run_id)
+    for table in ENRICH_TABLES:
+        parts.write(table, rows[table])
+    if job.codebook_version and rows["embeddings"]:
+        codebook = load_codebook(job.lake, job.codebook_version)
+        parts.write("sid_codes", coded_rows(codebook, rows["embeddings"], job.sid_buckets))
+    return Counter(row["code"] for row in rows["errors"])
+
+
+# -- Semantic IDs: code (wave 2, after a fit) and dedup by codes bucket (wave 3) ----------------
+def sid_bucket(codes: np.ndarray, buckets: int) -> np.ndarray:
+    """A stable hash of each row of codes, modulo ``buckets``: the dedup group-by's partition
+    (items with equal codes always share a bucket)."""
+    value = np.zeros(len(codes), dtype=np.int64)
+    for level in range(codes.shape[1] if codes.ndim == 2 else 0):
+        value = (value * 65599 + codes[:, level].astype(np.int64)) % 2_147_483_647
+    return (value % max(1, buckets)).astype(np.int32)
+
+
+def coded_rows(codebook: Any, items: list[dict[str, Any]], buckets: int) -> list[dict[str, Any]]:
+    """``sid_codes`` rows: each item's codes under the pinned codebook, and its bucket."""
+    coded = code_items(codebook, items)
+    matrix = np.asarray([item["codes"] for item in coded], dtype=np.int64)
+    for item, bucket in zip(coded, sid_bucket(matrix, buckets), strict=True):
+        item["codes"], item["bucket"] = list(item["codes"]), int(bucket)
+    return coded
+
+
+@dataclass(frozen=True)
+class SidTask:
+    """One SID task: embeddings files to code (``only`` restricts to those item ids), or one
+    bucket of staged codes to deduplicate."""
+
+    task_id: str
+    files: tuple[str, ...] = ()
+    only: tuple[str, ...] | None = None
+    bucket: int = 0
+
+
+@dataclass(frozen=True)
+class SidWaveJob:
+    lake: str
+    staging: str
+    run_id: str
+    codebook_version: str
+    encoder: str
+    buckets: int
+    hash_buckets: int
+    held_version: int | None = None  # semantic_ids snapshot whose suffixes are kept
+    code_files: tuple[str, ...] = field(default_factory=tuple)  # staged sid_codes files
+
+
+def code_task(job: SidWaveJob, task: SidTask, attempt: int = 0) -> dict[str, Any]:
+    """Code embedded items of ``job.encoder`` with the pinned codebook; stage ``sid_codes``."""
+    if done := read_marker(job.staging, "code", task.task_id):
+        return done
+    columns = ["item_id", "embedding", *LINEAGE_COLUMNS]
+    where = pc.field("encoder") == job.encoder
+    if task.only is not None:
+        where = where & pc.field("item_id").isin(pa.array(task.only, pa.string()))
+    items = (
+        parquet_dataset(list(task.files), TABLES["embeddings"].schema)
+        .to_table(columns=columns, filter=where)
+        .to_pylist()
+    )
+    parts = StagedParts(job.staging, "code", task.task_id)
+    if items:
+        codebook = load_codebook(job.lake, job.codebook_version)
+        parts.write("sid_codes", coded_rows(codebook, items, job.buckets))
+    marker = {"items": len(items), "files": parts.close(), "attempt": attempt}
+    return finish_task(job.staging, "code", task.task_id, marker)
+
+
+def dedup_task(job: SidWaveJob, task: SidTask, attempt: int = 0) -> dict[str, Any]:
+    """One bucket of the group-by on codes: the items coded now with the suffixes held under
+    the same codebook → ``semantic_ids`` rows (held suffixes stay; new ones take the lowest
+    free suffix, in item_id order, exactly as a single global pass would)."""
+    if done := read_marker(job.staging, "dedup", task.task_id):
+        return done
+    staged = parquet_dataset(list(job.code_files), SID_CODES)
+    coded_now = set(staged.to_table(columns=["item_id"])["item_id"].to_pylist())
+    mine = staged.to_table(filter=pc.field("bucket") == task.bucket).to_pylist()
+    held = held_assignments(job, task.bucket)
+    group: dict[tuple[int, ...], list[tuple[dict | None, dict]]] = {}
+    for item in mine:
+        key, entry = dedup_entry(item["item_id"], item["codes"], held.get(item["item_id"]))
+        group.setdefault(key, []).append((item, entry))
+    for item_id, assignment in held.items():  # held in this bucket, not re-coded now
+        if item_id not in coded_now:
+            key, entry = dedup_entry(item_id, None, assignment)
+            group.setdefault(key, []).append((None, entry))
+    rows: list[dict[str, Any]] = []
+    codebook = load_codebook(job.lake, job.codebook_version)
+    for entries in group.values():
+        suffixes = dedup_group([entry for _, entry in entries])
+        coded = sorted((i for i, _ in entries if i is not None), key=lambda i: i["item_id"])
+        rows.extend(sid_rows(codebook, coded, suffixes, job.run_id, job.hash_buckets))
+    parts = StagedParts(job.staging, "dedup", task.task_id)
+    parts.write("semantic_ids", sorted(rows, key=lambda r: r["item_id"]))
+    marker = {"items": len(mine), "files": parts.close(), "attempt": attempt}
+    return finish_task(job.staging, "dedup", task.task_id, marker)
+
+
+def held_assignments(job: SidWaveJob, bucket: int) -> dict[str, tuple[tuple[int, ...], int]]:
+    """item_id → (codes, suffix) held under the codebook, for items whose held codes fall in
+    ``bucket`` or that are coded now (filtered in Arrow before any Python object is made)."""
+    if job.held_version is None:
+        return {}
+    store = DeltaStore(job.lake)
+    table = store.read(
+        "semantic_ids",
+        version=job.held_version,
+        columns=["item_id", "codes", "dedup", "codebook_version"],
+    )
+    table = table.filter(pc.equal(table["codebook_version"], job.codebook_version))
+    if table.num_rows == 0:
+        return {}
+    codes = np.asarray(table["codes"].to_pylist(), dtype=np.int64)
+    staged_ids = parquet_dataset(list(job.code_files), SID_CODES).to_table(columns=["item_id"])
+    keep = pc.or_(
+        pa.array(sid_bucket(codes, job.buckets) == bucket),
+        pc.is_in(table["item_id"], value_set=staged_ids["item_id"]),
+    )
+    table = table.filter(keep)
+    return {
+        r["item_id"]: (tuple(r["codes"]), r["dedup"])
+        for r in table.select(["item_id", "codes", "dedup"]).to_pylist()
+    }
+
+
+def staged_files(markers: list[dict[str, Any]], table: str) -> list[str]:
+    """The staged files of ``table`` that completed tasks name, in task order."""
+    return [m["files"][table]["uri"] for m in markers if table in m.get("files", {})]
+
+
+__all__ = [
+    "EnrichJob",
+    "SidTask",
+    "SidWaveJob",
+    "StagedParts",
+    "code_task",
+    "dedup_task",
+    "enrich_task",
+    "read_marker",
+    "sid_bucket",
+    "staged_files",
+    "staging_folder",
+]

@@ -1,0 +1,289 @@
+"""One storage layer for every path: manifests, media, staging, the lake and reports.
+
+A path is a URI (``s3://bucket/key``, ``gs://…``, ``abfs://…``, ``file:///…``) or a plain
+local path. Everything goes through ``pyarrow.fs`` (fsspec filesystems such as adlfs or gcsfs
+plug in through ``FSSpecHandler`` when pyarrow has no native one), so the same code runs on a
+laptop and on workers that are other machines. Credentials and endpoints come from the
+environment of each process (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, …), never from
+config files, so a cluster passes them to executors the way it passes any secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import uuid
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import pyarrow.fs as pafs
+
+READ_CHUNK_BYTES = 4 << 20
+
+
+class StorageError(OSError):
+    """A path that cannot be used at all (a bad scheme, a file:// URI naming another host)."""
+
+
+def scheme_of(uri: str) -> str:
+    """``file`` for local paths and ``file://`` URIs, else the URI scheme (lower case)."""
+    parsed = urlparse(str(uri))
+    return parsed.scheme.lower() if len(parsed.scheme) > 1 else "file"
+
+
+def is_local(uri: str) -> bool:
+    return scheme_of(uri) == "file"
+
+
+def local_path(uri: str) -> Path:
+    """The absolute local path of a plain path or ``file://`` URI (percent-decoded)."""
+    text = str(uri)
+    if text.startswith("file:"):
+        parsed = urlparse(text)
+        if parsed.netloc not in ("", "localhost"):
+            raise StorageError(
+                f"{text}: a file:// URI with a host ({parsed.netloc}) names another machine; "
+                "use file:///path for a local file"
+            )
+        return Path(unquote(parsed.path)).resolve()
+    return Path(text).expanduser().resolve()
+
+
+def normalize(uri: str) -> str:
+    """A canonical form: absolute local paths, and URIs without a trailing slash."""
+    return str(local_path(uri)) if is_local(uri) else str(uri).rstrip("/")
+
+
+def join(base: str, *parts: str) -> str:
+    """``base/part/part`` for local paths and URIs alike."""
+    return "/".join([normalize(base), *(p.strip("/") for p in parts)])
+
+
+def parent(uri: str) -> str:
+    text = normalize(uri)
+    return text.rsplit("/", 1)[0] if "/" in text.split("://", 1)[-1] else text
+
+
+def name_of(uri: str) -> str:
+    return normalize(uri).rsplit("/", 1)[-1]
+
+
+@lru_cache(maxsize=16)
+def _filesystem(scheme: str, netloc: str) -> pafs.FileSystem:
+    if scheme == "file":
+        return pafs.LocalFileSystem()
+    if scheme in ("s3", "s3a"):
+        return pafs.S3FileSystem(**s3_options())
+    try:
+        return pafs.FileSystem.from_uri(f"{scheme}://{netloc}/")[0]
+    except (pafs.ArrowInvalid, OSError, ValueError) as exc:
+        try:
+            import fsspec
+
+            return pafs.PyFileSystem(pafs.FSSpecHandler(fsspec.filesystem(scheme)))
+        except (ImportError, ValueError) as inner:
+            raise StorageError(
+                f"no filesystem for '{scheme}://' ({exc}); install its fsspec package "
+                "(gcsfs, adlfs, ...)"
+            ) from inner
+
+
+def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path inside it) for ``uri``."""
+    scheme = scheme_of(uri)
+    if scheme == "file":
+        return _filesystem("file", ""), str(local_path(uri))
+    parsed = urlparse(str(uri))
+    return _filesystem(scheme, parsed.netloc), f"{parsed.netloc}{parsed.path}".rstrip("/")
+
+
+def s3_options() -> dict:
+    """pyarrow S3 settings from the standard AWS environment variables."""
+    options: dict = {}
+    if endpoint := os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"):
+        parsed = urlparse(endpoint)
+        options["endpoint_override"] = parsed.netloc or endpoint
+        options["scheme"] = parsed.scheme or "https"
+    if region := os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"):
+        options["region"] = region
+    if os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
+        options["access_key"] = os.environ["AWS_ACCESS_KEY_ID"]
+        options["secret_key"] = os.environ["AWS_SECRET_ACCESS_KEY"]
+        if token := os.environ.get("AWS_SESSION_TOKEN"):
+            options["session_token"] = token
+    return options
+
+
+def delta_storage_options(uri: str) -> dict[str, str] | None:
+    """delta-rs ``storage_options`` for a lake URI: S3 endpoint, plain HTTP for local test
+    servers, and ``conditional_put=etag`` so concurrent commits are safe without DynamoDB."""
+    if scheme_of(uri) not in ("s3", "s3a"):
+        return None
+    keys = (
+        "AWS_ENDPOINT_URL",
+        "AWS_REGION",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_ALLOW_HTTP",
+    )
+    options = {key: os.environ[key] for key in keys if os.environ.get(key)}
+    if options.get("AWS_ENDPOINT_URL", "").startswith("http://"):
+        options.setdefault("AWS_ALLOW_HTTP", "true")
+    options.setdefault("conditional_put", os.environ.get("AWS_CONDITIONAL_PUT", "etag"))
+    return options
+
+
+def info(uri: str) -> pafs.FileInfo:
+    fs, path = resolve(uri)
+    return fs.get_file_info(path)
+
+
+def exists(uri: str) -> bool:
+    return info(uri).type != pafs.FileType.NotFound
+
+
+def is_dir(uri: str) -> bool:
+    return info(uri).type == pafs.FileType.Directory
+
+
+def read_bytes(uri: str) -> bytes:
+    fs, path = resolve(uri)
+    with fs.open_input_stream(path) as stream:
+        return stream.read()
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write a whole object; atomic on object stores, and by rename on local disks."""
+    fs, path = resolve(uri)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    if isinstance(fs, pafs.LocalFileSystem):
+        partial = f"{path}.{uuid.uuid4().hex[:8]}.partial"
+        with fs.open_output_stream(partial) as stream:
+            stream.write(data)
+        fs.move(partial, path)
+        return
+    with fs.open_output_stream(path) as stream:
+        stream.write(data)
+
+
+def open_output(uri: str):
+    """A writable stream (parent folders created)."""
+    fs, path = resolve(uri)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    return fs.open_output_stream(path)
+
+
+def list_files(uri: str, recursive: bool = True) -> list[str]:
+    """The files under a folder URI, as URIs of the same form, sorted."""
+    fs, path = resolve(uri)
+    selector = pafs.FileSelector(path, recursive=recursive, allow_not_found=True)
+    found = [i.path for i in fs.get_file_info(selector) if i.type == pafs.FileType.File]
+    if is_local(uri):
+        return sorted(found)
+    scheme = scheme_of(uri)
+    return sorted(f"{scheme}://{p}" for p in found)
+
+
+def list_dirs(uri: str) -> list[str]:
+    """The sub-folders directly under a folder URI."""
+    fs, path = resolve(uri)
+    selector = pafs.FileSelector(path, recursive=False, allow_not_found=True)
+    found = [i.path for i in fs.get_file_info(selector) if i.type == pafs.FileType.Directory]
+    prefix = "" if is_local(uri) else f"{scheme_of(uri)}://"
+    return sorted(prefix + p for p in found)
+
+
+def delete_tree(uri: str) -> None:
+    fs, path = resolve(uri)
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        fs.delete_dir(path)
+
+
+def delete_file(uri: str) -> None:
+    fs, path = resolve(uri)
+    if fs.get_file_info(path).type == pafs.FileType.File:
+        fs.delete_file(path)
+
+
+@dataclass
+class LocalCopy:
+    """A readable local file for ``uri`` and the sha256 of its bytes, computed while reading.
+
+    Local files are read in place; remote objects are streamed into a private temporary file
+    (one object at a time per worker, deleted by ``release``), so decoders that need a path
+    (decord, ffmpeg) work on any storage.
+    """
+
+    path: Path
+    sha256: str
+    size: int
+    temporary: bool
+
+    def release(self) -> None:
+        if self.temporary:
+            self.path.unlink(missing_ok=True)
+
+
+def local_copy(uri: str, cache_dir: str | None = None) -> LocalCopy:
+    """Hash ``uri`` while reading it; remote objects land in ``cache_dir`` (or the temp dir)."""
+    digest = hashlib.sha256()
+    if is_local(uri):
+        path = local_path(uri)
+        size = 0
+        with open(path, "rb") as handle:
+            while chunk := handle.read(READ_CHUNK_BYTES):
+                digest.update(chunk)
+                size += len(chunk)
+        return LocalCopy(path, digest.hexdigest(), size, temporary=False)
+    fs, path = resolve(uri)
+    suffix = Path(path).suffix
+    handle, target = tempfile.mkstemp(prefix="enrich-media-", suffix=suffix, dir=cache_dir)
+    size = 0
+    try:
+        with os.fdopen(handle, "wb") as out, fs.open_input_stream(path) as stream:
+            while chunk := stream.read(READ_CHUNK_BYTES):
+                digest.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+    except BaseException:
+        Path(target).unlink(missing_ok=True)
+        raise
+    return LocalCopy(Path(target), digest.hexdigest(), size, temporary=True)
+
+
+def copy_tree(source: str, target: str) -> None:
+    """Copy every file under ``source`` to the same relative path under ``target``."""
+    base = normalize(source)
+    for uri in list_files(source):
+        write_bytes(join(target, uri[len(base) :]), read_bytes(uri))
+
+
+__all__ = [
+    "LocalCopy",
+    "StorageError",
+    "copy_tree",
+    "delete_file",
+    "delete_tree",
+    "delta_storage_options",
+    "exists",
+    "info",
+    "is_dir",
+    "is_local",
+    "join",
+    "list_dirs",
+    "list_files",
+    "local_copy",
+    "local_path",
+    "name_of",
+    "normalize",
+    "open_output",
+    "parent",
+    "read_bytes",
+    "resolve",
+    "scheme_of",
+    "write_bytes",
+]
