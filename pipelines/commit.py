@@ -123,8 +123,9 @@ def reconcile(
     if problems:
         raise ReconciliationError(
             f"{lost} of {sum(n or 0 for n in planned.values())} items are missing: their "
-            f"staged output should be under {staging} (each task writes its Parquet there and a marker "
-            f"under _tasks/{wave}/), on storage that the driver and every worker share. "
+            f"staged output should be under {staging} (each task writes its Parquet there "
+            f"and a marker under _tasks/{wave}/), on storage that the driver and every "
+            "worker share. "
             + "; ".join(problems[:10])
             + ("" if len(problems) <= 10 else f"; and {len(problems) - 10} more problems")
         )

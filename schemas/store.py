@@ -148,6 +148,8 @@ class DeltaStore:
             rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=spec.schema)
         )
         source = _last_per_key(source.select(spec.schema.names).cast(spec.schema), spec.key)
+        if source.num_rows == 0:
+            return self.version(name)
         return self._merge_retried(spec, source)
 
     def merge_files(self, name: str, uris: list[str]) -> int | None:
@@ -163,8 +165,6 @@ class DeltaStore:
 
     def _merge_retried(self, spec: TableSpec, source: pa.Table | ds.Dataset) -> int | None:
         name = spec.name
-        if source.num_rows == 0:
-            return self.version(name)
         for attempt in range(1, MAX_COMMIT_ATTEMPTS + 1):
             try:
                 batches = source if isinstance(source, pa.Table) else source.scanner().to_reader()

@@ -9,7 +9,7 @@ import pytest
 from deltalake import DeltaTable
 
 from jobs.cli import main
-from pipelines.engines.spark import spark_session
+from pipelines.engines.spark import SparkEngine, spark_session
 from schemas import DeltaStore, read_table
 from schemas.spark import SparkDeltaStore, delta_spark_ready
 
