@@ -28,11 +28,17 @@ def day_range(start: str, end: str) -> list[str]:
     return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
 
 
-def partition_manifests(root: Path, day: str) -> list[Path]:
-    folder = root / f"dt={day}"
-    return sorted(
-        p for p in folder.glob("*") if p.suffix in (".jsonl", ".ndjson", ".csv", ".parquet")
-    )
+def partition_manifests(root: str, day: str) -> list[str]:
+    """The manifest files of one day's partition, on any storage."""
+    from transforms import storage
+    from transforms.manifest import MANIFEST_FORMATS
+
+    folder = storage.join(root, f"dt={day}")
+    return [
+        uri
+        for uri in storage.list_files(folder, recursive=False)
+        if Path(uri).suffix.lower() in MANIFEST_FORMATS
+    ]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -44,7 +50,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--manifests", required=True, type=Path, help="folder of dt=YYYY-MM-DD partitions"
+        "--manifests", required=True, help="folder (path or URI) of dt=YYYY-MM-DD partitions"
     )
     parser.add_argument("--lake", required=True)
     add_config_args(parser)
@@ -65,7 +71,6 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.commit import new_run_id
     from pipelines.driver import run_pipeline
     from transforms.config import load_config
-    from transforms.manifest import read_input
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -80,10 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         if not manifests:
             logger.warning("dt=%s: no manifest, nothing to do", day)
             continue
-        records = [record for path in manifests for record in read_input(path)]
         summary = run_pipeline(
             config,
-            records,
+            manifests,
             args.lake,
             new_run_id(),
             input_label=f"dt={day}",

@@ -7,10 +7,13 @@ import random
 import numpy as np
 import pytest
 
-from pipelines.driver import _assign_on_engine
+from pipelines.commit import finished_markers
+from pipelines.engines import make_engine
 from pipelines.sids import assign_semantic_ids, fit_codebook_on
+from pipelines.tasks import SidTask, SidWaveJob, StagedParts, code_task, dedup_task, staged_files
 from schemas import DeltaStore
-from schemas.rows import utc_now
+from schemas.rows import embedding_row, utc_now
+from schemas.store import parquet_dataset
 from transforms.config import SemanticIdConfig
 from transforms.semantic_ids import assign_dedup_suffixes
 from transforms.semantic_ids.dedup import dedup_entry, dedup_group
@@ -80,12 +83,32 @@ def _comparable(rows):
     )
 
 
+def engine_assignment(engine, store, codebook, items, staging) -> list[dict]:
+    """The engine's SID waves over staged embeddings: code tasks, then one dedup task per
+    codes bucket (3 buckets, so the group-by really is partitioned)."""
+    parts = StagedParts(staging, "test", "00000")
+    parts.write("embeddings", [embedding_row(item, "r2", utc_now()) for item in items])
+    embeddings = parts.close()["embeddings"]["uri"]
+    wave = SidWaveJob(store.lake, staging, "r2", codebook.version, ENCODER, 3, 64, 0)
+    runner = make_engine(engine)
+    runner.run(code_task, wave, [SidTask("c0", files=(embeddings,))])
+    coded = finished_markers(staging, "code", {"c0": len(items)})
+    wave = SidWaveJob(
+        **{**wave.__dict__, "code_files": tuple(staged_files([coded["c0"]], "sid_codes"))}
+    )
+    tasks = [SidTask(f"b{b}", bucket=b) for b in range(3)]
+    runner.run(dedup_task, wave, tasks)
+    done = finished_markers(staging, "dedup", {t.task_id: None for t in tasks})
+    files = staged_files(list(done.values()), "semantic_ids")
+    return parquet_dataset(files).to_table().to_pylist()
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("engine", ["beam", "spark"])
-def test_engine_assignment_matches_in_process(coded_lake, engine):
+@pytest.mark.parametrize("engine", ["local", "beam", "spark"])
+def test_engine_assignment_matches_in_process(coded_lake, engine, tmp_path):
     store, codebook, items = coded_lake
     expected = assign_semantic_ids(store, codebook, items, "r2", hash_buckets=64)
-    got = _assign_on_engine(engine, store, codebook.version, items, "r2", 64, [])
+    got = engine_assignment(engine, store, codebook, items, str(tmp_path / "staging"))
     assert _comparable(got) == _comparable(expected)
     sids = [row["sid"] for row in expected]
     assert len(set(sids)) == len(sids) and max(row["dedup"] for row in expected) > 0

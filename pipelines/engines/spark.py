@@ -26,7 +26,8 @@ FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_ALLOW_HTTP", "AWS_CONDIT
 
 
 def spark_session(engine_args: list[str]):
-    """A Spark session: the given master (default local[2]) and ``key=value`` confs."""
+    """A Spark session: the given master (else spark-submit's, else local[2]) and
+    ``key=value`` confs."""
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -35,7 +36,8 @@ def spark_session(engine_args: list[str]):
     for name in FORWARDED_ENV:
         if os.environ.get(name):
             builder = builder.config(f"spark.executorEnv.{name}", os.environ[name])
-    master = "local[2]"
+    # Under spark-submit the JVM gateway exists already and the master is its own.
+    master = None if os.environ.get("PYSPARK_GATEWAY_PORT") else "local[2]"
     for arg in engine_args:
         key, _, value = arg.lstrip("-").partition("=")
         if not value:
@@ -44,7 +46,7 @@ def spark_session(engine_args: list[str]):
             master = value
         else:
             builder = builder.config(key, value)
-    return builder.master(master).getOrCreate()
+    return (builder.master(master) if master else builder).getOrCreate()
 
 
 def task_attempt() -> int:
