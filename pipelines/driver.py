@@ -59,7 +59,7 @@ def run_pipeline(
     """Enrich the items of ``inputs`` (a manifest, a media folder, or several manifests)
     that changed, and commit them to ``lake``."""
     inputs = [inputs] if isinstance(inputs, str) else list(inputs)
-    runner = make_engine(engine, engine_args)
+    runner = make_engine(engine, engine_args, config.run.progress)
     store = runner.commit_store(storage.normalize(lake))
     summary = RunSummary(
         run_id=run_id,

@@ -41,7 +41,7 @@ class Engine(Protocol):
         """The store the driver commits staged files through."""
 
 
-def make_engine(name: str, engine_args: list[str] | None = None) -> Engine:
+def make_engine(name: str, engine_args: list[str] | None = None, progress: str = "off") -> Engine:
     """The engine called ``name`` (local, beam or spark), configured by ``engine_args``."""
     if name not in ENGINES:
         raise ValueError(f"--engine {name!r}: choose one of {', '.join(ENGINES)}")
@@ -55,7 +55,7 @@ def make_engine(name: str, engine_args: list[str] | None = None) -> Engine:
         return SparkEngine(engine_args or [])
     from pipelines.engines.local import LocalEngine
 
-    return LocalEngine(engine_args or [])
+    return LocalEngine(engine_args or [], progress)
 
 
 class TaskRunner:

@@ -5,7 +5,10 @@ so a crash loses at most one task's work."""
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
+
+from tqdm import tqdm
 
 from schemas.store import DeltaStore
 
@@ -16,9 +19,10 @@ class LocalEngine:
     name = "local"
     commits_as_tasks_finish = True
 
-    def __init__(self, engine_args: list[str]):
+    def __init__(self, engine_args: list[str], progress: str = "auto"):
         if engine_args:
             raise ValueError(f"--engine-arg {engine_args}: the local engine takes no arguments")
+        self.progress = progress == "on" or (progress == "auto" and sys.stderr.isatty())
 
     def slots(self) -> int:
         return 1
@@ -27,11 +31,13 @@ class LocalEngine:
         return config.run.commit_every
 
     def run(self, func, job, tasks, on_done=None) -> None:
-        for number, task in enumerate(tasks, start=1):
-            marker = func(job, task, 0)
-            logger.info("task %d/%d done: %s", number, len(tasks), _counts(marker))
-            if on_done is not None:
-                on_done(marker)
+        with tqdm(total=len(tasks), unit="task", disable=not self.progress) as bar:
+            for number, task in enumerate(tasks, start=1):
+                marker = func(job, task, 0)
+                logger.info("task %d/%d done: %s", number, len(tasks), _counts(marker))
+                if on_done is not None:
+                    on_done(marker)
+                bar.update(1)
 
     def commit_store(self, lake: str) -> DeltaStore:
         return DeltaStore(lake)

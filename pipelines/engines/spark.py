@@ -21,8 +21,19 @@ from schemas.store import DeltaStore
 
 logger = logging.getLogger(__name__)
 ITEMS_PER_TASK_FACTOR = 4
-# Storage settings (never secrets) that executors need to reach the same endpoint.
-FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_ALLOW_HTTP", "AWS_CONDITIONAL_PUT")
+# Storage settings that executors need to reach the same object store as the driver. Keys
+# are forwarded only when the driver has them in its environment (prefer instance roles on a
+# real cluster); Spark redacts them in its UI and logs (spark.redaction.regex below).
+FORWARDED_ENV = (
+    "AWS_ENDPOINT_URL",
+    "AWS_REGION",
+    "AWS_ALLOW_HTTP",
+    "AWS_CONDITIONAL_PUT",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+)
+REDACTION = r"(?i)secret|password|token|access[._]key"
 
 
 def spark_session(engine_args: list[str]):
@@ -33,6 +44,7 @@ def spark_session(engine_args: list[str]):
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     builder = SparkSession.builder.appName("enrich").config("spark.ui.enabled", "false")
+    builder = builder.config("spark.redaction.regex", REDACTION)
     for name in FORWARDED_ENV:
         if os.environ.get(name):
             builder = builder.config(f"spark.executorEnv.{name}", os.environ[name])
