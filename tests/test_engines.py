@@ -84,13 +84,14 @@ def test_runs_record_the_engine_and_the_same_stage_counts(lakes):
     assert counts["beam"] == counts["local"] and counts["spark"] == counts["local"]
 
 
-def test_spark_tasks_come_in_whole_waves_of_the_cores():
-    from pipelines.spark import task_count
+def test_tasks_come_in_whole_waves_of_the_cores():
+    from transforms.manifest import shard_bounds
 
-    assert task_count(200, per_task=32, slots=2) == 8  # 7 by size, rounded to 4 full waves
-    assert task_count(64, per_task=32, slots=2) == 2
-    assert task_count(3, per_task=32, slots=8) == 3  # never more tasks than items
-    assert task_count(0, per_task=32, slots=2) == 1
+    assert len(shard_bounds(200, per_task=32, slots=2)) == 8  # 7 by size, 4 full waves
+    assert shard_bounds(64, per_task=32, slots=2) == [(0, 32), (32, 64)]
+    assert len(shard_bounds(3, per_task=32, slots=8)) == 3  # never more tasks than items
+    assert shard_bounds(0, per_task=32, slots=2) == []
+    assert shard_bounds(7, per_task=3, slots=1) == [(0, 3), (3, 5), (5, 7)]
 
 
 def test_a_lost_spark_worker_fails_the_run_or_is_retried_without_a_trace(

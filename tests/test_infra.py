@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import os
 import uuid
 from pathlib import Path
@@ -18,7 +19,8 @@ pytest_plugins = ("tests.infra",)
 @pytest.mark.slow
 def test_spark_workers_are_separate_machines(spark_cluster, tmp_path_factory):
     """Two tasks land on two executors in two workers, each with its own /tmp: neither sees
-    the driver's /tmp nor the other's, and the driver does not see theirs."""
+    the driver's /tmp nor the other's, and the driver does not see theirs. A shuffle between
+    the two executors works with the cluster's confs."""
     token = uuid.uuid4().hex
     driver_file = Path(f"/tmp/infra-probe-driver-{token}")
     marker_dir = f"/tmp/infra-probe-{token}"
@@ -38,9 +40,12 @@ def test_spark_workers_are_separate_machines(spark_cluster, tmp_path_factory):
     spark = spark_cluster.session("infra-probe")
     try:
         rows = spark.sparkContext.parallelize(range(2), 2).mapPartitionsWithIndex(probe).collect()
+        pairs = spark.sparkContext.parallelize(range(100), 2).map(lambda x: (x % 4, 1))
+        counts = dict(pairs.reduceByKey(operator.add, 2).collect())
     finally:
         spark.stop()
         driver_file.unlink()
+    assert counts == {0: 25, 1: 25, 2: 25, 3: 25}
     assert sorted(r["index"] for r in rows) == [0, 1]
     assert [r["sees_driver_file"] for r in rows] == [False, False]
     assert [r["markers"] for r in sorted(rows, key=lambda r: r["index"])] == [["0"], ["1"]]

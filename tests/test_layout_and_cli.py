@@ -24,7 +24,7 @@ def test_transforms_import_neither_beam_nor_spark():
 
 def test_importing_the_packages_loads_no_model_or_engine():
     code = (
-        "import sys, transforms.pipeline, schemas, pipelines.local, jobs.cli; "
+        "import sys, transforms.pipeline, schemas, pipelines.engines.local, jobs.cli; "
         "heavy = [m for m in ('torch', 'pyspark', 'apache_beam', 'faster_whisper') "
         "if m in sys.modules]; "
         "print(heavy); sys.exit(1 if heavy else 0)"
