@@ -1,6 +1,6 @@
 """Real infrastructure for tests (no mocks): an S3 server and a Spark standalone cluster.
 
-Use the fixtures from a test module with ``pytest_plugins = ("tests.infra",)``.
+``tests/conftest.py`` registers the fixtures (``pytest_plugins = ("tests.infra",)``).
 
 ``moto_s3`` runs moto's S3 server on 127.0.0.1 and points the standard AWS environment
 variables at it for the whole session, so pyarrow, delta-rs and every child process (Spark
@@ -183,31 +183,37 @@ def _alive_workers(web_ui: str) -> int:
     return sum(worker.get("state") == "ALIVE" for worker in state.get("workers", []))
 
 
-def _group_processes(groups: set[int]) -> list[str]:
-    """``pid state comm`` of every process (zombies included) in the given process groups."""
+def _leftovers(groups: set[int], namespaces: set[str]) -> list[str]:
+    """``pid state comm`` of every process (zombies included) in one of ``groups`` or in one
+    of the workers' mount ``namespaces`` (PySpark's daemon moves to a process group of its
+    own)."""
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ValueError):
             text = stat.read_text()
             comm = text[text.index("(") + 1 : text.rindex(")")]
             state, _ppid, pgrp = text[text.rindex(")") + 2 :].split()[:3]
-            if int(pgrp) in groups:
+            if int(pgrp) in groups or (
+                state != "Z" and os.readlink(stat.parent / "ns" / "mnt") in namespaces
+            ):
                 found.append(f"{stat.parent.name} {state} {comm}")
     return found
 
 
-def _stop(processes: list[subprocess.Popen], grace: float = 20.0) -> list[str]:
+def _stop(
+    processes: list[subprocess.Popen], namespaces: set[str], grace: float = 20.0
+) -> list[str]:
     """SIGTERM each process group, SIGKILL what outlives ``grace``; returns what remains."""
     groups = {p.pid for p in processes}
     for group in groups:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(group, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while _group_processes(groups) and time.monotonic() < deadline:
+    while _leftovers(groups, namespaces) and time.monotonic() < deadline:
         for process in processes:
             process.poll()  # reap our direct children
         time.sleep(0.2)
-    if _group_processes(groups):
+    if _leftovers(groups, namespaces):
         for group in groups:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(group, signal.SIGKILL)
@@ -215,7 +221,7 @@ def _stop(processes: list[subprocess.Popen], grace: float = 20.0) -> list[str]:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=10)
         time.sleep(1)  # orphaned executors are reaped by init
-    return _group_processes(groups)
+    return _leftovers(groups, namespaces)
 
 
 def _check_namespaces() -> None:
@@ -263,6 +269,7 @@ def start_spark_cluster(
     master_url, web_ui = f"spark://127.0.0.1:{port}", f"http://127.0.0.1:{ui_port}"
     processes: list[subprocess.Popen] = []
     logs: list[Path] = []
+    namespaces: list[str] = []
 
     def launch(name: str, command: list[str]) -> None:
         logs.append(log_dir / f"{name}.log")
@@ -305,7 +312,7 @@ def start_spark_cluster(
             if time.monotonic() > deadline:
                 raise failure(f"{alive} of {workers} workers ALIVE after {timeout:.0f} s")
             time.sleep(0.5)
-        namespaces = [os.readlink(f"/proc/{p.pid}/ns/mnt") for p in processes[1:]]
+        namespaces += [os.readlink(f"/proc/{p.pid}/ns/mnt") for p in processes[1:]]
         if len(set(namespaces)) != workers or os.readlink("/proc/self/ns/mnt") in namespaces:
             raise failure(f"workers do not have private mount namespaces: {namespaces}")
         yield SparkCluster(
@@ -328,7 +335,7 @@ def start_spark_cluster(
             os.environ.pop("PYSPARK_PYTHON", None)
         else:
             os.environ["PYSPARK_PYTHON"] = previous_pyspark_python
-        if left := _stop(processes):
+        if left := _stop(processes, set(namespaces)):
             raise failure(f"Spark processes outlived the cluster: {left}")
         shutil.rmtree(log_dir, ignore_errors=True)
 

@@ -13,11 +13,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-pytest_plugins = ("tests.infra",)
-
 
 @pytest.mark.slow
-def test_spark_workers_are_separate_machines(spark_cluster, tmp_path_factory):
+def test_spark_workers_are_separate_machines(spark_cluster):
     """Two tasks land on two executors in two workers, each with its own /tmp: neither sees
     the driver's /tmp nor the other's, and the driver does not see theirs. A shuffle between
     the two executors works with the cluster's confs."""
