@@ -80,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(--engine-arg=--runner=DataflowRunner) or Spark (master=..., key=value conf)",
     )
     run.add_argument(
+        "--resume",
+        metavar="RUN_ID",
+        help="finish an interrupted run (same input and settings): tasks it finished are "
+        "committed from their staging, not redone",
+    )
+    run.add_argument(
         "--force",
         action="store_true",
         help="reprocess every item, even those unchanged since their last run",
@@ -166,7 +172,7 @@ def command_run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     confine_to(config, args.input)
-    run_id = new_run_id()
+    run_id = args.resume or new_run_id()
     logger.info("run %s: %s into %s", run_id, args.input, args.lake)
     started = time.perf_counter()
     try:
@@ -179,6 +185,7 @@ def command_run(args: argparse.Namespace) -> int:
             engine=args.engine,
             force=args.force,
             engine_args=args.engine_args,
+            resume=bool(args.resume),
         )
     except Exception:
         _run_report(args, run_id)  # what the failed run committed, if the lake is readable

@@ -28,6 +28,7 @@ from pipelines.tasks import (
     EnrichJob,
     SidTask,
     SidWaveJob,
+    check_plan,
     code_task,
     dedup_task,
     enrich_task,
@@ -55,9 +56,11 @@ def run_pipeline(
     engine: str = "local",
     force: bool = False,
     engine_args: list[str] | None = None,
+    resume: bool = False,
 ) -> RunSummary:
     """Enrich the items of ``inputs`` (a manifest, a media folder, or several manifests)
-    that changed, and commit them to ``lake``."""
+    that changed, and commit them to ``lake``. ``resume``: ``run_id`` is an interrupted run
+    whose finished tasks are committed, not redone."""
     inputs = [inputs] if isinstance(inputs, str) else list(inputs)
     runner = make_engine(engine, engine_args, config.run.progress)
     store = runner.commit_store(storage.normalize(lake))
@@ -73,6 +76,9 @@ def run_pipeline(
         raise ManifestError(f"--input {input_label} holds no media files or manifest rows")
     logger.info("run %s: %d items in %d tasks", run_id, sum(s.items for s in shards), len(shards))
     staging = staging_folder(store.lake, run_id, config.run.staging_uri)
+    plan = {"inputs": inputs, "tasks": [[s.task_id, s.items] for s in shards], "force": force}
+    plan["fingerprint"] = pipeline_fingerprint(summary.stage_fingerprints)
+    check_plan(staging, plan, resume)
     record_run(store, config, summary)  # status "running": a run killed outright stays so
     try:
         codebook = pinned_codebook(store, config.semantic_ids, encoder_id(config.encode))
@@ -121,6 +127,8 @@ def enrich(
         commit_enriched(store, [marker], summary)
         committed[task_id] = marker
 
+    if finished := len(storage.list_files(storage.join(job.staging, "_tasks", "enrich"))):
+        summary.notes.append(f"resumed: {finished} tasks an earlier attempt finished, not redone")
     runner.run(enrich_task, job, shards, commit_one if runner.commits_as_tasks_finish else None)
     markers = finished_markers(job.staging, "enrich", planned)
     commit_enriched(store, [m for k, m in markers.items() if k not in committed], summary)

@@ -58,6 +58,24 @@ def marker_uri(staging: str, wave: str, task_id: str) -> str:
     return storage.join(staging, "_tasks", wave, f"{task_id}.json")
 
 
+def check_plan(staging: str, plan: dict[str, Any], resume: bool) -> None:
+    """Record a new run's plan in its staging folder; a resumed run must find the same plan
+    there (same input, settings and parallelism), or it would commit foreign work."""
+    uri = storage.join(staging, "_plan.json")
+    found = storage.exists(uri)
+    if resume and not found:
+        raise ValueError(f"--resume: no staged run under {staging}; start a new run instead")
+    if not resume and found:
+        raise ValueError(f"a run already staged under {staging}; use --resume to finish it")
+    if not found:
+        storage.write_bytes(uri, json.dumps(plan, sort_keys=True).encode())
+    elif json.loads(storage.read_bytes(uri)) != json.loads(json.dumps(plan, sort_keys=True)):
+        raise ValueError(
+            f"--resume: the plan under {staging} differs from this one (the input, the "
+            "settings or the engine's parallelism changed); start a new run instead"
+        )
+
+
 def read_marker(staging: str, wave: str, task_id: str) -> dict[str, Any] | None:
     uri = marker_uri(staging, wave, task_id)
     return json.loads(storage.read_bytes(uri)) if storage.exists(uri) else None
@@ -147,7 +165,7 @@ class EnrichJob:
 def enrich_task(job: EnrichJob, shard: InputShard, attempt: int = 0) -> dict[str, Any]:
     """Read the shard, skip unchanged items, run the stages, stage the rows, mark done."""
     if done := read_marker(job.staging, "enrich", shard.task_id):
-        return done
+        return done  # finished by an earlier attempt (a retry or a resumed run): not redone
     stages = worker_stages(job.config_json)
     config = Config.model_validate_json(job.config_json)
     for stage in stages:

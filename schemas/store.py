@@ -268,8 +268,10 @@ class DeltaStore:
         if as_of is not None:
             table.load_as_version(as_of)
         where = None
-        if keys is not None:  # pushed into the scan: row groups without the keys are skipped
-            where = ds.field(_spec(name).key).isin(pa.array(keys, pa.string()))
+        if keys is not None:  # pushed into the scan; the cast copes with files that delta-rs
+            # wrote as string_view next to plain string ones
+            field = ds.field(_spec(name).key).cast(pa.string())
+            where = field.isin(pa.array(keys, pa.string()))
         return delta_to_arrow(table, columns, where)
 
     def read_or_empty(self, name: str, **kwargs: Any) -> pa.Table:

