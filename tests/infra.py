@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import shutil
 import signal
@@ -104,16 +103,19 @@ class MotoS3:
 
 @pytest.fixture(scope="session")
 def moto_s3() -> Iterator[MotoS3]:
-    """moto's S3 server for the session, with the AWS environment pointing at it."""
-    from moto.server import ThreadedMotoServer
+    """moto's S3 server for the session, with the AWS environment pointing at it.
 
+    It runs in its own process, as a real endpoint does: in a thread of the test process it
+    would wait for the GIL while a delta-rs call that holds it waits for the server."""
     port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    werkzeug = logging.getLogger("werkzeug")  # one log line per request otherwise
-    level = werkzeug.level
-    werkzeug.setLevel(logging.WARNING)
-    server.start()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     s3 = MotoS3(endpoint=f"http://127.0.0.1:{port}")
+    _wait_for_port(port, server)
     try:
         with pytest.MonkeyPatch.context() as env:
             for name in S3_ENV_CLEARED:
@@ -123,8 +125,20 @@ def moto_s3() -> Iterator[MotoS3]:
             s3.client().create_bucket(Bucket=s3.bucket)
             yield s3
     finally:
-        server.stop()
-        werkzeug.setLevel(level)
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _wait_for_port(port: int, process: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"moto server exited with {process.returncode}")
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"moto server did not listen on {port} within {timeout:.0f} s")
 
 
 @dataclass
