@@ -12,6 +12,8 @@ staged files into Delta MERGEs. It never holds the items, the rows or the embedd
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
 from pipelines.commit import (
@@ -36,7 +38,7 @@ from pipelines.tasks import (
     staging_folder,
 )
 from schemas.rows import utc_now
-from schemas.store import DeltaStore
+from schemas.store import DeltaStore, is_storage_error, lake_write_error
 from transforms import storage
 from transforms.config import Config
 from transforms.encode import encoder_id
@@ -78,13 +80,15 @@ def run_pipeline(
     staging = staging_folder(store.lake, run_id, config.run.staging_uri)
     plan = {"inputs": inputs, "tasks": [[s.task_id, s.items] for s in shards], "force": force}
     plan["fingerprint"] = pipeline_fingerprint(summary.stage_fingerprints)
-    check_plan(staging, plan, resume)
+    with staging_writes(staging):
+        check_plan(staging, plan, resume)
     record_run(store, config, summary)  # status "running": a run killed outright stays so
     try:
         codebook = pinned_codebook(store, config.semantic_ids, encoder_id(config.encode))
         job = enrich_job(config, store, staging, run_id, summary, force, codebook, runner)
-        markers = enrich(runner, store, job, shards, summary)
-        semantic_ids(runner, store, config, job, markers, summary)
+        with staging_writes(staging):
+            markers = enrich(runner, store, job, shards, summary)
+            semantic_ids(runner, store, config, job, markers, summary)
         summary.status = "succeeded"
         storage.delete_tree(staging)
     except BaseException:
@@ -94,6 +98,18 @@ def run_pipeline(
         summary.finished_at = utc_now()
         _record_final(store, config, summary)
     return summary
+
+
+@contextmanager
+def staging_writes(staging: str) -> Iterator[None]:
+    """Storage failures while writing staging (a full disk, no permission) become the same
+    clear ``LakeWriteError`` as a failed table write."""
+    try:
+        yield
+    except OSError as exc:
+        if not is_storage_error(exc):
+            raise
+        raise lake_write_error("the run's staging", staging, exc) from exc
 
 
 def enrich_job(config, store, staging, run_id, summary, force, codebook, runner) -> EnrichJob:

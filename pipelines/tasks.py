@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from pipelines.incremental import split_done
 from pipelines.sids import code_items, load_codebook, sid_rows
 from schemas.rows import table_rows
-from schemas.store import DeltaStore, parquet_dataset
+from schemas.store import DeltaStore, parquet_dataset, string_filter
 from schemas.tables import LINEAGE_COLUMNS, SID_CODES, TABLES
 from transforms import storage
 from transforms.config import Config
@@ -264,9 +264,9 @@ def code_task(job: SidWaveJob, task: SidTask, attempt: int = 0) -> dict[str, Any
     if done := read_marker(job.staging, "code", task.task_id):
         return done
     columns = ["item_id", "embedding", *LINEAGE_COLUMNS]
-    where = pc.field("encoder") == job.encoder
+    where = string_filter("encoder", job.encoder)
     if task.only is not None:
-        where = where & pc.field("item_id").isin(pa.array(task.only, pa.string()))
+        where = where & string_filter("item_id", list(task.only))
     items = (
         parquet_dataset(list(task.files), TABLES["embeddings"].schema)
         .to_table(columns=columns, filter=where)

@@ -62,12 +62,25 @@ def is_storage_error(exc: BaseException) -> bool:
 
 
 def lake_write_error(name: str, lake: str, exc: BaseException) -> LakeWriteError:
+    """A clear error for a failed write of table ``name`` (or, with a space in ``name``, of
+    what it says, e.g. "the run's staging")."""
+    what = name if " " in name else f"table '{name}'"
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    hint = next((h for code, h in _OS_HINTS.items() if code in str(exc)), "a storage error")
+    said = str(exc).lower().replace("errno ", "os error ")  # pyarrow says [Errno 28]
+    hint = next((h for code, h in _OS_HINTS.items() if code in said), "a storage error")
     return LakeWriteError(
-        f"could not write table '{name}' under {lake}: {hint} ({text}). Nothing of this write "
+        f"could not write {what} under {lake}: {hint} ({text}). Nothing of this write "
         "was committed; every table stays readable at its previous version"
     )
+
+
+def string_filter(column: str, values: list[str] | str) -> ds.Expression:
+    """``column`` equal to / in ``values``, safe on files that delta-rs wrote as string_view
+    next to plain string ones (the cast keeps both comparable)."""
+    field = ds.field(column).cast(pa.string())
+    if isinstance(values, str):
+        return field == pa.scalar(values, pa.string())
+    return field.isin(pa.array(values, pa.string()))
 
 
 def check_compatible(table: DeltaTable, source: pa.Schema, name: str) -> None:
@@ -267,11 +280,7 @@ class DeltaStore:
         table = self.table(name, version=version)
         if as_of is not None:
             table.load_as_version(as_of)
-        where = None
-        if keys is not None:  # pushed into the scan; the cast copes with files that delta-rs
-            # wrote as string_view next to plain string ones
-            field = ds.field(_spec(name).key).cast(pa.string())
-            where = field.isin(pa.array(keys, pa.string()))
+        where = None if keys is None else string_filter(_spec(name).key, keys)  # in the scan
         return delta_to_arrow(table, columns, where)
 
     def read_or_empty(self, name: str, **kwargs: Any) -> pa.Table:

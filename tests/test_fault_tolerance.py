@@ -297,7 +297,7 @@ def test_cli_on_a_full_lake_exits_with_a_clear_message(corpus, tiny_vlm, small_d
     fill(small_disk)
     assert main([*run_argv(manifest, lake, tiny_vlm), "--force"]) == 1
     message = capfd.readouterr().err
-    assert "enrich: error: could not write table" in message and "the disk is full" in message
+    assert "enrich: error: could not write" in message and "the disk is full" in message
     assert "rerun the same command" in message
     store = DeltaStore(lake)
     assert {n: store.version(n) for n in versions} == versions
