@@ -237,12 +237,11 @@ def print_summary(summary, lake: str, elapsed: float) -> None:
     for code, count in sorted(summary.errors_by_code.items()):
         print(f"  error {code}: {count}")
     if store.exists("errors"):
-        for row in store.read("errors").to_pylist()[:5]:
+        for row in store.head("errors", 5):
             print(f"    {row['item_id']}: [{row['stage']}/{row['code']}] {row['message'][:100]}")
     if store.exists("descriptions"):
-        rows = store.read("descriptions", columns=["item_id", "description"]).to_pylist()
         print("descriptions (first 3):")
-        for row in sorted(rows, key=lambda r: r["item_id"])[:3]:
+        for row in store.head("descriptions", 3, ["item_id", "description"]):
             print(f"  {row['item_id']}: {row['description'][:240]}")
     if summary.codebook_version:
         metrics = summary.codebook_metrics
@@ -253,13 +252,8 @@ def print_summary(summary, lake: str, elapsed: float) -> None:
             f"per-level usage {metrics.get('per_level_usage')}, "
             f"reconstruction MSE {metrics.get('reconstruction_mse')}"
         )
-        sids = store.read("semantic_ids", columns=["item_id", "sid"]).to_pylist()
-        print(
-            "  "
-            + ", ".join(
-                f"{r['item_id']}={r['sid']}" for r in sorted(sids, key=lambda r: r["item_id"])[:6]
-            )
-        )
+        sids = store.head("semantic_ids", 6, ["item_id", "sid"])
+        print("  " + ", ".join(f"{r['item_id']}={r['sid']}" for r in sids))
     for note in summary.notes:
         print(f"note: {note}")
     print(

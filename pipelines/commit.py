@@ -137,19 +137,36 @@ def _accounted(marker: dict[str, Any]) -> int | None:
     return marker["enriched"] + marker["failed"] + marker["skipped"]
 
 
-def commit_enriched(store: DeltaStore, markers: list[dict[str, Any]], summary: RunSummary) -> None:
-    """MERGE the staged rows of finished enrich tasks, streamed from their files. The
+def commit_enriched(
+    store: DeltaStore, markers: list[dict[str, Any]], summary: RunSummary, max_items: int
+) -> None:
+    """MERGE the staged rows of finished enrich tasks, streamed from their files, about
+    ``max_items`` items per MERGE (a MERGE's memory follows its rows). Within each group the
     description rows go last: they mark an item done for the next run, so a crash between
     these commits leaves the item to be redone, never half-written."""
     from pipelines.tasks import staged_files
 
-    descriptions = staged_files(markers, "descriptions")
-    store.merge_files("embeddings", staged_files(markers, "embeddings"))
-    store.delete_keys_in_files("errors", descriptions)  # errors that resolved
-    store.merge_files("errors", staged_files(markers, "errors"))
-    store.merge_files("descriptions", descriptions)
+    for group in marker_groups(markers, max_items):
+        descriptions = staged_files(group, "descriptions")
+        store.merge_files("embeddings", staged_files(group, "embeddings"))
+        store.delete_keys_in_files("errors", descriptions)  # errors that resolved
+        store.merge_files("errors", staged_files(group, "errors"))
+        store.merge_files("descriptions", descriptions)
+        for marker in group:
+            summary.count(marker)
+
+
+def marker_groups(markers: list[dict[str, Any]], max_items: int) -> list[list[dict[str, Any]]]:
+    """Consecutive markers, grouped to at most ``max_items`` items (one task at least)."""
+    groups: list[list[dict[str, Any]]] = []
+    size = 0
     for marker in markers:
-        summary.count(marker)
+        if not groups or size + marker["items"] > max_items:
+            groups.append([])
+            size = 0
+        groups[-1].append(marker)
+        size += marker["items"]
+    return groups
 
 
 def record_run(store: DeltaStore, config: Config, summary: RunSummary) -> None:

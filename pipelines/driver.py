@@ -124,6 +124,7 @@ def enrich_job(config, store, staging, run_id, summary, force, codebook, runner)
         codebook_version=codebook.version if codebook else None,
         sid_buckets=runner.slots(),
         chunk_items=max(config.media.batch_size, config.describe.batch_size) * 2,
+        commit_items=config.run.commit_items,
         cache_dir=config.run.cache_dir,
     )
 
@@ -140,14 +141,15 @@ def enrich(
     def commit_one(marker: dict) -> None:
         task_id = marker["task_id"]
         reconcile(job.staging, "enrich", {task_id: planned[task_id]}, {task_id: marker})
-        commit_enriched(store, [marker], summary)
+        commit_enriched(store, [marker], summary, job.commit_items)
         committed[task_id] = marker
 
     if finished := len(storage.list_files(storage.join(job.staging, "_tasks", "enrich"))):
         summary.notes.append(f"resumed: {finished} tasks an earlier attempt finished, not redone")
     runner.run(enrich_task, job, shards, commit_one if runner.commits_as_tasks_finish else None)
     markers = finished_markers(job.staging, "enrich", planned)
-    commit_enriched(store, [m for k, m in markers.items() if k not in committed], summary)
+    pending = [m for k, m in markers.items() if k not in committed]
+    commit_enriched(store, pending, summary, job.commit_items)
     return list(markers.values())
 
 

@@ -159,6 +159,7 @@ class EnrichJob:
     codebook_version: str | None  # pinned: tasks code items right after encoding
     sid_buckets: int
     chunk_items: int
+    commit_items: int = 8192
     cache_dir: str | None = None
 
 

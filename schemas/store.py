@@ -6,7 +6,9 @@ deletion vectors, no column mapping. Optimistic-concurrency conflicts are retrie
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import random
 import time
 from datetime import datetime
@@ -16,7 +18,16 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-from deltalake import DeltaTable, Schema, write_deltalake
+import pyarrow.parquet as pq
+
+# delta-rs allocates through its own jemalloc, which by default keeps freed pages: a driver
+# that commits many MERGEs would hold the peak of all of them. Return them at once (read when
+# deltalake loads; a value the user set wins).
+os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:0,muzzy_decay_ms:0")
+with contextlib.suppress(NotImplementedError):  # pyarrow's own jemalloc pool, likewise
+    pa.jemalloc_set_decay_ms(0)
+
+from deltalake import DeltaTable, Schema, write_deltalake  # noqa: E402
 from deltalake.exceptions import CommitFailedError
 
 from schemas.tables import SCHEMA_VERSION, TABLES, TableSpec
@@ -135,6 +146,24 @@ def delta_to_arrow(
     return parquet_dataset(files, schema).to_table(columns=columns, filter=where)
 
 
+class StagedFiles:
+    """Parquet files read one after another as one Arrow stream: the memory of a commit
+    follows one file, not how many there are (a dataset scan reads several ahead)."""
+
+    def __init__(self, uris: list[str], schema: pa.Schema):
+        self.uris, self.schema = uris, schema
+
+    def reader(self) -> pa.RecordBatchReader:
+        return pa.RecordBatchReader.from_batches(self.schema, self._batches())
+
+    def _batches(self):
+        for uri in self.uris:
+            fs, path = storage.resolve(uri)
+            with fs.open_input_file(path) as handle:
+                for batch in pq.ParquetFile(handle).iter_batches(columns=self.schema.names):
+                    yield batch.cast(self.schema)
+
+
 class DeltaStore:
     """All tables of one lake directory (a local path or an object-store URI)."""
 
@@ -171,16 +200,13 @@ class DeltaStore:
         spec = _spec(name)
         if not uris:
             return self.version(name)
-        dataset = parquet_dataset(uris, spec.schema)
-        if not dataset.count_rows():
-            return self.version(name)
-        return self._merge_retried(spec, dataset)
+        return self._merge_retried(spec, StagedFiles(uris, spec.schema))
 
-    def _merge_retried(self, spec: TableSpec, source: pa.Table | ds.Dataset) -> int | None:
+    def _merge_retried(self, spec: TableSpec, source: pa.Table | StagedFiles) -> int | None:
         name = spec.name
         for attempt in range(1, MAX_COMMIT_ATTEMPTS + 1):
             try:
-                batches = source if isinstance(source, pa.Table) else source.scanner().to_reader()
+                batches = source if isinstance(source, pa.Table) else source.reader()
                 return self._merge_once(spec, batches)
             except (SchemaMismatch, LakeWriteError):
                 raise
@@ -256,7 +282,7 @@ class DeltaStore:
         if not uris or not self.exists(name):
             return self.version(name)
         key = _spec(name).key
-        keys = parquet_dataset(uris).scanner(columns=[key]).to_reader()
+        keys = StagedFiles(uris, pa.schema([pa.field(key, pa.string())])).reader()
         table = self.table(name)
         try:
             table.merge(
@@ -282,6 +308,15 @@ class DeltaStore:
             table.load_as_version(as_of)
         where = None if keys is None else string_filter(_spec(name).key, keys)  # in the scan
         return delta_to_arrow(table, columns, where)
+
+    def head(self, name: str, rows: int, columns: list[str] | None = None) -> list[dict]:
+        """The first ``rows`` rows of the latest version, reading no more files than needed."""
+        table = self.table(name)
+        files = table.file_uris()
+        if not files:
+            return []
+        schema = pa.schema(table.schema().to_arrow())
+        return parquet_dataset(files, schema).head(rows, columns=columns).to_pylist()
 
     def read_or_empty(self, name: str, **kwargs: Any) -> pa.Table:
         if not self.exists(name):

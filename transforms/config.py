@@ -179,6 +179,11 @@ class RunConfig(_Section):
     commit_every: int = Field(
         64, ge=1, description="local engine: items per task, each committed as it ends"
     )
+    commit_items: int = Field(
+        8192,
+        ge=1,
+        description="staged items per MERGE at commit (a MERGE's memory follows its rows)",
+    )
     staging_uri: str | None = Field(
         None,
         description="where engine tasks stage their Parquet (default <lake>/_staging); must be "
