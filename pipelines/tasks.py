@@ -168,41 +168,50 @@ def enrich_task(job: EnrichJob, shard: InputShard, attempt: int = 0) -> dict[str
     if done := read_marker(job.staging, "enrich", shard.task_id):
         return done  # finished by an earlier attempt (a retry or a resumed run): not redone
     stages = worker_stages(job.config_json)
-    config = Config.model_validate_json(job.config_json)
     for stage in stages:
         stage.task_attempt = attempt
     before = {stage.name: stage.stats.as_dict() for stage in stages}
     records = read_shard(shard)
     parts = StagedParts(job.staging, "enrich", shard.task_id)
-    counts = {"items": len(records), "enriched": 0, "failed": 0, "skipped": 0}
-    errors_by_code: Counter = Counter()
-    store = DeltaStore(job.lake)
+    skipped, errors_by_code = 0, Counter()
     for start in range(0, len(records), job.chunk_items):
         chunk = records[start : start + job.chunk_items]
-        try:
-            for record in chunk:
-                fetch_input(record, config.media, job.cache_dir)
-                record["pipeline_fingerprint"] = job.fingerprint
-            todo, done = split_done(
-                store, chunk, job.fingerprint, job.force, job.descriptions_version
-            )
-            counts["skipped"] += len(done)
-            for stage in stages:
-                for begin in range(0, len(todo), stage.batch_size):
-                    stage.process_batch(todo[begin : begin + stage.batch_size])
-        finally:
-            for record in chunk:
-                release_input(record)
-                for column in MEDIA_COLUMNS:
-                    record.pop(column, None)
+        todo = process_chunk(job, stages, chunk)
+        skipped += len(chunk) - len(todo)
         errors_by_code.update(stage_rows(parts, todo, job))
     files = parts.close()
-    counts["enriched"] = files.get("descriptions", {}).get("rows", 0)
-    counts["failed"] = files.get("errors", {}).get("rows", 0)
-    stats = {s.name: stats_delta(s.stats.as_dict(), before[s.name]) for s in stages}
-    marker = {**counts, "errors_by_code": dict(errors_by_code), "files": files}
-    marker.update(stage_stats=stats, attempt=attempt)
+    marker = {
+        "items": len(records),
+        "enriched": files.get("descriptions", {}).get("rows", 0),
+        "failed": files.get("errors", {}).get("rows", 0),
+        "skipped": skipped,
+        "errors_by_code": dict(errors_by_code),
+        "files": files,
+        "stage_stats": {s.name: stats_delta(s.stats.as_dict(), before[s.name]) for s in stages},
+        "attempt": attempt,
+    }
     return finish_task(job.staging, "enrich", shard.task_id, marker)
+
+
+def process_chunk(job: EnrichJob, stages: list[Stage], chunk: list[Record]) -> list[Record]:
+    """Fetch and hash the chunk's inputs, drop unchanged items, run the stages on the rest
+    (returned); frames, audio and temporary media copies are released either way."""
+    media = Config.model_validate_json(job.config_json).media
+    try:
+        for record in chunk:
+            fetch_input(record, media, job.cache_dir)
+            record["pipeline_fingerprint"] = job.fingerprint
+        store = DeltaStore(job.lake)
+        todo, _ = split_done(store, chunk, job.fingerprint, job.force, job.descriptions_version)
+        for stage in stages:
+            for begin in range(0, len(todo), stage.batch_size):
+                stage.process_batch(todo[begin : begin + stage.batch_size])
+        return todo
+    finally:
+        for record in chunk:
+            release_input(record)
+            for column in MEDIA_COLUMNS:
+                record.pop(column, None)
 
 
 def stage_rows(parts: StagedParts, records: list[Record], job: EnrichJob) -> Counter:
