@@ -68,25 +68,24 @@ def embeddings_of(
 
 def sample_keys(keys: pa.Table, config: SemanticIdConfig, encoder: str) -> list[str]:
     """The item_ids ``fit_sample`` picks from ``keys`` (sorted), without reading vectors."""
-    fit_sample(keys, config, encoder, check_only=True)
-    keep = _sample_positions(keys.num_rows, config)
-    return keys.take(keep)["item_id"].to_pylist()
+    _require_two(keys, encoder)
+    return keys.take(_sample_positions(keys.num_rows, config))["item_id"].to_pylist()
+
+
+def _require_two(table: pa.Table, encoder: str) -> None:
+    if table.num_rows < 2:
+        raise ValueError(
+            f"need at least 2 embeddings from encoder {encoder} to fit, have {table.num_rows}"
+        )
 
 
 def _sample_positions(rows: int, config: SemanticIdConfig) -> np.ndarray:
     return np.sort(np.random.default_rng(config.seed).permutation(rows)[: config.fit_sample])
 
 
-def fit_sample(
-    table: pa.Table, config: SemanticIdConfig, encoder: str, check_only: bool = False
-) -> np.ndarray | None:
+def fit_sample(table: pa.Table, config: SemanticIdConfig, encoder: str) -> np.ndarray:
     """A seeded sample (≤ ``fit_sample``) of the ``embedding`` column of ``table``."""
-    if table.num_rows < 2:
-        raise ValueError(
-            f"need at least 2 embeddings from encoder {encoder} to fit, have {table.num_rows}"
-        )
-    if check_only:
-        return None
+    _require_two(table, encoder)
     keep = _sample_positions(table.num_rows, config)
     return np.asarray(table.take(keep).column("embedding").to_pylist(), dtype=np.float32)
 
