@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -31,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
 
 S3_ENV = {
     "AWS_ALLOW_HTTP": "true",
@@ -254,6 +257,33 @@ def _check_namespaces() -> None:
         pytest.skip(f"cannot mount a tmpfs in a new mount namespace: {probe.stderr.strip()}")
 
 
+def installed_under_tmp(spark_home: Path) -> list[Path]:
+    """The checkout, venv and Spark install when they lie under /tmp (a CI clone there): the
+    workers keep seeing those, as machines of a cluster have the same software installed,
+    while the rest of their /tmp is their own."""
+    found = [
+        path
+        for path in (ROOT, Path(sys.prefix).resolve(), spark_home)
+        if path.is_relative_to("/tmp")
+    ]
+    return [p for p in found if not any(p != q and p.is_relative_to(q) for q in found)]
+
+
+def private_tmp_script(keep: list[Path], worker: int, command: str) -> str:
+    """sh: a fresh tmpfs on /tmp, with ``keep`` bind-mounted back at the same paths."""
+    saves = [f"/run/enrich-keep-{worker}-{i}" for i in range(len(keep))]
+    steps = ["mount --make-rprivate /"]
+    for path, save in zip(keep, saves, strict=True):
+        steps += [f"mkdir -p {save}", f"mount --bind {shlex.quote(str(path))} {save}"]
+    steps.append("mount -t tmpfs tmpfs /tmp")
+    for path, save in zip(keep, saves, strict=True):
+        steps += [
+            f"mkdir -p {shlex.quote(str(path))}",
+            f"mount --bind {save} {shlex.quote(str(path))}",
+        ]
+    return " && ".join([*steps, f"exec {command}"])
+
+
 @contextlib.contextmanager
 def start_spark_cluster(
     workers: int = 2, cores: int = 1, memory: str = "2g", timeout: float = 90.0
@@ -265,9 +295,7 @@ def start_spark_cluster(
     _check_namespaces()
     spark_home = Path(pyspark.__file__).resolve().parent
     spark_class = spark_home / "bin" / "spark-class"
-    for needed in (spark_home, Path(sys.executable)):
-        if needed.is_relative_to("/tmp"):
-            raise RuntimeError(f"{needed} is under /tmp, which workers replace with a tmpfs")
+    keep = installed_under_tmp(spark_home)
     env = {
         **os.environ,
         "SPARK_HOME": str(spark_home),
@@ -317,7 +345,7 @@ def start_spark_cluster(
                 *("--webui-port", str(free_port()), "--work-dir", WORKER_TMP_WORK_DIR),
                 master_url,
             ]
-            script = f"mount -t tmpfs tmpfs /tmp && exec {subprocess.list2cmdline(worker)}"
+            script = private_tmp_script(keep, index, shlex.join(worker))
             launch(f"worker-{index}", ["unshare", "-m", "sh", "-c", script])
         deadline = time.monotonic() + timeout
         while (alive := _alive_workers(web_ui)) < workers:
