@@ -174,9 +174,10 @@ def enrich_task(job: EnrichJob, shard: InputShard, attempt: int = 0) -> dict[str
     records = read_shard(shard)
     parts = StagedParts(job.staging, "enrich", shard.task_id)
     skipped, errors_by_code = 0, Counter()
+    media, store = Config.model_validate_json(job.config_json).media, DeltaStore(job.lake)
     for start in range(0, len(records), job.chunk_items):
         chunk = records[start : start + job.chunk_items]
-        todo = process_chunk(job, stages, chunk)
+        todo = process_chunk(job, stages, chunk, media, store)
         skipped += len(chunk) - len(todo)
         errors_by_code.update(stage_rows(parts, todo, job))
     files = parts.close()
@@ -193,15 +194,15 @@ def enrich_task(job: EnrichJob, shard: InputShard, attempt: int = 0) -> dict[str
     return finish_task(job.staging, "enrich", shard.task_id, marker)
 
 
-def process_chunk(job: EnrichJob, stages: list[Stage], chunk: list[Record]) -> list[Record]:
+def process_chunk(
+    job: EnrichJob, stages: list[Stage], chunk: list[Record], media: Any, store: DeltaStore
+) -> list[Record]:
     """Fetch and hash the chunk's inputs, drop unchanged items, run the stages on the rest
     (returned); frames, audio and temporary media copies are released either way."""
-    media = Config.model_validate_json(job.config_json).media
     try:
         for record in chunk:
             fetch_input(record, media, job.cache_dir)
             record["pipeline_fingerprint"] = job.fingerprint
-        store = DeltaStore(job.lake)
         todo, _ = split_done(store, chunk, job.fingerprint, job.force, job.descriptions_version)
         for stage in stages:
             for begin in range(0, len(todo), stage.batch_size):

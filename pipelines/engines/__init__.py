@@ -58,6 +58,15 @@ def make_engine(name: str, engine_args: list[str] | None = None, progress: str =
     return LocalEngine(engine_args or [], progress)
 
 
+ITEMS_PER_TASK_FACTOR = 4
+
+
+def batched_items_per_task(config: Any) -> int:
+    """Items per task for engines that run tasks in parallel: a few batches of the largest
+    stage batch, so every stage sees full batches and the waves stay short."""
+    return max(config.describe.batch_size, config.media.batch_size) * ITEMS_PER_TASK_FACTOR
+
+
 class TaskRunner:
     """A picklable ``task → marker`` callable for engines that map over tasks."""
 

@@ -15,11 +15,10 @@ import logging
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
-from pipelines.engines import TaskRunner
+from pipelines.engines import TaskRunner, batched_items_per_task
 from schemas.store import DeltaStore
 
 logger = logging.getLogger(__name__)
-ITEMS_PER_TASK_FACTOR = 4
 
 
 def pipeline_options(engine_args: list[str]) -> PipelineOptions:
@@ -41,7 +40,7 @@ class BeamEngine:
         return max(1, self.options.view_as(DirectOptions).direct_num_workers or 1)
 
     def items_per_task(self, config) -> int:
-        return max(config.describe.batch_size, config.media.batch_size) * ITEMS_PER_TASK_FACTOR
+        return batched_items_per_task(config)
 
     def run(self, func, job, tasks, on_done=None) -> None:
         logger.info(

@@ -15,12 +15,11 @@ import logging
 import os
 import sys
 
-from pipelines.engines import TaskRunner
+from pipelines.engines import TaskRunner, batched_items_per_task
 from schemas.spark import SparkDeltaStore, delta_spark_ready
 from schemas.store import DeltaStore
 
 logger = logging.getLogger(__name__)
-ITEMS_PER_TASK_FACTOR = 4
 # Storage settings that executors need to reach the same object store as the driver. Keys
 # are forwarded only when the driver has them in its environment (prefer instance roles on a
 # real cluster); Spark redacts them in its UI and logs (spark.redaction.regex below).
@@ -78,7 +77,7 @@ class SparkEngine:
         return max(1, self.session.sparkContext.defaultParallelism)
 
     def items_per_task(self, config) -> int:
-        return max(config.describe.batch_size, config.media.batch_size) * ITEMS_PER_TASK_FACTOR
+        return batched_items_per_task(config)
 
     def run(self, func, job, tasks, on_done=None) -> None:
         if not tasks:
