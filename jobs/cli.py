@@ -11,10 +11,11 @@ import sys
 import time
 from pathlib import Path
 
-from pipelines.commit import ReconciliationError
-from schemas.store import LakeWriteError
+from pipelines.commit import ErrorRateExceeded, RunFailed
+from schemas.store import LakeError, LakeWriteError
 from transforms.config import ConfigError, load_config
 from transforms.manifest import ManifestError
+from transforms.redact import install_log_redaction, redact_text
 
 logger = logging.getLogger("enrich")
 ENGINES = ("local", "beam", "spark")
@@ -138,32 +139,39 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    install_log_redaction()
     for noisy in ("httpx", "urllib3", "faster_whisper", "sentence_transformers", "faiss"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     _offline_env()
     try:
-        if args.command == "run":
-            return command_run(args)
-        if args.command == "report":
-            return command_report(args)
-        if args.command == "fit-sids":
-            return command_fit_sids(args)
-        if hasattr(args, "handler"):  # validate, publish, promote-sids, assign-sids
-            return args.handler(args)
-        return command_inspect(args)
-    except (ConfigError, ManifestError, ValueError) as exc:
-        print(f"enrich: error: {exc}", file=sys.stderr)
-        return 2
-    except ReconciliationError as exc:
-        print(f"enrich: error: the run failed: {exc}", file=sys.stderr)
-        return 1
+        return _dispatch(args)
+    except (ConfigError, ManifestError, LakeError, ValueError) as exc:
+        return _fail(exc, 2)
+    except RunFailed as exc:
+        return _fail(f"the run failed: {exc}", 1)
     except LakeWriteError as exc:
-        print(
-            f"enrich: error: {exc}.\nFree space or fix the permissions, then rerun the same "
-            "command: items already committed are skipped.",
-            file=sys.stderr,
+        return _fail(
+            f"{exc}.\nFree space or fix the permissions, then rerun the same command: items "
+            "already committed are skipped.",
+            1,
         )
-        return 1
+
+
+def _fail(message: object, code: int) -> int:
+    print(f"enrich: error: {redact_text(str(message))}", file=sys.stderr)
+    return code
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "run":
+        return command_run(args)
+    if args.command == "report":
+        return command_report(args)
+    if args.command == "fit-sids":
+        return command_fit_sids(args)
+    if hasattr(args, "handler"):  # validate, publish, promote-sids, assign-sids
+        return args.handler(args)
+    return command_inspect(args)
 
 
 def command_run(args: argparse.Namespace) -> int:
@@ -187,25 +195,38 @@ def command_run(args: argparse.Namespace) -> int:
             engine_args=args.engine_args,
             resume=bool(args.resume),
         )
+    except ErrorRateExceeded as exc:  # a finished run that failed: its summary still helps
+        _finish(args, exc.summary, time.perf_counter() - started)
+        raise
     except Exception:
         _run_report(args, run_id)  # what the failed run committed, if the lake is readable
         raise
-    elapsed = time.perf_counter() - started
+    _finish(args, summary, time.perf_counter() - started)
+    return 0
+
+
+def _finish(args: argparse.Namespace, summary, elapsed: float) -> None:
+    """The summary (stdout and ``--summary-json``) and the run report."""
     print_summary(summary, args.lake, elapsed)
     if args.summary_json:
         Path(args.summary_json).write_text(
             json.dumps(_summary_dict(summary, elapsed), indent=2, default=str)
         )
-    _run_report(args, run_id)
-    return 0
+    _run_report(args, summary.run_id)
 
 
 def _run_report(args: argparse.Namespace, run_id: str) -> None:
-    if not args.no_report:
-        from jobs.report import write_run_report
+    if args.no_report:
+        return
+    from jobs.report import write_run_report
 
-        if path := write_run_report(args.lake, run_id, args.report):
-            print(f"report: {path}")
+    try:
+        path = write_run_report(args.lake, run_id, args.report)
+    except (LakeError, OSError) as exc:  # the lake may be what failed: keep the first error
+        logger.warning("no run report: %s", exc)
+        return
+    if path:
+        print(f"report: {path}")
 
 
 def command_report(args: argparse.Namespace) -> int:
@@ -231,9 +252,12 @@ def print_summary(summary, lake: str, elapsed: float) -> None:
 
     store = DeltaStore(lake)
     print(
-        f"\nrun {summary.run_id}: {summary.items} items, {summary.succeeded} enriched, "
-        f"{summary.skipped} unchanged (skipped), {summary.failed} errors in {elapsed:.1f}s"
+        f"\nrun {summary.run_id} {summary.status}: {summary.items} items, {summary.succeeded} "
+        f"enriched, {summary.skipped} unchanged (skipped), {summary.failed} errors in "
+        f"{elapsed:.1f}s"
     )
+    if summary.missing_input:
+        print(f"  {summary.missing_input} items of the input folder vanished (missing_input)")
     for code, count in sorted(summary.errors_by_code.items()):
         print(f"  error {code}: {count}")
     if store.exists("errors"):
@@ -335,6 +359,7 @@ def command_inspect(args: argparse.Namespace) -> int:
     from schemas.tables import TABLES
 
     store = DeltaStore(args.lake)
+    store.require_lake()
     if not args.table:
         for name in TABLES:
             if store.exists(name):

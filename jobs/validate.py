@@ -9,7 +9,9 @@ exits 1 when a check fails, so a scheduler stops before ``enrich publish``:
 - the descriptions and embeddings tables hold exactly the rows the run reports enriching;
 - every embedded item has a Semantic ID (``--min-sid-coverage``);
 - the SIDs of the run's codebook are spread out: unique fraction of codes before dedup is at
-  least ``--min-unique-fraction``.
+  least ``--min-unique-fraction``;
+- no features are served for input files that vanished (errors code ``missing_input`` on an
+  item that still has a description; ``--max-stale-features``, default 0).
 """
 
 from __future__ import annotations
@@ -44,6 +46,12 @@ def add_parser(commands) -> None:
         type=float,
         default=0.05,
         help="unique fraction of SID codes before dedup; default 0.05",
+    )
+    parser.add_argument(
+        "--max-stale-features",
+        type=int,
+        default=0,
+        help="items still described although their input file vanished; default 0",
     )
     parser.set_defaults(handler=command_validate)
 
@@ -101,12 +109,26 @@ def sid_figures(store, codebook_version: str | None) -> dict[str, Any]:
     }
 
 
+def stale_features(store) -> int:
+    """Items reported ``missing_input`` (their file vanished) that still have a description."""
+    import pyarrow.compute as pc
+
+    from pipelines.missing import MISSING_CODE
+
+    errors = store.read_or_empty("errors", columns=["item_id", "code"])
+    gone = errors.filter(pc.equal(errors.column("code"), MISSING_CODE)).column("item_id")
+    if not len(gone):
+        return 0
+    return store.read("descriptions", columns=["item_id"], keys=gone.to_pylist()).num_rows
+
+
 def run_checks(store, run: dict[str, Any], args: argparse.Namespace) -> list[Check]:
     processed = run["succeeded"] + run["failed"]
     error_rate = round(run["failed"] / processed, 4) if processed else 0.0
     sids = sid_figures(store, run["codebook_version"])
     written = {name: rows_of_run(store, name, run) for name in ("descriptions", "embeddings")}
     unique = sids["unique_fraction"]
+    stale = stale_features(store)
     return [
         Check("status", run["status"], "succeeded", run["status"] == "succeeded"),
         Check(
@@ -138,6 +160,12 @@ def run_checks(store, run: dict[str, Any], args: argparse.Namespace) -> list[Che
             unique,
             f">= {args.min_unique_fraction}",
             unique is not None and unique >= args.min_unique_fraction,
+        ),
+        Check(
+            "stale features (input vanished)",
+            stale,
+            f"<= {args.max_stale_features}",
+            stale <= args.max_stale_features,
         ),
     ]
 

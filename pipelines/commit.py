@@ -28,9 +28,22 @@ logger = logging.getLogger(__name__)
 FEATURE_TABLES = ("descriptions", "embeddings", "semantic_ids", "codebooks", "errors", "runs")
 
 
-class ReconciliationError(RuntimeError):
+class RunFailed(RuntimeError):
+    """The run ended ``failed``: the CLI exits 1 with this message."""
+
+
+class ReconciliationError(RunFailed):
     """Items went missing between the plan and the commit: the run fails, nothing is lost
     silently."""
+
+
+class ErrorRateExceeded(RunFailed):
+    """More items failed than ``run.max_error_rate`` allows (the describer endpoint is down,
+    a model is broken): what did succeed is committed, but the run is not a success."""
+
+    def __init__(self, message: str, summary: RunSummary):
+        super().__init__(message)
+        self.summary = summary
 
 
 def new_run_id() -> str:
@@ -55,6 +68,7 @@ class RunSummary:
     codebook_version: str | None = None
     codebook_metrics: dict[str, Any] = field(default_factory=dict)
     table_versions: dict[str, int | None] = field(default_factory=dict)
+    missing_input: int = 0
     status: str = "running"
     notes: list[str] = field(default_factory=list)
     finished_at: datetime | None = None
@@ -68,6 +82,28 @@ class RunSummary:
         self.stage_stats = add_stats(self.stage_stats, marker["stage_stats"])
         for code, count in marker["errors_by_code"].items():
             self.errors_by_code[code] = self.errors_by_code.get(code, 0) + count
+
+    @property
+    def error_rate(self) -> float:
+        """Failed among the items this run processed (unchanged items are not processed)."""
+        processed = self.succeeded + self.failed
+        return self.failed / processed if processed else 0.0
+
+    def check_error_rate(self, limit: float) -> None:
+        """Raise ``ErrorRateExceeded`` when the error rate is over ``limit``."""
+        if self.error_rate <= limit:
+            return
+        codes = ", ".join(
+            f"{code} {count}"
+            for code, count in sorted(self.errors_by_code.items(), key=lambda kv: -kv[1])[:5]
+        )
+        raise ErrorRateExceeded(
+            f"{self.failed} of {self.succeeded + self.failed} processed items failed "
+            f"(error rate {self.error_rate:.2f} > run.max_error_rate {limit}); errors: {codes}. "
+            "The items that succeeded are committed; see the errors table, fix the cause and "
+            "rerun (succeeded items are skipped), or raise run.max_error_rate",
+            self,
+        )
 
 
 def staged_rows(uri: str) -> int | None:
@@ -194,8 +230,9 @@ def record_run(store: DeltaStore, config: Config, summary: RunSummary) -> None:
                 "succeeded": summary.succeeded,
                 "skipped": summary.skipped,
                 "failed": summary.failed,
+                "missing_input": summary.missing_input,
                 "config_fingerprint": config.fingerprint(),
-                "config_json": json.dumps(config.model_dump(mode="json"), sort_keys=True),
+                "config_json": config.redacted_json(),
                 "stage_fingerprints_json": json.dumps(summary.stage_fingerprints, sort_keys=True),
                 "stage_stats_json": json.dumps(summary.stage_stats, sort_keys=True),
                 "table_versions_json": json.dumps(summary.table_versions, sort_keys=True),

@@ -25,7 +25,8 @@ from pipelines.commit import (
 )
 from pipelines.engines import Engine, make_engine
 from pipelines.incremental import pipeline_fingerprint
-from pipelines.sids import fit_codebook, pinned_codebook, uncoded_ids
+from pipelines.missing import handle_missing_inputs
+from pipelines.sids import first_codebook, pinned_codebook, uncoded_ids
 from pipelines.tasks import (
     EnrichJob,
     SidTask,
@@ -38,7 +39,7 @@ from pipelines.tasks import (
     staging_folder,
 )
 from schemas.rows import utc_now
-from schemas.store import DeltaStore, is_storage_error, lake_write_error
+from schemas.store import DeltaStore, active_files, is_storage_error, lake_write_error
 from transforms import storage
 from transforms.config import Config
 from transforms.encode import encoder_id
@@ -88,9 +89,11 @@ def run_pipeline(
         job = enrich_job(config, store, staging, run_id, summary, force, codebook, runner)
         with staging_writes(staging):
             markers = enrich(runner, store, job, shards, summary)
+            handle_missing_inputs(store, shards, summary, config.run.on_missing_input)
             semantic_ids(runner, store, config, job, markers, summary)
-        summary.status = "succeeded"
         storage.delete_tree(staging)
+        summary.check_error_rate(config.run.max_error_rate)
+        summary.status = "succeeded"
     except BaseException:
         summary.status = "failed"
         raise
@@ -180,7 +183,7 @@ def semantic_ids(
     run_embeddings = staged_files(markers, "embeddings")
     if codebook is None and (run_embeddings or store.exists("embeddings")):
         try:
-            codebook = fit_codebook(store, config.semantic_ids, encoder, job.run_id)
+            codebook = first_codebook(store, config.semantic_ids, encoder, job.run_id)
         except ValueError as exc:
             summary.notes.append(f"semantic_ids skipped: {exc}")
             return
@@ -228,7 +231,7 @@ def code_tasks(
             f"semantic_ids: also coded {len(pending)} embedded items that an earlier run "
             "left without a SID (it stopped before its SID step)"
         )
-        lake_files = store.table("embeddings").file_uris()
+        lake_files = active_files(store.table("embeddings"))
         tasks.append(SidTask("pending", files=tuple(lake_files), only=tuple(pending)))
     return tasks
 

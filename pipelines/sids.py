@@ -35,8 +35,8 @@ def _compatible(row: dict[str, Any], config: SemanticIdConfig, encoder: str) -> 
 
 def pinned_codebook(store: DeltaStore, config: SemanticIdConfig, encoder: str) -> Codebook | None:
     """The codebook named by config; or (``auto``) the most recently promoted compatible one,
-    else the newest compatible one a run fitted (never an unpromoted ``fit-sids`` candidate);
-    None if none."""
+    else the first compatible one a run fitted (never an unpromoted ``fit-sids`` candidate,
+    never one that lost a first-fit race); None if none."""
     rows = store.read_or_empty("codebooks").to_pylist()
     if config.codebook_version != "auto":
         named = [r for r in rows if r["codebook_version"] == config.codebook_version]
@@ -47,13 +47,50 @@ def pinned_codebook(store: DeltaStore, config: SemanticIdConfig, encoder: str) -
                 f"the codebooks table; known: {known}"
             )
         return Codebook.from_row(named[0])
+    row = auto_choice(rows, config, encoder)
+    return Codebook.from_row(row) if row else None
+
+
+def auto_choice(
+    rows: list[dict[str, Any]], config: SemanticIdConfig, encoder: str
+) -> dict[str, Any] | None:
+    """The codebooks row ``auto`` pins among ``rows``."""
     compatible = [r for r in rows if _compatible(r, config, encoder)]
     promoted = [r for r in compatible if r.get("promotion_status") == "promoted"]
     if promoted:
-        return Codebook.from_row(max(promoted, key=lambda r: r["promoted_at"]))
+        return max(promoted, key=lambda r: r["promoted_at"])
     fitted_by_runs = [r for r in compatible if r.get("promotion_status") is None]
-    newest = max(fitted_by_runs, key=lambda r: r["updated_at"], default=None)
-    return Codebook.from_row(newest) if newest else None
+    return min(fitted_by_runs, key=lambda r: (r["updated_at"], r["codebook_version"]), default=None)
+
+
+def first_codebook(
+    store: DeltaStore, config: SemanticIdConfig, encoder: str, run_id: str
+) -> Codebook:
+    """A run's fit when no compatible codebook exists. Two runs can get here at once; the
+    Delta log orders their commits, and the later one adopts the earlier one's codebook and
+    marks its own ``superseded``, so every run codes with, and records, the same codebook."""
+    codebook, committed = fit_codebook(store, config, encoder, run_id, with_version=True)
+    if not committed:
+        return codebook
+    before = store.read("codebooks", version=committed - 1).to_pylist()
+    winner = auto_choice(before, config, encoder)
+    if winner is None:
+        return codebook
+    note = f"a concurrent run fitted {winner['codebook_version']} first; this run adopted it"
+    store.merge(
+        "codebooks",
+        [
+            {
+                **codebook.to_row(),
+                "promotion_status": "superseded",
+                "promotion_note": note,
+                "run_id": run_id,
+                "updated_at": utc_now(),
+            }
+        ],
+    )
+    logger.warning("codebook %s superseded: %s", codebook.version, note)
+    return Codebook.from_row(winner)
 
 
 def embeddings_of(
@@ -138,20 +175,23 @@ def fit_codebook(
     encoder: str,
     run_id: str,
     embeddings: pa.Table | None = None,
-) -> Codebook:
+    with_version: bool = False,
+) -> Codebook | tuple[Codebook, int]:
     """Fit a new codebook version on a sample of the embeddings (read from the lake unless
-    given) and record it."""
+    given) and record it (``with_version``: also return the version of that commit)."""
     if embeddings is None:  # keys first, then only the sampled vectors
         keys = embeddings_of(store, encoder, ["item_id"])
         chosen = sample_keys(keys, config, encoder)
         embeddings = embeddings_of(store, encoder, ["item_id", "embedding"], keys=chosen)
     sample = fit_sample(embeddings, config, encoder)
     codebook = fit_codebook_on(sample, config, encoder)
-    store.merge("codebooks", [{**codebook.to_row(), "run_id": run_id, "updated_at": utc_now()}])
+    committed = store.merge(
+        "codebooks", [{**codebook.to_row(), "run_id": run_id, "updated_at": utc_now()}]
+    )
     logger.info(
         "fitted codebook %s on %d items: %s", codebook.version, len(sample), codebook.metrics
     )
-    return codebook
+    return (codebook, committed) if with_version else codebook
 
 
 def assign_semantic_ids(

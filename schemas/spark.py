@@ -10,7 +10,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from schemas.store import DeltaStore, check_compatible
+from schemas.store import DeltaStore, active_files, check_compatible
 from schemas.tables import TABLES, TableSpec
 
 
@@ -63,7 +63,7 @@ def read_spark(
     if as_of is not None:
         table.load_as_version(as_of)
     schema = spark_schema(name)
-    files = table.file_uris()
+    files = active_files(table)
     frame = (
         spark.read.schema(schema).parquet(*files) if files else spark.createDataFrame([], schema)
     )

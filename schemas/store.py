@@ -53,6 +53,11 @@ class SchemaMismatch(ValueError):
     """A write would change a column's type: only additive (new nullable column) evolution."""
 
 
+class LakeError(RuntimeError):
+    """The lake cannot be used as given: not a directory, not a lake, or a table that cannot
+    be read (a corrupt ``_delta_log``). The message names the path and the cause."""
+
+
 class LakeWriteError(RuntimeError):
     """The lake's storage refused a write (disk full, permissions, read-only). Delta commits
     are atomic: nothing of the failed write is visible, and every table stays readable at its
@@ -128,6 +133,14 @@ def parquet_dataset(uris: list[str], schema: pa.Schema | None = None) -> ds.Data
     return ds.dataset(paths, format="parquet", schema=schema, filesystem=fs)
 
 
+def active_files(table: DeltaTable) -> list[str]:
+    """The table version's Parquet files, readable through ``storage``: delta-rs returns local
+    paths percent-encoded (a lake under "my lake/" lists "my%20lake/...")."""
+    from urllib.parse import unquote
+
+    return [unquote(u) if storage.is_local(u) else u for u in table.file_uris()]
+
+
 def delta_to_arrow(
     table: DeltaTable, columns: list[str] | None = None, where: ds.Expression | None = None
 ) -> pa.Table:
@@ -139,7 +152,7 @@ def delta_to_arrow(
     written before an additive schema change read the new columns as nulls.
     """
     schema = pa.schema(table.schema().to_arrow())
-    files = table.file_uris()
+    files = active_files(table)
     if not files:
         empty = schema.empty_table()
         return empty.select(columns) if columns else empty
@@ -169,16 +182,46 @@ class DeltaStore:
 
     def __init__(self, lake: str | Path):
         self.lake = storage.normalize(str(lake))
+        if (
+            storage.is_local(self.lake)
+            and Path(self.lake).exists()
+            and not storage.is_dir(self.lake)
+        ):
+            raise LakeError(
+                f"--lake {self.lake} is a file, not a directory: point it at a folder (created "
+                "when absent) or an object-store URI"
+            )
         self.options = storage.delta_storage_options(self.lake)
 
     def path(self, name: str) -> str:
         return f"{self.lake}/{_spec(name).name}"
 
     def exists(self, name: str) -> bool:
-        return DeltaTable.is_deltatable(self.path(name), storage_options=self.options)
+        """Whether the table has a Delta log (a folder with a broken log counts: reading it
+        then says what is wrong, rather than a new table being written over it)."""
+        path = self.path(name)
+        if DeltaTable.is_deltatable(path, storage_options=self.options):
+            return True
+        return storage.is_local(path) and Path(path, "_delta_log").is_dir()
 
     def table(self, name: str, version: int | None = None) -> DeltaTable:
-        return DeltaTable(self.path(name), version=version, storage_options=self.options)
+        try:
+            return DeltaTable(self.path(name), version=version, storage_options=self.options)
+        except Exception as exc:  # noqa: BLE001 - delta-rs raises several types for a bad log
+            cause = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise LakeError(
+                f"table '{name}' under {self.lake} cannot be read"
+                + (f" at version {version}" if version is not None else "")
+                + f": {cause}. Restore its _delta_log or point --lake at a healthy lake"
+            ) from exc
+
+    def require_lake(self) -> None:
+        """Fail with a clear message when no table of ours exists here (a mistyped --lake)."""
+        if not any(self.exists(name) for name in TABLES):
+            raise LakeError(
+                f"{self.lake} is not a lake: none of its tables ({', '.join(TABLES)}) exist "
+                "there. Check --lake"
+            )
 
     def version(self, name: str) -> int | None:
         return self.table(name).version() if self.exists(name) else None
@@ -236,7 +279,7 @@ class DeltaStore:
                     description=table_description(spec.name),
                     storage_options=self.options,
                 )
-                return self.table(spec.name).version()
+                return 0  # the commit that creates a table is version 0
             except Exception as exc:  # noqa: BLE001 - another writer created it first: merge
                 if not self.exists(spec.name) or isinstance(source, pa.RecordBatchReader):
                     raise
@@ -312,7 +355,7 @@ class DeltaStore:
     def head(self, name: str, rows: int, columns: list[str] | None = None) -> list[dict]:
         """The first ``rows`` rows of the latest version, reading no more files than needed."""
         table = self.table(name)
-        files = table.file_uris()
+        files = active_files(table)
         if not files:
             return []
         schema = pa.schema(table.schema().to_arrow())

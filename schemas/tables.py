@@ -123,7 +123,8 @@ CODEBOOKS = pa.schema(
         pa.field("metrics_json", pa.string()),
         pa.field("config_json", pa.string()),
         # Promotion (pipelines/promotion.py): 'candidate' or 'refused' (fit-sids, not in use),
-        # 'promoted' (``auto`` pins the most recently promoted); null: fitted by a run.
+        # 'promoted' (``auto`` pins the most recently promoted); null: fitted by a run;
+        # 'superseded': a run's fit that lost the race for a lake's first codebook.
         pa.field("promotion_status", pa.string()),
         pa.field("promoted_at", _TS),
         pa.field("promotion_note", pa.string()),
@@ -157,6 +158,8 @@ RUNS = pa.schema(
         pa.field("succeeded", pa.int64()),
         pa.field("skipped", pa.int64()),
         pa.field("failed", pa.int64()),
+        # Items of a media-folder input that earlier runs enriched and that are gone now.
+        pa.field("missing_input", pa.int64()),
         pa.field("config_fingerprint", pa.string()),
         pa.field("config_json", pa.string()),
         pa.field("stage_fingerprints_json", pa.string()),

@@ -20,7 +20,9 @@ class FakeOpenAI:
     def __init__(self, api_key: str | None = None, served_model: str = "served/vlm-7b"):
         self.api_key = api_key
         self.served_model = served_model
-        self.script: list[str] = []  # actions for the next requests: ok, 429, 500, hang
+        # Actions for the next requests: ok, 429, 500, hang, or echo_auth (a 400 whose message
+        # repeats the Authorization header, as careless gateways do).
+        self.script: list[str] = []
         self.lock = threading.Lock()
         self.requests: list[dict] = []
         self.in_flight = self.max_in_flight = 0
@@ -85,6 +87,8 @@ class _Handler(BaseHTTPRequestHandler):
         if action == "hang":
             time.sleep(fake.hang_s)
             return self._send(200, {"choices": []})
+        if action == "echo_auth":
+            return self._send(400, {"error": {"message": f"credential {auth} not allowed"}})
         if action in ("429", "500"):
             return self._send(
                 int(action),

@@ -92,6 +92,8 @@ def bad_run(tmp_path_factory):
         "ocr.max_frames=1",
         "--set",
         "media.batch_size=32",
+        "--set",
+        "run.max_error_rate=1.0",  # a corpus of mostly bad inputs, on purpose
     ]
     assert main(argv) == 0
     return corpus, *(

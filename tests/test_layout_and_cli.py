@@ -62,6 +62,13 @@ def test_unknown_engine_is_refused_by_the_parser(tmp_path):
     assert exc.value.code == 2
 
 
-def test_inspect_lists_absent_tables(tmp_path, capsys):
+def test_inspect_lists_absent_tables_of_a_lake(tmp_path, capsys):
+    from schemas.rows import utc_now
+    from schemas.store import DeltaStore
+
+    DeltaStore(tmp_path).merge(
+        "releases", [{"release_id": "r", "run_id": "x", "updated_at": utc_now()}]
+    )
     assert main(["inspect", "--lake", str(tmp_path)]) == 0
-    assert "descriptions   (absent)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "descriptions   (absent)" in out and "releases       version    0  rows 1" in out

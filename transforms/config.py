@@ -6,12 +6,20 @@ documented default, so ``enrich run`` works with no config at all (the offline d
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from transforms.redact import (
+    ENV_NAME,
+    SECRET_KEY,
+    redact_config,
+    redact_text,
+    register_secret_env,
+)
 from transforms.stage import stable_hash
 
 
@@ -112,6 +120,19 @@ class DescribeConfig(_Section):
     backoff_s: float = Field(1.0, ge=0, description="openai: first retry delay, doubled each time")
     jpeg_quality: int = Field(85, ge=10, le=100)
 
+    @field_validator("api_key_env")
+    @classmethod
+    def _names_a_variable(cls, value: str | None) -> str | None:
+        """The key itself pasted here would be stored with the config: refuse it, unechoed."""
+        if value is not None and not ENV_NAME.fullmatch(value):
+            raise ValueError(
+                "must be the NAME of the environment variable that holds the API key (letters, "
+                "digits and _, e.g. OPENAI_API_KEY), not the key itself; the value given is not "
+                "shown. Export the key in a variable and set describe.api_key_env to its name"
+            )
+        register_secret_env(value)
+        return value
+
     @property
     def resolved_prompt_version(self) -> str:
         if self.prompt_version != "auto":
@@ -192,6 +213,19 @@ class RunConfig(_Section):
     cache_dir: str | None = Field(
         None, description="worker-local folder for remote media copies (default: temp dir)"
     )
+    max_error_rate: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="a run whose failed / (enriched + failed) is above this ends 'failed' "
+        "(exit 1); what succeeded is still committed",
+    )
+    on_missing_input: Literal["report", "delete"] = Field(
+        "report",
+        description="media-folder input: items earlier runs enriched whose file is gone get an "
+        "errors row (code missing_input); report keeps their features served, delete also "
+        "deletes their descriptions, embeddings and semantic_ids rows (Delta history keeps them)",
+    )
     progress: Literal["auto", "on", "off"] = "auto"
     item_retries: int = Field(
         1, ge=0, le=10, description="retries of an item whose stage raised an unexpected error"
@@ -232,6 +266,10 @@ class Config(_Section):
     def fingerprint(self) -> str:
         return stable_hash(self.model_dump(mode="json"))
 
+    def redacted_json(self) -> str:
+        """The config as stored in ``runs`` and shown in reports: secrets masked."""
+        return json.dumps(redact_config(self.model_dump(mode="json")), sort_keys=True)
+
 
 def _format_validation_error(exc: ValidationError, origin: str) -> str:
     lines = [f"invalid config ({origin}):"]
@@ -239,8 +277,10 @@ def _format_validation_error(exc: ValidationError, origin: str) -> str:
         key = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
             lines.append(f"  unknown key '{key}' - remove it or check the spelling")
+        elif SECRET_KEY.search(key):  # never echo what may be a secret
+            lines.append(f"  key '{key}': {err['msg']}")
         else:
-            lines.append(f"  key '{key}': {err['msg']} (got {err.get('input')!r})")
+            lines.append(f"  key '{key}': {err['msg']} (got {redact_text(repr(err.get('input')))})")
     return "\n".join(lines)
 
 

@@ -3,6 +3,11 @@
 Every item becomes a record with ``item_id``, ``uri`` and optional metadata (``title``,
 ``tags``, ``published_at``). A bad manifest fails fast; a bad *item* is the media stage's job.
 
+Manifests are read exactly as written: CSV cells are strings (``007`` stays ``007``, ``NA``
+stays ``NA``; only an empty cell is absent), JSONL and Parquet ids must be strings or integers,
+and every item_id is put in Unicode NFC, so ``café`` typed in either form is one id (two ids
+that differ only in their normalization fail fast, like any duplicate).
+
 The driver only *plans* (``plan_input``): it streams the manifest once to validate it and
 count its rows, and cuts it into ``InputShard``s (a row range and, for JSONL, the byte offset
 where it starts). Engine tasks read their own shard (``read_shard``) through the storage
@@ -13,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,6 +31,8 @@ import pyarrow.parquet as pq
 
 from transforms import storage
 from transforms.stage import Record
+
+logger = logging.getLogger(__name__)
 
 MEDIA_EXTENSIONS = {
     ".mp4",
@@ -47,6 +56,8 @@ MEDIA_EXTENSIONS = {
 METADATA_FIELDS = ("title", "tags", "published_at")
 MANIFEST_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 HASH_CHUNK_BYTES = 4 << 20
+JSON_BLANKS = b" \t\r\n"  # the only whitespace JSON allows between tokens
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 class ManifestError(ValueError):
@@ -94,10 +105,14 @@ def read_input(uri: str | Path) -> list[Record]:
 def plan_input(uri: str, items_per_task: int, slots: int = 1) -> list[InputShard]:
     """Validate the input in one streaming pass and cut it into shards of about
     ``items_per_task`` items, in whole waves of ``slots`` tasks."""
-    uri = storage.normalize(str(uri))
+    try:
+        uri = storage.normalize(str(uri))
+    except storage.StorageError as exc:
+        raise ManifestError(f"--input {exc}") from None
     fmt = input_format(uri)
     if fmt == "media":
         names = media_files(uri)
+        _check_media_ids(uri, names)
         bounds = shard_bounds(len(names), items_per_task, slots)
         return [
             InputShard(f"{i:05d}", uri, fmt, a, b, names=tuple(names[a:b]))
@@ -140,18 +155,68 @@ def shard_bounds(total: int, per_task: int, slots: int) -> list[tuple[int, int]]
 
 
 def validate_manifest(uri: str, fmt: str) -> int:
-    """Stream every row once: fail fast on a malformed row or a duplicate item_id; return
-    the row count. Only a 64-bit hash per item_id is kept."""
+    """Stream every row once: fail fast on a malformed row or a duplicate item_id (after NFC
+    normalization, as ``read_shard`` gives it); return the row count. Only a 64-bit hash per
+    item_id is kept; a repeated hash is confirmed by a second pass before it fails."""
     seen: set[int] = set()
-    count = 0
+    count = changed = 0
     for number, row in _rows(uri, fmt):
         item_id = _checked_id(row, number, uri)
-        key = int.from_bytes(hashlib.blake2b(item_id.encode(), digest_size=8).digest(), "big")
+        changed += item_id != str(row["item_id"])
+        key = _id_key(item_id)
         if key in seen:
-            raise ManifestError(f"{uri}: item_id {item_id!r} appears twice (row {number})")
+            _fail_if_duplicate(uri, fmt, item_id, str(row["item_id"]), number)
         seen.add(key)
         count += 1
+    if changed:
+        logger.info("%s: %d item_ids put in Unicode NFC", uri, changed)
     return count
+
+
+def _id_key(item_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(item_id.encode(), digest_size=8).digest(), "big")
+
+
+def _fail_if_duplicate(uri: str, fmt: str, item_id: str, raw: str, number: int) -> None:
+    """Raise naming both rows when an earlier row has the same (normalized) item_id."""
+    for first, row in _rows(uri, fmt):
+        if first >= number:
+            return  # two ids with one 64-bit hash: not a duplicate
+        if _checked_id(row, first, uri) == item_id:
+            _raise_duplicate(
+                uri, item_id, (f"row {first}", str(row["item_id"])), (f"row {number}", raw)
+            )
+
+
+def _raise_duplicate(
+    origin: str, item_id: str, first: tuple[str, str], second: tuple[str, str]
+) -> None:
+    """A ManifestError for two entries (where, raw id) that are one item_id."""
+    if first[1] == second[1]:
+        raise ManifestError(
+            f"{origin}: item_id {item_id!r} appears twice ({first[0]} and {second[0]}); "
+            "give each item its own id"
+        )
+    message = (
+        f"{origin}: item_ids {ascii(first[1])} ({first[0]}) and {ascii(second[1])} "
+        f"({second[0]}) are the same id {item_id!r} after Unicode NFC normalization; "
+        "give each item its own id"
+    )
+    logger.warning(message)
+    raise ManifestError(message)
+
+
+def _check_media_ids(base: str, names: list[str]) -> None:
+    """Fail fast when two media files of a folder have the same item_id after NFC."""
+    seen: dict[str, str] = {}
+    for uri in names:
+        item_id = _media_id(base, uri)
+        if item_id in seen:
+            raw = (seen[item_id][len(base) :].lstrip("/"), uri[len(base) :].lstrip("/"))
+            _raise_duplicate(
+                base, item_id, (f"file {raw[0]!r}", raw[0]), (f"file {raw[1]!r}", raw[1])
+            )
+        seen[item_id] = uri
 
 
 def read_shard(shard: InputShard) -> list[Record]:
@@ -175,9 +240,14 @@ def media_files(folder: str) -> list[str]:
     ]
 
 
+def _media_id(base: str, uri: str) -> str:
+    """The file's path relative to the folder, in Unicode NFC (the file keeps its name)."""
+    return unicodedata.normalize("NFC", uri[len(base) :].lstrip("/"))
+
+
 def _media_record(base: str, uri: str) -> Record:
     return {
-        "item_id": uri[len(base) :].lstrip("/"),
+        "item_id": _media_id(base, uri),
         "uri": uri,
         "title": None,
         "tags": [],
@@ -222,23 +292,35 @@ def _numbered(batches, start: int):
 
 
 def _jsonl_rows(uri: str, start: int, byte_offset: int):
-    """Lines split on b"\\n" only (U+2028 and friends are valid inside JSON strings)."""
+    """Lines split on b"\\n" only (U+2028 and friends are valid inside JSON strings), UTF-8
+    decoded strictly (a replaced byte would change an id silently)."""
     fs, path = storage.resolve(uri)
     number = start
     with fs.open_input_file(path) as handle:
         handle.seek(byte_offset)
-        for raw in _lines(handle):
-            line = raw.decode("utf-8", errors="replace").strip()
-            if not line:
+        for index, raw in enumerate(_lines(handle)):
+            if index == 0 and byte_offset == 0 and raw.startswith(UTF8_BOM):
+                raw = raw[len(UTF8_BOM) :]
+            if _blank(raw):
                 continue
             number += 1
             try:
-                row = json.loads(line)
+                row = json.loads(raw.strip(JSON_BLANKS).decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                raise ManifestError(
+                    f"{uri}:{number}: not UTF-8 (byte {exc.start} of the line); "
+                    "save the manifest as UTF-8"
+                ) from None
             except json.JSONDecodeError as exc:
                 raise ManifestError(f"{uri}:{number}: not valid JSON ({exc.msg})") from None
             if not isinstance(row, dict):
                 raise ManifestError(f"{uri}:{number}: each line must be a JSON object")
             yield number, row
+
+
+def _blank(raw: bytes) -> bool:
+    """A line that holds no row (the planner's byte offsets and the reader agree on this)."""
+    return not raw.strip(JSON_BLANKS) or raw.strip(JSON_BLANKS) == UTF8_BOM
 
 
 def _lines(handle) -> Iterator[bytes]:
@@ -258,7 +340,7 @@ def _row_offsets(uri: str, starts: list[int]) -> dict[int, int]:
     position, row = 0, 0
     with fs.open_input_file(path) as handle:
         for raw in _lines(handle):
-            if raw.strip():
+            if not _blank(raw):
                 if row in wanted:
                     offsets[row] = position
                 row += 1
@@ -275,16 +357,31 @@ def _normalize_tags(value: Any) -> list[str]:
 
 
 def _checked_id(row: dict[str, Any], number: int, origin: str) -> str:
-    missing = [k for k in ("item_id", "uri") if not row.get(k)]
+    """The row's item_id as a string in Unicode NFC; fail fast on a missing item_id or uri, an
+    item_id that is not a string or an integer, or a uri that is not a string."""
+    missing = [k for k in ("item_id", "uri") if row.get(k) is None or row.get(k) == ""]
     if missing:
         raise ManifestError(f"{origin}: row {number} lacks {', '.join(missing)}")
-    return str(row["item_id"])
+    item_id = row["item_id"]
+    if isinstance(item_id, bool) or not isinstance(item_id, (str, int)):
+        raise ManifestError(
+            f"{origin}: row {number}: item_id {item_id!r} is a {type(item_id).__name__}; write "
+            'it as a string ("007") or an integer (a float or other value would change the id '
+            "silently: 7.0 is not 7, 1e19 loses digits)"
+        )
+    if not isinstance(row["uri"], str):
+        raise ManifestError(
+            f"{origin}: row {number}: uri {row['uri']!r} is a {type(row['uri']).__name__}; "
+            "write it as a string"
+        )
+    return unicodedata.normalize("NFC", str(item_id))
 
 
 def _record(row: dict[str, Any], number: int, origin: str, base: str) -> Record:
     item_id = _checked_id(row, number, origin)
-    uri = str(row["uri"])
-    if "://" not in uri and not Path(uri).is_absolute():
+    uri = row["uri"]
+    is_uri = "://" in uri or uri[:5].lower() == "file:"
+    if not is_uri and not Path(uri).is_absolute():
         uri = str((Path(base) / uri).resolve()) if storage.is_local(base) else f"{base}/{uri}"
     return {
         "item_id": item_id,

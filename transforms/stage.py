@@ -21,6 +21,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from transforms.redact import redact_text
+
 logger = logging.getLogger(__name__)
 
 Record = dict[str, Any]
@@ -93,7 +95,7 @@ def add_stats(
 def mark_error(record: Record, stage: str, code: str, message: str) -> Record:
     """Attach a per-item error to ``record`` (first error wins) and return it."""
     if not record.get(ERROR_KEY):
-        record[ERROR_KEY] = {"stage": stage, "code": code, "message": message[:2000]}
+        record[ERROR_KEY] = {"stage": stage, "code": code, "message": redact_text(message)[:2000]}
     return record
 
 

@@ -41,9 +41,9 @@ def is_local(uri: str) -> bool:
 def local_path(uri: str) -> Path:
     """The absolute local path of a plain path or ``file://`` URI (percent-decoded)."""
     text = str(uri)
-    if text.startswith("file:"):
+    if text[:5].lower() == "file:":
         parsed = urlparse(text)
-        if parsed.netloc not in ("", "localhost"):
+        if parsed.netloc.lower() not in ("", "localhost"):
             raise StorageError(
                 f"{text}: a file:// URI with a host ({parsed.netloc}) names another machine; "
                 "use file:///path for a local file"

@@ -14,6 +14,7 @@ from transforms.stage import Record, Stage, StageError
 
 MAX_SENTENCES = 6
 MIN_DESCRIPTION_CHARS = 20
+MARKUP_CHARS = frozenset("<>[]|")
 
 
 def tidy_description(text: str) -> str:
@@ -30,6 +31,16 @@ def generated_length(tokens: Any, eos_ids: int | list[int] | None) -> int:
     ids = tokens.tolist()
     stops = set(eos_ids if isinstance(eos_ids, list) else [eos_ids]) - {None}
     return next((i for i, token in enumerate(ids) if token in stops), len(ids))
+
+
+def tokenizer_control_tokens(tokenizer: Any) -> frozenset[str]:
+    """Strings the tokenizer reads as control tokens: its special tokens, and added tokens
+    that look like markup (not the plain words or whitespace runs some vocabularies add)."""
+    tokens = set(tokenizer.all_special_tokens)
+    for added in getattr(tokenizer, "added_tokens_decoder", {}).values():
+        if added.special or MARKUP_CHARS & set(added.content):
+            tokens.add(added.content)
+    return frozenset(tokens)
 
 
 def pick_frames(frames: list, limit: int) -> list:
@@ -50,6 +61,7 @@ class Describer(Stage):
     def __init__(self, config: DescribeConfig):
         super().__init__(config, batch_size=config.batch_size)
         self.prompt = load_prompt(config.resolved_prompt_version)
+        self.control_tokens: frozenset[str] = frozenset()  # the loaded tokenizer's, if any
 
     @cached_property
     def revision(self) -> str:
@@ -96,7 +108,9 @@ class Describer(Stage):
         }
 
     def render(self, record: Record) -> RenderedPrompt:
-        return self.prompt.render(item_facts(record, self.config.max_transcript_chars))
+        """The prompt for ``record``; its data cannot carry this model's control tokens."""
+        facts = item_facts(record, self.config.max_transcript_chars)
+        return self.prompt.render(facts, self.control_tokens)
 
     def attach(
         self,

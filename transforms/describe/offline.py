@@ -14,7 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
-from transforms.describe.base import Describer, tidy_description
+from transforms.describe.base import Describer, tidy_description, tokenizer_control_tokens
 from transforms.describe.prompt import RenderedPrompt
 from transforms.models import cache_dir, pick_device, resolve_model
 from transforms.stage import Record, stable_hash
@@ -27,11 +27,15 @@ def load_causal_lm(model_path: str, gguf_file: str | None, revision: str | None 
     """Load tokenizer + model; a GGUF file is de-quantized once and cached as safetensors."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if gguf_file:
-        model_path = str(_cached_gguf_conversion(model_path, gguf_file))
-    tokenizer = AutoTokenizer.from_pretrained(model_path, revision=revision)
-    model = AutoModelForCausalLM.from_pretrained(model_path, revision=revision)
+    path = loadable_path(model_path, gguf_file)
+    tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
+    model = AutoModelForCausalLM.from_pretrained(path, revision=revision)
     return tokenizer, model
+
+
+def loadable_path(model_path: str, gguf_file: str | None) -> str:
+    """The folder transformers loads: ``model_path``, or its GGUF file's cached conversion."""
+    return str(_cached_gguf_conversion(model_path, gguf_file)) if gguf_file else model_path
 
 
 def _cached_gguf_conversion(model_path: str, gguf_file: str) -> Path:
@@ -80,17 +84,24 @@ class OfflineDescriber(Describer):
     def load(self) -> None:
         import torch
 
-        self._model_tokenizer, self._model = load_causal_lm(
+        tokenizer, self._model = load_causal_lm(
             resolve_model(self.config.model), self.config.gguf_file, self.config.revision
         )
-        self._model_tokenizer.padding_side = "left"
-        if self._model_tokenizer.pad_token is None:
-            self._model_tokenizer.pad_token = self._model_tokenizer.eos_token
+        self.use_tokenizer(tokenizer)
         self._device = pick_device(self.config.device)
         dtype = torch.bfloat16 if self._device == "cuda" else torch.float32
         self._model.to(self._device, dtype=dtype).eval()
 
+    def use_tokenizer(self, tokenizer) -> None:
+        """Pad on the left, and keep the tokenizer's control tokens out of item data."""
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self._model_tokenizer = tokenizer
+        self.control_tokens = tokenizer_control_tokens(tokenizer)
+
     def chat_text(self, prompt: RenderedPrompt) -> str:
+        """The chat-templated prompt text, ending in the answer prefix."""
         messages = [
             {"role": "system", "content": prompt.system},
             {"role": "user", "content": prompt.user},

@@ -22,6 +22,7 @@ from PIL import Image
 
 from transforms.describe.base import Describer, pick_frames
 from transforms.describe.prompt import RenderedPrompt
+from transforms.redact import redact_url, shown_env_name
 from transforms.stage import Record, StageError
 
 logger = logging.getLogger(__name__)
@@ -46,8 +47,8 @@ class OpenAIDescriber(Describer):
             self._api_key = os.environ.get(self.config.api_key_env)
             if not self._api_key:
                 raise ValueError(
-                    f"describe.api_key_env names ${self.config.api_key_env}, which is "
-                    "empty or unset: export the key there"
+                    f"describe.api_key_env names {shown_env_name(self.config.api_key_env)}, "
+                    "which is empty or unset: export the key there"
                 )
         limits = httpx.Limits(max_connections=self.config.concurrency)
         self._model_client = httpx.Client(timeout=self.config.timeout_s, limits=limits)
@@ -56,7 +57,7 @@ class OpenAIDescriber(Describer):
     def fingerprint_fields(self) -> dict[str, Any]:
         return {
             **super().fingerprint_fields(),
-            "endpoint": self.config.endpoint,
+            "endpoint": redact_url(self.config.endpoint),  # stored in runs: no credentials
             "jpeg_quality": self.config.jpeg_quality,
         }
 

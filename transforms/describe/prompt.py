@@ -1,10 +1,18 @@
-"""Versioned prompt templates, rendered with every untrusted value fenced as quoted data."""
+"""Versioned prompt templates, rendered with every untrusted value fenced as quoted data.
+
+A template has three sections: the system text, then a line ``==== USER ====`` and the user
+text, then a line ``==== ANSWER PREFIX ====`` and the start of the answer. The source is split
+into its sections *before* rendering, and each section is rendered on its own, so item data
+can never move text from one section to another.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -15,6 +23,41 @@ from transforms.stage import Record
 PROMPT_DIR = Path(__file__).parent / "prompts"
 USER_MARKER = "==== USER ===="
 PREFIX_MARKER = "==== ANSWER PREFIX ===="
+# A section marker counts only alone on its line (a comment may mention one mid-line).
+MARKER_LINE = re.compile(r"^[ \t]*(==== [A-Z][A-Z ]* ====)[ \t\r]*$", re.MULTILINE)
+
+# Chat-control tokens that survive the ‹ › mapping of ``<``/``>`` in ``quote`` (angle-bracket
+# tokens such as <|im_start|>, <|eot_id|>, <start_of_turn>, <end_of_utterance>, <image> and
+# <<SYS>> cannot). Mistral, Pixtral, Magistral, Codestral and Llama-2 use these.
+KNOWN_CONTROL_TOKENS = frozenset(
+    {
+        "[INST]",
+        "[/INST]",
+        "[SYSTEM_PROMPT]",
+        "[/SYSTEM_PROMPT]",
+        "[TOOL_CALLS]",
+        "[AVAILABLE_TOOLS]",
+        "[/AVAILABLE_TOOLS]",
+        "[TOOL_RESULTS]",
+        "[/TOOL_RESULTS]",
+        "[TOOL_CONTENT]",
+        "[ARGS]",
+        "[CALL_ID]",
+        "[THINK]",
+        "[/THINK]",
+        "[IMG]",
+        "[IMG_BREAK]",
+        "[IMG_END]",
+        "[AUDIO]",
+        "[BEGIN_AUDIO]",
+        "[TRANSCRIBE]",
+        "[PREFIX]",
+        "[SUFFIX]",
+        "[MIDDLE]",
+    }
+)
+# Visible, stable lookalikes for the characters that make up control tokens.
+LOOKALIKES = str.maketrans({"[": "⟦", "]": "⟧", "|": "¦", "<": "‹", ">": "›"})
 
 
 @dataclass(frozen=True)
@@ -32,21 +75,48 @@ class RenderedPrompt:
 
 @dataclass(frozen=True)
 class PromptTemplate:
+    """A template file, checked on load to hold exactly the system, user and prefix sections."""
+
     version: str
     source: str
+    sections: tuple[str, str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        sections = split_sections(self.source, self.version)
+        for section in sections:
+            _compiled(section)  # a syntax error fails the load, not the first item
+        object.__setattr__(self, "sections", sections)
 
     @property
     def sha(self) -> str:
         """sha256 of the template file: the prompt's lineage hash."""
         return hashlib.sha256(self.source.encode()).hexdigest()[:16]
 
-    def render(self, facts: dict[str, str]) -> RenderedPrompt:
-        """Render with every ``facts`` value fenced by ``quote``."""
-        env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
-        text = env.from_string(self.source).render(**{k: quote(v) for k, v in facts.items()})
-        system, _, rest = text.partition(USER_MARKER)
-        user, _, prefix = rest.partition(PREFIX_MARKER)
-        return RenderedPrompt(system.strip(), user.strip(), prefix.strip())
+    def render(self, facts: dict[str, str], control_tokens: Iterable[str] = ()) -> RenderedPrompt:
+        """Render each section on its own, with every ``facts`` value fenced by ``quote``."""
+        tokens = frozenset(control_tokens)
+        quoted = {name: quote(value, tokens) for name, value in facts.items()}
+        system, user, prefix = (_compiled(s).render(**quoted).strip() for s in self.sections)
+        return RenderedPrompt(system, user, prefix)
+
+
+def split_sections(source: str, version: str) -> tuple[str, str, str]:
+    """The template source's system, user and answer-prefix sections, split on marker lines."""
+    markers = list(MARKER_LINE.finditer(source))
+    found = [m.group(1) for m in markers]
+    if found != [USER_MARKER, PREFIX_MARKER]:
+        raise ValueError(
+            f"prompt template '{version}' must have the lines '{USER_MARKER}' and then "
+            f"'{PREFIX_MARKER}', each once and alone on its line; found {found}"
+        )
+    user, prefix = markers
+    return source[: user.start()], source[user.end() : prefix.start()], source[prefix.end() :]
+
+
+@lru_cache(maxsize=64)
+def _compiled(section: str) -> jinja2.Template:
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+    return env.from_string(section)
 
 
 @lru_cache(maxsize=16)
@@ -60,10 +130,29 @@ def load_prompt(version: str) -> PromptTemplate:
     return PromptTemplate(version, path.read_text())
 
 
-def quote(value: object) -> str:
-    """JSON-quote a value and neutralise fence tags so data cannot close the <data> block."""
+def quote(value: object, control_tokens: Iterable[str] = ()) -> str:
+    """JSON-quote a value, defang chat-control tokens (``KNOWN_CONTROL_TOKENS`` plus
+    ``control_tokens``) and map ``<``/``>`` to ‹ › so data cannot close the <data> fence."""
     text = json.dumps("" if value is None else str(value), ensure_ascii=False)
+    pattern = _control_pattern(frozenset(control_tokens))
+    text = pattern.sub(lambda match: defang(match.group()), text)
     return text.replace("<", "‹").replace(">", "›")
+
+
+def defang(token: str) -> str:
+    """A visible lookalike of a control token that no tokenizer reads as one."""
+    safe = token.translate(LOOKALIKES)
+    return safe if safe != token else f"{token[0]}\u00b7{token[1:]}"  # a word: break it with ·
+
+
+@lru_cache(maxsize=16)
+def _control_pattern(extra: frozenset[str]) -> re.Pattern:
+    """One regex for all control tokens, longest first. Tokens with ``<``/``>`` need none
+    (``quote`` maps those characters), nor do blanks or single characters (not defangable)."""
+    tokens = {
+        t for t in KNOWN_CONTROL_TOKENS | extra if len(t.strip()) > 1 and not {"<", ">"} & set(t)
+    }
+    return re.compile("|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True)))
 
 
 def _describe_visuals(stats: dict) -> str:

@@ -14,7 +14,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from transforms.describe.base import Describer, pick_frames
+from transforms.describe.base import Describer, pick_frames, tokenizer_control_tokens
 from transforms.describe.prompt import RenderedPrompt
 from transforms.models import pick_device, resolve_model
 from transforms.stage import Record, mark_error
@@ -48,8 +48,7 @@ class TransformersDescriber(Describer):
         path = resolve_model(self.config.model)
         self._device = pick_device(self.config.device)
         cuda = self._device == "cuda"
-        self._model_processor = AutoProcessor.from_pretrained(path, revision=self.config.revision)
-        self._model_processor.tokenizer.padding_side = "left"
+        self.use_processor(AutoProcessor.from_pretrained(path, revision=self.config.revision))
         self._model = AutoModelForImageTextToText.from_pretrained(
             path,
             revision=self.config.revision,
@@ -58,6 +57,20 @@ class TransformersDescriber(Describer):
         ).eval()
         if not cuda:
             self._model.to(self._device)
+
+    def use_processor(self, processor) -> None:
+        """Pad on the left, and keep the tokenizer's control tokens out of item data."""
+        processor.tokenizer.padding_side = "left"
+        self._model_processor = processor
+        self.control_tokens = tokenizer_control_tokens(processor.tokenizer)
+
+    def chat_text(self, prompt: RenderedPrompt, image_count: int) -> str:
+        """The chat-templated prompt text (image placeholders included), ending in the prefix."""
+        messages = chat_messages(prompt, image_count)
+        text = self._model_processor.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+        return text + prompt.answer_prefix
 
     def run_batch(self, records: list[Record]) -> None:
         without_frames = [r for r in records if not r.get("frames")]
@@ -108,13 +121,7 @@ class TransformersDescriber(Describer):
             ]
             for r in records
         ]
-        texts = [
-            processor.apply_chat_template(
-                chat_messages(p, len(imgs)), tokenize=False, add_generation_prompt=True
-            )
-            + p.answer_prefix
-            for p, imgs in zip(prompts, images, strict=True)
-        ]
+        texts = [self.chat_text(p, len(imgs)) for p, imgs in zip(prompts, images, strict=True)]
         inputs = processor(text=texts, images=images, padding=True, return_tensors="pt").to(
             self._model.device
         )

@@ -1,0 +1,101 @@
+"""Inputs that vanished: a media-folder input is the whole catalog, so an item an earlier run
+enriched from that folder whose file is gone now is reported (an ``errors`` row with code
+``missing_input`` and the ``runs.missing_input`` count) and, with
+``run.on_missing_input=delete``, its features are deleted. A manifest names only the items
+to process (daily manifests list new items), so it never makes an item missing.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipelines.commit import RunSummary
+from schemas.rows import utc_now
+from schemas.store import DeltaStore
+from transforms.manifest import InputShard
+
+logger = logging.getLogger(__name__)
+MISSING_CODE = "missing_input"
+RETIRED_TABLES = ("descriptions", "embeddings", "semantic_ids")
+
+
+def listed_media(shards: list[InputShard]) -> dict[str, set[str]]:
+    """Media folder → the URIs this run listed in it."""
+    folders: dict[str, set[str]] = {}
+    for shard in shards:
+        if shard.fmt == "media":
+            folders.setdefault(shard.source, set()).update(shard.names)
+    return folders
+
+
+def under_folder(table: pa.Table, folder: str) -> pa.Table:
+    prefix = folder.rstrip("/") + "/"
+    return table.filter(pc.fill_null(pc.starts_with(table.column("uri"), prefix), False))
+
+
+def vanished(store: DeltaStore, folders: dict[str, set[str]]) -> pa.Table:
+    """(item_id, uri) of described items whose file was under a folder and is not listed."""
+    described = store.read_or_empty("descriptions", columns=["item_id", "uri"])
+    gone = [
+        rows.filter(pc.invert(pc.is_in(rows.column("uri"), pa.array(sorted(names), pa.string()))))
+        for folder, names in folders.items()
+        for rows in [under_folder(described, folder)]
+    ]
+    return pa.concat_tables(gone) if gone else described.slice(0, 0)
+
+
+def reappeared(store: DeltaStore, folders: dict[str, set[str]]) -> list[str]:
+    """Items reported missing earlier whose file is listed again."""
+    errors = store.read_or_empty("errors", columns=["item_id", "uri", "code"])
+    errors = errors.filter(pc.equal(errors.column("code"), MISSING_CODE))
+    back = []
+    for folder, names in folders.items():
+        rows = under_folder(errors, folder)
+        listed = pc.is_in(rows.column("uri"), pa.array(sorted(names), pa.string()))
+        back += rows.filter(listed).column("item_id").to_pylist()
+    return back
+
+
+def handle_missing_inputs(
+    store: DeltaStore, shards: list[InputShard], summary: RunSummary, action: str
+) -> None:
+    """Report (and with ``action == "delete"`` retire) the vanished items of media folders."""
+    folders = listed_media(shards)
+    if not folders:
+        return
+    store.delete_keys("errors", reappeared(store, folders))
+    gone = vanished(store, folders)
+    summary.missing_input = gone.num_rows
+    if not gone.num_rows:
+        return
+    ids = gone.column("item_id").to_pylist()
+    if action == "delete":
+        for name in RETIRED_TABLES:
+            store.delete_keys(name, ids)
+        what = "its features were deleted (run.on_missing_input=delete)"
+    else:
+        what = "its features are still served; run.on_missing_input=delete retires them"
+    now = utc_now()
+    store.merge(
+        "errors",
+        [
+            {
+                "item_id": item_id,
+                "uri": uri,
+                "stage": "input",
+                "code": MISSING_CODE,
+                "message": f"{uri} is no longer in the input folder; {what}",
+                "content_sha256": None,
+                "run_id": summary.run_id,
+                "updated_at": now,
+            }
+            for item_id, uri in zip(ids, gone.column("uri").to_pylist(), strict=True)
+        ],
+    )
+    summary.notes.append(
+        f"{len(ids)} items of the input folder are gone since earlier runs: {what}"
+    )
+    logger.warning("%d input files vanished since earlier runs (%s)", len(ids), what)

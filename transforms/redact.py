@@ -1,0 +1,106 @@
+"""One redaction path for everything that stores or prints config, messages or logs.
+
+Secrets reach the pipeline through the environment only (``describe.api_key_env`` names a
+variable; S3 credentials come from ``AWS_*``). Still, a key can be pasted where a name
+belongs, put into an endpoint URL, or echoed back by a server. ``redact_config`` masks
+secret-looking config values and URL credentials before a config is stored (``runs``, the
+report) or hashed into a stored fingerprint; ``redact_text`` masks the values of the secret
+variables in use and well-known key shapes in any text (error rows, CLI errors, log lines).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+MASK = "***"
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Config keys whose values are secrets themselves (``*_env`` keys only name a variable).
+SECRET_KEY = re.compile(r"(?i)secret|password|passwd|token|api_?key|access_?key|credential")
+SECRET_ENV_VARS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
+# Shapes of common API keys: OpenAI/Anthropic-style sk-, Hugging Face, GitHub, AWS, bearer.
+KEY_SHAPES = re.compile(
+    r"\b(?:sk-[A-Za-z0-9_\-]{8,}|hf_[A-Za-z0-9]{16,}|gh[pousr]_[A-Za-z0-9]{16,}"
+    r"|A(?:KIA|SIA)[0-9A-Z]{16})\b|(?<=Bearer )[A-Za-z0-9._~+/=\-]{8,}"
+)
+_secret_env_names: set[str] = set(SECRET_ENV_VARS)
+
+
+def register_secret_env(name: str | None) -> None:
+    """Mask the value of this environment variable wherever ``redact_text`` runs."""
+    if name and ENV_NAME.fullmatch(name):
+        _secret_env_names.add(name)
+
+
+def looks_like_env_name(value: str) -> bool:
+    """A conventional variable name (OPENAI_API_KEY), safe to echo in a message. A long name
+    without underscores may be a pasted key that happens to be alphanumeric."""
+    return bool(re.fullmatch(r"[A-Z][A-Z0-9_]*", value)) and ("_" in value or len(value) <= 16)
+
+
+def shown_env_name(value: str) -> str:
+    return f"${value}" if looks_like_env_name(value) else "(a variable name not shown here)"
+
+
+def redact_text(text: str) -> str:
+    """``text`` with the values of secret variables and key-shaped strings masked."""
+    if not text:
+        return text
+    for name in _secret_env_names:
+        value = os.environ.get(name)
+        if value and len(value) >= 4:
+            text = text.replace(value, MASK)
+    return KEY_SHAPES.sub(MASK, text)
+
+
+def redact_url(url: str) -> str:
+    """A URL without its user:password and with secret-named query values masked."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return redact_text(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{MASK}@{netloc.rsplit('@', 1)[1]}"
+    query = urlencode(
+        [(k, MASK if SECRET_KEY.search(k) else v) for k, v in parse_qsl(parts.query, True)]
+    )
+    return redact_text(urlunsplit(parts._replace(netloc=netloc, query=query)))
+
+
+def redact_config(value: Any, key: str = "") -> Any:
+    """A copy of a (JSON-like) config with secret values masked, recursively."""
+    if isinstance(value, dict):
+        return {k: redact_config(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_config(v, key) for v in value]
+    if not isinstance(value, str):
+        return value
+    if key.endswith("_env"):
+        return value if looks_like_env_name(value) else MASK
+    if SECRET_KEY.search(key):
+        return MASK
+    return redact_url(value) if "://" in value else redact_text(value)
+
+
+class RedactingFilter(logging.Filter):
+    """Masks secrets in every log record that passes a handler."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact_text(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info))
+        return True
+
+
+def install_log_redaction() -> None:
+    """Add ``RedactingFilter`` to every handler of the root logger."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
