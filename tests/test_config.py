@@ -65,3 +65,31 @@ def test_production_examples_validate(name):
     config = load_config(f"configs/{name}")
     assert config.describe.backend in ("transformers", "openai")
     assert config.describe.resolved_prompt_version == "v1"
+
+
+def test_redaction_masks_credentials_but_keeps_variable_names(monkeypatch):
+    from transforms.redact import redact_config, redact_text
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI-K7MDENG")
+    config = {
+        "describe": {
+            "api_key_env": "OPENAI_API_KEY",
+            "endpoint": "https://user:hunter2@gw.example/v1?api_key=abc123&model=m",
+        },
+        "extra": {"password": "hunter2", "sessions": ["Bearer abcdefgh12345678"]},
+        "note": "creds wJalrXUtnFEMI-K7MDENG and sk-live-0123456789abcdef",
+    }
+    redacted = redact_config(config)
+    assert redacted["describe"]["api_key_env"] == "OPENAI_API_KEY"
+    assert redacted["describe"]["endpoint"] == "https://***@gw.example/v1?api_key=%2A%2A%2A&model=m"
+    assert redacted["extra"] == {"password": "***", "sessions": ["Bearer ***"]}
+    assert redacted["note"] == "creds *** and ***"
+    assert redact_text("plain words stay") == "plain words stay"
+
+
+def test_a_key_pasted_as_the_variable_name_is_refused_unechoed():
+    key = "sk-proj-AbCdEf0123456789"
+    with pytest.raises(ConfigError) as raised:
+        load_config(None, [f"describe.api_key_env={key}"])
+    assert "NAME of the environment variable" in str(raised.value)
+    assert key not in str(raised.value)
