@@ -258,6 +258,8 @@ def print_summary(summary, lake: str, elapsed: float) -> None:
     )
     if summary.missing_input:
         print(f"  {summary.missing_input} items of the input folder vanished (missing_input)")
+    if summary.known_failures:
+        print(f"  {summary.known_failures} of the errors repeat an earlier run's (same file, code)")
     for code, count in sorted(summary.errors_by_code.items()):
         print(f"  error {code}: {count}")
     if store.exists("errors"):

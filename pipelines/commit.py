@@ -19,9 +19,10 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from schemas.rows import utc_now
-from schemas.store import DeltaStore
+from schemas.store import DeltaStore, parquet_dataset
 from transforms import storage
 from transforms.config import Config
+from transforms.errors import INPUT_ERROR_CODES
 from transforms.stage import add_stats
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class RunSummary:
     codebook_metrics: dict[str, Any] = field(default_factory=dict)
     table_versions: dict[str, int | None] = field(default_factory=dict)
     missing_input: int = 0
+    known_failures: int = 0  # failed again with the same code on the same content
     status: str = "running"
     notes: list[str] = field(default_factory=list)
     finished_at: datetime | None = None
@@ -85,9 +87,12 @@ class RunSummary:
 
     @property
     def error_rate(self) -> float:
-        """Failed among the items this run processed (unchanged items are not processed)."""
-        processed = self.succeeded + self.failed
-        return self.failed / processed if processed else 0.0
+        """New failures among the items this run processed. Unchanged items are not
+        processed; an item that failed before with the same code on the same content (a
+        known bad file, retried each run) is not news."""
+        new_failures = self.failed - self.known_failures
+        processed = self.succeeded + new_failures
+        return new_failures / processed if processed else 0.0
 
     def check_error_rate(self, limit: float) -> None:
         """Raise ``ErrorRateExceeded`` when the error rate is over ``limit``."""
@@ -97,8 +102,12 @@ class RunSummary:
             f"{code} {count}"
             for code, count in sorted(self.errors_by_code.items(), key=lambda kv: -kv[1])[:5]
         )
+        known = f" ({self.known_failures} known from earlier runs not counted)"
         raise ErrorRateExceeded(
-            f"{self.failed} of {self.succeeded + self.failed} processed items failed "
+            f"{self.failed - self.known_failures} of "
+            f"{self.succeeded + self.failed - self.known_failures} processed items failed"
+            + (known if self.known_failures else "")
+            + " "
             f"(error rate {self.error_rate:.2f} > run.max_error_rate {limit}); errors: {codes}. "
             "The items that succeeded are committed; see the errors table, fix the cause and "
             "rerun (succeeded items are skipped), or raise run.max_error_rate",
@@ -183,13 +192,29 @@ def commit_enriched(
     from pipelines.tasks import staged_files
 
     for group in marker_groups(markers, max_items):
-        descriptions = staged_files(group, "descriptions")
+        descriptions, errors = staged_files(group, "descriptions"), staged_files(group, "errors")
         store.merge_files("embeddings", staged_files(group, "embeddings"))
         store.delete_keys_in_files("errors", descriptions)  # errors that resolved
-        store.merge_files("errors", staged_files(group, "errors"))
+        summary.known_failures += known_failures(store, errors)
+        store.merge_files("errors", errors)
         store.merge_files("descriptions", descriptions)
         for marker in group:
             summary.count(marker)
+
+
+def known_failures(store: DeltaStore, error_files: list[str]) -> int:
+    """Staged error rows that repeat the lake's row for the item: the same input error code
+    (``INPUT_ERROR_CODES``) on the same content."""
+    if not error_files or not store.exists("errors"):
+        return 0
+    columns = ["item_id", "code", "content_sha256"]
+    staged = parquet_dataset(error_files).to_table(columns=columns)
+    held = store.read("errors", columns=columns, keys=staged.column("item_id").to_pylist())
+    before = {(r["item_id"], r["code"], r["content_sha256"]) for r in held.to_pylist()}
+    return sum(
+        r["code"] in INPUT_ERROR_CODES and (r["item_id"], r["code"], r["content_sha256"]) in before
+        for r in staged.to_pylist()
+    )
 
 
 def marker_groups(markers: list[dict[str, Any]], max_items: int) -> list[list[dict[str, Any]]]:

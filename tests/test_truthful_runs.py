@@ -131,6 +131,9 @@ def test_a_run_whose_items_all_failed_exits_1_with_status_failed(tmp_path, capsy
     assert " failed: 2 items" in captured.out  # the summary still prints
     [run] = DeltaStore(lake).read("runs").to_pylist()
     assert run["status"] == "failed" and run["failed"] == 2
+    # Still down on the rerun: an endpoint error is never a "known" failure of the input.
+    assert main(["run", "--input", str(folder), "--lake", str(lake), *cheap(down)]) == 1
+    assert "error rate 1.00" in capsys.readouterr().err
     assert (
         main(
             [
@@ -146,6 +149,25 @@ def test_a_run_whose_items_all_failed_exits_1_with_status_failed(tmp_path, capsy
         )
         == 0
     )  # the documented way to accept it
+
+
+def test_known_bad_inputs_failing_again_do_not_fail_a_rerun(tmp_path, capsys):
+    """A zero-byte file fails as empty_file on every run; when every good item is unchanged,
+    the rerun's only failures are known ones and the run succeeds."""
+    lake, folder = tmp_path / "lake", clips(tmp_path / "in", ["a.mp4"])
+    (folder / "empty.mp4").write_bytes(b"")
+    with FakeOpenAI() as server:
+        for _ in range(2):
+            assert (
+                main(["run", "--input", str(folder), "--lake", str(lake), *cheap(server.url)]) == 0
+            )
+    out = capsys.readouterr().out
+    assert "1 of the errors repeat an earlier run's" in out
+    runs = sorted(DeltaStore(lake).read("runs").to_pylist(), key=lambda r: r["started_at"])
+    assert [(r["status"], r["skipped"], r["failed"]) for r in runs] == [
+        ("succeeded", 0, 1),
+        ("succeeded", 1, 1),
+    ]
 
 
 def one_line_error(capsys) -> str:

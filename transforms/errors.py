@@ -27,3 +27,23 @@ ERROR_CODES: dict[str, str] = {
     "internal_error": "an unexpected exception, after run.item_retries retries; the message "
     "has the type and text",
 }
+
+# Codes decided by the input itself: the same file fails the same way on every run. A rerun
+# that meets such an item again does not count it as a new failure (``run.max_error_rate``);
+# every other code (an endpoint down, a timeout, a crash) always counts.
+INPUT_ERROR_CODES = frozenset(
+    {
+        "not_found",
+        "empty_file",
+        "not_a_video",
+        "unsupported_codec",
+        "truncated",
+        "no_frames",
+        "audio_decode_failed",
+        "too_large",
+        "too_long",
+        "path_not_allowed",
+        "scheme_not_allowed",
+        "not_a_file",
+    }
+)
