@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 LAKE   ?= lake
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format clean bench
+.PHONY: demo test test-cluster lint format clean bench
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,13 @@ demo: $(STAMP)
 	# --force: the demo recomputes every clip each time (drop it to see incremental skipping).
 	$(VENV)/bin/enrich run --input demo_media/manifest.jsonl --lake $(LAKE) --config configs/demo.yaml --force
 
+# `make test` runs everything but the multi-machine cluster and S3 tests (under 15 min on 2
+# cores); `make test-cluster` runs those; CI runs both.
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not cluster" $(PYTEST_ARGS)
+
+test-cluster: $(STAMP)
+	$(PY) -m pytest -m cluster $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

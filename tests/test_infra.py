@@ -13,6 +13,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
+pytestmark = pytest.mark.cluster  # started once per session; run by `make test-cluster`
 
 @pytest.mark.slow
 def test_spark_workers_are_separate_machines(spark_cluster):

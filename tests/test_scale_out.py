@@ -18,7 +18,7 @@ from schemas import read_table
 from tests.parity import assert_matches_reference, assert_same
 from transforms import storage
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = [
     "--config",
