@@ -27,6 +27,7 @@ DEFAULTS: dict[str, str] = {
     "max_error_rate": "0.1",  # validate: failed / (succeeded + failed)
     "min_rows": "1",  # validate: items of the day with rows
     "min_unique_fraction": "0.05",  # validate: SID codes unique before dedup
+    "retention_hours": "168",  # maintain: VACUUM retention (under 168 is refused)
 }
 
 # Parse-time settings (environment variables of the DAG processor and workers).

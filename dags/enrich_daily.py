@@ -1,6 +1,6 @@
 """enrich_daily: enrich the day's manifest partition, gate it, and publish it.
 
-wait_for_partition → run_pipeline → assign_sids → validate → publish
+wait_for_partition → run_pipeline → assign_sids → validate → publish → maintain
 
 - wait_for_partition: FileSensor on ``<manifests>/dt=<day>/<manifest_name>`` (reschedule mode).
 - run_pipeline: the engine is ``ENRICH_DAILY_ENGINE`` (parse time): ``spark`` (default) runs
@@ -11,6 +11,9 @@ wait_for_partition → run_pipeline → assign_sids → validate → publish
 - validate: ``enrich validate`` (error rate, row counts, SID coverage and unique fraction);
   it fails the DAG run, never retried, and publish does not happen.
 - publish: ``enrich publish`` records the table versions as release ``<day>``.
+- maintain: ``enrich maintain`` compacts the day's small files, VACUUMs with the Variable
+  ``enrich_retention_hours`` (the release just published stays readable), checkpoints the logs
+  and deletes staging no run needs.
 
 The day is the run's logical date, or the ``partition`` param of a manual run. Every step is
 idempotent (MERGE by key), so a rerun of a day is safe.
@@ -130,4 +133,9 @@ with DAG(
         bash_command=f"{CLI} publish {LAKE} --label {DAY} --for-input dt={DAY}"
         " --note 'enrich_daily {{ run_id }}'",
     )
-    wait_for_partition >> run_pipeline >> assign_sids >> validate >> publish
+    maintain = BashOperator(
+        task_id="maintain",
+        bash_command=f"{CLI} maintain {LAKE}"
+        " --retention-hours {{ setting('retention_hours') }}",
+    )
+    wait_for_partition >> run_pipeline >> assign_sids >> validate >> publish >> maintain

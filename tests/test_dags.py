@@ -163,6 +163,7 @@ def test_dagbag_has_the_three_dags_without_errors_or_heavy_imports(tmp_path):
             "assign_sids",
             "validate",
             "publish",
+            "maintain",
         ],
         "enrich_backfill": ["plan_days", "backfill_day", "assign_sids"],
         "sid_refit": ["fit_candidate", "promote_if_no_worse", "recode_items"],
@@ -232,7 +233,8 @@ def test_daily_dag_fails_at_validate_when_too_many_items_error(
     assert result["state"] == "failed", result["tasks"]
     tasks = result["tasks"]
     assert tasks["run_pipeline"] == tasks["assign_sids"] == "success"
-    assert tasks["validate"] == "failed" and tasks["publish"] == "upstream_failed"
+    assert tasks["validate"] == "failed"
+    assert tasks["publish"] == tasks["maintain"] == "upstream_failed"
     assert "FAIL error_rate" in result["output"] and "0.6667" in result["output"]
     store = DeltaStore(tmp_path / "lake")
     assert store.read("descriptions")["item_id"].to_pylist() == ["2026-11-02/carphone_pristine.mp4"]
