@@ -15,6 +15,7 @@ import pytest
 
 pytestmark = pytest.mark.cluster  # started once per session; run by `make test-cluster`
 
+
 @pytest.mark.slow
 def test_spark_workers_are_separate_machines(spark_cluster):
     """Two tasks land on two executors in two workers, each with its own /tmp: neither sees
