@@ -12,6 +12,7 @@ staged files into Delta MERGEs. It never holds the items, the rows or the embedd
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -128,6 +129,7 @@ def enrich_job(config, store, staging, run_id, summary, force, codebook, runner)
         sid_buckets=runner.slots(),
         chunk_items=max(config.media.batch_size, config.describe.batch_size) * 2,
         commit_items=config.run.commit_items,
+        commit_interval_s=config.run.commit_interval_s,
         cache_dir=config.run.cache_dir,
     )
 
@@ -136,24 +138,49 @@ def enrich(
     runner: Engine, store: DeltaStore, job: EnrichJob, shards: list[InputShard], summary
 ) -> list[dict]:
     """Run the enrich tasks, reconcile their markers with the plan, commit their rows.
-    Engines that report tasks as they end get each one committed at once."""
-    committed: dict[str, dict] = {}
-
+    Engines that report tasks as they end get them committed together once they hold
+    ``commit_items`` items or ``commit_interval_s`` passed since the last commit."""
     planned = {s.task_id: s.items for s in shards}
+    batch = CommitBatch(store, job, summary)
 
-    def commit_one(marker: dict) -> None:
+    def finished(marker: dict) -> None:
         task_id = marker["task_id"]
         reconcile(job.staging, "enrich", {task_id: planned[task_id]}, {task_id: marker})
-        commit_enriched(store, [marker], summary, job.commit_items)
-        committed[task_id] = marker
+        batch.add(marker)
 
-    if finished := len(storage.list_files(storage.join(job.staging, "_tasks", "enrich"))):
-        summary.notes.append(f"resumed: {finished} tasks an earlier attempt finished, not redone")
-    runner.run(enrich_task, job, shards, commit_one if runner.commits_as_tasks_finish else None)
+    if done := len(storage.list_files(storage.join(job.staging, "_tasks", "enrich"))):
+        summary.notes.append(f"resumed: {done} tasks an earlier attempt finished, not redone")
+    runner.run(enrich_task, job, shards, finished if runner.commits_as_tasks_finish else None)
     markers = finished_markers(job.staging, "enrich", planned)
-    pending = [m for k, m in markers.items() if k not in committed]
+    batch.flush()
+    pending = [m for k, m in markers.items() if k not in batch.committed]
     commit_enriched(store, pending, summary, job.commit_items)
     return list(markers.values())
+
+
+class CommitBatch:
+    """Finished tasks waiting for their commit: fewer, larger MERGEs, and a crash loses at most
+    ``commit_interval_s`` of work (their staging stays for ``enrich run --resume``)."""
+
+    def __init__(self, store: DeltaStore, job: EnrichJob, summary: RunSummary):
+        self.store, self.job, self.summary = store, job, summary
+        self.waiting: list[dict] = []
+        self.committed: set[str] = set()
+        self.since = time.monotonic()
+
+    def add(self, marker: dict) -> None:
+        self.waiting.append(marker)
+        items = sum(m["items"] for m in self.waiting)
+        overdue = time.monotonic() - self.since >= self.job.commit_interval_s
+        if items >= self.job.commit_items or overdue:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.waiting:
+            commit_enriched(self.store, self.waiting, self.summary, self.job.commit_items)
+            self.committed.update(m["task_id"] for m in self.waiting)
+            self.waiting = []
+        self.since = time.monotonic()
 
 
 def _record_final(store: DeltaStore, config: Config, summary: RunSummary) -> None:

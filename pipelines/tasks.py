@@ -160,6 +160,7 @@ class EnrichJob:
     sid_buckets: int
     chunk_items: int
     commit_items: int = 8192
+    commit_interval_s: float = 0.0
     cache_dir: str | None = None
 
 

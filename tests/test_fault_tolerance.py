@@ -38,6 +38,8 @@ FAST = [
     "--set",
     f"run.commit_every={CHUNK}",
     "--set",
+    "run.commit_interval_s=0",  # each task committed as it ends: the kill lands between them
+    "--set",
     "run.progress=off",
 ]
 VOLATILE = {"run_id", "updated_at", "describe_latency_ms", "codebook_version"}

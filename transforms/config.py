@@ -198,12 +198,19 @@ class FaultSpec(_Section):
 
 class RunConfig(_Section):
     commit_every: int = Field(
-        64, ge=1, description="local engine: items per task, each committed as it ends"
+        64, ge=1, description="local engine: items per task (the unit retried and resumed)"
     )
     commit_items: int = Field(
         8192,
         ge=1,
         description="staged items per MERGE at commit (a MERGE's memory follows its rows)",
+    )
+    commit_interval_s: float = Field(
+        120.0,
+        ge=0,
+        description="local engine: finished tasks are committed together once they hold "
+        "commit_items items or this many seconds passed since the last commit (0 = each task "
+        "at once); a crash loses at most this much work, and --resume recovers even that",
     )
     staging_uri: str | None = Field(
         None,

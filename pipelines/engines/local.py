@@ -1,6 +1,7 @@
 """The local engine: tasks one after another in this process; the baseline for tests and
-benchmarks. Each task is committed as soon as it ends (``run.commit_every`` items a task),
-so a crash loses at most one task's work."""
+benchmarks. It reports each task as it ends (``run.commit_every`` items a task), and the driver
+commits finished tasks together by size and time (``run.commit_items``,
+``run.commit_interval_s``), so a crash loses at most that interval's work."""
 
 from __future__ import annotations
 

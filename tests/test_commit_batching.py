@@ -1,0 +1,30 @@
+"""Commit granularity (issue 16): the local engine commits finished tasks together, by size
+(``run.commit_items``) or time (``run.commit_interval_s``), not one MERGE per task."""
+
+import pytest
+
+from jobs.cli import main
+from schemas.store import DeltaStore
+from tests.fake_openai_server import FakeOpenAI
+from tests.test_truthful_runs import cheap, clips
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize(
+    ("settings", "merges"),
+    [
+        (["run.commit_interval_s=0"], 4),  # each 1-item task at once
+        (["run.commit_interval_s=3600"], 1),  # all at the end of the run
+        (["run.commit_interval_s=3600", "run.commit_items=2"], 2),  # every 2 items
+    ],
+)
+def test_finished_tasks_are_committed_by_size_or_time(tmp_path, settings, merges):
+    lake, folder = tmp_path / "lake", clips(tmp_path / "in", ["a.mp4", "b.mp4", "c.mp4", "d.mp4"])
+    extra = [arg for s in ["run.commit_every=1", *settings] for arg in ("--set", s)]
+    with FakeOpenAI() as server:
+        argv = ["run", "--input", str(folder), "--lake", str(lake), *cheap(server.url), *extra]
+        assert main(argv) == 0
+    history = DeltaStore(lake).table("descriptions").history()
+    assert len(history) == merges  # one table version per commit
+    assert DeltaStore(lake).read("descriptions").num_rows == 4
