@@ -31,13 +31,19 @@ BUILD_COMMIT_ROWS = 100_000  # the table is built in commits of this size (daily
 
 
 def build(lake: Path, rows: int) -> None:
+    """The table, as the store creates it, grown by appends (a MERGE per build step would
+    scan the growing table and make the build itself the slow part)."""
+    from deltalake import write_deltalake
+
     from schemas.store import DeltaStore
 
     store = DeltaStore(lake)
     for start in range(0, rows, BUILD_COMMIT_ROWS):
-        store.merge(
-            "embeddings", embedding_rows(range(start, min(rows, start + BUILD_COMMIT_ROWS)), 0)
-        )
+        chunk = embedding_rows(range(start, min(rows, start + BUILD_COMMIT_ROWS)), 0)
+        if start == 0:
+            store.merge("embeddings", chunk)
+        else:
+            write_deltalake(store.path("embeddings"), chunk, mode="append")
 
 
 def daily_batch(rows: int, batch: int, seed: int):
