@@ -71,10 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.commit import new_run_id
     from pipelines.driver import run_pipeline
     from transforms.config import load_config
+    from transforms.redact import install_log_redaction
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    install_log_redaction()
     _offline_env()
     args = parse_args(argv)
     config = load_config(args.config, args.overrides)
