@@ -39,11 +39,11 @@ def under_folder(table: pa.Table, folder: str) -> pa.Table:
 def vanished(store: DeltaStore, folders: dict[str, set[str]]) -> pa.Table:
     """(item_id, uri) of described items whose file was under a folder and is not listed."""
     described = store.read_or_empty("descriptions", columns=["item_id", "uri"])
-    gone = [
-        rows.filter(pc.invert(pc.is_in(rows.column("uri"), pa.array(sorted(names), pa.string()))))
-        for folder, names in folders.items()
-        for rows in [under_folder(described, folder)]
-    ]
+    gone = []
+    for folder, names in folders.items():
+        rows = under_folder(described, folder)
+        listed = pc.is_in(rows.column("uri"), pa.array(sorted(names), pa.string()))
+        gone.append(rows.filter(pc.invert(listed)))
     return pa.concat_tables(gone) if gone else described.slice(0, 0)
 
 
