@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.promotion import record
 from schemas.rows import utc_now
 from schemas.store import DeltaStore
 from schemas.tables import LINEAGE_COLUMNS
@@ -69,7 +70,8 @@ def first_codebook(
     """A run's fit when no compatible codebook exists. Two runs can get here at once; the
     Delta log orders their commits, and the later one adopts the earlier one's codebook and
     marks its own ``superseded``, so every run codes with, and records, the same codebook."""
-    codebook, committed = fit_codebook(store, config, encoder, run_id, with_version=True)
+    codebook = fit_from_lake(store, config, encoder)
+    committed = record_fitted(store, codebook, run_id)
     if not committed:
         return codebook
     before = store.read("codebooks", version=committed - 1).to_pylist()
@@ -77,19 +79,7 @@ def first_codebook(
     if winner is None:
         return codebook
     note = f"a concurrent run fitted {winner['codebook_version']} first; this run adopted it"
-    store.merge(
-        "codebooks",
-        [
-            {
-                **codebook.to_row(),
-                "promotion_status": "superseded",
-                "promotion_note": note,
-                "run_id": run_id,
-                "updated_at": utc_now(),
-            }
-        ],
-    )
-    logger.warning("codebook %s superseded: %s", codebook.version, note)
+    record(store, {**codebook.to_row(), "run_id": run_id}, "superseded", note)
     return Codebook.from_row(winner)
 
 
@@ -175,23 +165,34 @@ def fit_codebook(
     encoder: str,
     run_id: str,
     embeddings: pa.Table | None = None,
-    with_version: bool = False,
-) -> Codebook | tuple[Codebook, int]:
+) -> Codebook:
     """Fit a new codebook version on a sample of the embeddings (read from the lake unless
-    given) and record it (``with_version``: also return the version of that commit)."""
+    given) and record it."""
+    codebook = fit_from_lake(store, config, encoder, embeddings)
+    record_fitted(store, codebook, run_id)
+    return codebook
+
+
+def fit_from_lake(
+    store: DeltaStore, config: SemanticIdConfig, encoder: str, embeddings: pa.Table | None = None
+) -> Codebook:
+    """A codebook fitted on a seeded sample of the embeddings, not yet recorded."""
     if embeddings is None:  # keys first, then only the sampled vectors
         keys = embeddings_of(store, encoder, ["item_id"])
         chosen = sample_keys(keys, config, encoder)
         embeddings = embeddings_of(store, encoder, ["item_id", "embedding"], keys=chosen)
     sample = fit_sample(embeddings, config, encoder)
     codebook = fit_codebook_on(sample, config, encoder)
-    committed = store.merge(
-        "codebooks", [{**codebook.to_row(), "run_id": run_id, "updated_at": utc_now()}]
-    )
     logger.info(
         "fitted codebook %s on %d items: %s", codebook.version, len(sample), codebook.metrics
     )
-    return (codebook, committed) if with_version else codebook
+    return codebook
+
+
+def record_fitted(store: DeltaStore, codebook: Codebook, run_id: str) -> int | None:
+    """The codebooks row of a fit; returns the table version of that commit."""
+    row = {**codebook.to_row(), "run_id": run_id, "updated_at": utc_now()}
+    return store.merge("codebooks", [row])
 
 
 def assign_semantic_ids(

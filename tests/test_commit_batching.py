@@ -6,7 +6,7 @@ import pytest
 from jobs.cli import main
 from schemas.store import DeltaStore
 from tests.fake_openai_server import FakeOpenAI
-from tests.test_truthful_runs import cheap, clips
+from tests.test_truthful_runs import clips, run_argv
 
 pytestmark = pytest.mark.slow
 
@@ -21,10 +21,8 @@ pytestmark = pytest.mark.slow
 )
 def test_finished_tasks_are_committed_by_size_or_time(tmp_path, settings, merges):
     lake, folder = tmp_path / "lake", clips(tmp_path / "in", ["a.mp4", "b.mp4", "c.mp4", "d.mp4"])
-    extra = [arg for s in ["run.commit_every=1", *settings] for arg in ("--set", s)]
     with FakeOpenAI() as server:
-        argv = ["run", "--input", str(folder), "--lake", str(lake), *cheap(server.url), *extra]
-        assert main(argv) == 0
+        assert main(run_argv(folder, lake, server.url, "run.commit_every=1", *settings)) == 0
     history = DeltaStore(lake).table("descriptions").history()
     assert len(history) == merges  # one table version per commit
     assert DeltaStore(lake).read("descriptions").num_rows == 4

@@ -37,6 +37,13 @@ def cheap(endpoint: str) -> list[str]:
     return [arg for s in settings for arg in ("--set", s)]
 
 
+def run_argv(source: Path, lake: Path, endpoint: str, *settings: str) -> list[str]:
+    """``enrich run`` over ``source`` into ``lake`` with the cheap settings and these
+    ``key=value`` overrides."""
+    overrides = [arg for setting in settings for arg in ("--set", setting)]
+    return ["run", "--input", str(source), "--lake", str(lake), *cheap(endpoint), *overrides]
+
+
 def clips(folder: Path, names: list[str], seconds: float = 1.0) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for i, name in enumerate(names):
@@ -71,32 +78,21 @@ def test_a_planted_key_reaches_no_output_table_log_or_report(tmp_path, monkeypat
     listing = manifest(tmp_path / "m.jsonl", folder)
     with FakeOpenAI(api_key=key) as server:
         pasted = ["--set", f"describe.api_key_env={key}"]  # the key where its name belongs
-        assert (
-            main(["run", "--input", str(listing), "--lake", str(lake), *cheap(server.url), *pasted])
-            == 2
-        )
+        assert main([*run_argv(listing, lake, server.url), *pasted]) == 2
         refused = capsys.readouterr()
         assert "describe.api_key_env" in refused.err and "NAME of the environment" in refused.err
         assert not lake.exists(), "a refused config must not start a run"
 
         server.script = ["echo_auth"]  # a gateway that repeats the credential in its error
         summary = tmp_path / "summary.json"
-        code = main(
-            [
-                "run",
-                "--input",
-                str(listing),
-                "--lake",
-                str(lake),
-                *cheap(server.url),
-                "--set",
-                "describe.api_key_env=PLANTED_VLM_KEY",
-                "--summary-json",
-                str(summary),
-                "--set",
-                "describe.concurrency=1",
-            ]
+        argv = run_argv(
+            listing,
+            lake,
+            server.url,
+            "describe.api_key_env=PLANTED_VLM_KEY",
+            "describe.concurrency=1",
         )
+        code = main([*argv, "--summary-json", str(summary)])
         assert code == 0
         assert server.requests[0]["auth"] == f"Bearer {key}"  # the key was really in play
         assert main(["inspect", "--lake", str(lake), "--table", "errors"]) == 0
@@ -124,7 +120,7 @@ def test_a_planted_key_reaches_no_output_table_log_or_report(tmp_path, monkeypat
 def test_a_run_whose_items_all_failed_exits_1_with_status_failed(tmp_path, capsys):
     lake, folder = tmp_path / "lake", clips(tmp_path / "in", ["a.mp4", "b.mp4"])
     down = "http://127.0.0.1:9/v1"  # nothing listens on the discard port: the endpoint is down
-    assert main(["run", "--input", str(folder), "--lake", str(lake), *cheap(down)]) == 1
+    assert main(run_argv(folder, lake, down)) == 1
     captured = capsys.readouterr()
     assert "error rate 1.00 > run.max_error_rate 0.5" in captured.err
     assert "describer_unavailable 2" in captured.err
@@ -132,23 +128,10 @@ def test_a_run_whose_items_all_failed_exits_1_with_status_failed(tmp_path, capsy
     [run] = DeltaStore(lake).read("runs").to_pylist()
     assert run["status"] == "failed" and run["failed"] == 2
     # Still down on the rerun: an endpoint error is never a "known" failure of the input.
-    assert main(["run", "--input", str(folder), "--lake", str(lake), *cheap(down)]) == 1
+    assert main(run_argv(folder, lake, down)) == 1
     assert "error rate 1.00" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "run",
-                "--input",
-                str(folder),
-                "--lake",
-                str(lake),
-                *cheap(down),
-                "--set",
-                "run.max_error_rate=1.0",
-            ]
-        )
-        == 0
-    )  # the documented way to accept it
+    accepted = run_argv(folder, lake, down, "run.max_error_rate=1.0")
+    assert main(accepted) == 0  # the documented way to accept it
 
 
 def test_known_bad_inputs_failing_again_do_not_fail_a_rerun(tmp_path, capsys):
@@ -158,9 +141,7 @@ def test_known_bad_inputs_failing_again_do_not_fail_a_rerun(tmp_path, capsys):
     (folder / "empty.mp4").write_bytes(b"")
     with FakeOpenAI() as server:
         for _ in range(2):
-            assert (
-                main(["run", "--input", str(folder), "--lake", str(lake), *cheap(server.url)]) == 0
-            )
+            assert main(run_argv(folder, lake, server.url)) == 0
     out = capsys.readouterr().out
     assert "1 of the errors repeat an earlier run's" in out
     runs = sorted(DeltaStore(lake).read("runs").to_pylist(), key=lambda r: r["started_at"])
@@ -204,11 +185,8 @@ def test_a_vanished_clip_is_reported_then_retired(tmp_path, capsys):
     kept = gone.read_bytes()
     store = DeltaStore(lake)
 
-    def run(*extra: str) -> None:
-        assert (
-            main(["run", "--input", str(folder), "--lake", str(lake), *cheap(server.url), *extra])
-            == 0
-        )
+    def run(*settings: str) -> None:
+        assert main(run_argv(folder, lake, server.url, *settings)) == 0
 
     def ids(name: str) -> set[str]:
         return set(store.read(name, columns=["item_id"]).column("item_id").to_pylist())
@@ -226,7 +204,7 @@ def test_a_vanished_clip_is_reported_then_retired(tmp_path, capsys):
         assert main(["validate", "--lake", str(lake)]) == 1
         assert "FAIL stale features (input vanished)" in capsys.readouterr().out
 
-        run("--set", "run.on_missing_input=delete")
+        run("run.on_missing_input=delete")
         for name in ("descriptions", "embeddings", "semantic_ids"):
             assert ids(name) == {"a.mp4", "b.mp4"}, name
         assert "deleted" in store.read("errors").column("message")[0].as_py()
@@ -252,7 +230,7 @@ def test_the_loser_of_a_first_fit_race_adopts_the_winners_codebook(tmp_path):
     lake, folder = tmp_path / "lake", clips(tmp_path / "in", ["a.mp4", "b.mp4", "c.mp4"])
     with FakeOpenAI() as server:
         listing = manifest(tmp_path / "m.jsonl", folder)
-        assert main(["run", "--input", str(listing), "--lake", str(lake), *cheap(server.url)]) == 0
+        assert main(run_argv(listing, lake, server.url)) == 0
     [winner] = codebook_rows(lake)
     config = load_config()
     store = DeltaStore(lake)
@@ -275,19 +253,14 @@ def test_two_first_runs_at_once_share_one_codebook(tmp_path):
             listing = manifest(tmp_path / f"{half}.jsonl", folder)
             commands.append(
                 [
-                    sys.executable,
-                    "-m",
-                    "jobs.cli",
-                    "run",
-                    "--input",
-                    str(listing),
-                    "--lake",
-                    str(lake),
-                    *cheap(server.url),
-                    "--set",
-                    "semantic_ids.method=rq_vae",
-                    "--set",
-                    "semantic_ids.vae_epochs=15",
+                    *(sys.executable, "-m", "jobs.cli"),
+                    *run_argv(
+                        listing,
+                        lake,
+                        server.url,
+                        "semantic_ids.method=rq_vae",
+                        "semantic_ids.vae_epochs=15",
+                    ),
                     "--no-report",
                 ]
             )

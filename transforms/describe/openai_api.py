@@ -22,7 +22,7 @@ from PIL import Image
 
 from transforms.describe.base import Describer, pick_frames
 from transforms.describe.prompt import RenderedPrompt
-from transforms.redact import redact_url, shown_env_name
+from transforms.redact import redact_text, redact_url, shown_env_name
 from transforms.stage import Record, StageError
 
 logger = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ class OpenAIDescriber(Describer):
                 continue
             if response.status_code == 200:
                 return response.json()
-            last = f"HTTP {response.status_code}: {self._scrub(response.text[:200])}"
+            last = f"HTTP {response.status_code}: {redact_text(response.text[:200])}"
             if response.status_code not in RETRYABLE:
                 raise StageError("describe_failed", last)
             retry_after = response.headers.get("retry-after")
@@ -140,7 +140,3 @@ class OpenAIDescriber(Describer):
             return min(MAX_BACKOFF_S, float(retry_after))
         base = self.config.backoff_s * 2 ** (attempt - 1)
         return min(MAX_BACKOFF_S, base * (0.5 + random.random()))
-
-    def _scrub(self, text: str) -> str:
-        """Remove the API key from any text that might be logged or stored."""
-        return text.replace(self._api_key, "***") if self._api_key else text
