@@ -336,6 +336,7 @@ def print_history(store, name: str, limit: int) -> int:
     from datetime import UTC, datetime
 
     from schemas.tables import TABLES
+    from schemas.upsert import history_metrics
 
     print(
         f"{'version':>7}  {'time (UTC)':<19}  {'operation':<10}  {'inserted':>8}  "
@@ -344,12 +345,12 @@ def print_history(store, name: str, limit: int) -> int:
     history = store.table(name).history(limit)
     for entry in history:
         version = entry.get("version")
-        metrics = entry.get("operationMetrics") or {}
+        operation, metrics = history_metrics(entry)
         inserted = metrics.get("num_target_rows_inserted", metrics.get("num_added_rows", 0))
         rows = store.read(name, version=version, columns=[TABLES[name].key]).num_rows
         when = datetime.fromtimestamp(entry["timestamp"] / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
         print(
-            f"{version:>7}  {when:<19}  {entry['operation']:<10}  {inserted:>8}  "
+            f"{version:>7}  {when:<19}  {operation:<10}  {inserted:>8}  "
             f"{metrics.get('num_target_rows_updated', 0):>7}  "
             f"{metrics.get('num_target_rows_deleted', metrics.get('num_deleted_rows', 0)):>7}  "
             f"{rows:>7}"

@@ -34,7 +34,8 @@ import pyarrow.parquet as pq
 from pipelines.incremental import split_done
 from pipelines.sids import code_items, load_codebook, sid_rows
 from schemas.rows import table_rows
-from schemas.store import DeltaStore, parquet_dataset, string_filter
+from schemas.store import DeltaStore, parquet_dataset
+from schemas.upsert import string_filter
 from schemas.tables import LINEAGE_COLUMNS, SID_CODES, TABLES
 from transforms import storage
 from transforms.config import Config

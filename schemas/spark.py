@@ -10,7 +10,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from schemas.store import DeltaStore, active_files, check_compatible
+from schemas.store import DeltaStore, StagedFiles, active_files, check_compatible
 from schemas.tables import TABLES, TableSpec
 
 
@@ -101,11 +101,11 @@ class SparkDeltaStore(DeltaStore):
         frame = self.spark.read.schema(spark_schema(name)).parquet(*uris)
         return self._spark_merge(TABLES[name], frame)
 
-    def _merge_once(self, spec: TableSpec, source: pa.Table | pa.RecordBatchReader) -> int:
+    def _merge_once(self, spec: TableSpec, source: pa.Table | StagedFiles) -> int:
         if not self.exists(spec.name):
             return super()._merge_once(spec, source)
-        if isinstance(source, pa.RecordBatchReader):
-            source = source.read_all()
+        if isinstance(source, StagedFiles):
+            source = source.reader().read_all()
         check_compatible(self.table(spec.name), source.schema, spec.name)
         return self._spark_merge(
             spec, self.spark.createDataFrame(source, schema=spark_schema(spec.name))

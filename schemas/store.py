@@ -11,6 +11,7 @@ import logging
 import os
 import random
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ with contextlib.suppress(NotImplementedError):  # pyarrow's own jemalloc pool, l
 from deltalake import DeltaTable, Schema, write_deltalake  # noqa: E402
 from deltalake.exceptions import CommitFailedError
 
+from schemas import upsert
 from schemas.tables import SCHEMA_VERSION, TABLES, TableSpec
 from transforms import storage
 
@@ -88,15 +90,6 @@ def lake_write_error(name: str, lake: str, exc: BaseException) -> LakeWriteError
         f"could not write {what} under {lake}: {hint} ({text}). Nothing of this write "
         "was committed; every table stays readable at its previous version"
     )
-
-
-def string_filter(column: str, values: list[str] | str) -> ds.Expression:
-    """``column`` equal to / in ``values``, safe on files that delta-rs wrote as string_view
-    next to plain string ones (the cast keeps both comparable)."""
-    field = ds.field(column).cast(pa.string())
-    if isinstance(values, str):
-        return field == pa.scalar(values, pa.string())
-    return field.isin(pa.array(values, pa.string()))
 
 
 def check_compatible(table: DeltaTable, source: pa.Schema, name: str) -> None:
@@ -168,6 +161,11 @@ class StagedFiles:
 
     def reader(self) -> pa.RecordBatchReader:
         return pa.RecordBatchReader.from_batches(self.schema, self._batches())
+
+    def keys(self, key: str) -> list[str]:
+        """The key column of every file (small next to the rows)."""
+        only_key = StagedFiles(self.uris, pa.schema([self.schema.field(key)]))
+        return only_key.reader().read_all().column(key).to_pylist()
 
     def _batches(self):
         for uri in self.uris:
@@ -246,11 +244,13 @@ class DeltaStore:
         return self._merge_retried(spec, StagedFiles(uris, spec.schema))
 
     def _merge_retried(self, spec: TableSpec, source: pa.Table | StagedFiles) -> int | None:
-        name = spec.name
+        return self._committed(spec.name, lambda: self._merge_once(spec, source))
+
+    def _committed(self, name: str, attempt_commit: Callable[[], int | None]) -> int | None:
+        """Run one commit attempt, retrying optimistic-concurrency conflicts with backoff."""
         for attempt in range(1, MAX_COMMIT_ATTEMPTS + 1):
             try:
-                batches = source if isinstance(source, pa.Table) else source.reader()
-                return self._merge_once(spec, batches)
+                return attempt_commit()
             except (SchemaMismatch, LakeWriteError):
                 raise
             except CommitFailedError as exc:
@@ -267,13 +267,13 @@ class DeltaStore:
                 raise
         raise AssertionError("unreachable")
 
-    def _merge_once(self, spec: TableSpec, source: pa.Table | pa.RecordBatchReader) -> int:
+    def _merge_once(self, spec: TableSpec, source: pa.Table | StagedFiles) -> int:
         path = self.path(spec.name)
         if not self.exists(spec.name):
             try:
                 write_deltalake(
                     path,
-                    source,
+                    source if isinstance(source, pa.Table) else source.reader(),
                     mode="error",
                     name=spec.name,
                     description=table_description(spec.name),
@@ -281,14 +281,23 @@ class DeltaStore:
                 )
                 return 0  # the commit that creates a table is version 0
             except Exception as exc:  # noqa: BLE001 - another writer created it first: merge
-                if not self.exists(spec.name) or isinstance(source, pa.RecordBatchReader):
+                if not self.exists(spec.name) or isinstance(source, StagedFiles):
                     raise
                 logger.info("%s was created concurrently (%s); merging", spec.name, exc)
         table = self.table(spec.name)
         check_compatible(table, source.schema, spec.name)
+        if set(source.schema.names) - set(table.schema().to_arrow().names):
+            return self._evolving_merge(spec, table, source)
+        files = upsert.TableFiles(table, path, spec.key)
+        if isinstance(source, pa.Table):
+            return upsert.upsert(files, source.column(spec.key).to_pylist(), source.to_batches())
+        return upsert.upsert(files, source.keys(spec.key), source.reader())
+
+    def _evolving_merge(self, spec: TableSpec, table: DeltaTable, source) -> int:
+        """A write that adds columns: delta-rs MERGE evolves the schema (rare, whole-table)."""
         (
             table.merge(
-                source,
+                source if isinstance(source, pa.Table) else source.reader(),
                 predicate=f"t.{spec.key} = s.{spec.key}",
                 source_alias="s",
                 target_alias="t",
@@ -301,41 +310,26 @@ class DeltaStore:
         return table.version()
 
     def delete_keys(self, name: str, keys: list[str]) -> int | None:
-        """Delete the rows whose key is in ``keys`` (no-op if the table or keys are absent)."""
+        """Delete the rows whose key is in ``keys`` (no-op if the table or keys are absent),
+        rewriting only the files that hold them."""
         if not keys or not self.exists(name):
             return self.version(name)
-        spec = _spec(name)
-        present = self.read(name, columns=[spec.key], keys=keys).column(spec.key).to_pylist()
-        doomed = sorted(set(present))
-        if not doomed:
-            return self.version(name)
-        quoted = ", ".join("'" + k.replace("'", "''") + "'" for k in doomed)
-        table = self.table(name)
-        try:
-            table.delete(f"{spec.key} IN ({quoted})")
-        except Exception as exc:
-            if is_storage_error(exc):
-                raise lake_write_error(name, self.lake, exc) from exc
-            raise
-        return table.version()
+        key = _spec(name).key
+
+        def attempt_delete() -> int | None:
+            files = upsert.TableFiles(self.table(name), self.path(name), key)
+            committed = upsert.delete(files, list(keys))
+            return files.table.version() if committed is None else committed
+
+        return self._committed(name, attempt_delete)
 
     def delete_keys_in_files(self, name: str, uris: list[str]) -> int | None:
-        """Delete the rows whose key appears in the staged files ``uris`` (a MERGE that
-        deletes matches, streamed: the keys are never collected)."""
+        """Delete the rows whose key appears in the staged files ``uris``."""
         if not uris or not self.exists(name):
             return self.version(name)
         key = _spec(name).key
-        keys = StagedFiles(uris, pa.schema([pa.field(key, pa.string())])).reader()
-        table = self.table(name)
-        try:
-            table.merge(
-                keys, predicate=f"t.{key} = s.{key}", source_alias="s", target_alias="t"
-            ).when_matched_delete().execute()
-        except Exception as exc:
-            if is_storage_error(exc):
-                raise lake_write_error(name, self.lake, exc) from exc
-            raise
-        return table.version()
+        staged = StagedFiles(uris, pa.schema([pa.field(key, pa.string())]))
+        return self.delete_keys(name, staged.keys(key))
 
     def read(
         self,
@@ -349,8 +343,14 @@ class DeltaStore:
         table = self.table(name, version=version)
         if as_of is not None:
             table.load_as_version(as_of)
-        where = None if keys is None else string_filter(_spec(name).key, keys)  # in the scan
-        return delta_to_arrow(table, columns, where)
+        if keys is None:
+            return delta_to_arrow(table, columns)
+        files = upsert.TableFiles(table, self.path(name), _spec(name).key)
+        found = upsert.read_keyed(files, list(keys), columns)
+        if found is None:
+            empty = upsert.table_schema(table).empty_table()
+            return empty.select(columns) if columns else empty
+        return found
 
     def head(self, name: str, rows: int, columns: list[str] | None = None) -> list[dict]:
         """The first ``rows`` rows of the latest version, reading no more files than needed."""

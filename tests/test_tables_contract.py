@@ -10,6 +10,7 @@ import pytest
 
 from jobs.cli import main
 from schemas import DeltaStore, read_pandas, read_table
+from schemas.upsert import KEYED_COMMIT, history_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,7 +35,8 @@ def test_same_input_twice_gives_same_rows_and_two_versions(lake, capsys):
     store.merge("descriptions", rows)
     store.merge("descriptions", rows)
     history = store.table("descriptions").history()
-    assert [h["operation"] for h in history] == ["MERGE", "WRITE"]
+    assert [history_metrics(h)[0] for h in history] == ["UPSERT", "WRITE"]
+    assert history[0][KEYED_COMMIT]["rows_updated"] == 3  # the rerun replaced, not added
     assert (
         read_table(lake, "descriptions", version=0).num_rows
         == read_table(lake, "descriptions").num_rows
@@ -42,7 +44,7 @@ def test_same_input_twice_gives_same_rows_and_two_versions(lake, capsys):
     )
     assert main(["inspect", "--lake", str(lake), "--table", "descriptions", "--history"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert "MERGE" in lines[1] and "WRITE" in lines[2] and lines[1].split()[-1] == "3"
+    assert "UPSERT" in lines[1] and "WRITE" in lines[2] and lines[1].split()[-1] == "3"
 
 
 def test_time_travel_gives_the_descriptions_before_a_new_prompt(lake):

@@ -1,0 +1,296 @@
+"""Keyed upserts, deletes and reads that touch only the files holding the keys.
+
+delta-rs MERGE joins the source with every file of the target and reads all their columns,
+so a 10,000-row daily commit into a 2M-row table took 20-50 s (bench/lake_scale.py): the cost
+followed the lake, not the day. A commit here instead
+
+1. prunes the active files by the key's min/max in the Delta log (``TableFiles.candidates``),
+2. reads only the key column of the rest to learn which files hold a source key (``locate``),
+3. rewrites just those files without those keys, writes the source rows as new files, and
+4. commits the removes and adds as one transaction at the version it read, with no automatic
+   retry: a commit that landed in between fails it (``CommitFailedError``) and the caller
+   starts over, so two writers never both insert one key.
+
+The result is the same reader-protocol-1 / writer-protocol-2 table (plain add and remove
+actions, no deletion vectors). Cost: a key-column scan of the table (about 0.1 s per million
+rows) plus the bytes of the files that hold an updated key plus the batch.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from urllib.parse import unquote
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+from deltalake import DeltaTable
+from deltalake.transaction import AddAction, CommitProperties, RemoveAction
+
+from transforms import storage
+
+TARGET_FILE_BYTES = 128 * 2**20  # new files roll over at about this much Arrow data
+KEYED_COMMIT = "enrichKeyedCommit"  # commitInfo key holding a keyed commit's metrics
+
+
+def history_metrics(entry: dict) -> tuple[str, dict]:
+    """A history entry's operation name and metrics; keyed commits (delta-rs records them as
+    WRITE) read as UPSERT or DELETE with their own counts."""
+    keyed = entry.get(KEYED_COMMIT)
+    if not keyed:
+        return entry["operation"], entry.get("operationMetrics") or {}
+    operation = "DELETE" if keyed.get("rows_deleted") else "UPSERT"
+    return operation, {
+        "num_target_rows_inserted": keyed.get("rows_inserted", 0),
+        "num_target_rows_updated": keyed.get("rows_updated", 0),
+        "num_target_rows_deleted": keyed.get("rows_deleted", 0),
+    }
+
+
+def string_filter(column: str, values: list[str] | str) -> ds.Expression:
+    """``column`` equal to / in ``values``, safe on files that delta-rs wrote as string_view
+    next to plain string ones (the cast keeps both comparable)."""
+    expr = ds.field(column).cast(pa.string())
+    if isinstance(values, str):
+        return expr == pa.scalar(values, pa.string())
+    return expr.isin(pa.array(values, pa.string()))
+
+
+def table_schema(table: DeltaTable) -> pa.Schema:
+    return pa.schema(table.schema().to_arrow())
+
+
+class TableFiles:
+    """The active files of one loaded table version, with their sizes and key statistics."""
+
+    def __init__(self, table: DeltaTable, root: str, key: str):
+        actions = pa.table(table.get_add_actions(flatten=True))
+        self.table, self.root, self.key = table, root, key
+        self.paths: list[str] = actions.column("path").to_pylist()
+        self.sizes = dict(zip(self.paths, actions.column("size_bytes").to_pylist(), strict=True))
+        names = actions.column_names
+        none = [None] * len(self.paths)
+        mins = actions.column(f"min.{key}").to_pylist() if f"min.{key}" in names else none
+        maxs = actions.column(f"max.{key}").to_pylist() if f"max.{key}" in names else none
+        self.ranges = dict(zip(self.paths, zip(mins, maxs, strict=True), strict=True))
+
+    def uri(self, path: str) -> str:
+        return f"{self.root}/{unquote(path)}"
+
+    def candidates(self, sorted_keys: list[str]) -> list[str]:
+        """Files whose key range (unknown counts as everything) may hold one of the keys."""
+        chosen = []
+        for path, (low, high) in self.ranges.items():
+            if low is None or high is None:
+                chosen.append(path)
+                continue
+            at = bisect.bisect_left(sorted_keys, low)
+            if at < len(sorted_keys) and sorted_keys[at] <= high:
+                chosen.append(path)
+        return chosen
+
+
+def locate(files: TableFiles, keys: list[str]) -> tuple[dict[str, list[str]], int]:
+    """Which active files hold which of ``keys`` (reading the key column only), and how
+    many files were scanned."""
+    sorted_keys = sorted(set(keys))
+    scanned = files.candidates(sorted_keys)
+    if not scanned or not sorted_keys:
+        return {}, len(scanned)
+    fs, _ = storage.resolve(files.uri(scanned[0]))
+    by_fs_path = {storage.resolve(files.uri(p))[1]: p for p in scanned}
+    dataset = ds.dataset(list(by_fs_path), format="parquet", filesystem=fs)
+    scanner = dataset.scanner(columns=[files.key], filter=string_filter(files.key, sorted_keys))
+    held: dict[str, list[str]] = {}
+    for tagged in scanner.scan_batches():
+        if tagged.record_batch.num_rows:
+            path = by_fs_path[tagged.fragment.path]
+            column = tagged.record_batch.column(0).cast(pa.string())
+            held.setdefault(path, []).extend(column.to_pylist())
+    return held, len(scanned)
+
+
+def conform(batch: pa.RecordBatch | pa.Table, schema: pa.Schema) -> pa.Table:
+    """``batch`` with exactly ``schema``'s columns and types (absent columns as nulls)."""
+    rows = batch.num_rows
+    columns = [
+        batch.column(f.name).cast(f.type)
+        if f.name in batch.schema.names
+        else pa.nulls(rows, f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+class FileWriter:
+    """New Parquet files under the table root, rolled over at ``TARGET_FILE_BYTES``; each
+    becomes an add action with its row count and the key's min/max/null count."""
+
+    def __init__(self, files: TableFiles, schema: pa.Schema):
+        self.files, self.schema = files, schema
+        self.written: list[str] = []
+        self.adds: list[AddAction] = []
+        self._writer: pq.ParquetWriter | None = None
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        if self._writer is None:
+            self._open()
+        self._writer.write_table(table)
+        self._rows += table.num_rows
+        self._bytes += table.nbytes
+        low, high = pc.min_max(table.column(self.files.key).cast(pa.string())).values()
+        self._low = min(filter(None, (self._low, low.as_py())), default=None)
+        self._high = max(filter(None, (self._high, high.as_py())), default=None)
+        self._nulls += table.column(self.files.key).null_count
+        if self._bytes >= TARGET_FILE_BYTES:
+            self._close_file()
+
+    def close(self) -> list[AddAction]:
+        if self._writer is not None:
+            self._close_file()
+        return self.adds
+
+    def discard(self) -> None:
+        """Delete what was written (the commit did not happen)."""
+        with contextlib.suppress(Exception):
+            if self._writer is not None:
+                self._writer.close()
+        for path in self.written:
+            with contextlib.suppress(Exception):
+                storage.delete_file(self.files.uri(path))
+
+    def _open(self) -> None:
+        self._path = f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
+        self.written.append(self._path)
+        fs, fs_path = storage.resolve(self.files.uri(self._path))
+        self._writer = pq.ParquetWriter(fs_path, self.schema, filesystem=fs, compression="snappy")
+        self._rows = self._bytes = self._nulls = 0
+        self._low = self._high = None
+
+    def _close_file(self) -> None:
+        self._writer.close()
+        self._writer = None
+        key = self.files.key
+        stats = {"numRecords": self._rows, "nullCount": {key: self._nulls}}
+        if self._low is not None:
+            stats |= {"minValues": {key: self._low}, "maxValues": {key: self._high}}
+        size = storage.info(self.files.uri(self._path)).size
+        now = int(time.time() * 1000)
+        self.adds.append(AddAction(self._path, size, {}, now, True, json.dumps(stats)))
+
+
+@dataclass
+class Commit:
+    """What one keyed commit changed (also written into the commit's metadata)."""
+
+    files_scanned: int = 0
+    files_removed: int = 0
+    files_added: int = 0
+    bytes_rewritten: int = 0
+    rows_copied: int = 0
+    rows_updated: int = 0
+    rows_inserted: int = 0
+    rows_deleted: int = 0
+    removes: list[RemoveAction] = field(default_factory=list, repr=False)
+
+    def metrics(self) -> dict[str, int]:
+        return {k: v for k, v in self.__dict__.items() if k != "removes"}
+
+
+def rewrite_without(files: TableFiles, held: dict[str, list[str]], writer: FileWriter) -> Commit:
+    """Rewrite each file in ``held`` without the keys it holds; returns the removes."""
+    commit = Commit()
+    now = int(time.time() * 1000)
+    for path, keys in held.items():
+        kept = ds.dataset(
+            [storage.resolve(files.uri(path))[1]],
+            format="parquet",
+            filesystem=storage.resolve(files.uri(path))[0],
+        ).to_table(filter=~string_filter(files.key, sorted(set(keys))))
+        writer.write(conform(kept, writer.schema))
+        commit.rows_copied += kept.num_rows
+        commit.bytes_rewritten += files.sizes[path]
+        commit.removes.append(RemoveAction(path, True, now, files.sizes[path], {}))
+    commit.files_removed = len(commit.removes)
+    return commit
+
+
+def commit_actions(files: TableFiles, writer: FileWriter, commit: Commit) -> int:
+    """Commit the removes and the writer's adds at the version read; on any failure the new
+    files are deleted and the error raised (a concurrent commit raises CommitFailedError)."""
+    try:
+        adds = writer.close()
+        commit.files_added = len(adds)
+        files.table.create_write_transaction(
+            [*commit.removes, *adds],
+            mode="append",
+            schema=files.table.schema(),
+            commit_properties=CommitProperties(
+                max_commit_retries=0, custom_metadata={KEYED_COMMIT: commit.metrics()}
+            ),
+        )
+    except BaseException:
+        writer.discard()
+        raise
+    files.table.update_incremental()
+    return files.table.version()
+
+
+def upsert(files: TableFiles, keys: list[str], batches: Iterable[pa.RecordBatch]) -> int:
+    """Replace the rows of ``keys`` (unique) and insert the rest, from ``batches``."""
+    held, scanned = locate(files, keys)
+    writer = FileWriter(files, table_schema(files.table))
+    try:
+        commit = rewrite_without(files, held, writer)
+        for batch in batches:
+            writer.write(conform(batch, writer.schema))
+    except BaseException:
+        writer.discard()
+        raise
+    commit.files_scanned = scanned
+    commit.rows_updated = sum(len(set(k)) for k in held.values())
+    commit.rows_inserted = len(keys) - commit.rows_updated
+    return commit_actions(files, writer, commit)
+
+
+def delete(files: TableFiles, keys: list[str]) -> int | None:
+    """Delete the rows of ``keys``; None when none is in the table (nothing committed)."""
+    held, scanned = locate(files, keys)
+    if not held:
+        return None
+    writer = FileWriter(files, table_schema(files.table))
+    try:
+        commit = rewrite_without(files, held, writer)
+    except BaseException:
+        writer.discard()
+        raise
+    commit.files_scanned = scanned
+    commit.rows_deleted = sum(len(k) for k in held.values())
+    return commit_actions(files, writer, commit)
+
+
+def read_keyed(
+    files: TableFiles, keys: list[str], columns: list[str] | None = None
+) -> pa.Table | None:
+    """The rows of ``keys`` read from only the files that hold them; None when no file does."""
+    held, _ = locate(files, keys)
+    if not held:
+        return None
+    uris = [files.uri(path) for path in held]
+    fs, _ = storage.resolve(uris[0])
+    dataset = ds.dataset(
+        [storage.resolve(u)[1] for u in uris],
+        format="parquet",
+        filesystem=fs,
+        schema=table_schema(files.table),
+    )
+    return dataset.to_table(columns=columns, filter=string_filter(files.key, keys))
