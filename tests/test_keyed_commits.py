@@ -1,0 +1,119 @@
+"""Keyed commits touch only the files that hold the keys (schemas/upsert.py): upserts,
+deletes and keyed reads; a commit at a stale version fails and leaves no files behind; every
+Delta reader sees the same rows."""
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable
+from deltalake.exceptions import CommitFailedError
+
+from schemas import DeltaStore, read_table
+from schemas.upsert import KEYED_COMMIT, TableFiles, upsert
+
+FILES = 5
+ROWS_PER_FILE = 40
+
+
+def error_rows(keys: list[str], code: str) -> list[dict]:
+    now = datetime.now(UTC)
+    return [{"item_id": k, "code": code, "run_id": "r", "updated_at": now} for k in keys]
+
+
+def keys_of_file(index: int) -> list[str]:
+    return [f"f{index}-{i:03d}" for i in range(ROWS_PER_FILE)]
+
+
+@pytest.fixture
+def five_files(lake) -> DeltaStore:
+    """An errors table of five files with disjoint key ranges (one commit each)."""
+    store = DeltaStore(lake)
+    for index in range(FILES):
+        store.merge("errors", error_rows(keys_of_file(index), "old"))
+    assert len(store.table("errors").file_uris()) == FILES
+    return store
+
+
+def last_commit(store: DeltaStore) -> dict:
+    return store.table("errors").history(1)[0][KEYED_COMMIT]
+
+
+def codes(store: DeltaStore) -> dict[str, str]:
+    table = store.read("errors", columns=["item_id", "code"])
+    return dict(zip(table["item_id"].to_pylist(), table["code"].to_pylist(), strict=True))
+
+
+def test_an_upsert_rewrites_only_the_file_holding_an_updated_key(five_files):
+    store = five_files
+    before = set(store.table("errors").file_uris())
+    store.merge("errors", error_rows(["f2-007", "new-1", "new-2"], "new"))
+    after = set(store.table("errors").file_uris())
+    (removed,) = before - after  # one file left the table: the one holding f2's keys
+    assert read_file_keys(removed) == keys_of_file(2)
+    commit = last_commit(store)
+    assert (commit["files_removed"], commit["rows_updated"], commit["rows_inserted"]) == (1, 1, 2)
+    assert commit["rows_copied"] == ROWS_PER_FILE - 1
+    assert commit["files_scanned"] == 1  # the other files' key ranges exclude every key
+    rows = codes(store)
+    assert len(rows) == FILES * ROWS_PER_FILE + 2
+    assert rows["f2-007"] == rows["new-1"] == "new" and rows["f2-008"] == "old"
+
+
+def test_a_delete_rewrites_only_the_holding_file_and_a_miss_commits_nothing(five_files):
+    store = five_files
+    version = store.version("errors")
+    assert store.delete_keys("errors", ["absent-key"]) == version
+    store.delete_keys("errors", ["f4-001", "f4-002"])
+    commit = last_commit(store)
+    assert (commit["files_removed"], commit["rows_deleted"]) == (1, 2)
+    assert len(codes(store)) == FILES * ROWS_PER_FILE - 2
+    assert store.read("errors", version=version).num_rows == FILES * ROWS_PER_FILE
+
+
+def test_keyed_reads_open_only_files_whose_key_range_can_hold_the_key(five_files):
+    store = five_files
+    holder = [u for u in store.table("errors").file_uris() if "f1-" in str(read_file_keys(u))]
+    others = [u for u in store.table("errors").file_uris() if u not in holder]
+    for uri in others:  # a read that opened them would fail
+        Path(uri).write_bytes(b"not parquet")
+    found = store.read("errors", keys=["f1-003", "f1-999"], columns=["item_id", "code"])
+    assert found.to_pylist() == [{"item_id": "f1-003", "code": "old"}]
+    with pytest.raises(Exception):  # noqa: B017 - the whole-table read does open them
+        store.read("errors")
+
+
+def read_file_keys(uri: str) -> list[str]:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(uri, columns=["item_id"]).column(0).to_pylist()
+
+
+def test_a_commit_at_a_stale_version_fails_and_leaves_no_files(five_files):
+    store = five_files
+    stale = TableFiles(store.table("errors"), store.path("errors"), "item_id")
+    store.merge("errors", error_rows(["f0-000"], "winner"))
+    on_disk = set(Path(store.path("errors")).glob("*.parquet"))
+    source = pa.Table.from_pylist(error_rows(["f0-000"], "loser"), schema=stale_schema(store))
+    with pytest.raises(CommitFailedError):
+        upsert(stale, ["f0-000"], source.to_batches())
+    assert set(Path(store.path("errors")).glob("*.parquet")) == on_disk
+    assert codes(store)["f0-000"] == "winner"
+
+
+def stale_schema(store: DeltaStore) -> pa.Schema:
+    return pa.schema(store.table("errors").schema().to_arrow())
+
+
+def test_every_reader_sees_the_upserted_rows_and_the_file_statistics(five_files, lake):
+    store = five_files
+    store.merge("errors", error_rows(["f3-010", "n-1"], "new"))
+    ours = read_table(lake, "errors").sort_by("item_id").select(["item_id", "code"])
+    polars = pl.read_delta(str(lake / "errors")).sort("item_id").select(["item_id", "code"])
+    assert polars.to_arrow().cast(ours.schema).equals(ours)
+    actions = pa.table(DeltaTable(str(lake / "errors")).get_add_actions(flatten=True))
+    assert sum(actions.column("num_records").to_pylist()) == ours.num_rows
+    newest = actions.sort_by([("modification_time", "descending")]).slice(0, 1).to_pylist()[0]
+    assert (newest["min.item_id"], newest["max.item_id"]) == ("f3-000", "n-1")
