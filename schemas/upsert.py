@@ -21,9 +21,11 @@ from __future__ import annotations
 import bisect
 import contextlib
 import json
+import os
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
@@ -206,30 +208,100 @@ class Commit:
         return {k: v for k, v in self.__dict__.items() if k != "removes"}
 
 
-def rewrite_without(files: TableFiles, held: dict[str, list[str]], writer: FileWriter) -> Commit:
-    """Rewrite each file in ``held`` without the keys it holds; returns the removes."""
-    commit = Commit()
+class Writers:
+    """New files written by a small thread pool (pyarrow releases the GIL while it encodes and
+    writes): one job per rewritten file and per ``TARGET_FILE_BYTES`` of the batch."""
+
+    def __init__(self, files: TableFiles, schema: pa.Schema):
+        self.files, self.schema = files, schema
+        self.workers = os.cpu_count() or 1
+        self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="upsert-write")
+        self.writers: list[FileWriter] = []
+        self.jobs: list[Future] = []
+
+    def submit(self, produce: Callable[[], Iterable[pa.Table | pa.RecordBatch]]) -> Future:
+        """Write what ``produce`` returns into new files; the job's result is its row count.
+        At most two jobs per worker wait, so memory stays bounded."""
+        writer = FileWriter(self.files, self.schema)
+        self.writers.append(writer)
+        self.jobs.append(self.pool.submit(self._run, writer, produce))
+        waiting = [job for job in self.jobs if not job.done()]
+        if len(waiting) > 2 * self.workers:
+            wait(waiting, return_when=FIRST_COMPLETED)
+        return self.jobs[-1]
+
+    def _run(self, writer: FileWriter, produce) -> int:
+        rows = 0
+        for table in produce():
+            writer.write(conform(table, self.schema))
+            rows += table.num_rows
+        return rows
+
+    def close(self) -> list[AddAction]:
+        try:
+            for job in self.jobs:
+                job.result()  # the first error, if any
+        finally:
+            self.pool.shutdown()
+        return [add for writer in self.writers for add in writer.close()]
+
+    def discard(self) -> None:
+        """Delete every file written (the commit will not happen)."""
+        wait(self.jobs)
+        self.pool.shutdown()
+        for writer in self.writers:
+            writer.discard()
+
+
+def read_kept(files: TableFiles, path: str, keys: list[str]) -> pa.Table:
+    """The rows of one active file whose key is not in ``keys``."""
+    fs, fs_path = storage.resolve(files.uri(path))
+    dataset = ds.dataset([fs_path], format="parquet", filesystem=fs)
+    return dataset.to_table(filter=~string_filter(files.key, sorted(set(keys))))
+
+
+def submit_batches(writers: Writers, batches: Iterable[pa.RecordBatch]) -> None:
+    """Hand the batch stream to the writers in groups of about ``TARGET_FILE_BYTES``."""
+    group: list[pa.RecordBatch] = []
+    size = 0
+    for batch in batches:
+        group.append(batch)
+        size += batch.nbytes
+        if size >= TARGET_FILE_BYTES:
+            writers.submit(lambda group=group: group)
+            group, size = [], 0
+    if group:
+        writers.submit(lambda group=group: group)
+
+
+def keyed_commit(
+    files: TableFiles, keys: list[str], batches: Iterable[pa.RecordBatch] | None
+) -> int | None:
+    """Rewrite the files holding ``keys`` without them, write ``batches`` as new files, and
+    commit both at the version read. None when there is nothing to commit."""
+    held, scanned = locate(files, keys)
+    if batches is None and not held:
+        return None
+    commit = Commit(files_scanned=scanned, files_removed=len(held))
     now = int(time.time() * 1000)
-    for path, keys in held.items():
-        kept = ds.dataset(
-            [storage.resolve(files.uri(path))[1]],
-            format="parquet",
-            filesystem=storage.resolve(files.uri(path))[0],
-        ).to_table(filter=~string_filter(files.key, sorted(set(keys))))
-        writer.write(conform(kept, writer.schema))
-        commit.rows_copied += kept.num_rows
-        commit.bytes_rewritten += files.sizes[path]
-        commit.removes.append(RemoveAction(path, True, now, files.sizes[path], {}))
-    commit.files_removed = len(commit.removes)
-    return commit
-
-
-def commit_actions(files: TableFiles, writer: FileWriter, commit: Commit) -> int:
-    """Commit the removes and the writer's adds at the version read; on any failure the new
-    files are deleted and the error raised (a concurrent commit raises CommitFailedError)."""
+    writers = Writers(files, table_schema(files.table))
     try:
-        adds = writer.close()
+        copies = [
+            writers.submit(lambda path=path, found=found: [read_kept(files, path, found)])
+            for path, found in held.items()
+        ]
+        if batches is not None:
+            submit_batches(writers, batches)
+        adds = writers.close()
+        commit.removes = [RemoveAction(p, True, now, files.sizes[p], {}) for p in held]
         commit.files_added = len(adds)
+        commit.rows_copied = sum(job.result() for job in copies)
+        commit.bytes_rewritten = sum(files.sizes[p] for p in held)
+        found = sum(len(set(k)) for k in held.values())
+        if batches is None:
+            commit.rows_deleted = found
+        else:
+            commit.rows_updated, commit.rows_inserted = found, len(set(keys)) - found
         files.table.create_write_transaction(
             [*commit.removes, *adds],
             mode="append",
@@ -239,7 +311,7 @@ def commit_actions(files: TableFiles, writer: FileWriter, commit: Commit) -> int
             ),
         )
     except BaseException:
-        writer.discard()
+        writers.discard()  # a concurrent commit raises CommitFailedError: the caller retries
         raise
     files.table.update_incremental()
     return files.table.version()
@@ -247,35 +319,12 @@ def commit_actions(files: TableFiles, writer: FileWriter, commit: Commit) -> int
 
 def upsert(files: TableFiles, keys: list[str], batches: Iterable[pa.RecordBatch]) -> int:
     """Replace the rows of ``keys`` (unique) and insert the rest, from ``batches``."""
-    held, scanned = locate(files, keys)
-    writer = FileWriter(files, table_schema(files.table))
-    try:
-        commit = rewrite_without(files, held, writer)
-        for batch in batches:
-            writer.write(conform(batch, writer.schema))
-    except BaseException:
-        writer.discard()
-        raise
-    commit.files_scanned = scanned
-    commit.rows_updated = sum(len(set(k)) for k in held.values())
-    commit.rows_inserted = len(keys) - commit.rows_updated
-    return commit_actions(files, writer, commit)
+    return keyed_commit(files, keys, batches)
 
 
 def delete(files: TableFiles, keys: list[str]) -> int | None:
     """Delete the rows of ``keys``; None when none is in the table (nothing committed)."""
-    held, scanned = locate(files, keys)
-    if not held:
-        return None
-    writer = FileWriter(files, table_schema(files.table))
-    try:
-        commit = rewrite_without(files, held, writer)
-    except BaseException:
-        writer.discard()
-        raise
-    commit.files_scanned = scanned
-    commit.rows_deleted = sum(len(k) for k in held.values())
-    return commit_actions(files, writer, commit)
+    return keyed_commit(files, keys, None)
 
 
 def read_keyed(
