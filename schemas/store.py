@@ -109,8 +109,8 @@ def check_compatible(table: DeltaTable, source: pa.Schema, name: str) -> None:
 
 
 def _last_per_key(table: pa.Table, key: str) -> pa.Table:
-    """Keep the last row for each key, so MERGE never sees a duplicate source key."""
-    if table.num_rows < 2:
+    """Keep the last row for each key, so an upsert never sees a duplicate source key."""
+    if table.num_rows < 2 or pc.count_distinct(table.column(key)).as_py() == table.num_rows:
         return table
     keys = table.column(key).to_pylist()
     last = {k: i for i, k in enumerate(keys)}
@@ -162,10 +162,10 @@ class StagedFiles:
     def reader(self) -> pa.RecordBatchReader:
         return pa.RecordBatchReader.from_batches(self.schema, self._batches())
 
-    def keys(self, key: str) -> list[str]:
+    def keys(self, key: str) -> pa.Array:
         """The key column of every file (small next to the rows)."""
         only_key = StagedFiles(self.uris, pa.schema([self.schema.field(key)]))
-        return only_key.reader().read_all().column(key).to_pylist()
+        return only_key.reader().read_all().column(key).combine_chunks()
 
     def _batches(self):
         for uri in self.uris:
@@ -290,7 +290,9 @@ class DeltaStore:
             return self._evolving_merge(spec, table, source)
         files = upsert.TableFiles(table, path, spec.key)
         if isinstance(source, pa.Table):
-            return upsert.upsert(files, source.column(spec.key).to_pylist(), source.to_batches())
+            return upsert.upsert(
+                files, source.column(spec.key).combine_chunks(), source.to_batches()
+            )
         return upsert.upsert(files, source.keys(spec.key), source.reader())
 
     def _evolving_merge(self, spec: TableSpec, table: DeltaTable, source) -> int:
@@ -309,16 +311,16 @@ class DeltaStore:
         )
         return table.version()
 
-    def delete_keys(self, name: str, keys: list[str]) -> int | None:
+    def delete_keys(self, name: str, keys: list[str] | pa.Array) -> int | None:
         """Delete the rows whose key is in ``keys`` (no-op if the table or keys are absent),
         rewriting only the files that hold them."""
-        if not keys or not self.exists(name):
+        if not len(keys) or not self.exists(name):
             return self.version(name)
         key = _spec(name).key
 
         def attempt_delete() -> int | None:
             files = upsert.TableFiles(self.table(name), self.path(name), key)
-            committed = upsert.delete(files, list(keys))
+            committed = upsert.delete(files, keys)
             return files.table.version() if committed is None else committed
 
         return self._committed(name, attempt_delete)

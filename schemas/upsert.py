@@ -18,7 +18,6 @@ rows) plus the bytes of the files that hold an updated key plus the batch.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import json
 import os
@@ -29,6 +28,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -56,13 +56,13 @@ def history_metrics(entry: dict) -> tuple[str, dict]:
     }
 
 
-def string_filter(column: str, values: list[str] | str) -> ds.Expression:
+def string_filter(column: str, values: list[str] | pa.Array | str) -> ds.Expression:
     """``column`` equal to / in ``values``, safe on files that delta-rs wrote as string_view
     next to plain string ones (the cast keeps both comparable)."""
     expr = ds.field(column).cast(pa.string())
     if isinstance(values, str):
         return expr == pa.scalar(values, pa.string())
-    return expr.isin(pa.array(values, pa.string()))
+    return expr.isin(values if isinstance(values, pa.Array) else pa.array(values, pa.string()))
 
 
 def table_schema(table: DeltaTable) -> pa.Schema:
@@ -86,25 +86,31 @@ class TableFiles:
     def uri(self, path: str) -> str:
         return f"{self.root}/{unquote(path)}"
 
-    def candidates(self, sorted_keys: list[str]) -> list[str]:
+    def candidates(self, sorted_keys: pa.Array) -> list[str]:
         """Files whose key range (unknown counts as everything) may hold one of the keys."""
+        ordered = sorted_keys.to_numpy(zero_copy_only=False)
         chosen = []
         for path, (low, high) in self.ranges.items():
             if low is None or high is None:
                 chosen.append(path)
                 continue
-            at = bisect.bisect_left(sorted_keys, low)
-            if at < len(sorted_keys) and sorted_keys[at] <= high:
+            at = int(np.searchsorted(ordered, low))
+            if at < len(ordered) and ordered[at] <= high:
                 chosen.append(path)
         return chosen
 
 
-def locate(files: TableFiles, keys: list[str]) -> tuple[dict[str, list[str]], int]:
-    """Which active files hold which of ``keys`` (reading the key column only), and how
-    many files were scanned."""
-    sorted_keys = sorted(set(keys))
+def sorted_unique(keys: pa.Array | list[str]) -> pa.Array:
+    unique = pc.unique(pa.array(keys, pa.string()) if isinstance(keys, list) else keys)
+    return unique.take(pc.sort_indices(unique))
+
+
+def locate(files: TableFiles, keys: pa.Array) -> tuple[dict[str, list[str]], int]:
+    """Which active files hold which of ``keys`` (sorted, unique; reading the key column
+    only), and how many files were scanned."""
+    sorted_keys = keys
     scanned = files.candidates(sorted_keys)
-    if not scanned or not sorted_keys:
+    if not scanned or not len(sorted_keys):
         return {}, len(scanned)
     fs, _ = storage.resolve(files.uri(scanned[0]))
     by_fs_path = {storage.resolve(files.uri(p))[1]: p for p in scanned}
@@ -275,10 +281,11 @@ def submit_batches(writers: Writers, batches: Iterable[pa.RecordBatch]) -> None:
 
 
 def keyed_commit(
-    files: TableFiles, keys: list[str], batches: Iterable[pa.RecordBatch] | None
+    files: TableFiles, keys: pa.Array | list[str], batches: Iterable[pa.RecordBatch] | None
 ) -> int | None:
     """Rewrite the files holding ``keys`` without them, write ``batches`` as new files, and
     commit both at the version read. None when there is nothing to commit."""
+    keys = sorted_unique(keys)
     held, scanned = locate(files, keys)
     if batches is None and not held:
         return None
@@ -301,7 +308,7 @@ def keyed_commit(
         if batches is None:
             commit.rows_deleted = found
         else:
-            commit.rows_updated, commit.rows_inserted = found, len(set(keys)) - found
+            commit.rows_updated, commit.rows_inserted = found, len(keys) - found
         files.table.create_write_transaction(
             [*commit.removes, *adds],
             mode="append",
@@ -317,12 +324,12 @@ def keyed_commit(
     return files.table.version()
 
 
-def upsert(files: TableFiles, keys: list[str], batches: Iterable[pa.RecordBatch]) -> int:
+def upsert(files: TableFiles, keys: pa.Array | list[str], batches: Iterable[pa.RecordBatch]) -> int:
     """Replace the rows of ``keys`` (unique) and insert the rest, from ``batches``."""
     return keyed_commit(files, keys, batches)
 
 
-def delete(files: TableFiles, keys: list[str]) -> int | None:
+def delete(files: TableFiles, keys: pa.Array | list[str]) -> int | None:
     """Delete the rows of ``keys``; None when none is in the table (nothing committed)."""
     return keyed_commit(files, keys, None)
 
@@ -331,7 +338,7 @@ def read_keyed(
     files: TableFiles, keys: list[str], columns: list[str] | None = None
 ) -> pa.Table | None:
     """The rows of ``keys`` read from only the files that hold them; None when no file does."""
-    held, _ = locate(files, keys)
+    held, _ = locate(files, sorted_unique(keys))
     if not held:
         return None
     uris = [files.uri(path) for path in held]
