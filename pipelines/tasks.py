@@ -35,8 +35,8 @@ from pipelines.incremental import split_done
 from pipelines.sids import code_items, load_codebook, sid_rows
 from schemas.rows import table_rows
 from schemas.store import DeltaStore, parquet_dataset
-from schemas.upsert import string_filter
 from schemas.tables import LINEAGE_COLUMNS, SID_CODES, TABLES
+from schemas.upsert import string_filter
 from transforms import storage
 from transforms.config import Config
 from transforms.manifest import InputShard, read_shard

@@ -39,6 +39,7 @@ from deltalake.transaction import AddAction, CommitProperties, RemoveAction
 from transforms import storage
 
 TARGET_FILE_BYTES = 128 * 2**20  # new files roll over at about this much Arrow data
+JOB_BYTES = 64 * 2**20  # a large batch is written as parallel files of about this size
 KEYED_COMMIT = "enrichKeyedCommit"  # commitInfo key holding a keyed commit's metrics
 
 
@@ -267,17 +268,27 @@ def read_kept(files: TableFiles, path: str, keys: list[str]) -> pa.Table:
 
 
 def submit_batches(writers: Writers, batches: Iterable[pa.RecordBatch]) -> None:
-    """Hand the batch stream to the writers in groups of about ``TARGET_FILE_BYTES``."""
+    """Hand the batch stream to the writers in files of about ``JOB_BYTES``; a large batch is
+    sliced, so every core writes (one Parquet file is encoded on one thread)."""
     group: list[pa.RecordBatch] = []
     size = 0
     for batch in batches:
-        group.append(batch)
-        size += batch.nbytes
-        if size >= TARGET_FILE_BYTES:
-            writers.submit(lambda group=group: group)
-            group, size = [], 0
+        for piece in slices(batch, JOB_BYTES):
+            group.append(piece)
+            size += piece.nbytes
+            if size >= JOB_BYTES:
+                writers.submit(lambda group=group: group)
+                group, size = [], 0
     if group:
         writers.submit(lambda group=group: group)
+
+
+def slices(batch: pa.RecordBatch, most_bytes: int) -> list[pa.RecordBatch]:
+    """``batch`` cut into zero-copy slices of about ``most_bytes`` at most."""
+    if batch.nbytes <= most_bytes:
+        return [batch]
+    rows = max(1, batch.num_rows * most_bytes // batch.nbytes)
+    return [batch.slice(start, rows) for start in range(0, batch.num_rows, rows)]
 
 
 def keyed_commit(
