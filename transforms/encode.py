@@ -60,7 +60,6 @@ class EncodeStage(Stage):
             record["encoded_text_sha"] = hashlib.sha256(text.encode()).hexdigest()[:16]
             record["encoder"] = self.encoder_id
 
-
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         """Normalized float32 embeddings of ``texts`` (after ``setup()``)."""
         return self._model.encode(

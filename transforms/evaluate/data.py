@@ -51,9 +51,7 @@ def _read_any(uri: str) -> pa.Table:
     lower = uri.lower()
     if lower.endswith((".csv", ".csv.gz", ".tsv")):
         options = pcsv.ParseOptions(delimiter="\t" if lower.endswith(".tsv") else ",")
-        convert = pcsv.ConvertOptions(
-            column_types={"user_id": pa.string(), "item_id": pa.string()}
-        )
+        convert = pcsv.ConvertOptions(column_types={"user_id": pa.string(), "item_id": pa.string()})
         with fs.open_input_stream(path) as handle:
             return pcsv.read_csv(handle, parse_options=options, convert_options=convert)
     if lower.endswith(".parquet") or storage.is_dir(uri):
@@ -139,7 +137,11 @@ def embedding_map(table: pa.Table) -> dict[str, np.ndarray]:
     sizes = {len(v) for v in vectors if v is not None}
     if len(sizes) > 1:
         raise ValueError(f"embeddings of sizes {sorted(sizes)}: evaluate one encoder at a time")
-    return {i: np.asarray(v, dtype=np.float32) for i, v in zip(ids, vectors) if v is not None}
+    return {
+        i: np.asarray(v, dtype=np.float32)
+        for i, v in zip(ids, vectors, strict=True)
+        if v is not None
+    }
 
 
 def sid_tokens(codes: list[int] | None, ngrams: list[str] | None) -> list[str]:

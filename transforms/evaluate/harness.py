@@ -164,12 +164,9 @@ def evaluate(
         for representation in config.representations:
             inputs = item_inputs(representation, split, features, metadata, config.split_seed)
             runs = [train_and_rank(model_name, inputs, split, config, s) for s in config.seeds]
-            evaluation.results[model_name][representation] = aggregate(runs, cases)
-            logger.info(
-                "%s/%s: %s",
-                model_name,
-                representation,
-                {k: v["hr@10"]["mean"] for k, v in evaluation.results[model_name][representation].items()},
-            )
+            result = aggregate(runs, cases)
+            evaluation.results[model_name][representation] = result
+            hr = {name: figures["hr@10"]["mean"] for name, figures in result.items()}
+            logger.info("%s/%s HR@10: %s", model_name, representation, hr)
     evaluation.seconds = round(time.perf_counter() - started, 2)
     return evaluation
