@@ -58,3 +58,45 @@ def interactions(items: list[dict], users: int = 320, length: int = 12, seed: in
             rows["timestamp"].append(start + 3600 * step + user)
             rows["rating"].append(float(rng.integers(1, 6)))
     return pa.table(rows)
+
+
+def write_lake(lake, items: list[dict]) -> None:
+    """``descriptions`` and ``embeddings`` rows for ``items`` in a real Delta lake; the
+    embeddings come from the project's sentence encoder over each description."""
+    from schemas import DeltaStore
+    from transforms.config import EncodeConfig
+    from transforms.encode import EncodeStage
+
+    stage = EncodeStage(EncodeConfig())
+    stage.setup()
+    vectors = stage.encode_texts([item["description"] for item in items])
+    now = datetime.now(UTC)
+    lineage = {"run_id": "synthetic", "updated_at": now, "describer": "synthetic:template@1"}
+    store = DeltaStore(lake)
+    store.merge(
+        "descriptions",
+        [
+            {
+                "item_id": i["item_id"],
+                "title": i["title"],
+                "tags": i["tags"],
+                "description": i["description"],
+                "prompt_version": "synthetic_v1",
+                **lineage,
+            }
+            for i in items
+        ],
+    )
+    store.merge(
+        "embeddings",
+        [
+            {
+                "item_id": i["item_id"],
+                "embedding": v.tolist(),
+                "dim": len(v),
+                "encoder": stage.encoder_id,
+                **lineage,
+            }
+            for i, v in zip(items, vectors, strict=True)
+        ],
+    )
