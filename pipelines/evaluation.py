@@ -61,6 +61,7 @@ class EvaluationRun:
             "coverage": self.evaluation.coverage,
             "results": self.evaluation.results,
             "seconds": self.evaluation.seconds,
+            "seconds_per_training": self.evaluation.seconds_per_training,
         }
 
 

@@ -201,10 +201,14 @@ class EvaluateConfig(_Section):
     )
     min_rating: float | None = Field(None, description="drop interactions rated below; None=all")
     dim: int = Field(64, ge=4, le=1024)
+    layers: int = Field(2, ge=1, le=8, description="SASRec self-attention blocks")
     max_len: int = Field(50, ge=2, le=1000, description="history items a model sees")
     epochs: int = Field(20, ge=1, le=1000)
     batch_size: int = Field(64, ge=1)
     lr: float = Field(3e-3, gt=0)
+    negatives: int = Field(
+        256, ge=0, description="sampled negatives per batch; 0 or more than the items = all"
+    )
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
     id_dropout: float = Field(
         0.5, ge=0.0, lt=1.0, description="ID+content: share of item IDs zeroed per training step"

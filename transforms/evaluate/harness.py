@@ -27,6 +27,7 @@ class Evaluation:
     coverage: dict[str, dict[str, int]]
     results: dict[str, dict[str, dict[str, dict[str, Any]]]] = field(default_factory=dict)
     seconds: float = 0.0
+    seconds_per_training: dict[str, float] = field(default_factory=dict)  # "model/representation"
 
     def score(self, model: str, representation: str, slice_: str, metric: str) -> float:
         return self.results[model][representation][slice_][metric]["mean"]
@@ -105,11 +106,9 @@ def train_and_rank(model_name: str, inputs: ItemInputs, split: Split, config, se
     import torch
 
     torch.manual_seed(seed)
-    model = build_model(
-        model_name, inputs, config.dim, config.max_len, config.dropout, config.id_dropout
-    )
+    model = build_model(model_name, inputs, config)
     trainable = ~split.cold
-    trainable[0] = False
+    trainable[0] = False  # the padding index
     fit(
         model,
         split.train,
@@ -119,6 +118,7 @@ def train_and_rank(model_name: str, inputs: ItemInputs, split: Split, config, se
         lr=config.lr,
         max_len=config.max_len,
         seed=seed,
+        negatives=config.negatives,
     )
     return {name: metrics(ranks(model, split.cases[name], config.max_len)) for name in SLICES}
 
@@ -163,7 +163,10 @@ def evaluate(
         evaluation.results[model_name] = {}
         for representation in config.representations:
             inputs = item_inputs(representation, split, features, metadata, config.split_seed)
+            began = time.perf_counter()
             runs = [train_and_rank(model_name, inputs, split, config, s) for s in config.seeds]
+            per_run = (time.perf_counter() - began) / len(config.seeds)
+            evaluation.seconds_per_training[f"{model_name}/{representation}"] = round(per_run, 2)
             result = aggregate(runs, cases)
             evaluation.results[model_name][representation] = result
             hr = {name: figures["hr@10"]["mean"] for name, figures in result.items()}

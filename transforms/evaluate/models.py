@@ -116,13 +116,11 @@ class TwoTower(nn.Module):
         return self.user(running), self.item(vectors)
 
 
-def build_model(
-    name: str, inputs: ItemInputs, dim: int, max_len: int, dropout: float, id_dropout: float
-) -> nn.Module:
-    """``sasrec`` or ``two_tower`` over ``inputs``."""
-    tower = ItemTower(inputs, dim, id_dropout)
+def build_model(name: str, inputs: ItemInputs, config) -> nn.Module:
+    """``sasrec`` or ``two_tower`` over ``inputs``, sized by an ``EvaluateConfig``."""
+    tower = ItemTower(inputs, config.dim, config.id_dropout)
     if name == "sasrec":
-        return SASRec(tower, dim, max_len, dropout)
+        return SASRec(tower, config.dim, config.max_len, config.dropout, config.layers)
     if name == "two_tower":
-        return TwoTower(tower, dim, dropout)
+        return TwoTower(tower, config.dim, config.dropout)
     raise ValueError(f"unknown model {name!r}: sasrec or two_tower")

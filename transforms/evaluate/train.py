@@ -40,10 +40,12 @@ def fit(
     lr: float,
     max_len: int,
     seed: int,
+    negatives: int = 0,
 ) -> list[float]:
-    """Next-item cross-entropy over the trainable (warm) items; the loss of each epoch."""
+    """Next-item cross-entropy against the trainable (warm) items: all of them, or
+    ``negatives`` of them sampled per batch (sampled softmax); the loss of each epoch."""
     data = windows(train, max_len)
-    blocked = torch.from_numpy(~trainable)
+    warm = torch.from_numpy(np.flatnonzero(trainable))
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     losses = []
@@ -52,17 +54,41 @@ def fit(
         total = 0.0
         for batch in data[torch.randperm(len(data), generator=generator)].split(batch_size):
             states, vectors = model(batch[:, :-1])
-            logits = (states @ vectors.T).masked_fill(blocked, float("-inf"))
             targets = batch[:, 1:]
-            loss = nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=0
-            )
+            if 0 < negatives < len(warm):
+                picked = warm[torch.randint(len(warm), (negatives,), generator=generator)]
+                loss = sampled_loss(states, vectors, targets, picked)
+            else:
+                loss = full_loss(states, vectors, targets, warm)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             total += float(loss.detach()) * len(batch)
         losses.append(total / max(1, len(data)))
     return losses
+
+
+def full_loss(states, vectors, targets, warm) -> torch.Tensor:
+    """Cross-entropy over every warm item (cold items are never candidates in training)."""
+    logits = states @ vectors[warm].T
+    position = torch.full((len(vectors),), -1, dtype=torch.long)
+    position[warm] = torch.arange(len(warm))
+    labels = position[targets]
+    return nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-1
+    )
+
+
+def sampled_loss(states, vectors, targets, negatives) -> torch.Tensor:
+    """Cross-entropy of each target against shared sampled negatives (hits masked)."""
+    valid = targets > 0
+    states, targets = states[valid], targets[valid]
+    positive = (states * vectors[targets]).sum(-1, keepdim=True)
+    negative = (states @ vectors[negatives].T).masked_fill(
+        negatives[None, :] == targets[:, None], float("-inf")
+    )
+    logits = torch.cat([positive, negative], 1)
+    return nn.functional.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long))
 
 
 @torch.no_grad()
