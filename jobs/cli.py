@@ -303,7 +303,13 @@ def command_fit_sids(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     encoder = EncodeStage(config.encode).encoder_id
     codebook, assigned, decision = refit(
-        DeltaStore(args.lake), config.semantic_ids, encoder, new_run_id(), args.assign, promote
+        DeltaStore(args.lake),
+        config.semantic_ids,
+        encoder,
+        new_run_id(),
+        args.assign,
+        promote,
+        evaluation=config.evaluate,
     )
     print(
         f"codebook {codebook.version} ({codebook.method}, {codebook.levels}x"
