@@ -3,6 +3,7 @@ lake, the real sentence encoder, a real codebook fitted by ``enrich fit-sids``."
 
 import json
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -121,3 +122,52 @@ def test_missing_interactions_fail_fast(evaluated, capsys, tmp_path):
     bad.write_text("user,item\n1,2\n")
     assert main(["evaluate", *base, "--interactions", str(bad)]) == 2
     assert "lacks column(s) ['user_id', 'item_id', 'timestamp']" in capsys.readouterr().err
+
+
+def test_two_releases_side_by_side_pin_their_own_table_versions(evaluated, tmp_path, capsys):
+    """Release ``good`` has the real embeddings; ``shuffled`` the same ones given to other
+    items (as a broken prompt might): one command scores both on the same split."""
+    import shutil
+
+    lake = tmp_path / "lake"
+    shutil.copytree(evaluated["lake"], lake)
+    store = DeltaStore(lake)
+    rows = store.read("embeddings").to_pylist()
+    order = np.random.default_rng(0).permutation(len(rows))  # a topic's items scatter
+    vectors = [rows[i]["embedding"] for i in order]
+    for row, vector in zip(rows, vectors, strict=True):
+        row["embedding"] = vector
+    for label in ("good", "shuffled"):
+        if label == "shuffled":
+            store.merge("embeddings", rows)
+        versions = {name: store.version(name) for name in ("embeddings", "descriptions")}
+        store.merge("releases", [release_row(label, versions)])
+    argv = [*evaluated["argv"][:1], "--lake", str(lake), *evaluated["argv"][3:]]
+    settings = [
+        "--set", "evaluate.representations=[id,description]",
+        "--set", "evaluate.models=[sasrec]",
+        "--set", "evaluate.seeds=[0]",
+    ]  # fmt: skip
+    out = tmp_path / "both.json"
+    code = main([*argv, *settings, "--release", "good", "--against-release", "shuffled",
+                 "--no-record", "--json", str(out)])  # fmt: skip
+    assert code == 0
+    assert "good HR@10" in capsys.readouterr().out
+    both = json.loads(out.read_text())
+    good, bad = both["good"], both["shuffled"]
+    assert good["lineage"]["table_versions"]["embeddings"] == 0
+    assert bad["lineage"]["table_versions"]["embeddings"] == 1
+    assert good["counts"]["cold_items"] == bad["counts"]["cold_items"]
+    assert cold_hr(good, "sasrec", "description") > cold_hr(bad, "sasrec", "description") + 0.2
+    assert not store.exists("evaluations") or store.version("evaluations") == 0
+
+
+def release_row(label: str, versions: dict) -> dict:
+    from datetime import UTC, datetime
+
+    return {
+        "release_id": label,
+        "table_versions_json": json.dumps(versions),
+        "run_id": "test",
+        "updated_at": datetime.now(UTC),
+    }

@@ -66,10 +66,13 @@ def user_sequences(interactions: pa.Table, index: dict[str, int]) -> list[np.nda
     return np.split(items, starts[1:]) if len(items) else []
 
 
-def pick_cold(interacted: np.ndarray, n_items: int, fraction: float, seed: int) -> np.ndarray:
-    cold = np.zeros(n_items + 1, dtype=bool)
+def pick_cold(interacted: list[str], index: dict[str, int], fraction: float, seed: int):
+    """A seeded choice among the interacted item ids: the same whatever the catalog holds,
+    so two lake versions are compared on the same cold items."""
+    cold = np.zeros(len(index) + 1, dtype=bool)
     count = int(round(fraction * len(interacted)))
-    cold[np.random.default_rng(seed).choice(interacted, size=count, replace=False)] = True
+    chosen = np.random.default_rng(seed).choice(len(interacted), size=count, replace=False)
+    cold[[index[interacted[i]] for i in chosen]] = True
     return cold
 
 
@@ -93,8 +96,8 @@ def leave_last_out(
     item_ids = item_index(interactions, catalog)
     index = {item: i + 1 for i, item in enumerate(item_ids)}
     sequences = [s for s in user_sequences(interactions, index) if len(s) >= 2]
-    interacted = np.unique(np.concatenate(sequences)) if sequences else np.array([], np.int64)
-    cold = pick_cold(interacted, len(item_ids), cold_fraction, seed)
+    interacted = sorted({item_ids[i - 1] for seq in sequences for i in seq})
+    cold = pick_cold(interacted, index, cold_fraction, seed)
     cases = {name: Cases() for name in SLICES}
     train = []
     for sequence in sequences:
