@@ -58,24 +58,31 @@ def log_following_first_codes(lake, path, users: int = 240, length: int = 10) ->
     pq.write_table(pa.table(log), path)
 
 
+def gate_settings() -> dict:
+    """A small codebook, and a small, quick evaluation for the gate (interactions unset)."""
+    return {
+        "semantic_ids": {"levels": 2, "codebook_size": 8, "sentencepiece_vocab": 0},
+        "evaluate": {
+            "seeds": [0, 1],
+            "dim": 16,
+            "epochs": 20,
+            "batch_size": 16,
+            "gate_models": ["two_tower"],
+            "gate_slices": ["all", "cold_start"],
+        },
+    }
+
+
 @pytest.fixture
 def gated(tmp_path):
     lake, config = tmp_path / "lake", tmp_path / "gate.yaml"
     seed_isotropic(lake, EncodeStage(EncodeConfig()).encoder_id)
-    settings = {"semantic_ids": {"levels": 2, "codebook_size": 8, "sentencepiece_vocab": 0}}
+    settings = gate_settings()
     config.write_text(yaml.safe_dump(settings))
     base = ["--lake", str(lake), "--config", str(config)]
     assert main(["fit-sids", *base, "--promote", "if-no-worse", "--assign"]) == 0
     log_following_first_codes(lake, tmp_path / "log.parquet")
-    settings["evaluate"] = {
-        "interactions": str(tmp_path / "log.parquet"),
-        "seeds": [0, 1],
-        "dim": 16,
-        "epochs": 20,
-        "batch_size": 16,
-        "gate_models": ["two_tower"],
-        "gate_slices": ["all", "cold_start"],
-    }
+    settings["evaluate"]["interactions"] = str(tmp_path / "log.parquet")
     config.write_text(yaml.safe_dump(settings))
     return lake, base
 
