@@ -171,3 +171,11 @@ def release_row(label: str, versions: dict) -> dict:
         "run_id": "test",
         "updated_at": datetime.now(UTC),
     }
+
+
+def test_the_run_report_shows_the_latest_evaluation_with_a_bar_chart(evaluated):
+    from jobs.report import evaluation_section
+
+    section = evaluation_section(DeltaStore(evaluated["lake"]))
+    assert len(section["rows"]) == 30 and section["png"].startswith("data:image/png;base64,")
+    assert section["lineage"]["describer"] == "synthetic:template@1"
