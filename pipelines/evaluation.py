@@ -10,20 +10,22 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from schemas.rows import utc_now
 from schemas.store import DeltaStore
 from transforms.config import Config, EvaluateConfig
 from transforms.evaluate.data import (
     ItemFeatures,
+    embedding_map,
     encode_texts,
-    load_features,
+    metadata_text,
     read_interactions,
-    resolve_versions,
     sid_tokens,
 )
 from transforms.evaluate.harness import Evaluation, evaluate
@@ -31,6 +33,7 @@ from transforms.evaluate.train import METRIC_NAMES
 from transforms.stage import stable_hash
 
 logger = logging.getLogger(__name__)
+FEATURE_TABLES = ("descriptions", "embeddings", "semantic_ids", "codebooks")
 NEEDS = {"description": "embeddings", "description_shuffled": "embeddings", "sid": "semantic_ids"}
 
 
@@ -63,6 +66,64 @@ class EvaluationRun:
             "seconds": self.evaluation.seconds,
             "seconds_per_training": self.evaluation.seconds_per_training,
         }
+
+
+def resolve_versions(store, release: str | None, versions: dict[str, int]) -> dict[str, int | None]:
+    """The table versions to read: a release's, explicit ones, else each table's latest."""
+    unknown = sorted(set(versions) - set(FEATURE_TABLES))
+    if unknown:
+        raise ValueError(f"--versions {unknown}: tables are {', '.join(FEATURE_TABLES)}")
+    if release:
+        from jobs.publish import release_versions  # the releases table's reader
+
+        pinned = release_versions(store.lake, release)
+        return {name: pinned.get(name) for name in FEATURE_TABLES}
+    chosen = {name: versions.get(name, store.version(name)) for name in FEATURE_TABLES}
+    for name, version in versions.items():
+        latest = store.version(name)
+        if latest is None or not 0 <= version <= latest:
+            raise ValueError(
+                f"--versions {name}={version}: table '{name}' has versions 0..{latest} "
+                f"under {store.lake}"
+            )
+    return chosen
+
+
+def load_features(store, versions: dict[str, int | None]) -> ItemFeatures:
+    """Read embeddings, SIDs and title/tags at ``versions`` (absent tables give no features)."""
+    features = ItemFeatures(lineage={"table_versions": versions})
+    if versions.get("embeddings") is not None:
+        table = store.read("embeddings", version=versions["embeddings"])
+        features.embeddings = embedding_map(table)
+        features.lineage["encoder"] = _values(table, "encoder")
+    if versions.get("semantic_ids") is not None:
+        table = store.read(
+            "semantic_ids",
+            version=versions["semantic_ids"],
+            columns=["item_id", "codes", "prefix_ngrams", "codebook_version"],
+        )
+        features.sid_tokens = {
+            row["item_id"]: sid_tokens(row["codes"], row["prefix_ngrams"])
+            for row in table.to_pylist()
+        }
+        features.lineage["codebook_version"] = _values(table, "codebook_version")
+    if versions.get("descriptions") is not None:
+        table = store.read(
+            "descriptions",
+            version=versions["descriptions"],
+            columns=["item_id", "title", "tags", "describer", "prompt_version"],
+        )
+        features.texts = {r["item_id"]: metadata_text(r) for r in table.to_pylist()}
+        features.texts = {k: v for k, v in features.texts.items() if v}
+        features.lineage["describer"] = _values(table, "describer")
+        features.lineage["prompt_version"] = _values(table, "prompt_version")
+    return features
+
+
+def _values(table: pa.Table, column: str) -> str | None:
+    """The distinct values of a lineage column, most common first, comma-joined."""
+    counts = Counter(v for v in table.column(column).to_pylist() if v)
+    return ",".join(v for v, _ in counts.most_common()) or None
 
 
 def check_representations(config: EvaluateConfig, versions: dict[str, int | None]) -> None:

@@ -1,9 +1,9 @@
-"""The inputs of an evaluation: an interactions table and the lake's item features."""
+"""The inputs of an evaluation: an interactions table and per-item features (read from the
+lake by ``pipelines.evaluation``)."""
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +16,6 @@ from transforms import storage
 logger = logging.getLogger(__name__)
 
 INTERACTION_COLUMNS = ("user_id", "item_id", "timestamp")
-FEATURE_TABLES = ("descriptions", "embeddings", "semantic_ids", "codebooks")
 
 
 def read_interactions(uri: str, min_rating: float | None = None) -> pa.Table:
@@ -78,58 +77,6 @@ class ItemFeatures:
     lineage: dict[str, Any] = field(default_factory=dict)
 
 
-def resolve_versions(store, release: str | None, versions: dict[str, int]) -> dict[str, int | None]:
-    """The table versions to read: a release's, explicit ones, else each table's latest."""
-    unknown = sorted(set(versions) - set(FEATURE_TABLES))
-    if unknown:
-        raise ValueError(f"--versions {unknown}: tables are {', '.join(FEATURE_TABLES)}")
-    if release:
-        from jobs.publish import release_versions
-
-        pinned = release_versions(store.lake, release)
-        return {name: pinned.get(name) for name in FEATURE_TABLES}
-    chosen = {name: versions.get(name, store.version(name)) for name in FEATURE_TABLES}
-    for name, version in versions.items():
-        latest = store.version(name)
-        if latest is None or not 0 <= version <= latest:
-            raise ValueError(
-                f"--versions {name}={version}: table '{name}' has versions 0..{latest} "
-                f"under {store.lake}"
-            )
-    return chosen
-
-
-def load_features(store, versions: dict[str, int | None]) -> ItemFeatures:
-    """Read embeddings, SIDs and title/tags at ``versions`` (absent tables give no features)."""
-    features = ItemFeatures(lineage={"table_versions": versions})
-    if versions.get("embeddings") is not None:
-        table = store.read("embeddings", version=versions["embeddings"])
-        features.embeddings = embedding_map(table)
-        features.lineage["encoder"] = _values(table, "encoder")
-    if versions.get("semantic_ids") is not None:
-        table = store.read(
-            "semantic_ids",
-            version=versions["semantic_ids"],
-            columns=["item_id", "codes", "prefix_ngrams", "codebook_version"],
-        )
-        features.sid_tokens = {
-            row["item_id"]: sid_tokens(row["codes"], row["prefix_ngrams"])
-            for row in table.to_pylist()
-        }
-        features.lineage["codebook_version"] = _values(table, "codebook_version")
-    if versions.get("descriptions") is not None:
-        table = store.read(
-            "descriptions",
-            version=versions["descriptions"],
-            columns=["item_id", "title", "tags", "describer", "prompt_version"],
-        )
-        features.texts = {r["item_id"]: metadata_text(r) for r in table.to_pylist()}
-        features.texts = {k: v for k, v in features.texts.items() if v}
-        features.lineage["describer"] = _values(table, "describer")
-        features.lineage["prompt_version"] = _values(table, "prompt_version")
-    return features
-
-
 def embedding_map(table: pa.Table) -> dict[str, np.ndarray]:
     """item_id → embedding (float32); embeddings of different sizes fail fast."""
     ids = table.column("item_id").to_pylist()
@@ -159,12 +106,6 @@ def metadata_text(row: dict[str, Any]) -> str:
     title = (row.get("title") or "").strip()
     tags = ", ".join(t for t in (row.get("tags") or []) if t)
     return ". ".join(part for part in (title, tags) if part)
-
-
-def _values(table: pa.Table, column: str) -> str | None:
-    """The distinct values of a lineage column, most common first, comma-joined."""
-    counts = Counter(v for v in table.column(column).to_pylist() if v)
-    return ",".join(v for v, _ in counts.most_common()) or None
 
 
 def encode_texts(texts: dict[str, str], encode_config) -> dict[str, np.ndarray]:
