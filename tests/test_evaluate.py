@@ -179,3 +179,14 @@ def test_the_run_report_shows_the_latest_evaluation_with_a_bar_chart(evaluated):
     section = evaluation_section(DeltaStore(evaluated["lake"]))
     assert len(section["rows"]) == 30 and section["png"].startswith("data:image/png;base64,")
     assert section["lineage"]["describer"] == "synthetic:template@1"
+
+
+def test_a_representation_whose_table_the_lake_lacks_fails_fast(evaluated, tmp_path, capsys):
+    from tests.sid_lake import seed_lake
+
+    seed_lake(tmp_path / "only_embeddings", "some-encoder@1")
+    interactions = evaluated["argv"][-1]
+    code = main(["evaluate", "--lake", str(tmp_path / "only_embeddings"),
+                 "--interactions", interactions])  # fmt: skip
+    assert code == 2
+    assert "representation 'sid' needs the 'semantic_ids' table" in capsys.readouterr().err
