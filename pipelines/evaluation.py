@@ -34,7 +34,12 @@ from transforms.stage import stable_hash
 
 logger = logging.getLogger(__name__)
 FEATURE_TABLES = ("descriptions", "embeddings", "semantic_ids", "codebooks")
-NEEDS = {"description": "embeddings", "description_shuffled": "embeddings", "sid": "semantic_ids"}
+NEEDS = {  # the table each representation reads
+    "description": "embeddings",
+    "description_shuffled": "embeddings",
+    "sid": "semantic_ids",
+    "metadata": "descriptions",
+}
 
 
 @dataclass
@@ -93,7 +98,11 @@ def load_features(store, versions: dict[str, int | None]) -> ItemFeatures:
     """Read embeddings, SIDs and title/tags at ``versions`` (absent tables give no features)."""
     features = ItemFeatures(lineage={"table_versions": versions})
     if versions.get("embeddings") is not None:
-        table = store.read("embeddings", version=versions["embeddings"])
+        table = store.read(
+            "embeddings",
+            version=versions["embeddings"],
+            columns=["item_id", "embedding", "encoder"],
+        )
         features.embeddings = embedding_map(table)
         features.lineage["encoder"] = _values(table, "encoder")
     if versions.get("semantic_ids") is not None:
@@ -129,7 +138,7 @@ def _values(table: pa.Table, column: str) -> str | None:
 def check_representations(config: EvaluateConfig, versions: dict[str, int | None]) -> None:
     """Fail fast when a representation needs a table the lake (at these versions) lacks."""
     for representation in config.representations:
-        table = NEEDS.get(representation, "descriptions" if representation == "metadata" else None)
+        table = NEEDS.get(representation)
         if table and versions.get(table) is None:
             raise ValueError(
                 f"representation '{representation}' needs the '{table}' table, which this lake "
