@@ -3,6 +3,7 @@ long-tail targets outside the head, and the ranking metrics."""
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from transforms.evaluate.split import leave_last_out
 from transforms.evaluate.train import metrics
@@ -46,3 +47,19 @@ def test_metrics_for_one_target_per_case():
     figures = metrics(np.array([0, 9, 10, 49, 50]))
     assert figures["hr@10"] == 0.4 and figures["recall@50"] == 0.8
     assert np.isclose(figures["ndcg@10"], (1 + 1 / np.log2(11)) / 5)
+
+
+def test_csv_interactions_with_iso_times_and_a_rating_threshold(tmp_path):
+    from transforms.evaluate.data import read_interactions
+
+    path = tmp_path / "log.csv"
+    path.write_text(
+        "user_id,item_id,timestamp,rating\n"
+        "007,42,2026-01-02T10:00:00,5\n007,43,2026-01-01 09:00:00,2\n8,42,2026-01-03,4\n"
+    )
+    table = read_interactions(str(path), min_rating=3)
+    assert table.column("user_id").to_pylist() == ["007", "8"]  # ids stay as written
+    assert table.column("timestamp").to_pylist()[0] < table.column("timestamp").to_pylist()[1]
+    path.write_text("user_id,item_id,timestamp\n1,2,yesterday\n")
+    with pytest.raises(ValueError, match="not a number, a date, a timestamp or ISO 8601"):
+        read_interactions(str(path))

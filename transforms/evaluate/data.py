@@ -59,12 +59,16 @@ def _read_any(uri: str) -> pa.Table:
 
 
 def _as_int64(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    """Timestamps only order events: numbers or timestamps become int64."""
-    if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
+    """Timestamps only order events: numbers, dates, timestamps or ISO 8601 text → int64."""
+    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+        return column.cast(pa.int64())
+    try:
         return column.cast(pa.timestamp("us")).cast(pa.int64())
-    if pa.types.is_string(column.type):
-        return pc.strptime(column, "%Y-%m-%dT%H:%M:%S", "us").cast(pa.int64())
-    return column.cast(pa.int64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise ValueError(
+            f"interactions column timestamp ({column.type}) is not a number, a date, a "
+            f"timestamp or ISO 8601 text: {exc}"
+        ) from None
 
 
 @dataclass
