@@ -9,7 +9,10 @@ fit_candidate → promote_if_no_worse → recode_items
   current codebook on the same embeddings (unique fraction before dedup, reconstruction MSE,
   code entropy) and promotes it only when it is no worse, with the configured settings. Either
   way the decision and its figures go into the candidate's ``codebooks`` row. A refusal marks
-  the task skipped (exit 3), and recode_items is skipped with it.
+  the task skipped (exit 3), and recode_items is skipped with it. When the config sets
+  ``evaluate.interactions``, a healthy candidate must also pass the evaluation gate: small
+  recommenders trained on those interactions with its SID tokens may score no worse than with
+  the current codebook's (``evaluate.gate_metric`` within ``evaluate.gate_tolerance``).
 - recode_items: ``enrich assign-sids`` re-codes every item onto the newly promoted codebook.
 
 Weekly by default; trigger it by hand for an ad-hoc refit.

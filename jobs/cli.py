@@ -1,5 +1,5 @@
 """The ``enrich`` command line: run, report, inspect, fit-sids, promote-sids, assign-sids,
-validate, publish and maintain."""
+validate, publish, maintain and evaluate."""
 
 from __future__ import annotations
 
@@ -108,12 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
         "current one on the same embeddings, or always",
     )
     fit.add_argument("--summary-json", help="also write the version, metrics and decision here")
-    from jobs import maintain, publish, sid_jobs, validate
+    from jobs import evaluate, maintain, publish, sid_jobs, validate
 
     validate.add_parser(commands)
     publish.add_parser(commands)
     maintain.add_parser(commands)
     sid_jobs.add_parsers(commands)
+    evaluate.add_parser(commands)
 
     report = commands.add_parser("report", help="write the HTML report of a run")
     report.add_argument("--lake", required=True)
@@ -170,7 +171,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return command_report(args)
     if args.command == "fit-sids":
         return command_fit_sids(args)
-    if hasattr(args, "handler"):  # validate, publish, maintain, promote-sids, assign-sids
+    if hasattr(args, "handler"):  # validate, publish, maintain, promote-sids, assign-sids, ...
         return args.handler(args)
     return command_inspect(args)
 
@@ -302,7 +303,13 @@ def command_fit_sids(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     encoder = EncodeStage(config.encode).encoder_id
     codebook, assigned, decision = refit(
-        DeltaStore(args.lake), config.semantic_ids, encoder, new_run_id(), args.assign, promote
+        DeltaStore(args.lake),
+        config.semantic_ids,
+        encoder,
+        new_run_id(),
+        args.assign,
+        promote,
+        evaluation=config.evaluate,
     )
     print(
         f"codebook {codebook.version} ({codebook.method}, {codebook.levels}x"

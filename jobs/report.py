@@ -38,7 +38,15 @@ PROJECTION_MAX_POINTS = 5000
 HEALTH_MAX_ITEMS = 50_000  # SID health metrics re-encode a seeded sample of this many items
 THUMBNAIL_MAX_SIDE = 320
 STAGE_ORDER = ("media", "asr", "ocr", "describe", "encode")
-REPORT_SECTIONS = ("run", "stages", "errors", "descriptions", "sids", "projection")
+REPORT_SECTIONS = (
+    "run",
+    "stages",
+    "errors",
+    "descriptions",
+    "sids",
+    "projection",
+    "evaluation",
+)
 
 
 # -- entry points ------------------------------------------------------------------------------
@@ -95,6 +103,7 @@ def report_context(store: DeltaStore, run_id: str | None = None) -> dict[str, An
         "descriptions": description_section(store, run_media_config(config)),
         "sids": sid_section(store, codebook_version),
         "projection": projection_section(store, codebook_version),
+        "evaluation": evaluation_section(store),
         "sections": REPORT_SECTIONS,
     }
 
@@ -410,6 +419,56 @@ def projection_section(store: DeltaStore, codebook_version: str | None) -> dict[
         "explained": [round(float(e), 3) for e in explained],
         "png": projection_png(points, colours),
     }
+
+
+def evaluation_section(store: DeltaStore) -> dict[str, Any]:
+    """The latest ``enrich evaluate``: its rows (HR@10, nDCG@10, Recall@50 mean ± std) and a
+    bar chart of HR@10 per representation and slice."""
+    if not store.exists("evaluations"):
+        return {"rows": []}
+    table = store.read("evaluations")
+    if not table.num_rows:
+        return {"rows": []}
+    rows = table.to_pylist()
+    latest = max(rows, key=lambda r: r["updated_at"])
+    rows = sorted(
+        (r for r in rows if r["evaluation_id"] == latest["evaluation_id"]),
+        key=lambda r: (r["model"], r["representation"], r["slice"]),
+    )
+    return {
+        "rows": rows,
+        "evaluation_id": latest["evaluation_id"],
+        "lineage": {
+            key: latest[key]
+            for key in ("codebook_version", "describer", "prompt_version", "encoder", "config_hash")
+        },
+        "table_versions": json.loads(latest["table_versions_json"] or "{}"),
+        "interactions": latest["interactions"],
+        "png": evaluation_png(rows),
+    }
+
+
+def evaluation_png(rows: list[dict]) -> str:
+    """One panel per model: HR@10 bars per representation, one colour per slice, ± std."""
+    models = sorted({r["model"] for r in rows})
+    slices = [s for s in ("all", "cold_start", "long_tail") if any(r["slice"] == s for r in rows)]
+    figure = _figure(5.5 * len(models), 3.2)
+    for axes, model in zip(figure.subplots(1, len(models), squeeze=False)[0], models, strict=True):
+        ours = [r for r in rows if r["model"] == model]
+        representations = list(dict.fromkeys(r["representation"] for r in ours))
+        width = 0.8 / max(1, len(slices))
+        for i, name in enumerate(slices):
+            found = {r["representation"]: r for r in ours if r["slice"] == name}
+            means = [found[x]["hr_at_10_mean"] if x in found else 0 for x in representations]
+            stds = [found[x]["hr_at_10_std"] if x in found else 0 for x in representations]
+            positions = np.arange(len(representations)) + i * width
+            axes.bar(positions, np.nan_to_num(means), width, yerr=stds, label=name)
+        axes.set_xticks(np.arange(len(representations)) + width * (len(slices) - 1) / 2)
+        axes.set_xticklabels(representations, rotation=20, fontsize=8)
+        axes.set_title(model, fontsize=9)
+        axes.set_ylabel("HR@10")
+        axes.legend(fontsize=7)
+    return _png(figure)
 
 
 def pca_2d(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

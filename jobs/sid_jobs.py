@@ -23,7 +23,8 @@ def add_parsers(commands) -> None:
         "--if-no-worse",
         action="store_true",
         help=f"promote only if its health metrics are no worse than the current codebook's "
-        f"on the same embeddings (exit {REFUSED_EXIT} if refused)",
+        f"on the same embeddings, and, with evaluate.interactions set, its SIDs serve the "
+        f"evaluation's recommenders no worse (exit {REFUSED_EXIT} if refused)",
     )
     promote.add_argument("--note", default="", help="why; kept in the codebooks row")
     promote.set_defaults(handler=command_promote_sids)
@@ -59,7 +60,13 @@ def command_promote_sids(args: argparse.Namespace) -> int:
     config, encoder = _settings(args)
     mode = "if-no-worse" if args.if_no_worse else "always"
     decision = promote(
-        DeltaStore(args.lake), config.semantic_ids, encoder, args.version, mode, args.note
+        DeltaStore(args.lake),
+        config.semantic_ids,
+        encoder,
+        args.version,
+        mode,
+        args.note,
+        evaluation=config.evaluate,
     )
     print_decision(args.version, decision)
     if not decision.promoted:

@@ -5,6 +5,13 @@
 embeddings (``--promote if-no-worse``). The decision, its figures and its time are written to
 the candidate's ``codebooks`` row, so every promotion and refusal is on record.
 
+When ``evaluate.interactions`` is configured, ``if-no-worse`` also runs the evaluation gate:
+the small recommenders of ``enrich evaluate`` are trained with SID tokens from the current and
+from the candidate codebook on the same interactions, and the candidate is refused when its
+``evaluate.gate_metric`` on any of ``evaluate.gate_models`` x ``evaluate.gate_slices`` is
+lower than the current codebook's by more than ``evaluate.gate_tolerance`` (absolute; default
+HR@10 of the two-tower model on all users and on cold-start items, tolerance 0.01).
+
 "Current" is what a run pins with ``semantic_ids.codebook_version: auto`` (see
 ``pipelines.sids.pinned_codebook``): the most recently promoted codebook compatible with the
 config (method, levels, codebook size, encoder), else the newest one a run fitted.
@@ -20,7 +27,7 @@ import numpy as np
 
 from schemas.rows import utc_now
 from schemas.store import DeltaStore
-from transforms.config import SemanticIdConfig
+from transforms.config import EvaluateConfig, SemanticIdConfig
 from transforms.semantic_ids import Codebook
 
 logger = logging.getLogger(__name__)
@@ -119,8 +126,10 @@ def decide(
     encoder: str,
     candidate_row: dict[str, Any],
     mode: str,
+    evaluation: EvaluateConfig | None = None,
 ) -> Decision:
-    """Whether to promote the candidate under ``mode`` (if-no-worse or always)."""
+    """Whether to promote the candidate under ``mode`` (if-no-worse or always); with
+    ``evaluation.interactions`` set, if-no-worse also runs the evaluation gate."""
     from pipelines.sids import pinned_codebook
 
     mismatch = settings_mismatch(candidate_row, config, encoder)
@@ -144,10 +153,33 @@ def decide(
         decision.promoted, decision.reasons = True, ["promoted on request (no metric check)"]
         return decision
     decision.reasons = mismatch + worse_than(decision.candidate, decision.current)
+    if not decision.reasons and evaluation is not None and evaluation.interactions:
+        decision.reasons = evaluation_gate(store, evaluation, candidate, current, decision)
     decision.promoted = not decision.reasons
     if decision.promoted:
         decision.reasons = [f"no worse on {len(sample)} embeddings: {decision.candidate}"]
     return decision
+
+
+def evaluation_gate(
+    store: DeltaStore,
+    evaluation: EvaluateConfig,
+    candidate: Codebook,
+    current: Codebook,
+    decision: Decision,
+) -> list[str]:
+    """The recommender check: why the candidate's SIDs serve worse (empty: no worse). Its
+    figures join the decision's."""
+    from pipelines.evaluation import compare_codebooks, gate_reasons
+
+    old, new = compare_codebooks(store, evaluation, candidate, current)
+    metric = evaluation.gate_metric
+    for model in evaluation.gate_models:
+        for name in evaluation.gate_slices:
+            key = f"eval_{model}_{name}_{metric}"
+            decision.candidate[key] = new.score(model, "sid", name, metric)
+            decision.current[key] = old.score(model, "sid", name, metric)
+    return gate_reasons(new, old, evaluation)
 
 
 def codebook_row(store: DeltaStore, version: str) -> dict[str, Any]:
@@ -185,12 +217,13 @@ def promote(
     version: str,
     mode: str = "always",
     note: str = "",
+    evaluation: EvaluateConfig | None = None,
 ) -> Decision:
     """Decide on codebook ``version`` under ``mode`` and record the outcome in its row."""
     if mode not in PROMOTE_MODES[1:]:
         raise ValueError(f"promotion mode {mode!r}: choose one of {', '.join(PROMOTE_MODES)}")
     row = codebook_row(store, version)
-    decision = decide(store, config, encoder, row, mode)
+    decision = decide(store, config, encoder, row, mode, evaluation)
     text = decision.note + (f" ({note})" if note else "")
     record(store, row, "promoted" if decision.promoted else "refused", text)
     return decision

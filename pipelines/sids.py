@@ -345,10 +345,12 @@ def refit(
     run_id: str,
     assign: bool,
     promote: str = "never",
+    evaluation: Any = None,
 ) -> tuple[Codebook, int, Any]:
     """``enrich fit-sids``: always a new codebook version, recorded as a candidate that runs
     do not pin until it is promoted (``promote``: never, if-no-worse or always; see
-    ``pipelines.promotion``). ``assign`` re-codes every embedded item with it once promoted.
+    ``pipelines.promotion``; ``evaluation``, an ``EvaluateConfig``, adds its evaluation gate).
+    ``assign`` re-codes every embedded item with it once promoted.
     Returns the codebook, the items re-coded and the promotion decision (None if not asked)."""
     from pipelines.promotion import promote as promote_codebook
     from pipelines.promotion import record
@@ -360,7 +362,9 @@ def refit(
     decision = (
         None
         if promote == "never"
-        else promote_codebook(store, config, encoder, codebook.version, promote)
+        else promote_codebook(
+            store, config, encoder, codebook.version, promote, evaluation=evaluation
+        )
     )
     if not assign or decision is None or not decision.promoted:
         return codebook, 0, decision

@@ -185,6 +185,42 @@ RELEASES = pa.schema(
 )
 
 
+# One row per (evaluation, model, item representation, slice) of ``enrich evaluate``: what a
+# small recommender scores with the lake's features, and the lineage of those features.
+_MEAN_STD = [
+    pa.field(f"{metric}_{stat}", pa.float64())
+    for metric in ("hr_at_10", "ndcg_at_10", "recall_at_50")
+    for stat in ("mean", "std")
+]
+EVALUATIONS = pa.schema(
+    [
+        pa.field("evaluation_key", pa.string(), nullable=False),  # id/model/representation/slice
+        pa.field("evaluation_id", pa.string(), nullable=False),
+        pa.field("model", pa.string()),
+        pa.field("representation", pa.string()),
+        pa.field("slice", pa.string()),
+        *_MEAN_STD,
+        pa.field("per_seed_json", pa.string()),
+        pa.field("seeds", pa.list_(pa.int32())),
+        pa.field("cases", pa.int64()),
+        pa.field("items_without_features", pa.int64()),
+        pa.field("cold_items_without_features", pa.int64()),
+        pa.field("interactions", pa.string()),
+        pa.field("release_id", pa.string()),
+        pa.field("table_versions_json", pa.string()),
+        pa.field("codebook_version", pa.string()),
+        pa.field("describer", pa.string()),
+        pa.field("prompt_version", pa.string()),
+        pa.field("encoder", pa.string()),
+        pa.field("config_hash", pa.string()),
+        pa.field("config_json", pa.string()),
+        pa.field("counts_json", pa.string()),
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("updated_at", _TS, nullable=False),
+    ]
+)
+
+
 # Staged by engine tasks, never a Delta table: items coded with the pinned codebook, before the
 # dedup group-by (``bucket`` is a hash of the codes: the group-by's partition).
 SID_CODES = pa.schema(
@@ -214,5 +250,6 @@ TABLES: dict[str, TableSpec] = {
         TableSpec("errors", ERRORS, "item_id"),
         TableSpec("runs", RUNS, "run_id"),
         TableSpec("releases", RELEASES, "release_id"),
+        TableSpec("evaluations", EVALUATIONS, "evaluation_key"),
     )
 }

@@ -174,6 +174,54 @@ class SemanticIdConfig(_Section):
     )
 
 
+EVAL_REPRESENTATIONS = ("id", "description", "sid", "metadata", "description_shuffled")
+EVAL_MODELS = ("sasrec", "two_tower")
+EVAL_SLICES = ("all", "cold_start", "long_tail")
+EVAL_METRICS = ("hr@10", "ndcg@10", "recall@50")
+
+
+class EvaluateConfig(_Section):
+    """``enrich evaluate`` and the codebook gate: small recommenders trained on CPU."""
+
+    interactions: str | None = Field(
+        None, description="interactions URI (Parquet/CSV); set, it turns the refit gate on"
+    )
+    representations: list[Literal[EVAL_REPRESENTATIONS]] = Field(
+        ["id", "description", "sid", "metadata"],
+        description="item representations to compare (description_shuffled: a control)",
+    )
+    models: list[Literal[EVAL_MODELS]] = Field(["sasrec", "two_tower"])
+    seeds: list[int] = Field([0, 1, 2], min_length=1, description="one training per seed")
+    split_seed: int = Field(0, description="picks the cold-start items (fixed across seeds)")
+    cold_fraction: float = Field(
+        0.1, ge=0.0, lt=1.0, description="items held out of training interactions entirely"
+    )
+    head_share: float = Field(
+        0.8, gt=0.0, lt=1.0, description="head: most popular items with this share of training"
+    )
+    min_rating: float | None = Field(None, description="drop interactions rated below; None=all")
+    dim: int = Field(64, ge=4, le=1024)
+    layers: int = Field(2, ge=1, le=8, description="SASRec self-attention blocks")
+    max_len: int = Field(50, ge=2, le=1000, description="history items a model sees")
+    epochs: int = Field(20, ge=1, le=1000)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    negatives: int = Field(
+        256, ge=0, description="sampled negatives per batch; 0 or more than the items = all"
+    )
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    id_dropout: float = Field(
+        0.5, ge=0.0, lt=1.0, description="ID+content: share of item IDs zeroed per training step"
+    )
+    threads: int = Field(1, ge=0, description="torch CPU threads (tiny models: 1); 0 = default")
+    gate_models: list[Literal[EVAL_MODELS]] = Field(["two_tower"])
+    gate_slices: list[Literal[EVAL_SLICES]] = Field(["all", "cold_start"])
+    gate_metric: Literal[EVAL_METRICS] = "hr@10"
+    gate_tolerance: float = Field(
+        0.01, ge=0.0, description="refuse a codebook whose gate metric drops by more (absolute)"
+    )
+
+
 STAGE_NAMES = ("media", "asr", "ocr", "describe", "encode")
 
 
@@ -269,6 +317,7 @@ class Config(_Section):
     encode: EncodeConfig = EncodeConfig()
     semantic_ids: SemanticIdConfig = SemanticIdConfig()
     run: RunConfig = RunConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
 
     def fingerprint(self) -> str:
         return stable_hash(self.model_dump(mode="json"))

@@ -52,19 +52,23 @@ class EncodeStage(Stage):
         for record, text in zip(records, texts, strict=True):
             if not text.strip():
                 raise StageError("encode_failed", f"nothing to encode for {record['item_id']}")
-        vectors = self._model.encode(
-            texts,
-            batch_size=self.config.batch_size,
-            normalize_embeddings=True,
-            show_progress_bar=False,
-            convert_to_numpy=True,
-        ).astype(np.float32)
+        vectors = self.encode_texts(texts)
         for record, text, vector in zip(records, texts, vectors, strict=True):
             if not np.all(np.isfinite(vector)):
                 raise StageError("encode_failed", "embedding has NaN or inf values")
             record["embedding"] = vector
             record["encoded_text_sha"] = hashlib.sha256(text.encode()).hexdigest()[:16]
             record["encoder"] = self.encoder_id
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        """Normalized float32 embeddings of ``texts`` (after ``setup()``)."""
+        return self._model.encode(
+            texts,
+            batch_size=self.config.batch_size,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+            convert_to_numpy=True,
+        ).astype(np.float32)
 
 
 def encoder_id(config: EncodeConfig) -> str:

@@ -1,0 +1,279 @@
+"""``enrich evaluate`` over a lake: read the features at pinned versions, train the small
+recommenders of ``transforms.evaluate``, and record the results with their lineage in the
+``evaluations`` table.
+
+The codebook gate (``pipelines.promotion``) uses ``compare_codebooks``: the same evaluation
+with the SID representation coded by the current and by the candidate codebook.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from schemas.rows import utc_now
+from schemas.store import DeltaStore
+from transforms.config import Config, EvaluateConfig
+from transforms.evaluate.data import (
+    ItemFeatures,
+    embedding_map,
+    encode_texts,
+    metadata_text,
+    read_interactions,
+    sid_tokens,
+)
+from transforms.evaluate.harness import Evaluation, evaluate
+from transforms.evaluate.train import METRIC_NAMES
+from transforms.stage import stable_hash
+
+logger = logging.getLogger(__name__)
+FEATURE_TABLES = ("descriptions", "embeddings", "semantic_ids", "codebooks")
+NEEDS = {  # the table each representation reads
+    "description": "embeddings",
+    "description_shuffled": "embeddings",
+    "sid": "semantic_ids",
+    "metadata": "descriptions",
+}
+
+
+@dataclass
+class EvaluationRun:
+    """One ``enrich evaluate``: its id, inputs, lineage and results."""
+
+    evaluation_id: str
+    interactions: str
+    release: str | None
+    lineage: dict[str, Any]
+    config: EvaluateConfig
+    evaluation: Evaluation
+
+    @property
+    def config_hash(self) -> str:
+        return stable_hash(self.config.model_dump(mode="json"))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "evaluation_id": self.evaluation_id,
+            "interactions": self.interactions,
+            "release": self.release,
+            "lineage": self.lineage,
+            "config_hash": self.config_hash,
+            "config": self.config.model_dump(mode="json"),
+            "counts": self.evaluation.counts,
+            "coverage": self.evaluation.coverage,
+            "results": self.evaluation.results,
+            "seconds": self.evaluation.seconds,
+            "seconds_per_training": self.evaluation.seconds_per_training,
+        }
+
+
+def resolve_versions(store, release: str | None, versions: dict[str, int]) -> dict[str, int | None]:
+    """The table versions to read: a release's, explicit ones, else each table's latest."""
+    unknown = sorted(set(versions) - set(FEATURE_TABLES))
+    if unknown:
+        raise ValueError(f"--versions {unknown}: tables are {', '.join(FEATURE_TABLES)}")
+    if release:
+        from jobs.publish import release_versions  # the releases table's reader
+
+        pinned = release_versions(store.lake, release)
+        return {name: pinned.get(name) for name in FEATURE_TABLES}
+    chosen = {name: versions.get(name, store.version(name)) for name in FEATURE_TABLES}
+    for name, version in versions.items():
+        latest = store.version(name)
+        if latest is None or not 0 <= version <= latest:
+            raise ValueError(
+                f"--versions {name}={version}: table '{name}' has versions 0..{latest} "
+                f"under {store.lake}"
+            )
+    return chosen
+
+
+def load_features(store, versions: dict[str, int | None]) -> ItemFeatures:
+    """Read embeddings, SIDs and title/tags at ``versions`` (absent tables give no features)."""
+    features = ItemFeatures(lineage={"table_versions": versions})
+    if versions.get("embeddings") is not None:
+        table = store.read(
+            "embeddings",
+            version=versions["embeddings"],
+            columns=["item_id", "embedding", "encoder"],
+        )
+        features.embeddings = embedding_map(table)
+        features.lineage["encoder"] = _values(table, "encoder")
+    if versions.get("semantic_ids") is not None:
+        table = store.read(
+            "semantic_ids",
+            version=versions["semantic_ids"],
+            columns=["item_id", "codes", "prefix_ngrams", "codebook_version"],
+        )
+        features.sid_tokens = {
+            row["item_id"]: sid_tokens(row["codes"], row["prefix_ngrams"])
+            for row in table.to_pylist()
+        }
+        features.lineage["codebook_version"] = _values(table, "codebook_version")
+    if versions.get("descriptions") is not None:
+        table = store.read(
+            "descriptions",
+            version=versions["descriptions"],
+            columns=["item_id", "title", "tags", "describer", "prompt_version"],
+        )
+        features.texts = {r["item_id"]: metadata_text(r) for r in table.to_pylist()}
+        features.texts = {k: v for k, v in features.texts.items() if v}
+        features.lineage["describer"] = _values(table, "describer")
+        features.lineage["prompt_version"] = _values(table, "prompt_version")
+    return features
+
+
+def _values(table: pa.Table, column: str) -> str | None:
+    """The distinct values of a lineage column, most common first, comma-joined."""
+    counts = Counter(v for v in table.column(column).to_pylist() if v)
+    return ",".join(v for v, _ in counts.most_common()) or None
+
+
+def check_representations(config: EvaluateConfig, versions: dict[str, int | None]) -> None:
+    """Fail fast when a representation needs a table the lake (at these versions) lacks."""
+    for representation in config.representations:
+        table = NEEDS.get(representation)
+        if table and versions.get(table) is None:
+            raise ValueError(
+                f"representation '{representation}' needs the '{table}' table, which this lake "
+                f"(or release) does not have: drop it with --set evaluate.representations=[...] "
+                f"or enrich the catalog first"
+            )
+
+
+def metadata_vectors(features: ItemFeatures, config: Config) -> dict[str, np.ndarray]:
+    """The metadata baseline's vectors, when it is asked for."""
+    if "metadata" not in config.evaluate.representations:
+        return {}
+    return encode_texts(features.texts, config.encode)
+
+
+def run_evaluation(
+    lake: str,
+    interactions_uri: str,
+    config: Config,
+    evaluation_id: str,
+    release: str | None = None,
+    versions: dict[str, int] | None = None,
+) -> EvaluationRun:
+    """Evaluate the lake's features (a release, explicit versions, or the latest)."""
+    store = DeltaStore(lake)
+    store.require_lake()
+    pinned = resolve_versions(store, release, versions or {})
+    check_representations(config.evaluate, pinned)
+    interactions = read_interactions(interactions_uri, config.evaluate.min_rating)
+    features = load_features(store, pinned)
+    metadata = metadata_vectors(features, config)
+    if metadata:
+        features.lineage["metadata_encoder"] = _encoder_id(config)
+    evaluation = evaluate(features, interactions, config.evaluate, metadata)
+    return EvaluationRun(
+        evaluation_id, interactions_uri, release, features.lineage, config.evaluate, evaluation
+    )
+
+
+def _encoder_id(config: Config) -> str:
+    from transforms.encode import encoder_id
+
+    return encoder_id(config.encode)
+
+
+def evaluation_rows(run: EvaluationRun) -> list[dict[str, Any]]:
+    """``evaluations`` rows: one per model, representation and slice."""
+    now, lineage = utc_now(), run.lineage
+    rows = []
+    for model, representations in run.evaluation.results.items():
+        for representation, slices in representations.items():
+            missing = run.evaluation.coverage.get(representation.replace("_shuffled", ""), {})
+            for name, result in slices.items():
+                rows.append(
+                    {
+                        "evaluation_key": f"{run.evaluation_id}/{model}/{representation}/{name}",
+                        "evaluation_id": run.evaluation_id,
+                        "model": model,
+                        "representation": representation,
+                        "slice": name,
+                        **_mean_std(result),
+                        "per_seed_json": json.dumps({m: result[m]["seeds"] for m in METRIC_NAMES}),
+                        "seeds": list(run.config.seeds),
+                        "cases": result["cases"],
+                        "items_without_features": missing.get("items_without_features"),
+                        "cold_items_without_features": missing.get("cold_items_without_features"),
+                        "interactions": run.interactions,
+                        "release_id": run.release,
+                        "table_versions_json": json.dumps(lineage["table_versions"]),
+                        "codebook_version": lineage.get("codebook_version"),
+                        "describer": lineage.get("describer"),
+                        "prompt_version": lineage.get("prompt_version"),
+                        "encoder": lineage.get("encoder"),
+                        "config_hash": run.config_hash,
+                        "config_json": json.dumps(run.config.model_dump(mode="json")),
+                        "counts_json": json.dumps(run.evaluation.counts),
+                        "run_id": run.evaluation_id,
+                        "updated_at": now,
+                    }
+                )
+    return rows
+
+
+def _mean_std(result: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for metric in METRIC_NAMES:
+        column = metric.replace("@", "_at_")
+        out[f"{column}_mean"] = result[metric]["mean"]
+        out[f"{column}_std"] = result[metric]["std"]
+    return out
+
+
+def record(lake: str, run: EvaluationRun) -> int | None:
+    """MERGE the run's rows into ``evaluations``; the new table version."""
+    return DeltaStore(lake).merge("evaluations", evaluation_rows(run))
+
+
+def with_codebook(features: ItemFeatures, codebook) -> ItemFeatures:
+    """The same features with every embedded item's SID tokens from ``codebook``."""
+    items = sorted(features.embeddings)
+    codes = codebook.encode(np.stack([features.embeddings[i] for i in items]))
+    tokens = {
+        item: sid_tokens([int(c) for c in row], None)
+        for item, row in zip(items, codes, strict=True)
+    }
+    lineage = {**features.lineage, "codebook_version": codebook.version}
+    return ItemFeatures(features.embeddings, tokens, features.texts, lineage)
+
+
+def compare_codebooks(
+    store: DeltaStore, config: EvaluateConfig, candidate, current
+) -> tuple[Evaluation, Evaluation]:
+    """The gate's evaluations: SID tokens from ``current`` and from ``candidate``, same data."""
+    if not config.interactions:
+        raise ValueError("evaluate.interactions is not set: the evaluation gate is off")
+    gate = config.model_copy(update={"representations": ["sid"], "models": config.gate_models})
+    interactions = read_interactions(config.interactions, config.min_rating)
+    features = load_features(store, {"embeddings": store.version("embeddings")})
+    return (
+        evaluate(with_codebook(features, current), interactions, gate),
+        evaluate(with_codebook(features, candidate), interactions, gate),
+    )
+
+
+def gate_reasons(candidate: Evaluation, current: Evaluation, config: EvaluateConfig) -> list[str]:
+    """Why the candidate's SIDs serve the recommender worse (empty: no worse)."""
+    reasons = []
+    metric, tolerance = config.gate_metric, config.gate_tolerance
+    for model in config.gate_models:
+        for name in config.gate_slices:
+            new = candidate.score(model, "sid", name, metric)
+            old = current.score(model, "sid", name, metric)
+            if new < old - tolerance:
+                reasons.append(
+                    f"evaluation {model} {name} {metric} {new:.4f} < current {old:.4f} - "
+                    f"{tolerance}"
+                )
+    return reasons

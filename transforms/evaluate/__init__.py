@@ -1,0 +1,7 @@
+"""Does a feature help a recommender? Small standard consumers trained on CPU.
+
+``data``: interactions and the lake's item features (a release or explicit table versions);
+``split``: leave-last-out by time, cold-start and long-tail slices; ``models``: SASRec and a
+two-tower model over one item representation; ``train``: training and ranking metrics;
+``harness``: every (model, representation) over seeds, mean ± std; ``gate``: no-worse checks.
+"""

@@ -1,0 +1,175 @@
+"""Every (model, representation) over the configured seeds: mean ± std per slice."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from transforms.config import EvaluateConfig
+from transforms.evaluate.data import ItemFeatures
+from transforms.evaluate.models import ItemInputs, build_model
+from transforms.evaluate.split import SLICES, Split, leave_last_out
+from transforms.evaluate.train import METRIC_NAMES, fit, metrics, ranks
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Evaluation:
+    """Results per model, representation and slice, plus what the data held."""
+
+    counts: dict[str, int]
+    coverage: dict[str, dict[str, int]]
+    results: dict[str, dict[str, dict[str, dict[str, Any]]]] = field(default_factory=dict)
+    seconds: float = 0.0
+    seconds_per_training: dict[str, float] = field(default_factory=dict)  # "model/representation"
+
+    def score(self, model: str, representation: str, slice_: str, metric: str) -> float:
+        return self.results[model][representation][slice_][metric]["mean"]
+
+
+def content_matrix(split: Split, vectors: dict[str, np.ndarray]) -> np.ndarray | None:
+    """(N + 1, D) with the item's vector, zero where it has none; None with no vectors."""
+    if not vectors:
+        return None
+    dim = len(next(iter(vectors.values())))
+    matrix = np.zeros((split.n_items + 1, dim), dtype=np.float32)
+    for i, item in enumerate(split.item_ids, start=1):
+        if item in vectors:
+            matrix[i] = vectors[item]
+    return matrix
+
+
+def shuffled(vectors: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
+    """The same vectors given to other items: the control that content, not capacity, helps."""
+    items = sorted(vectors)
+    order = np.random.default_rng(seed).permutation(len(items))
+    return {item: vectors[items[j]] for item, j in zip(items, order, strict=True)}
+
+
+def token_lists(split: Split, tokens: dict[str, list[str]]) -> tuple[list[list[int]], int]:
+    """Per item index, ids of its SID tokens (vocabulary over every item's tokens)."""
+    vocab: dict[str, int] = {}
+    lists = [[]]
+    for item in split.item_ids:
+        lists.append([vocab.setdefault(t, len(vocab)) for t in tokens.get(item, [])])
+    return lists, len(vocab)
+
+
+def item_inputs(
+    representation: str, split: Split, features: ItemFeatures, metadata: dict, seed: int
+) -> ItemInputs:
+    """The ``ItemInputs`` of one representation: id, description, sid, metadata (or the
+    description_shuffled control)."""
+    n = split.n_items
+    if representation == "id":
+        return ItemInputs(n, use_id=True)
+    if representation in ("description", "description_shuffled", "metadata"):
+        vectors = {
+            "description": features.embeddings,
+            "description_shuffled": shuffled(features.embeddings, seed),
+            "metadata": metadata,
+        }[representation]
+        return ItemInputs(n, use_id=True, content=content_matrix(split, vectors))
+    if representation == "sid":
+        lists, vocab = token_lists(split, features.sid_tokens)
+        return ItemInputs(n, use_id=False, tokens=lists, vocab=vocab)
+    raise ValueError(f"unknown representation {representation!r}")
+
+
+def coverage(split: Split, features: ItemFeatures, metadata: dict) -> dict[str, dict[str, int]]:
+    """Items (and cold items) that have no feature of each kind: ranked all the same."""
+    sources = {
+        "description": features.embeddings,
+        "sid": features.sid_tokens,
+        "metadata": metadata,
+    }
+    cold = set(np.flatnonzero(split.cold[1:]))
+    out = {}
+    for name, present in sources.items():
+        missing = [i for i, item in enumerate(split.item_ids) if item not in present]
+        out[name] = {
+            "items_without_features": len(missing),
+            "cold_items_without_features": sum(1 for i in missing if i in cold),
+            "example_items_without_features": [split.item_ids[i] for i in missing[:5]],
+        }
+    return out
+
+
+def train_and_rank(model_name: str, inputs: ItemInputs, split: Split, config, seed: int) -> dict:
+    """One training run: metrics per slice."""
+    import torch
+
+    torch.manual_seed(seed)
+    model = build_model(model_name, inputs, config)
+    trainable = ~split.cold
+    trainable[0] = False  # the padding index
+    fit(
+        model,
+        split.train,
+        trainable,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        max_len=config.max_len,
+        seed=seed,
+        negatives=config.negatives,
+    )
+    return {name: metrics(ranks(model, split.cases[name], config.max_len)) for name in SLICES}
+
+
+def aggregate(per_seed: list[dict], cases: dict[str, int]) -> dict[str, dict[str, Any]]:
+    """Per slice and metric: mean, std (population) and the per-seed values."""
+    out = {}
+    for name in SLICES:
+        out[name] = {"cases": cases[name]}
+        for metric in METRIC_NAMES:
+            values = [run[name][metric] for run in per_seed]
+            out[name][metric] = {
+                "mean": round(float(np.mean(values)), 5),
+                "std": round(float(np.std(values)), 5),
+                "seeds": [round(v, 5) for v in values],
+            }
+    return out
+
+
+def evaluate(
+    features: ItemFeatures,
+    interactions: pa.Table,
+    config: EvaluateConfig,
+    metadata: dict[str, np.ndarray] | None = None,
+) -> Evaluation:
+    """Train each configured model on each representation for each seed; report slices."""
+    import torch
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    started = time.perf_counter()
+    metadata = metadata or {}
+    catalog = set(features.embeddings) | set(features.sid_tokens) | set(features.texts)
+    split = leave_last_out(
+        interactions, catalog, config.cold_fraction, config.head_share, config.split_seed
+    )
+    if not len(split.cases["all"]):
+        raise ValueError("no user has 2 or more interactions: nothing to evaluate")
+    cases = {name: len(c) for name, c in split.cases.items()}
+    evaluation = Evaluation(split.counts, coverage(split, features, metadata))
+    for model_name in config.models:
+        evaluation.results[model_name] = {}
+        for representation in config.representations:
+            inputs = item_inputs(representation, split, features, metadata, config.split_seed)
+            began = time.perf_counter()
+            runs = [train_and_rank(model_name, inputs, split, config, s) for s in config.seeds]
+            per_run = (time.perf_counter() - began) / len(config.seeds)
+            evaluation.seconds_per_training[f"{model_name}/{representation}"] = round(per_run, 2)
+            result = aggregate(runs, cases)
+            evaluation.results[model_name][representation] = result
+            hr = {name: figures["hr@10"]["mean"] for name, figures in result.items()}
+            logger.info("%s/%s HR@10: %s", model_name, representation, hr)
+    evaluation.seconds = round(time.perf_counter() - started, 2)
+    return evaluation
