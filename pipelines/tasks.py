@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from pipelines.incremental import split_done
 from pipelines.sids import code_items, load_codebook, sid_rows
 from schemas.rows import table_rows
-from schemas.store import DeltaStore, parquet_dataset
+from schemas.store import DeltaStore, parquet_dataset, rows_to_table
 from schemas.tables import LINEAGE_COLUMNS, SID_CODES, TABLES
 from schemas.upsert import string_filter
 from transforms import storage
@@ -92,7 +92,7 @@ class StagedParts:
 
     def write(self, table: str, rows: list[dict[str, Any]] | pa.Table) -> None:
         schema = STAGED_SCHEMAS[table]
-        data = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=schema)
+        data = rows if isinstance(rows, pa.Table) else rows_to_table(table, schema, rows)
         if data.num_rows == 0:
             return
         if table not in self.writers:

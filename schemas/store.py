@@ -108,6 +108,18 @@ def check_compatible(table: DeltaTable, source: pa.Schema, name: str) -> None:
         )
 
 
+def rows_to_table(name: str, schema: pa.Schema, rows: list[dict[str, Any]]) -> pa.Table:
+    """Rows as Arrow with ``schema``; a key it has no column for is refused (``from_pylist``
+    would drop it silently)."""
+    unknown = sorted({key for row in rows for key in row} - set(schema.names))
+    if unknown:
+        raise SchemaMismatch(
+            f"rows for table '{name}' carry {', '.join(unknown)}, which it has no column "
+            "for: add the column to schemas/tables.py or stop producing the key"
+        )
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
 def _last_per_key(table: pa.Table, key: str) -> pa.Table:
     """Keep the last row for each key, so an upsert never sees a duplicate source key."""
     if table.num_rows < 2 or pc.count_distinct(table.column(key)).as_py() == table.num_rows:
@@ -227,9 +239,7 @@ class DeltaStore:
     def merge(self, name: str, rows: list[dict[str, Any]] | pa.Table) -> int | None:
         """Upsert rows by the table's key; returns the table version after the commit."""
         spec = _spec(name)
-        source = (
-            rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=spec.schema)
-        )
+        source = rows if isinstance(rows, pa.Table) else rows_to_table(name, spec.schema, rows)
         source = _last_per_key(source.select(spec.schema.names).cast(spec.schema), spec.key)
         if source.num_rows == 0:
             return self.version(name)

@@ -141,6 +141,7 @@ ERRORS = pa.schema(
         pa.field("code", pa.string()),
         pa.field("message", pa.string()),
         pa.field("content_sha256", pa.string()),
+        pa.field("pipeline_fingerprint", pa.string()),  # the stages that failed on it
         pa.field("run_id", pa.string(), nullable=False),
         pa.field("updated_at", _TS, nullable=False),
     ]

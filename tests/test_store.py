@@ -3,6 +3,9 @@ from datetime import UTC, datetime
 import pytest
 
 from schemas import TABLES, DeltaStore, read_table
+from schemas.rows import table_rows
+from schemas.store import SchemaMismatch
+from transforms.stage import mark_error
 
 
 def error_rows(run_id, codes):
@@ -109,3 +112,20 @@ def test_a_type_change_fails_clearly(lake):
     with pytest.raises(SchemaMismatch, match=r"code: table has PrimitiveType\(\"long\"\)"):
         DeltaStore(lake).merge("errors", error_rows("r1", {"b": "x"}))
     assert DeltaStore(lake).read("errors").num_rows == 1  # nothing was written
+
+
+def test_a_row_with_a_key_its_table_lacks_is_refused_naming_the_key(lake):
+    store = DeltaStore(lake)
+    with pytest.raises(SchemaMismatch, match="carry bogus, which it has no column"):
+        store.merge("errors", [{**error_rows("r1", {"a": "x"})[0], "bogus": 1}])
+    assert not store.exists("errors")
+
+
+def test_row_builders_fill_only_columns_their_tables_have():
+    good = {"item_id": "a", "embedding": [0.0, 1.0], "pipeline_fingerprint": "p"}
+    bad = {"item_id": "b", "pipeline_fingerprint": "p"}
+    mark_error(bad, "media", "not_found", "gone")
+    rows = table_rows([good, bad], "r1")
+    for name, built in rows.items():
+        assert built and set(built[0]) <= set(TABLES[name].schema.names), name
+    assert rows["errors"][0]["pipeline_fingerprint"] == "p"  # reaches its column now
