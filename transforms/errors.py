@@ -1,4 +1,7 @@
-"""The documented per-item error codes. Every ``errors`` table row carries one of these."""
+"""The documented per-item error codes. Every ``errors`` table row carries one of these, and
+every one is produced by some path (tests/test_error_codes.py checks both, and the README)."""
+
+from enum import StrEnum
 
 ERROR_CODES: dict[str, str] = {
     "not_found": "the input path or URI does not exist",
@@ -13,6 +16,8 @@ ERROR_CODES: dict[str, str] = {
     "path_not_allowed": "the input resolves outside media.allowed_roots (local paths or URI "
     "prefixes)",
     "scheme_not_allowed": "the input URI's scheme is not in media.allowed_schemes",
+    "scheme_not_supported": "the input URI's scheme is allowed but no filesystem here reads it "
+    "(install its fsspec package)",
     "read_failed": "the input exists but could not be read from its storage",
     "not_a_file": "the input path is a directory or another non-regular file",
     "ocr_failed": "on-screen text recognition raised on this item",
@@ -22,11 +27,24 @@ ERROR_CODES: dict[str, str] = {
     "describer_unavailable": "the describer endpoint kept answering 429 or 5xx, after all retries",
     "out_of_memory": "the describer ran out of accelerator memory even at batch size 1",
     "encode_failed": "the sentence encoder failed on this item",
-    "sid_failed": "no Semantic ID could be assigned",
     "stage_timeout": "the item was still in its stage after run.stage_timeout_s; abandoned",
     "internal_error": "an unexpected exception, after run.item_retries retries; the message "
     "has the type and text",
 }
+
+ErrorCode = StrEnum("ErrorCode", {code.upper(): code for code in ERROR_CODES})
+
+
+def checked_code(code: str) -> str:
+    """``code`` if it is documented; a typo in a producer fails loudly instead of writing an
+    undocumented code into the errors table."""
+    try:
+        return ErrorCode(code).value
+    except ValueError:
+        raise ValueError(
+            f"unknown error code '{code}': add it to transforms/errors.py (and the README)"
+        ) from None
+
 
 # Codes decided by the input itself: the same file fails the same way on every run. A rerun
 # that meets such an item again does not count it as a new failure (``run.max_error_rate``);
@@ -44,6 +62,7 @@ INPUT_ERROR_CODES = frozenset(
         "too_long",
         "path_not_allowed",
         "scheme_not_allowed",
+        "scheme_not_supported",
         "not_a_file",
     }
 )

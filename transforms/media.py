@@ -54,6 +54,8 @@ def check_file(uri: str, config: MediaConfig) -> int:
     """Fail fast on missing, non-regular, empty or oversized files; return the size in bytes."""
     try:
         found = storage.info(uri)
+    except storage.StorageError as exc:
+        raise StageError("scheme_not_supported", str(exc)) from None
     except OSError as exc:
         raise StageError("read_failed", f"cannot stat {uri}: {exc}") from None
     if found.type == pafs.FileType.NotFound:

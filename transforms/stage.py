@@ -21,6 +21,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from transforms.errors import checked_code
 from transforms.redact import redact_text
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ class StageError(Exception):
 
     def __init__(self, code: str, message: str):
         super().__init__(f"{code}: {message}")
-        self.code = code
+        self.code = checked_code(code)
         self.message = message
 
 
@@ -95,7 +96,11 @@ def add_stats(
 def mark_error(record: Record, stage: str, code: str, message: str) -> Record:
     """Attach a per-item error to ``record`` (first error wins) and return it."""
     if not record.get(ERROR_KEY):
-        record[ERROR_KEY] = {"stage": stage, "code": code, "message": redact_text(message)[:2000]}
+        record[ERROR_KEY] = {
+            "stage": stage,
+            "code": checked_code(code),
+            "message": redact_text(message)[:2000],
+        }
     return record
 
 

@@ -19,6 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 READ_CHUNK_BYTES = 4 << 20
@@ -79,7 +80,7 @@ def _filesystem(scheme: str, netloc: str) -> pafs.FileSystem:
         return pafs.S3FileSystem(**s3_options())
     try:
         return pafs.FileSystem.from_uri(f"{scheme}://{netloc}/")[0]
-    except (pafs.ArrowInvalid, OSError, ValueError) as exc:
+    except (pa.ArrowInvalid, OSError, ValueError) as exc:
         try:
             import fsspec
 

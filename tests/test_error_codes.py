@@ -1,0 +1,48 @@
+"""Error codes as a contract: one documented list (transforms/errors.py) that the README
+matches, every code produced by some path, and no undocumented code can be written."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from transforms.config import MediaConfig
+from transforms.errors import ERROR_CODES, INPUT_ERROR_CODES
+from transforms.media import check_file
+from transforms.stage import StageError, mark_error
+
+ROOT = Path(__file__).resolve().parents[1]
+PRODUCERS = ("transforms", "pipelines", "jobs", "schemas")
+
+
+def test_the_readme_documents_exactly_the_codes():
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("| Code | Meaning |") :].split("\n\n")[0]
+    assert set(re.findall(r"^\| `([a-z_]+)` \|", table, re.M)) == set(ERROR_CODES)
+    assert set(ERROR_CODES) >= INPUT_ERROR_CODES
+
+
+def test_every_code_has_a_producer():
+    sources = "".join(
+        path.read_text()
+        for folder in PRODUCERS
+        for path in (ROOT / folder).rglob("*.py")
+        if path.name != "errors.py"
+    )
+    unused = [code for code in ERROR_CODES if f'"{code}"' not in sources]
+    assert not unused, f"documented but never produced: {unused}"
+
+
+def test_an_undocumented_code_is_refused_naming_it():
+    with pytest.raises(ValueError, match="unknown error code 'not_fund'"):
+        StageError("not_fund", "typo")
+    with pytest.raises(ValueError, match="unknown error code 'oops'"):
+        mark_error({"item_id": "a"}, "media", "oops", "m")
+
+
+def test_an_allowed_scheme_no_filesystem_reads_gets_its_own_code():
+    config = MediaConfig(allowed_schemes=["file", "nosuchfs"])
+    with pytest.raises(StageError) as caught:
+        check_file("nosuchfs://bucket/clip.mp4", config)
+    assert caught.value.code == "scheme_not_supported"
+    assert "nosuchfs" in caught.value.message
