@@ -102,14 +102,14 @@ class TableFiles:
 
 
 def sorted_unique(keys: pa.Array | list[str]) -> pa.Array:
-    unique = pc.unique(pa.array(keys, pa.string()) if isinstance(keys, list) else keys)
+    keys = pa.array(keys, pa.string()) if isinstance(keys, list) else keys.cast(pa.string())
+    unique = pc.unique(keys)
     return unique.take(pc.sort_indices(unique))
 
 
-def locate(files: TableFiles, keys: pa.Array) -> tuple[dict[str, list[str]], int]:
-    """Which active files hold which of ``keys`` (sorted, unique; reading the key column
+def locate(files: TableFiles, sorted_keys: pa.Array) -> tuple[dict[str, list[str]], int]:
+    """Which active files hold which of ``sorted_keys`` (unique; reading the key column
     only), and how many files were scanned."""
-    sorted_keys = keys
     scanned = files.candidates(sorted_keys)
     if not scanned or not len(sorted_keys):
         return {}, len(scanned)
