@@ -12,7 +12,7 @@ from transforms.visual import VisualTagStage
 
 
 def build_stages(config: Config) -> list[Stage]:
-    """media → asr → ocr → visual → describe → encode. Semantic IDs are global (fit) and run after."""
+    """media → asr → ocr → visual → describe → encode; Semantic IDs run after (a global fit)."""
     stages = [
         MediaStage(config.media),
         AsrStage(config.asr),
