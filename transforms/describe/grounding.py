@@ -141,12 +141,19 @@ def words(text: str) -> set[str]:
     return found
 
 
-def stem(word: str) -> str:
-    """A crude English stem, enough to match plurals and verb forms."""
-    for suffix in ("ies", "ing", "es", "ed", "s"):
+def variants(word: str) -> set[str]:
+    """``word`` and its crude English stems, enough to match plurals and verb forms."""
+    found = {word}
+    for suffix, replacements in (
+        ("ies", ("y",)),
+        ("es", ("", "e")),
+        ("s", ("",)),
+        ("ing", ("", "e")),
+        ("ed", ("", "e")),
+    ):
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            return word[: -len(suffix)] + ("y" if suffix == "ies" else "")
-    return word
+            found.update(word[: -len(suffix)] + r for r in replacements)
+    return found
 
 
 def content_words(text: str) -> list[str]:
@@ -181,11 +188,11 @@ def evidence_text(record: Record) -> str:
 def evidence_vocabulary(record: Record) -> frozenset[str]:
     """The evidence's words and their stems."""
     vocabulary = words(evidence_text(record))
-    return frozenset(vocabulary | {stem(w) for w in vocabulary})
+    return frozenset(v for w in vocabulary for v in variants(w))
 
 
 def supported(word: str, vocabulary: frozenset[str]) -> bool:
-    return word in vocabulary or stem(word) in vocabulary
+    return not variants(word).isdisjoint(vocabulary)
 
 
 def grounding(text: str, vocabulary: frozenset[str]) -> float:
@@ -234,5 +241,7 @@ def template_sentences(record: Record) -> list[str]:
     if stats := record.get("frame_stats"):
         out.append(f"The picture is {describe_visuals(stats)}.")
     if record.get("duration_s"):
-        out.append(f"It lasts {record['duration_s']:.0f} seconds, with {describe_audio(record)}.")
+        seconds = max(1, round(record["duration_s"]))
+        unit = "second" if seconds == 1 else "seconds"
+        out.append(f"It lasts {seconds} {unit}; audio: {describe_audio(record)}.")
     return out
