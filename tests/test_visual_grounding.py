@@ -42,20 +42,31 @@ def enrich(records: list[dict]) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def demo_described(demo_corpus):
-    rows = [json.loads(line) for line in (demo_corpus / "manifest.jsonl").read_text().splitlines()]
-    return enrich([r for r in rows if not r["item_id"].startswith("bad/")])
-
-
-@pytest.fixture(scope="module")
-def untuned_described(tmp_path_factory):
+def described(demo_corpus, tmp_path_factory) -> dict[str, dict]:
+    """The demo clips and the untuned clips, enriched in one batch (one model load each)."""
+    manifest = (demo_corpus / "manifest.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in manifest]
+    records = [r for r in rows if not r["item_id"].startswith("bad/")]
     folder = tmp_path_factory.mktemp("untuned")
-    records = []
     for sources in [*UNTUNED_SOURCES, ["smptebars", "mandelbrot", "testsrc"]]:
         name = "_".join(sources)
         clip = lavfi_clip(folder / f"{name}.mp4", sources, seconds=2 if len(sources) == 1 else 3)
-        records.append({"item_id": name, "uri": str(clip)})
+        records.append({"item_id": f"untuned/{name}", "uri": str(clip)})
     return {r["item_id"]: r for r in enrich(records)}
+
+
+@pytest.fixture(scope="module")
+def demo_described(described) -> list[dict]:
+    return [r for item_id, r in described.items() if not item_id.startswith("untuned/")]
+
+
+@pytest.fixture(scope="module")
+def untuned_described(described) -> dict[str, dict]:
+    return {
+        item_id.removeprefix("untuned/"): r
+        for item_id, r in described.items()
+        if item_id.startswith("untuned/")
+    }
 
 
 def by_id(records: list[dict]) -> dict[str, dict]:

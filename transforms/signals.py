@@ -120,10 +120,11 @@ def spaced_line(text: str, char_boxes: list, chars: list[str]) -> str:
 
 
 def line_text(result: list) -> str:
-    """One RapidOCR result row (box, text, score[, char boxes, (chars, scores)]) as spaced text."""
+    """One RapidOCR result row (box, text, score[, char boxes, chars, char scores]) as text
+    with its word spaces."""
     text = str(result[1]).strip()
     if len(result) >= 5 and result[3] and result[4]:
-        return spaced_line(text, result[3], list(result[4][0]))
+        return spaced_line(text, result[3], [str(c) for c in result[4]])
     return text
 
 
