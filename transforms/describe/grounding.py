@@ -230,7 +230,9 @@ def opening_sentence(record: Record) -> str:
     titled = f' titled "{title}"' if title else ""
     if tags := named_tags(record):
         return f"This video{titled} shows what an image classifier labels {_join(tags)}."
-    return f"This video{titled} has no frames to label." if titled else "This video has no frames."
+    if record.get("frames") or record.get("frames_sampled"):
+        return f"This video{titled} has no visual tags."
+    return f"This video{titled} has no frames to label."
 
 
 def template_sentences(record: Record) -> list[str]:
