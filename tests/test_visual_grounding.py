@@ -23,9 +23,10 @@ from transforms.describe.grounding import (
     opening_sentence,
 )
 from transforms.describe.prompt import item_facts, load_prompt
+from transforms.media import shot_covering_picks, shot_starts
 from transforms.pipeline import build_stages
 from transforms.signals import spaced_line
-from transforms.visual import VisualTagStage, aggregate_tags, imagenet_classes, shot_starts
+from transforms.visual import VisualTagStage, aggregate_tags, imagenet_classes
 
 CYCLES = {"mountain bike", "bicycle-built-for-two", "tricycle", "unicycle"}
 UNTUNED_SOURCES = [["testsrc"], ["mandelbrot"], ["smptebars"], ["rgbtestsrc"], ["life"]]
@@ -192,6 +193,37 @@ def test_colour_histogram_finds_the_cut():
     red[..., 0], blue[..., 2] = 200, 200
     assert shot_starts([red, red, blue, blue], threshold=0.5) == [0, 2]
     assert shot_starts([], threshold=0.5) == []
+
+
+def test_shot_sampling_gives_every_shot_a_frame():
+    # 32 candidates: a long shot, a 2-candidate flash at 20-21, a tail from 22
+    picks = shot_covering_picks([0, 20, 22], candidates=32, limit=4)
+    assert len(picks) == 4 and 20 in picks and any(p >= 22 for p in picks)
+    assert shot_covering_picks([0], candidates=3, limit=8) == [0, 1, 2]
+
+
+@pytest.mark.slow
+def test_shots_sampling_covers_a_short_shot_uniform_misses(tmp_path):
+    from tests.media_factory import run_ffmpeg
+    from transforms.config import MediaConfig
+    from transforms.media import MediaStage
+
+    clip = tmp_path / "flash.mp4"  # 4.4 s of bars with a 0.4 s mandelbrot flash at 1.8 s
+    run_ffmpeg(
+        *["-f", "lavfi", "-t", "1.8", "-i", "smptebars=size=160x120:rate=10"],
+        *["-f", "lavfi", "-t", "0.4", "-i", "mandelbrot=size=160x120:rate=10"],
+        *["-f", "lavfi", "-t", "2.2", "-i", "smptebars=size=160x120:rate=10"],
+        *["-filter_complex", "[0:v][1:v][2:v]concat=n=3:v=1[v]", "-map", "[v]"],
+        *["-c:v", "libx264", "-pix_fmt", "yuv420p", str(clip)],
+    )
+    seen = {}
+    for sampling in ("uniform", "shots"):
+        record = {"item_id": "flash", "uri": str(clip)}
+        config = MediaConfig(sampling=sampling, num_frames=4, allowed_roots=[str(tmp_path)])
+        MediaStage(config).process_batch([record])
+        assert "error" not in record, record.get("error")
+        seen[sampling] = len(shot_starts(record["frames"], 0.5))
+    assert seen == {"uniform": 1, "shots": 3}
 
 
 def test_ocr_words_are_split_by_character_pitch():

