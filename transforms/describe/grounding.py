@@ -18,6 +18,7 @@ from transforms.stage import Record
 WORD = re.compile(r"[a-z][a-z'-]*")
 SENTENCE = re.compile(r"[^.!?]+[.!?]+|[^.!?]+$")
 MAX_TAGS_NAMED = 3
+MAX_GENERATED_SENTENCES = 2
 MIN_TAG_SHARE = 0.25
 # Broader words for ImageNet classes (the class list has synonyms but not the hierarchy):
 # index ranges of the animal groups, and label lists for the rest.
@@ -208,8 +209,9 @@ def sentences(text: str) -> list[str]:
 
 
 def grounded_sentences(text: str, vocabulary: frozenset[str], minimum: float) -> list[str]:
-    """The sentences of ``text`` whose grounding reaches ``minimum``."""
-    return [s for s in sentences(text) if grounding(s, vocabulary) >= minimum]
+    """The sentences of ``text`` whose grounding reaches ``minimum`` (the first two)."""
+    kept = [s for s in sentences(text) if grounding(s, vocabulary) >= minimum]
+    return kept[:MAX_GENERATED_SENTENCES]
 
 
 def named_tags(record: Record) -> list[str]:
@@ -236,14 +238,16 @@ def opening_sentence(record: Record) -> str:
 
 
 def template_sentences(record: Record) -> list[str]:
-    """Sentences stated straight from the evidence (every word of them is supported)."""
-    out = []
-    if shots := record.get("visual_shots") or []:
-        out.append(f"It cuts between {len(shots)} shots.")
+    """One sentence stated straight from the evidence: picture, shots, length and audio (one
+    sentence, so the describer's sentence cap never cuts the quotes that follow)."""
+    parts = []
     if stats := record.get("frame_stats"):
-        out.append(f"The picture is {describe_visuals(stats)}.")
+        parts.append(f"the picture is {describe_visuals(stats)}")
+    if shots := record.get("visual_shots") or []:
+        parts.append(f"it cuts between {len(shots)} shots")
     if record.get("duration_s"):
         seconds = max(1, round(record["duration_s"]))
-        unit = "second" if seconds == 1 else "seconds"
-        out.append(f"It lasts {seconds} {unit}; audio: {describe_audio(record)}.")
-    return out
+        parts.append(f"it lasts {seconds} {'second' if seconds == 1 else 'seconds'}")
+    parts.append(f"audio: {describe_audio(record)}")
+    text = "; ".join(parts)
+    return [text[0].upper() + text[1:] + "."]
