@@ -227,7 +227,7 @@ def _join(items: list[str]) -> str:
 
 
 def opening_sentence(record: Record) -> str:
-    """ "This video" with its title and the visual tags worth naming, from the evidence."""
+    """The opening sentence: the title and the visual tags worth naming, from the evidence."""
     title = (record.get("title") or "").strip().rstrip(".")
     titled = f' titled "{title}"' if title else ""
     if tags := named_tags(record):
