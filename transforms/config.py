@@ -99,7 +99,7 @@ class VisualConfig(_Section):
     )
     shot_tags: int = Field(3, ge=1, le=20, description="tags kept per shot")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    frame_batch: int = Field(32, ge=1, le=4096, description="crops per forward pass")
+    frame_batch: int = Field(8, ge=1, le=4096, description="crops per forward pass")
     batch_size: int = Field(4, ge=1, le=1024)
 
 
