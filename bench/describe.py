@@ -1,14 +1,22 @@
-"""Benchmark: batched describer throughput against batch=1.
+"""Benchmark: batched describer throughput against batch=1, the visual-tag stage, and the
+offline describer before and after grounding.
 
 Offline describer (real SmolLM2-135M) and the transformers backend (a tiny random-weight LLaVA,
-so the figure is the batching machinery, not a real VLM's speed). Writes
-bench/results/describe.json. Goal: batched ≥ 3× batch=1 in items/s; the ratio printed last is
-goal / worst speed-up (≤ 1.0 passes).
+so the figure is the batching machinery, not a real VLM's speed). The visual stage
+(EfficientNet-Lite0) runs on the demo clips' decoded frames. "Before" is the offline describer
+with the offline_v1 prompt and no visual context; "after" is offline_v2 with the visual tags in
+the prompt and the grounding filter (its own cost is also timed alone). Timed figures are the
+median of ``REPEATS`` runs with min and max. Writes bench/results/describe.json. Goal: batched
+≥ 3× batch=1 in items/s; the ratio printed last is goal / worst speed-up (≤ 1.0 passes).
+
+    python bench/describe.py            # everything
+    python bench/describe.py --visual   # only the visual stage and before/after figures
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -21,6 +29,12 @@ sys.path.insert(0, str(ROOT))
 
 ITEMS = 8
 GOAL_SPEEDUP = 3.0
+REPEATS = 3
+TAGS = [
+    {"label": "bow tie", "score": 0.29, "share": 1.0},
+    {"label": "suit", "score": 0.21, "share": 1.0},
+    {"label": "seat belt", "score": 0.1, "share": 0.75},
+]
 
 
 def records() -> list[dict]:
@@ -39,6 +53,7 @@ def records() -> list[dict]:
             "transcript": f"hello this is clip {i} about cooking pasta",
             "ocr_text": "RECIPE",
             "frame_stats": {"brightness": 0.5, "motion": 0.05},
+            "visual_tags": TAGS,
             "frames": [rng.integers(0, 255, (96, 128, 3), dtype=np.uint8) for _ in range(4)],
         }
         for i in range(ITEMS)
@@ -76,6 +91,100 @@ def compare(name: str, config) -> dict:
     return {"batch_1": single, f"batch_{ITEMS}": batched, "speedup": round(speedup, 2)}
 
 
+def spread(values: list[float]) -> dict:
+    """Median, min and max of repeated measurements."""
+    return {
+        "median": round(statistics.median(values), 3),
+        "min": round(min(values), 3),
+        "max": round(max(values), 3),
+        "runs": len(values),
+    }
+
+
+def demo_frames() -> list[dict]:
+    """The demo corpus's video clips with their sampled frames (media stage, default config)."""
+    from jobs.demo_media import build_demo_corpus
+    from transforms.config import MediaConfig
+    from transforms.media import MediaStage
+
+    manifest = build_demo_corpus(Path(tempfile.mkdtemp(prefix="bench_visual_")))
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    MediaStage(MediaConfig()).process_batch(rows)
+    return [r for r in rows if r.get("frames")]
+
+
+def visual_throughput() -> dict:
+    """Visual-tag stage items/s (and frames/s) on the demo clips, one batch per repeat."""
+    from transforms.config import VisualConfig
+    from transforms.visual import VisualTagStage
+
+    clips = demo_frames()
+    stage = VisualTagStage(VisualConfig(batch_size=len(clips)))
+    stage.setup()
+    rates = []
+    for _ in range(REPEATS):
+        items = [dict(c) for c in clips]
+        started = time.perf_counter()
+        stage.process_batch(items)
+        rates.append(len(items) / (time.perf_counter() - started))
+    frames = sum(len(c["frames"]) for c in clips)
+    result = {
+        "items": len(clips),
+        "frames": frames,
+        "items_per_s": spread(rates),
+        "frames_per_s_median": round(statistics.median(rates) * frames / len(clips), 1),
+    }
+    print(f"visual: {result}")
+    return result
+
+
+def describer_rates(config) -> list[float]:
+    from transforms.describe import build_describer
+
+    stage = build_describer(config.model_copy(update={"batch_size": ITEMS}))
+    stage.setup()
+    rates = []
+    for _ in range(REPEATS):
+        items = records()
+        started = time.perf_counter()
+        stage.process_batch(items)
+        rates.append(len(items) / (time.perf_counter() - started))
+    return rates
+
+
+def grounding_ms_per_item() -> float:
+    """The grounding filter alone (evidence vocabulary, sentence scores, templates)."""
+    from transforms.describe.offline import grounded_description
+
+    items = records()
+    generated = "This video introduces an urban bike tour. It shows a man in a suit and bow tie."
+    started = time.perf_counter()
+    for _ in range(50):
+        for item in items:
+            grounded_description(item, generated, 0.75)
+    return round((time.perf_counter() - started) * 1000 / (50 * len(items)), 3)
+
+
+def before_after() -> dict:
+    """Offline describer items/s at batch=ITEMS: v1 prompt without tags vs v2 with tags."""
+    from transforms.config import DescribeConfig
+
+    base = {"max_new_tokens": 32, "min_new_tokens": 32}
+    before = DescribeConfig(**base, prompt_version="offline_v1", visual_context="off")
+    after = DescribeConfig(**base)
+    result = {
+        "before_offline_v1_no_tags": {"items_per_s": spread(describer_rates(before))},
+        "after_offline_v2_tags_grounded": {"items_per_s": spread(describer_rates(after))},
+        "grounding_filter_ms_per_item": grounding_ms_per_item(),
+    }
+    print(f"describer before/after: {result}")
+    return result
+
+
+def visual_and_grounding() -> dict:
+    return {"visual_stage": visual_throughput(), "offline_describer": before_after()}
+
+
 def main() -> None:
     from tests.tiny_vlm import build_tiny_llava
     from transforms.config import DescribeConfig
@@ -97,6 +206,7 @@ def main() -> None:
             ),
         )
     worst = min(r["speedup"] for r in results.values())
+    results["visual_and_grounding"] = visual_and_grounding()
     result = {
         "benchmark": "describe",
         "items": ITEMS,
@@ -111,5 +221,17 @@ def main() -> None:
     print(f"ratio {result['ratio']}")
 
 
+def main_visual_only() -> None:
+    """Refresh only the visual and before/after figures in bench/results/describe.json, each
+    section written as soon as it is measured."""
+    path = ROOT / "bench" / "results" / "describe.json"
+    result = json.loads(path.read_text()) if path.is_file() else {"benchmark": "describe"}
+    section = result.setdefault("visual_and_grounding", {})
+    for name, measure in (("visual_stage", visual_throughput), ("offline_describer", before_after)):
+        section[name] = measure()
+        path.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(section, indent=2))
+
+
 if __name__ == "__main__":
-    main()
+    main_visual_only() if "--visual" in sys.argv[1:] else main()

@@ -37,7 +37,8 @@ EXAMPLES_PER_ERROR = 3
 PROJECTION_MAX_POINTS = 5000
 HEALTH_MAX_ITEMS = 50_000  # SID health metrics re-encode a seeded sample of this many items
 THUMBNAIL_MAX_SIDE = 320
-STAGE_ORDER = ("media", "asr", "ocr", "describe", "encode")
+STAGE_ORDER = ("media", "asr", "ocr", "visual", "describe", "encode")
+SAMPLE_TAGS = 5
 REPORT_SECTIONS = (
     "run",
     "stages",
@@ -233,18 +234,26 @@ def error_groups(store: DeltaStore) -> list[dict[str, Any]]:
 def description_section(store: DeltaStore, media: MediaConfig) -> dict[str, Any]:
     """Length distribution of every description, and samples beside their first frame."""
     columns = ["item_id", "uri", "title", "description", "description_tokens", "media_kind"]
+    columns += [c for c in ("visual_tags", "grounding") if _has_column(store, "descriptions", c)]
     rows = [r for r in _rows(store, "descriptions", columns=columns) if r["description"]]
     if not rows:
         return {"count": 0}
     words = [len(r["description"].split()) for r in rows]
     tokens = [r["description_tokens"] for r in rows if r["description_tokens"] is not None]
+    grounding = [r["grounding"] for r in rows if r.get("grounding") is not None]
     return {
         "count": len(rows),
+        "grounding": _spread_stats(grounding) if grounding else None,
         "words": _spread_stats(words),
         "tokens": _spread_stats(tokens) if tokens else None,
         "histogram": length_histogram_png(words),
         "samples": [_sample(row, media) for row in pick_samples(rows)],
     }
+
+
+def _has_column(store: DeltaStore, name: str, column: str) -> bool:
+    """Whether table ``name`` has ``column`` (lakes written before it was added do not)."""
+    return store.exists(name) and column in store.table(name).schema().to_arrow().names
 
 
 def _spread_stats(values: list[int]) -> dict[str, float]:
@@ -273,6 +282,11 @@ def _sample(row: dict, media: MediaConfig) -> dict[str, Any]:
         "uri": row.get("uri"),
         "title": row.get("title"),
         "description": row["description"],
+        "visual_tags": [
+            f"{t['label']} ({t['score']:.2f}, {t['share']:.0%})"
+            for t in (row.get("visual_tags") or [])[:SAMPLE_TAGS]
+        ],
+        "grounding": row.get("grounding"),
         "frame": frame,
         "frame_missing": reason,
     }

@@ -48,6 +48,11 @@ def description_row(record: Record, run_id: str, now: datetime) -> dict[str, Any
         "frames_sampled",
         "frame_timestamps_s",
         "prompt_rendered_sha",
+        "visual_tags",
+        "visual_shots",
+        "shot_count",
+        "visual_model",
+        "grounding",
     )
     row = {f: record.get(f) for f in fields}
     lineage = _lineage(record, run_id, now)

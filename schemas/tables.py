@@ -80,6 +80,29 @@ DESCRIPTIONS = pa.schema(
         pa.field("frames_sampled", pa.int32()),
         pa.field("frame_timestamps_s", pa.list_(pa.float32())),
         pa.field("prompt_rendered_sha", pa.string()),
+        pa.field(
+            "visual_tags",
+            pa.list_(
+                pa.struct(
+                    [("label", pa.string()), ("score", pa.float32()), ("share", pa.float32())]
+                )
+            ),
+        ),
+        pa.field(
+            "visual_shots",
+            pa.list_(
+                pa.struct(
+                    [
+                        ("start_s", pa.float32()),
+                        ("end_s", pa.float32()),
+                        ("labels", pa.list_(pa.string())),
+                    ]
+                )
+            ),
+        ),
+        pa.field("shot_count", pa.int32()),
+        pa.field("visual_model", pa.string()),
+        pa.field("grounding", pa.float32()),
         *[f for f in _LINEAGE if f.name != "encoder"],
     ]
 )

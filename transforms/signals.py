@@ -15,6 +15,7 @@ from transforms.stage import Record, Stage, StageError
 
 logger = logging.getLogger(__name__)
 NEAR_DUPLICATE_RATIO = 0.85
+WORD_GAP_RATIO = 1.3  # a character pitch this much above the line's median is a word space
 
 
 # -- ASR ---------------------------------------------------------------------------------------
@@ -104,6 +105,29 @@ def _normalized(text: str) -> str:
     return re.sub(r"[^0-9a-z]+", " ", text.lower()).strip()
 
 
+def spaced_line(text: str, char_boxes: list, chars: list[str]) -> str:
+    """Put back the spaces PP-OCR drops: split where the pitch between character boxes (centre
+    to centre) exceeds ``WORD_GAP_RATIO`` times the line's median pitch."""
+    if " " in text or len(chars) < 3 or len(chars) != len(char_boxes) or "".join(chars) != text:
+        return text
+    centres = [(box[0][0] + box[1][0]) / 2 for box in char_boxes]
+    pitches = np.diff(centres)
+    limit = WORD_GAP_RATIO * float(np.median(pitches))
+    out = chars[0]
+    for char, pitch in zip(chars[1:], pitches, strict=True):
+        out += (" " if pitch > limit else "") + char
+    return out
+
+
+def line_text(result: list) -> str:
+    """One RapidOCR result row (box, text, score[, char boxes, chars, char scores]) as text
+    with its word spaces."""
+    text = str(result[1]).strip()
+    if len(result) >= 5 and result[3] and result[4]:
+        return spaced_line(text, result[3], [str(c) for c in result[4]])
+    return text
+
+
 def merge_ocr_lines(lines: list[dict], max_lines: int) -> list[dict]:
     """De-duplicate lines seen across frames (exact or near-identical), keeping the best score."""
     kept: list[dict] = []
@@ -142,6 +166,7 @@ class OcrStage(Stage):
             "min_confidence": c.min_confidence,
             "min_chars": c.min_chars,
             "max_lines": c.max_lines,
+            "word_gap_ratio": WORD_GAP_RATIO,
         }
 
     def load(self) -> None:
@@ -162,11 +187,14 @@ class OcrStage(Stage):
         found = []
         for index in picks:
             try:
-                result, _ = self._model(np.ascontiguousarray(frames[index][..., ::-1]))  # RGB → BGR
+                result, _ = self._model(
+                    np.ascontiguousarray(frames[index][..., ::-1]),  # RGB → BGR
+                    return_word_box=True,
+                )
             except Exception as exc:  # noqa: BLE001 - onnxruntime raises plain exceptions
                 raise StageError("ocr_failed", f"{type(exc).__name__}: {exc}") from None
-            for _box, text, score in result or []:
-                text = text.strip()
+            for row in result or []:
+                text, score = line_text(row), row[2]
                 if (
                     float(score) >= self.config.min_confidence
                     and len(text) >= self.config.min_chars

@@ -8,6 +8,7 @@ from functools import cached_property
 from typing import Any
 
 from transforms.config import DescribeConfig
+from transforms.describe.grounding import evidence_vocabulary, grounding
 from transforms.describe.prompt import RenderedPrompt, item_facts, load_prompt
 from transforms.models import model_revision
 from transforms.stage import Record, Stage, StageError
@@ -15,6 +16,8 @@ from transforms.stage import Record, Stage, StageError
 MAX_SENTENCES = 6
 MIN_DESCRIPTION_CHARS = 20
 MARKUP_CHARS = frozenset("<>[]|")
+SMALL_MODEL_PARAMS = 4e9
+MODEL_SIZE = re.compile(r"(?<![0-9a-z.])(\d+(?:\.\d+)?)([bm])(?![a-z])", re.IGNORECASE)
 
 
 def tidy_description(text: str) -> str:
@@ -43,6 +46,22 @@ def tokenizer_control_tokens(tokenizer: Any) -> frozenset[str]:
     return frozenset(tokens)
 
 
+def stated_parameters(model: str) -> float | None:
+    """The parameter count a model id states ("Qwen2.5-VL-7B" → 7e9), or None."""
+    sizes = [
+        float(n) * (1e9 if unit.lower() == "b" else 1e6) for n, unit in MODEL_SIZE.findall(model)
+    ]
+    return max(sizes) if sizes else None
+
+
+def wants_visual_context(config: DescribeConfig) -> bool:
+    """``describe.visual_context``; auto = on unless the model id states more than 4B params."""
+    if config.visual_context != "auto":
+        return config.visual_context == "on"
+    params = stated_parameters(config.model)
+    return config.backend == "offline" or params is None or params <= SMALL_MODEL_PARAMS
+
+
 def pick_frames(frames: list, limit: int) -> list:
     """At most ``limit`` frames, spread evenly over the clip."""
     if len(frames) <= limit:
@@ -62,6 +81,7 @@ class Describer(Stage):
         super().__init__(config, batch_size=config.batch_size)
         self.prompt = load_prompt(config.resolved_prompt_version)
         self.control_tokens: frozenset[str] = frozenset()  # the loaded tokenizer's, if any
+        self.visual_context = wants_visual_context(config)
 
     @cached_property
     def revision(self) -> str:
@@ -88,6 +108,8 @@ class Describer(Stage):
             "max_transcript_chars": c.max_transcript_chars,
             "append_signals": c.append_signals,
             "gguf": c.gguf_file,
+            "visual_context": self.visual_context,
+            "min_sentence_grounding": c.min_sentence_grounding,
         }
 
     def generate_kwargs(self, pad_token_id: int | None) -> dict[str, Any]:
@@ -109,7 +131,7 @@ class Describer(Stage):
 
     def render(self, record: Record) -> RenderedPrompt:
         """The prompt for ``record``; its data cannot carry this model's control tokens."""
-        facts = item_facts(record, self.config.max_transcript_chars)
+        facts = item_facts(record, self.config.max_transcript_chars, self.visual_context)
         return self.prompt.render(facts, self.control_tokens)
 
     def attach(
@@ -138,6 +160,7 @@ class Describer(Stage):
             prompt_version=self.prompt.version,
             prompt_sha=self.prompt.sha,
             prompt_rendered_sha=prompt.sha,
+            grounding=round(grounding(description, evidence_vocabulary(record)), 4),
         )
 
     def attach_generated(

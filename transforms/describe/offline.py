@@ -1,9 +1,11 @@
-"""The offline describer: a small text LLM writes the description from the clip's signals.
+"""The offline describer: grounded sentences from the clip's evidence, plus what a small text
+LLM writes that the evidence supports.
 
-It is *not* visual understanding: it sees the transcript, OCR text, metadata and frame
-statistics (brightness, motion, colours), never the pixels, and its prompt tells it so. With
-``append_signals`` the description ends with the quoted transcript and on-screen text, so the
-embedding always carries what was actually said and shown.
+The LLM never sees the pixels: it reads the transcript, OCR text, metadata, frame statistics and
+the visual tags of an ImageNet classifier. Its sentences are kept only when their content words
+are supported by that evidence (``describe.min_sentence_grounding``); the rest of the text is
+stated from the evidence by templates. With ``append_signals`` the description ends with the
+quoted transcript and on-screen text, so the embedding carries what was said and shown.
 """
 
 from __future__ import annotations
@@ -15,6 +17,12 @@ import time
 from pathlib import Path
 
 from transforms.describe.base import Describer, tidy_description, tokenizer_control_tokens
+from transforms.describe.grounding import (
+    evidence_vocabulary,
+    grounded_sentences,
+    opening_sentence,
+    template_sentences,
+)
 from transforms.describe.prompt import RenderedPrompt
 from transforms.models import cache_dir, pick_device, resolve_model
 from transforms.stage import Record, stable_hash
@@ -64,6 +72,13 @@ def _cached_gguf_conversion(model_path: str, gguf_file: str) -> Path:
     except OSError:  # another worker finished the same conversion first
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def grounded_description(record: Record, generated: str, minimum: float) -> str:
+    """The opening from the evidence, the generated sentences it supports, the evidence's
+    other facts, in that order."""
+    kept = grounded_sentences(generated, evidence_vocabulary(record), minimum)
+    return " ".join([opening_sentence(record), *kept, *template_sentences(record)])
 
 
 def signals_sentence(record: Record) -> str:
@@ -125,9 +140,10 @@ class OfflineDescriber(Describer):
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
         texts = []
         for record, prompt, tokens in zip(records, prompts, new_tokens, strict=True):
-            prose = tidy_description(
+            generated = tidy_description(
                 prompt.answer_prefix + " " + tokenizer.decode(tokens, skip_special_tokens=True)
             )
+            prose = grounded_description(record, generated, self.config.min_sentence_grounding)
             texts.append(
                 f"{prose} {signals_sentence(record)}" if self.config.append_signals else prose
             )

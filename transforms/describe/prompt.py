@@ -155,7 +155,7 @@ def _control_pattern(extra: frozenset[str]) -> re.Pattern:
     return re.compile("|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True)))
 
 
-def _describe_visuals(stats: dict) -> str:
+def describe_visuals(stats: dict) -> str:
     if not stats:
         return "none"
     brightness = stats.get("brightness", 0.5)
@@ -167,7 +167,7 @@ def _describe_visuals(stats: dict) -> str:
     return f"{light}, {pace}, {colourful}; dominant colours: {colours}"
 
 
-def _describe_audio(record: Record) -> str:
+def describe_audio(record: Record) -> str:
     if not record.get("has_audio"):
         return "no audio track"
     if record.get("transcript"):
@@ -179,7 +179,20 @@ def _describe_audio(record: Record) -> str:
     )
 
 
-def item_facts(record: Record, max_transcript_chars: int) -> dict[str, str]:
+def describe_tags(record: Record) -> str:
+    """The visual tags as one line: label (mean score, share of frames); 'none' without."""
+    tags = record.get("visual_tags") or []
+    return (
+        "; ".join(
+            f"{t['label']} (score {t['score']:.2f}, in {t['share']:.0%} of frames)" for t in tags
+        )
+        or "none"
+    )
+
+
+def item_facts(
+    record: Record, max_transcript_chars: int, visual_context: bool = True
+) -> dict[str, str]:
     """The facts the describer may use, as plain strings (fenced later by ``quote``)."""
     transcript = (record.get("transcript") or "")[:max_transcript_chars] or "none"
     width, height = record.get("width"), record.get("height")
@@ -194,8 +207,9 @@ def item_facts(record: Record, max_transcript_chars: int) -> dict[str, str]:
         "tags": ", ".join(record.get("tags") or []) or "none",
         "duration": f"{record.get('duration_s') or 0:.1f} seconds",
         "picture": picture,
-        "visuals": _describe_visuals(record.get("frame_stats") or {}),
-        "audio": _describe_audio(record),
+        "visual_tags": describe_tags(record) if visual_context else "not used",
+        "visuals": describe_visuals(record.get("frame_stats") or {}),
+        "audio": describe_audio(record),
         "transcript": transcript,
         "on_screen_text": record.get("ocr_text") or "none",
     }
