@@ -35,7 +35,7 @@ UNTUNED_SOURCES = [["testsrc"], ["mandelbrot"], ["smptebars"], ["rgbtestsrc"], [
 def enrich(records: list[dict]) -> list[dict]:
     """media → asr → ocr → visual → describe (short generations) on ``records``."""
     config = Config.model_validate(
-        {"ocr": {"max_frames": 1}, "describe": {"max_new_tokens": 24, "batch_size": 16}}
+        {"ocr": {"max_frames": 1}, "describe": {"max_new_tokens": 16, "batch_size": 16}}
     )
     for stage in build_stages(config)[:-1]:  # no encoder needed here
         stage.process_batch(records)
