@@ -16,7 +16,7 @@ class Doubler(Stage):
 
     def process_item(self, record):
         if record["x"] < 0:
-            raise StageError("negative", f"x={record['x']}")
+            raise StageError("encode_failed", f"x={record['x']}")
         if record["x"] == 13:
             raise KeyError("unlucky")
         record["y"] = record["x"] * 2
@@ -41,7 +41,7 @@ def test_failing_items_are_marked_not_raised_and_others_finish():
         ]
     )
     assert [r.get("y") for r in out] == [2, None, None, 8]
-    assert out[1]["error"] == {"stage": "doubler", "code": "negative", "message": "x=-1"}
+    assert out[1]["error"] == {"stage": "doubler", "code": "encode_failed", "message": "x=-1"}
     assert out[2]["error"]["code"] == "internal_error"
     assert "KeyError" in out[2]["error"]["message"]
     assert stage.stats.processed == 2 and stage.stats.failed == 2

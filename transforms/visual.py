@@ -195,13 +195,17 @@ class VisualTagStage(Stage):
         return out
 
     def classify(self, crops: np.ndarray) -> np.ndarray:
-        """Softmax class scores for (N, 3, 224, 224) crops, ``frame_batch`` at a time."""
+        """Softmax class scores for (N, 3, 224, 224) crops, ``frame_batch`` at a time. The last
+        batch is padded to full size: a crop's scores then do not depend on how many crops
+        share its batch, so a resumed or re-batched run tags an item exactly as before."""
         import torch
 
         parts = []
         with torch.inference_mode():
-            for start in range(0, len(crops), self.config.frame_batch):
-                batch = torch.from_numpy(crops[start : start + self.config.frame_batch])
-                logits = self._model(batch.to(self._device))
-                parts.append(logits.softmax(dim=-1).float().cpu().numpy())
+            for start in range(0, len(crops), size := self.config.frame_batch):
+                batch = crops[start : start + size]
+                padding = np.zeros((size - len(batch), *crops.shape[1:]), crops.dtype)
+                padded = np.concatenate([batch, padding])
+                logits = self._model(torch.from_numpy(padded).to(self._device))
+                parts.append(logits.softmax(dim=-1).float().cpu().numpy()[: len(batch)])
         return np.concatenate(parts)
