@@ -102,6 +102,7 @@ def cheap_config(tmp_path_factory) -> Path:
     config = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
     config["ocr"] = {"enabled": False}
     config["asr"] = {"enabled": False}
+    config["visual"] = {**config.get("visual", {}), "enabled": False}
     config["describe"]["max_new_tokens"] = 12
     path = tmp_path_factory.mktemp("config") / "daily.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -32,6 +32,8 @@ FAST = [
     "--set",
     "ocr.enabled=false",
     "--set",
+    "visual.enabled=false",
+    "--set",
     "media.num_frames=2",
     "--set",
     "describe.batch_size=1",  # identical text whichever items share a batch

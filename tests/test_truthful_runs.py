@@ -31,6 +31,7 @@ def cheap(endpoint: str) -> list[str]:
         "describe.timeout_s=10",
         "asr.enabled=false",
         "ocr.enabled=false",
+        "visual.enabled=false",
         "media.num_frames=2",
         "run.progress=off",
     ]
