@@ -71,12 +71,25 @@ def first_codebook(
     Delta log orders their commits, and the later one adopts the earlier one's codebook and
     marks its own ``superseded``, so every run codes with, and records, the same codebook."""
     codebook = fit_from_lake(store, config, encoder)
-    committed = record_fitted(store, codebook, run_id)
+    return settle_first_fit(store, config, codebook, record_fitted(store, codebook, run_id), run_id)
+
+
+def settle_first_fit(
+    store: DeltaStore,
+    config: SemanticIdConfig,
+    codebook: Codebook,
+    committed: int | None,
+    run_id: str,
+) -> Codebook:
+    """The codebook a run that committed its fit at table version ``committed`` codes with:
+    its own, unless a compatible one was committed before it (then its own is superseded)."""
     if not committed:
         return codebook
     before = store.read("codebooks", version=committed - 1).to_pylist()
-    winner = auto_choice(before, config, encoder)
-    if winner is None:
+    winner = auto_choice(before, config, codebook.encoder)
+    if winner is None or winner["codebook_version"] == codebook.version:
+        # Same version: both runs fitted the same sample in the same second (a deterministic
+        # fit), so they share one codebook and one row; superseding it would retire both.
         return codebook
     note = f"a concurrent run fitted {winner['codebook_version']} first; this run adopted it"
     record(store, {**codebook.to_row(), "run_id": run_id}, "superseded", note)

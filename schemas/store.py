@@ -291,7 +291,7 @@ class DeltaStore:
                 )
                 return 0  # the commit that creates a table is version 0
             except Exception as exc:  # noqa: BLE001 - another writer created it first: merge
-                if not self.exists(spec.name) or isinstance(source, StagedFiles):
+                if not self.exists(spec.name):
                     raise
                 logger.info("%s was created concurrently (%s); merging", spec.name, exc)
         table = self.table(spec.name)

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 from deltalake.exceptions import CommitFailedError
 
 from schemas import DeltaStore, read_table
+from schemas.tables import TABLES
 from schemas.upsert import KEYED_COMMIT, TableFiles, upsert
 
 FILES = 5
@@ -119,3 +121,25 @@ def test_every_reader_sees_the_upserted_rows_and_the_file_statistics(five_files,
         assert action["num_records"] == len(keys)
         assert (action["min.item_id"], action["max.item_id"]) == (min(keys), max(keys))
     assert sum(actions.column("num_records").to_pylist()) == ours.num_rows
+
+
+def test_staged_files_merge_into_a_table_another_writer_created_after_our_check(
+    lake, tmp_path, monkeypatch
+):
+    """Two first runs: both find no table, one creates it, the other's create fails and must
+    upsert its staged files instead (a first run lost every row of this write before)."""
+    store = DeltaStore(lake)
+    store.merge("errors", error_rows(["a", "b"], "theirs"))
+    staged = tmp_path / "staged.parquet"
+    pq.write_table(
+        pa.Table.from_pylist(error_rows(["b", "c"], "ours"), TABLES["errors"].schema), staged
+    )
+    real_exists, checked = DeltaStore.exists, []
+
+    def exists_after_our_check(self, name):  # our check ran before the other writer's create
+        checked.append(name)
+        return len(checked) > 1 and real_exists(self, name)
+
+    monkeypatch.setattr(DeltaStore, "exists", exists_after_our_check)
+    store.merge_files("errors", [str(staged)])
+    assert codes(store) == {"a": "theirs", "b": "ours", "c": "ours"}

@@ -224,9 +224,10 @@ def codebook_rows(lake: Path) -> list[dict]:
 def test_the_loser_of_a_first_fit_race_adopts_the_winners_codebook(tmp_path):
     """Deterministic: a run that found no codebook fits and commits after another run's fit
     landed (the window the race opens); it must adopt the earlier one."""
-    from pipelines.sids import first_codebook, pinned_codebook
+    from pipelines.sids import first_codebook, pinned_codebook, record_fitted, settle_first_fit
     from transforms.config import load_config
     from transforms.encode import encoder_id
+    from transforms.semantic_ids import Codebook
 
     lake, folder = tmp_path / "lake", clips(tmp_path / "in", ["a.mp4", "b.mp4", "c.mp4"])
     with FakeOpenAI() as server:
@@ -241,6 +242,20 @@ def test_the_loser_of_a_first_fit_race_adopts_the_winners_codebook(tmp_path):
     assert statuses == {winner["run_id"]: None, "late-run": "superseded"}
     pinned = pinned_codebook(store, config.semantic_ids, encoder_id(config.encode))
     assert pinned.version == winner["codebook_version"]
+
+    # Two runs that fit the same sample in the same second commit the same version (one row):
+    # the later commit shares it and must not supersede it.
+    same = Codebook.from_row(pinned_row(store, winner["codebook_version"]))
+    committed = record_fitted(store, same, "same-second-run")
+    shared = settle_first_fit(store, config.semantic_ids, same, committed, "same-second-run")
+    assert shared.version == winner["codebook_version"]
+    statuses = {r["run_id"]: r["promotion_status"] for r in codebook_rows(lake)}
+    assert statuses == {"same-second-run": None, "late-run": "superseded"}
+
+
+def pinned_row(store: DeltaStore, version: str) -> dict:
+    [row] = [r for r in store.read("codebooks").to_pylist() if r["codebook_version"] == version]
+    return row
 
 
 def test_two_first_runs_at_once_share_one_codebook(tmp_path):
@@ -271,7 +286,8 @@ def test_two_first_runs_at_once_share_one_codebook(tmp_path):
             for c, log in zip(commands, logs, strict=True)
         ]
         codes = [p.wait(timeout=300) for p in processes]
-    assert codes == [0, 0], [log.read_text()[-3000:] for log in logs]
+    failed_logs = "\n\n".join(log.read_text()[-4000:] for log in logs)
+    assert codes == [0, 0], failed_logs
     store = DeltaStore(lake)
     in_use = [r for r in codebook_rows(lake) if r["promotion_status"] is None]
     assert len(in_use) == 1, codebook_rows(lake)
