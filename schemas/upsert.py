@@ -23,7 +23,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from urllib.parse import unquote
@@ -260,11 +260,21 @@ class Writers:
             writer.discard()
 
 
-def read_kept(files: TableFiles, path: str, keys: list[str]) -> pa.Table:
-    """The rows of one active file whose key is not in ``keys``."""
+def read_kept(files: TableFiles, path: str, keys: list[str]) -> Iterator[pa.Table]:
+    """The rows of one active file whose key is not in ``keys``, one row group at a time:
+    a row group whose every key is replaced is skipped without decoding its other columns."""
+    drop = pa.array(sorted(set(keys)), pa.string())
     fs, fs_path = storage.resolve(files.uri(path))
-    dataset = ds.dataset([fs_path], format="parquet", filesystem=fs)
-    return dataset.to_table(filter=~string_filter(files.key, sorted(set(keys))))
+    with fs.open_input_file(fs_path) as handle:
+        parquet = pq.ParquetFile(handle)
+        for group in range(parquet.num_row_groups):
+            group_keys = parquet.read_row_group(group, columns=[files.key]).column(0)
+            keep = pc.invert(pc.is_in(group_keys.cast(pa.string()), value_set=drop))
+            kept = pc.sum(keep).as_py() or 0
+            if kept == len(group_keys):
+                yield parquet.read_row_group(group)
+            elif kept:
+                yield parquet.read_row_group(group).filter(keep)
 
 
 def submit_batches(writers: Writers, batches: Iterable[pa.RecordBatch]) -> None:
@@ -305,7 +315,7 @@ def keyed_commit(
     writers = Writers(files, table_schema(files.table))
     try:
         copies = [
-            writers.submit(lambda path=path, found=found: [read_kept(files, path, found)])
+            writers.submit(lambda path=path, found=found: read_kept(files, path, found))
             for path, found in held.items()
         ]
         if batches is not None:

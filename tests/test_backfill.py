@@ -71,6 +71,10 @@ def test_backfill_two_days_then_rerun_one_day_changes_nothing(partitions, tmp_pa
         "describe.max_new_tokens=12",
         "--set",
         "ocr.enabled=false",
+        "--set",
+        "asr.enabled=false",
+        "--set",
+        "visual.enabled=false",  # about days and reruns, not pictures or speech
     ]
     days = spark_submit(*common, "--start", "2026-11-01", "--end", "2026-11-02")
     assert [(d["day"], d["succeeded"], d["failed"]) for d in days] == [

@@ -161,10 +161,10 @@ class Stage:
         """Run the stage on one batch; failed items come back marked, never raised."""
         if isinstance(records, pa.RecordBatch):
             records = records.to_pylist()
-        self.setup()
         live = [r for r in records if not has_error(r)]
         started = time.perf_counter()
-        if live:
+        if live:  # a batch of failed items passes through without loading the models
+            self.setup()
             self._run_guarded(live)
         self.stats.seconds += time.perf_counter() - started
         for record in live:
