@@ -138,6 +138,16 @@ def conform(batch: pa.RecordBatch | pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
+def dictionary_columns(schema: pa.Schema) -> list[str]:
+    """Columns worth dictionary-encoding: not float vectors (embeddings never repeat, and
+    trying a dictionary first costs a tenth of the write)."""
+    return [
+        f.name
+        for f in schema
+        if not (pa.types.is_list(f.type) and pa.types.is_floating(f.type.value_type))
+    ]
+
+
 class FileWriter:
     """New Parquet files under the table root, rolled over at ``TARGET_FILE_BYTES``; each
     becomes an add action with its row count and the key's min/max/null count."""
@@ -181,7 +191,13 @@ class FileWriter:
         self._path = f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
         self.written.append(self._path)
         fs, fs_path = storage.resolve(self.files.uri(self._path))
-        self._writer = pq.ParquetWriter(fs_path, self.schema, filesystem=fs, compression="snappy")
+        self._writer = pq.ParquetWriter(
+            fs_path,
+            self.schema,
+            filesystem=fs,
+            compression="snappy",
+            use_dictionary=dictionary_columns(self.schema),
+        )
         self._rows = self._bytes = self._nulls = 0
         self._low = self._high = None
 
