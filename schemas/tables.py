@@ -245,6 +245,23 @@ EVALUATIONS = pa.schema(
 )
 
 
+# One row per item re-coded onto a new codebook (``enrich assign-sids`` after a promotion or
+# refit): its SID before and after, so downstream features can follow it (pipelines/crosswalk.py).
+SID_CROSSWALK = pa.schema(
+    [
+        pa.field("crosswalk_key", pa.string(), nullable=False),  # new_codebook_version/item_id
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("old_codebook_version", pa.string()),
+        pa.field("old_sid", pa.string()),
+        pa.field("new_codebook_version", pa.string()),
+        pa.field("new_sid", pa.string()),
+        pa.field("level_1_changed", pa.bool_()),
+        pa.field("level_2_changed", pa.bool_()),
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("updated_at", _TS, nullable=False),
+    ]
+)
+
 # Staged by engine tasks, never a Delta table: items coded with the pinned codebook, before the
 # dedup group-by (``bucket`` is a hash of the codes: the group-by's partition).
 SID_CODES = pa.schema(
@@ -275,5 +292,6 @@ TABLES: dict[str, TableSpec] = {
         TableSpec("runs", RUNS, "run_id"),
         TableSpec("releases", RELEASES, "release_id"),
         TableSpec("evaluations", EVALUATIONS, "evaluation_key"),
+        TableSpec("sid_crosswalk", SID_CROSSWALK, "crosswalk_key"),
     )
 }
