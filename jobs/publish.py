@@ -18,6 +18,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from transforms.errors import UsageError
+
 LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 PUBLISHED_TABLES = ("descriptions", "embeddings", "semantic_ids", "codebooks", "errors", "runs")
 
@@ -73,7 +75,7 @@ def release_versions(lake: str | Path, label: str) -> dict[str, int | None]:
 
     rows = DeltaStore(lake).read_or_empty("releases", keys=[label]).to_pylist()
     if not rows:
-        raise ValueError(f"release '{label}' is not in the releases table of {lake}")
+        raise UsageError(f"release '{label}' is not in the releases table of {lake}")
     return json.loads(rows[0]["table_versions_json"])
 
 
@@ -82,13 +84,13 @@ def command_publish(args: argparse.Namespace) -> int:
     from schemas.store import DeltaStore
 
     if not LABEL.match(args.label):
-        raise ValueError(
+        raise UsageError(
             f"--label {args.label!r}: use letters, digits and . _ : - (e.g. 2026-11-01)"
         )
     store = DeltaStore(args.lake)
     run = select_run(store, args.run_id, args.for_input)
     if run["status"] != "succeeded":
-        raise ValueError(f"run {run['run_id']} has status {run['status']}; publish a good run")
+        raise UsageError(f"run {run['run_id']} has status {run['status']}; publish a good run")
     row = release_row(store, args.label, run, args.note)
     store.merge("releases", [row])
     print(f"release {args.label} (run {run['run_id']}):")

@@ -22,6 +22,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from transforms.errors import UsageError
+
 FAILED_EXIT = 1
 
 
@@ -68,7 +70,7 @@ def add_run_selection(parser: argparse.ArgumentParser) -> None:
 def select_run(store, run_id: str = "latest", for_input: str | None = None) -> dict[str, Any]:
     """The ``runs`` row asked for; a clear error when there is none."""
     if not store.exists("runs"):
-        raise ValueError(f"no runs table under {store.lake}: nothing has run there yet")
+        raise UsageError(f"no runs table under {store.lake}: nothing has run there yet")
     runs = store.read("runs").to_pylist()
     if for_input:
         runs = [r for r in runs if for_input in (r["input"] or "")]
@@ -76,7 +78,7 @@ def select_run(store, run_id: str = "latest", for_input: str | None = None) -> d
         runs = [r for r in runs if r["run_id"] == run_id]
     if not runs:
         scope = f" with input containing '{for_input}'" if for_input else ""
-        raise ValueError(f"no run '{run_id}'{scope} in the runs table of {store.lake}")
+        raise UsageError(f"no run '{run_id}'{scope} in the runs table of {store.lake}")
     return max(runs, key=lambda r: r["started_at"])
 
 

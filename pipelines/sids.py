@@ -16,6 +16,7 @@ from schemas.rows import utc_now
 from schemas.store import DeltaStore
 from schemas.tables import LINEAGE_COLUMNS
 from transforms.config import SemanticIdConfig
+from transforms.errors import UsageError
 from transforms.models import pick_device
 from transforms.semantic_ids import Codebook, assign_dedup_suffixes, fit_rq_kmeans, sid_string
 from transforms.semantic_ids.dedup import dedup_group
@@ -43,7 +44,7 @@ def pinned_codebook(store: DeltaStore, config: SemanticIdConfig, encoder: str) -
         named = [r for r in rows if r["codebook_version"] == config.codebook_version]
         if not named:
             known = sorted(r["codebook_version"] for r in rows)
-            raise ValueError(
+            raise UsageError(
                 f"semantic_ids.codebook_version '{config.codebook_version}' is not in "
                 f"the codebooks table; known: {known}"
             )

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from transforms.errors import UsageError
 from transforms.redact import (
     ENV_NAME,
     SECRET_KEY,
@@ -23,7 +24,7 @@ from transforms.redact import (
 from transforms.stage import stable_hash
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """A bad config file or override; the message says which key and what to fix."""
 
 
