@@ -87,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
         "committed from their staging, not redone",
     )
     run.add_argument(
+        "--refit-sids",
+        action="store_true",
+        help="allow the run to fit a new codebook (and re-code the lake) when none of the "
+        "lake's codebooks fits the config (semantic_ids.refit=allow)",
+    )
+    run.add_argument(
         "--force",
         action="store_true",
         help="reprocess every item, even those unchanged since their last run",
@@ -193,6 +199,8 @@ def command_run(args: argparse.Namespace) -> int:
     from pipelines.driver import run_pipeline
 
     config = load_config(args.config, args.overrides)
+    if args.refit_sids:
+        config.semantic_ids.refit = "allow"
     confine_to(config, args.input)
     run_id = args.resume or new_run_id()
     logger.info("run %s: %s into %s", run_id, args.input, args.lake)

@@ -190,6 +190,11 @@ class SemanticIdConfig(_Section):
     codebook_version: str = Field(
         "auto", description="'auto' pins the latest compatible codebook, fitting one if none"
     )
+    refit: Literal["refuse", "allow"] = Field(
+        "refuse",
+        description="a run on a lake whose codebooks all have other settings: refuse (fit one "
+        "with enrich fit-sids) or allow (the run fits one and re-codes the lake)",
+    )
     fit_sample: int = Field(200_000, ge=2, description="max embeddings the fit sees")
     kmeans_iters: int = Field(25, ge=1, le=1000)
     kmeans_redo: int = Field(3, ge=1, le=20, description="k-means restarts per level; best kept")
