@@ -165,8 +165,9 @@ def main(argv: list[str] | None = None) -> int:
             args.verbose,
         )
     except Exception as exc:  # noqa: BLE001 - data and storage errors: exit 1 with the cause
+        cause = str(exc) if isinstance(exc, LakeError) else f"{type(exc).__name__}: {exc}"
         hint = "" if args.verbose else "\n(rerun with -v for the traceback)"
-        return _fail_with_cause(exc, f"{type(exc).__name__}: {exc}{hint}", args.verbose)
+        return _fail_with_cause(exc, cause + hint, args.verbose)
 
 
 def _fail(message: object, code: int) -> int:
