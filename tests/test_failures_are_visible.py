@@ -104,3 +104,27 @@ def test_a_config_change_that_needs_a_refit_is_refused_unless_asked_for(tmp_path
     sids = store.read("semantic_ids").to_pylist()
     assert {r["codebook_version"] for r in sids} == {second} and len(sids) == 2
     assert enrich(folder, lake, server, "semantic_ids.levels=2") == 0  # now it fits: pinned
+
+
+def test_assign_sids_refuses_a_surprise_refit_too(tmp_path, capsys):
+    lake, now, encoder = tmp_path / "lake", utc_now(), encoder_id(EncodeConfig())
+    store = DeltaStore(lake)
+    vectors = [[1.0, 0.0], [0.0, 1.0], [0.7, 0.7], [-1.0, 0.0]]
+    store.merge(
+        "embeddings",
+        [
+            {"item_id": f"i{n}", "embedding": v, "dim": 2, "encoder": encoder, "run_id": "r"}
+            | {"updated_at": now}
+            for n, v in enumerate(vectors)
+        ],
+    )
+    small = ["--set", "semantic_ids.codebook_size=2", "--set", "semantic_ids.sentencepiece_vocab=0"]
+    assert main(["assign-sids", "--lake", str(lake), *small]) == 0  # the first fit
+    assert main(["assign-sids", "--lake", str(lake), *small, "--set", "semantic_ids.levels=2"]) == 2
+    assert "no codebook of this lake fits the config (rq_kmeans 2x2" in one_line_error(capsys)
+    assert store.version("codebooks") == 0 and store.version("semantic_ids") == 0
+    allow = ["--set", "semantic_ids.levels=2", "--set", "semantic_ids.refit=allow"]
+    assert main(["assign-sids", "--lake", str(lake), *small, *allow]) == 0
+    [refitted] = [r for r in store.read("codebooks").to_pylist() if r["levels"] == 2]
+    sids = store.read("semantic_ids")["codebook_version"].to_pylist()
+    assert sids == [refitted["codebook_version"]] * 4  # every item re-coded onto it
