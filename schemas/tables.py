@@ -173,7 +173,7 @@ ERRORS = pa.schema(
 RUNS = pa.schema(
     [
         pa.field("run_id", pa.string(), nullable=False),
-        pa.field("status", pa.string()),
+        pa.field("status", pa.string()),  # running, succeeded, failed or sids_failed
         pa.field("engine", pa.string()),
         pa.field("input", pa.string()),
         pa.field("started_at", _TS),
