@@ -9,8 +9,9 @@ wait_for_partition → run_pipeline → assign_sids → validate → publish →
   with the Variable ``enrich_beam_options`` (e.g. Dataflow runner options).
 - assign_sids: codes any embedded item the run left without a SID from the current codebook.
 - validate: ``enrich validate`` (error rate, row counts, SID coverage and unique fraction);
-  it fails the DAG run, never retried, and publish does not happen.
-- publish: ``enrich publish`` records the table versions as release ``<day>``.
+  it fails the DAG run, never retried, and publish does not happen. It records the table
+  versions it checked (``validations`` table).
+- publish: ``enrich publish`` records those validated versions as release ``<day>``.
 - maintain: ``enrich maintain`` compacts the day's small files, VACUUMs with the Variable
   ``enrich_retention_hours`` (the release just published stays readable), checkpoints the logs
   and deletes staging no run needs.

@@ -18,13 +18,15 @@ import sys
 from datetime import date, timedelta
 from pathlib import Path
 
+from transforms.errors import UsageError
+
 logger = logging.getLogger("enrich.backfill")
 
 
 def day_range(start: str, end: str) -> list[str]:
     first, last = date.fromisoformat(start), date.fromisoformat(end)
     if last < first:
-        raise ValueError(f"--end {end} is before --start {start}")
+        raise UsageError(f"--end {end} is before --start {start}")
     return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
 
 

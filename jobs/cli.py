@@ -13,8 +13,8 @@ from pathlib import Path
 
 from pipelines.commit import ErrorRateExceeded, RunFailed
 from schemas.store import LakeError, LakeWriteError
-from transforms.config import ConfigError, load_config
-from transforms.manifest import ManifestError
+from transforms.config import load_config
+from transforms.errors import UsageError
 from transforms.redact import install_log_redaction, redact_text
 
 logger = logging.getLogger("enrich")
@@ -87,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
         "committed from their staging, not redone",
     )
     run.add_argument(
+        "--refit-sids",
+        action="store_true",
+        help="allow the run to fit a new codebook (and re-code the lake) when none of the "
+        "lake's codebooks fits the config (semantic_ids.refit=allow)",
+    )
+    run.add_argument(
         "--force",
         action="store_true",
         help="reprocess every item, even those unchanged since their last run",
@@ -147,21 +153,34 @@ def main(argv: list[str] | None = None) -> int:
     _offline_env()
     try:
         return _dispatch(args)
-    except (ConfigError, ManifestError, LakeError, ValueError) as exc:
+    except UsageError as exc:  # bad arguments or config: one line, nothing to debug
         return _fail(exc, 2)
     except RunFailed as exc:
-        return _fail(f"the run failed: {exc}", 1)
+        return _fail_with_cause(exc, f"the run failed: {exc}", args.verbose)
     except LakeWriteError as exc:
-        return _fail(
+        return _fail_with_cause(
+            exc,
             f"{exc}.\nFree space or fix the permissions, then rerun the same command: items "
             "already committed are skipped.",
-            1,
+            args.verbose,
         )
+    except Exception as exc:  # noqa: BLE001 - data and storage errors: exit 1 with the cause
+        cause = str(exc) if isinstance(exc, LakeError) else f"{type(exc).__name__}: {exc}"
+        hint = "" if args.verbose else "\n(rerun with -v for the traceback)"
+        return _fail_with_cause(exc, cause + hint, args.verbose)
 
 
 def _fail(message: object, code: int) -> int:
     print(f"enrich: error: {redact_text(str(message))}", file=sys.stderr)
     return code
+
+
+def _fail_with_cause(exc: Exception, message: str, debug: bool) -> int:
+    """Exit 1 for a failure of the data or the storage: its cause, and with ``-v`` the
+    traceback (through logging, so secrets are masked)."""
+    if debug:
+        logger.error("traceback of the failure:", exc_info=exc)
+    return _fail(message, 1)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -181,6 +200,8 @@ def command_run(args: argparse.Namespace) -> int:
     from pipelines.driver import run_pipeline
 
     config = load_config(args.config, args.overrides)
+    if args.refit_sids:
+        config.semantic_ids.refit = "allow"
     confine_to(config, args.input)
     run_id = args.resume or new_run_id()
     logger.info("run %s: %s into %s", run_id, args.input, args.lake)
@@ -299,7 +320,7 @@ def command_fit_sids(args: argparse.Namespace) -> int:
 
     promote = args.promote or ("always" if args.assign else "never")
     if args.assign and promote == "never":
-        raise ValueError("--assign re-codes every item with the new codebook: drop --promote never")
+        raise UsageError("--assign re-codes every item with the new codebook: drop --promote never")
     config = load_config(args.config, args.overrides)
     encoder = EncodeStage(config.encode).encoder_id
     codebook, assigned, decision = refit(
@@ -380,8 +401,10 @@ def command_inspect(args: argparse.Namespace) -> int:
             else:
                 print(f"{name:<14} (absent)")
         return 0
+    if args.table not in TABLES:
+        raise UsageError(f"--table {args.table!r}: tables are {', '.join(TABLES)}")
     if not store.exists(args.table):
-        raise ValueError(f"table '{args.table}' does not exist under {args.lake}")
+        raise UsageError(f"table '{args.table}' does not exist under {args.lake}")
     if args.history:
         return print_history(store, args.table, args.limit)
     columns = args.columns.split(",") if args.columns else None

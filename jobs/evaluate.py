@@ -13,6 +13,8 @@ import json
 import math
 from pathlib import Path
 
+from transforms.errors import UsageError
+
 
 def add_parser(commands) -> None:
     """Register ``enrich evaluate``."""
@@ -54,7 +56,7 @@ def parse_versions(items: list[str]) -> dict[str, int]:
     for item in items:
         name, _, number = item.partition("=")
         if not name or not number.isdigit():
-            raise ValueError(f"--versions {item!r}: write TABLE=N, e.g. embeddings=3")
+            raise UsageError(f"--versions {item!r}: write TABLE=N, e.g. embeddings=3")
         out[name] = int(number)
     return out
 
@@ -106,7 +108,7 @@ def command_evaluate(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     interactions = args.interactions or config.evaluate.interactions
     if not interactions:
-        raise ValueError("give --interactions URI (or set evaluate.interactions in the config)")
+        raise UsageError("give --interactions URI (or set evaluate.interactions in the config)")
     versions = parse_versions(args.versions)
     runs = {}
     for label, release in _targets(args):
@@ -137,6 +139,6 @@ def _targets(args: argparse.Namespace) -> list[tuple[str, str | None]]:
     main = (args.release or ("versions" if args.versions else "latest"), args.release)
     if args.against_release:
         if args.against_release == args.release:
-            raise ValueError("--against-release names the same release as --release")
+            raise UsageError("--against-release names the same release as --release")
         return [main, (args.against_release, args.against_release)]
     return [main]

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from transforms.errors import UsageError
+
 logger = logging.getLogger(__name__)
 
 SAFE_RETENTION_HOURS = 168  # Delta's default deletedFileRetentionDuration: 7 days
@@ -106,9 +108,9 @@ def add_parser(commands) -> None:
 def check_retention(hours: int, force: bool) -> None:
     """Refuse a retention that breaks readers, unless forced."""
     if hours < 0:
-        raise ValueError(f"--retention-hours {hours}: must be 0 or more")
+        raise UsageError(f"--retention-hours {hours}: must be 0 or more")
     if hours < SAFE_RETENTION_HOURS and not force:
-        raise ValueError(
+        raise UsageError(
             f"--retention-hours {hours} is under {SAFE_RETENTION_HOURS} h (7 days): VACUUM "
             f"would delete the files of table versions older than {hours} h, so time-travel "
             "reads (as_of, --version) and releases older than that stop working, and queries "
@@ -323,7 +325,7 @@ def command_maintain(args: argparse.Namespace) -> int:
 
     check_retention(args.retention_hours, args.force)
     if args.target_file_mb < 1:
-        raise ValueError(f"--target-file-mb {args.target_file_mb}: must be 1 or more")
+        raise UsageError(f"--target-file-mb {args.target_file_mb}: must be 1 or more")
     store = DeltaStore(args.lake)
     store.require_lake()
     release, pinned = newest_release(store)

@@ -1,9 +1,11 @@
 """``enrich publish``: record a release, the table versions downstream readers should use.
 
 A release is one row of the ``releases`` table, keyed by its label (e.g. the day,
-``2026-11-01``): the version of every table at publish time, the run it follows, the
-codebook versions its SIDs come from, and row counts. Publishing the same label again
-replaces the row, so a rerun is safe. Readers pin versions with ``release_versions``:
+``2026-11-01``): the version of every table that ``enrich validate`` checked for the run (its
+latest validation, which must have passed; commits that landed since are not in the release),
+the run and validation it follows, the codebook versions its SIDs come from, and row counts.
+Publishing the same label again replaces the row, so a rerun is safe. Readers pin versions
+with ``release_versions``:
 
     versions = release_versions("s3://bucket/lake", "2026-11-01")
     read_table("s3://bucket/lake", "semantic_ids", version=versions["semantic_ids"])
@@ -18,8 +20,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from transforms.errors import UsageError
+
 LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
-PUBLISHED_TABLES = ("descriptions", "embeddings", "semantic_ids", "codebooks", "errors", "runs")
 
 
 def add_parser(commands) -> None:
@@ -34,11 +37,13 @@ def add_parser(commands) -> None:
     parser.set_defaults(handler=command_publish)
 
 
-def release_row(store, label: str, run: dict[str, Any], note: str) -> dict[str, Any]:
-    """The ``releases`` row for the lake as it is now."""
+def release_row(
+    store, label: str, run: dict[str, Any], validation: dict[str, Any], note: str
+) -> dict[str, Any]:
+    """The ``releases`` row pinning the table versions ``validation`` checked."""
     from schemas.rows import utc_now
 
-    versions = {name: store.version(name) for name in PUBLISHED_TABLES}
+    versions = json.loads(validation["table_versions_json"])
     counts = {
         name: store.read(name, version=v, columns=[_key(name)]).num_rows
         for name, v in versions.items()
@@ -57,8 +62,27 @@ def release_row(store, label: str, run: dict[str, Any], note: str) -> dict[str, 
         "row_counts_json": json.dumps(counts, sort_keys=True),
         "note": note,
         "run_id": run["run_id"],
+        "validation_id": validation["validation_id"],
         "updated_at": utc_now(),
     }
+
+
+def passed_validation(store, run_id: str) -> dict[str, Any]:
+    """The run's latest validation, which must have passed: a release pins what was checked."""
+    from jobs.validate import latest_validation
+
+    validation = latest_validation(store, run_id)
+    if validation is None:
+        raise UsageError(
+            f"run {run_id} has not been validated: run `enrich validate --run-id {run_id}` "
+            "first; a release pins the table versions validate checked"
+        )
+    if not validation["passed"]:
+        raise UsageError(
+            f"the latest validation of run {run_id} ({validation['validation_id']}) failed: "
+            "fix the run or the thresholds and validate it again before publishing"
+        )
+    return validation
 
 
 def _key(name: str) -> str:
@@ -73,7 +97,7 @@ def release_versions(lake: str | Path, label: str) -> dict[str, int | None]:
 
     rows = DeltaStore(lake).read_or_empty("releases", keys=[label]).to_pylist()
     if not rows:
-        raise ValueError(f"release '{label}' is not in the releases table of {lake}")
+        raise UsageError(f"release '{label}' is not in the releases table of {lake}")
     return json.loads(rows[0]["table_versions_json"])
 
 
@@ -82,16 +106,16 @@ def command_publish(args: argparse.Namespace) -> int:
     from schemas.store import DeltaStore
 
     if not LABEL.match(args.label):
-        raise ValueError(
+        raise UsageError(
             f"--label {args.label!r}: use letters, digits and . _ : - (e.g. 2026-11-01)"
         )
     store = DeltaStore(args.lake)
     run = select_run(store, args.run_id, args.for_input)
     if run["status"] != "succeeded":
-        raise ValueError(f"run {run['run_id']} has status {run['status']}; publish a good run")
-    row = release_row(store, args.label, run, args.note)
+        raise UsageError(f"run {run['run_id']} has status {run['status']}; publish a good run")
+    row = release_row(store, args.label, run, passed_validation(store, run["run_id"]), args.note)
     store.merge("releases", [row])
-    print(f"release {args.label} (run {run['run_id']}):")
+    print(f"release {args.label} (run {run['run_id']}, validation {row['validation_id']}):")
     print(f"  table versions {row['table_versions_json']}")
     print(f"  rows {row['row_counts_json']}")
     print(f"  codebooks {row['codebook_versions_json']}")

@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 from schemas.store import DeltaStore
 from transforms import storage
 from transforms.config import MediaConfig
+from transforms.errors import UsageError
 from transforms.stage import StageError
 
 logger = logging.getLogger(__name__)
@@ -126,13 +127,13 @@ def pick_run(store: DeltaStore, run_id: str | None) -> dict[str, Any]:
     """The ``runs`` row for ``run_id``, or the latest started one."""
     runs = store.read_or_empty("runs").to_pylist()
     if not runs:
-        raise ValueError(f"no runs recorded under {store.lake}: run `enrich run` first")
+        raise UsageError(f"no runs recorded under {store.lake}: run `enrich run` first")
     if run_id is None:
         return max(runs, key=lambda r: (r["started_at"] is not None, r["started_at"]))
     for run in runs:
         if run["run_id"] == run_id:
             return run
-    raise ValueError(f"run '{run_id}' is not in the runs table of {store.lake}")
+    raise UsageError(f"run '{run_id}' is not in the runs table of {store.lake}")
 
 
 def _rows(store: DeltaStore, name: str, run_id: str | None = None, columns=None) -> list[dict]:

@@ -78,12 +78,13 @@ def command_promote_sids(args: argparse.Namespace) -> int:
 def command_assign_sids(args: argparse.Namespace) -> int:
     from pipelines.commit import new_run_id
     from pipelines.promotion import code_onto_current
+    from pipelines.refit_policy import check_refit_allowed
     from schemas.store import DeltaStore
 
     config, encoder = _settings(args)
-    version, coded = code_onto_current(
-        DeltaStore(args.lake), config.semantic_ids, encoder, new_run_id()
-    )
+    store = DeltaStore(args.lake)
+    check_refit_allowed(store, config.semantic_ids, encoder)  # routine: never a surprise refit
+    version, coded = code_onto_current(store, config.semantic_ids, encoder, new_run_id())
     if version is None:
         print(f"no codebook and fewer than 2 embeddings from {encoder}: nothing to code")
     else:

@@ -12,6 +12,10 @@ exits 1 when a check fails, so a scheduler stops before ``enrich publish``:
   least ``--min-unique-fraction``;
 - no features are served for input files that vanished (errors code ``missing_input`` on an
   item that still has a description; ``--max-stale-features``, default 0).
+
+The checks read one snapshot of the lake: each table at its version when validate starts. The
+verdict and those versions go into the ``validations`` table, and ``enrich publish`` pins
+exactly them, whatever lands in between.
 """
 
 from __future__ import annotations
@@ -19,10 +23,14 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
+from transforms.errors import UsageError
+
 FAILED_EXIT = 1
+# The tables a release pins: the versions validate checked.
+PINNED_TABLES = ("descriptions", "embeddings", "semantic_ids", "codebooks", "errors", "runs")
 
 
 @dataclass
@@ -68,7 +76,7 @@ def add_run_selection(parser: argparse.ArgumentParser) -> None:
 def select_run(store, run_id: str = "latest", for_input: str | None = None) -> dict[str, Any]:
     """The ``runs`` row asked for; a clear error when there is none."""
     if not store.exists("runs"):
-        raise ValueError(f"no runs table under {store.lake}: nothing has run there yet")
+        raise UsageError(f"no runs table under {store.lake}: nothing has run there yet")
     runs = store.read("runs").to_pylist()
     if for_input:
         runs = [r for r in runs if for_input in (r["input"] or "")]
@@ -76,7 +84,7 @@ def select_run(store, run_id: str = "latest", for_input: str | None = None) -> d
         runs = [r for r in runs if r["run_id"] == run_id]
     if not runs:
         scope = f" with input containing '{for_input}'" if for_input else ""
-        raise ValueError(f"no run '{run_id}'{scope} in the runs table of {store.lake}")
+        raise UsageError(f"no run '{run_id}'{scope} in the runs table of {store.lake}")
     return max(runs, key=lambda r: r["started_at"])
 
 
@@ -91,11 +99,26 @@ def rows_of_run(store, name: str, run: dict[str, Any]) -> int:
     return int(pc.sum(pc.equal(table.column("run_id"), run["run_id"])).as_py() or 0)
 
 
-def sid_figures(store, codebook_version: str | None) -> dict[str, Any]:
+def snapshot(store) -> dict[str, int | None]:
+    """The version of each pinned table now (None: absent)."""
+    return {name: store.version(name) for name in PINNED_TABLES}
+
+
+def read_at(store, name: str, versions: dict[str, int | None], **kwargs: Any):
+    """Table ``name`` at its snapshot version (empty if it was absent then)."""
+    from schemas.tables import TABLES
+
+    if versions.get(name) is None:
+        empty = TABLES[name].schema.empty_table()
+        return empty.select(kwargs["columns"]) if kwargs.get("columns") else empty
+    return store.read(name, version=versions[name], **kwargs)
+
+
+def sid_figures(store, codebook_version: str | None, at: dict[str, int | None]) -> dict:
     """SID coverage of embedded items, and the unique fraction of codes of one codebook (the
     given one, else the one most SIDs come from)."""
-    embedded = set(store.read_or_empty("embeddings", columns=["item_id"])["item_id"].to_pylist())
-    sids = store.read_or_empty("semantic_ids", columns=["item_id", "codes", "codebook_version"])
+    embedded = set(read_at(store, "embeddings", at, columns=["item_id"])["item_id"].to_pylist())
+    sids = read_at(store, "semantic_ids", at, columns=["item_id", "codes", "codebook_version"])
     rows = sids.to_pylist()
     coded = {r["item_id"] for r in rows}
     versions = Counter(r["codebook_version"] for r in rows)
@@ -109,26 +132,30 @@ def sid_figures(store, codebook_version: str | None) -> dict[str, Any]:
     }
 
 
-def stale_features(store) -> int:
+def stale_features(store, versions: dict[str, int | None]) -> int:
     """Items reported ``missing_input`` (their file vanished) that still have a description."""
     import pyarrow.compute as pc
 
     from pipelines.missing import MISSING_CODE
 
-    errors = store.read_or_empty("errors", columns=["item_id", "code"])
+    errors = read_at(store, "errors", versions, columns=["item_id", "code"])
     gone = errors.filter(pc.equal(errors.column("code"), MISSING_CODE)).column("item_id")
     if not len(gone):
         return 0
-    return store.read("descriptions", columns=["item_id"], keys=gone.to_pylist()).num_rows
+    described = read_at(store, "descriptions", versions, columns=["item_id"], keys=gone.to_pylist())
+    return described.num_rows
 
 
-def run_checks(store, run: dict[str, Any], args: argparse.Namespace) -> list[Check]:
+def run_checks(
+    store, run: dict[str, Any], args: argparse.Namespace, versions: dict[str, int | None]
+) -> list[Check]:
+    """The checks of ``run`` against the lake at ``versions``."""
     processed = run["succeeded"] + run["failed"]
     error_rate = round(run["failed"] / processed, 4) if processed else 0.0
-    sids = sid_figures(store, run["codebook_version"])
+    sids = sid_figures(store, run["codebook_version"], versions)
     written = {name: rows_of_run(store, name, run) for name in ("descriptions", "embeddings")}
     unique = sids["unique_fraction"]
-    stale = stale_features(store)
+    stale = stale_features(store, versions)
     return [
         Check("status", run["status"], "succeeded", run["status"] == "succeeded"),
         Check(
@@ -175,7 +202,8 @@ def command_validate(args: argparse.Namespace) -> int:
 
     store = DeltaStore(args.lake)
     run = select_run(store, args.run_id, args.for_input)
-    checks = run_checks(store, run, args)
+    versions = snapshot(store)
+    checks = run_checks(store, run, args, versions)
     print(
         f"run {run['run_id']} ({run['engine']}, input {run['input']}): {run['items']} items, "
         f"{run['succeeded']} enriched, {run['skipped']} unchanged, {run['failed']} errors"
@@ -184,8 +212,42 @@ def command_validate(args: argparse.Namespace) -> int:
         mark = "ok  " if check.ok else "FAIL"
         print(f"  {mark} {check.name:<34} {check.value!s:<12} (want {check.limit})")
     failed = [c.name for c in checks if not c.ok]
+    validation_id = record_validation(store, run, versions, checks)
     if failed:
         print(f"validate: FAILED ({', '.join(failed)}); fix the run or the thresholds first")
         return FAILED_EXIT
-    print("validate: ok")
+    print(f"validate: ok (validation {validation_id}; publish pins {json.dumps(versions)})")
     return 0
+
+
+def record_validation(
+    store, run: dict[str, Any], versions: dict[str, int | None], checks: list[Check]
+) -> str:
+    """The ``validations`` row of this verdict; returns its id."""
+    from pipelines.commit import new_run_id
+    from schemas.rows import utc_now
+
+    validation_id = new_run_id()
+    store.merge(
+        "validations",
+        [
+            {
+                "validation_id": validation_id,
+                "run_id": run["run_id"],
+                "passed": all(c.ok for c in checks),
+                "table_versions_json": json.dumps(versions, sort_keys=True),
+                "checks_json": json.dumps([asdict(c) for c in checks], default=str),
+                "updated_at": utc_now(),
+            }
+        ],
+    )
+    return validation_id
+
+
+def latest_validation(store, run_id: str) -> dict[str, Any] | None:
+    """The newest ``validations`` row of run ``run_id`` (None: never validated)."""
+    import pyarrow.compute as pc
+
+    table = store.read_or_empty("validations")
+    rows = table.filter(pc.equal(table.column("run_id"), run_id)).to_pylist()
+    return max(rows, key=lambda r: (r["updated_at"], r["validation_id"]), default=None)

@@ -19,6 +19,7 @@ from dataclasses import replace
 
 from pipelines.commit import (
     RunSummary,
+    SidStepFailed,
     commit_enriched,
     finished_markers,
     reconcile,
@@ -27,6 +28,7 @@ from pipelines.commit import (
 from pipelines.engines import Engine, make_engine
 from pipelines.incremental import pipeline_fingerprint
 from pipelines.missing import handle_missing_inputs
+from pipelines.refit_policy import check_refit_allowed
 from pipelines.sids import first_codebook, pinned_codebook, uncoded_ids
 from pipelines.tasks import (
     EnrichJob,
@@ -40,12 +42,20 @@ from pipelines.tasks import (
     staging_folder,
 )
 from schemas.rows import utc_now
-from schemas.store import DeltaStore, active_files, is_storage_error, lake_write_error
+from schemas.store import (
+    DeltaStore,
+    LakeError,
+    LakeWriteError,
+    active_files,
+    is_storage_error,
+    lake_write_error,
+)
 from transforms import storage
 from transforms.config import Config
 from transforms.encode import encoder_id
 from transforms.manifest import InputShard, ManifestError, plan_inputs
 from transforms.pipeline import build_stages, stage_fingerprints
+from transforms.semantic_ids import Codebook, TooFewEmbeddings
 
 logger = logging.getLogger(__name__)
 CODE_FILES_PER_TASK = 8
@@ -66,6 +76,9 @@ def run_pipeline(
     that changed, and commit them to ``lake``. ``resume``: ``run_id`` is an interrupted run
     whose finished tasks are committed, not redone."""
     inputs = [inputs] if isinstance(inputs, str) else list(inputs)
+    check_refit_allowed(
+        DeltaStore(storage.normalize(lake)), config.semantic_ids, encoder_id(config.encode)
+    )
     runner = make_engine(engine, engine_args, config.run.progress)
     store = runner.commit_store(storage.normalize(lake))
     summary = RunSummary(
@@ -95,8 +108,8 @@ def run_pipeline(
         storage.delete_tree(staging)
         summary.check_error_rate(config.run.max_error_rate)
         summary.status = "succeeded"
-    except BaseException:
-        summary.status = "failed"
+    except BaseException as exc:
+        summary.status = getattr(exc, "run_status", "failed")
         raise
     finally:
         summary.finished_at = utc_now()
@@ -189,7 +202,7 @@ def _record_final(store: DeltaStore, config: Config, summary: RunSummary) -> Non
     try:
         record_run(store, config, summary)
     except Exception:
-        if summary.status != "failed":
+        if summary.status == "succeeded":
             raise
         logger.exception("could not record failed run %s", summary.run_id)
 
@@ -209,10 +222,8 @@ def semantic_ids(
     codebook = pinned_codebook(store, config.semantic_ids, encoder)
     run_embeddings = staged_files(markers, "embeddings")
     if codebook is None and (run_embeddings or store.exists("embeddings")):
-        try:
-            codebook = first_codebook(store, config.semantic_ids, encoder, job.run_id)
-        except ValueError as exc:
-            summary.notes.append(f"semantic_ids skipped: {exc}")
+        codebook = fit_first_codebook(store, config, encoder, job.run_id, summary)
+        if codebook is None:
             return
     if codebook is None:
         summary.notes.append("semantic_ids: nothing to code (no item reached the encoder)")
@@ -241,6 +252,27 @@ def semantic_ids(
     dedup(runner, store, replace(wave, code_files=tuple(code_files)))
     summary.codebook_version = codebook.version
     summary.codebook_metrics = codebook.metrics
+
+
+def fit_first_codebook(
+    store: DeltaStore, config: Config, encoder: str, run_id: str, summary: RunSummary
+) -> Codebook | None:
+    """The lake's first codebook; None (and a note) when there are too few embeddings to fit
+    one. Any other failure of the fit fails the SID step (``runs.status = sids_failed``)."""
+    try:
+        return first_codebook(store, config.semantic_ids, encoder, run_id)
+    except TooFewEmbeddings as exc:
+        summary.notes.append(f"semantic_ids skipped: {exc}")
+        return None
+    except (LakeError, LakeWriteError, OSError):
+        raise  # storage, not the fit
+    except Exception as exc:
+        raise SidStepFailed(
+            f"fitting the lake's first Semantic-ID codebook failed ({type(exc).__name__}: "
+            f"{exc}). The enriched items are committed and the run is recorded as "
+            "sids_failed; fix the cause and rerun (unchanged items are skipped, the fit is "
+            "retried), or fit one with `enrich fit-sids --promote always --assign`"
+        ) from exc
 
 
 def code_tasks(

@@ -20,6 +20,7 @@ import pyarrow as pa
 from schemas.rows import utc_now
 from schemas.store import DeltaStore
 from transforms.config import Config, EvaluateConfig
+from transforms.errors import UsageError
 from transforms.evaluate.data import (
     ItemFeatures,
     embedding_map,
@@ -77,7 +78,7 @@ def resolve_versions(store, release: str | None, versions: dict[str, int]) -> di
     """The table versions to read: a release's, explicit ones, else each table's latest."""
     unknown = sorted(set(versions) - set(FEATURE_TABLES))
     if unknown:
-        raise ValueError(f"--versions {unknown}: tables are {', '.join(FEATURE_TABLES)}")
+        raise UsageError(f"--versions {unknown}: tables are {', '.join(FEATURE_TABLES)}")
     if release:
         from jobs.publish import release_versions  # the releases table's reader
 
@@ -87,7 +88,7 @@ def resolve_versions(store, release: str | None, versions: dict[str, int]) -> di
     for name, version in versions.items():
         latest = store.version(name)
         if latest is None or not 0 <= version <= latest:
-            raise ValueError(
+            raise UsageError(
                 f"--versions {name}={version}: table '{name}' has versions 0..{latest} "
                 f"under {store.lake}"
             )
@@ -140,7 +141,7 @@ def check_representations(config: EvaluateConfig, versions: dict[str, int | None
     for representation in config.representations:
         table = NEEDS.get(representation)
         if table and versions.get(table) is None:
-            raise ValueError(
+            raise UsageError(
                 f"representation '{representation}' needs the '{table}' table, which this lake "
                 f"(or release) does not have: drop it with --set evaluate.representations=[...] "
                 f"or enrich the catalog first"
@@ -253,7 +254,7 @@ def compare_codebooks(
 ) -> tuple[Evaluation, Evaluation]:
     """The gate's evaluations: SID tokens from ``current`` and from ``candidate``, same data."""
     if not config.interactions:
-        raise ValueError("evaluate.interactions is not set: the evaluation gate is off")
+        raise UsageError("evaluate.interactions is not set: the evaluation gate is off")
     gate = config.model_copy(update={"representations": ["sid"], "models": config.gate_models})
     interactions = read_interactions(config.interactions, config.min_rating)
     features = load_features(store, {"embeddings": store.version("embeddings")})

@@ -28,6 +28,7 @@ import numpy as np
 from schemas.rows import utc_now
 from schemas.store import DeltaStore
 from transforms.config import EvaluateConfig, SemanticIdConfig
+from transforms.errors import UsageError
 from transforms.semantic_ids import Codebook
 
 logger = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ def decide(
 
     mismatch = settings_mismatch(candidate_row, config, encoder)
     if mismatch and mode == "always":
-        raise ValueError(
+        raise UsageError(
             f"codebook {candidate_row['codebook_version']} cannot serve this config "
             f"({'; '.join(mismatch)}); runs would never pin it. Promote it with the config "
             "it was fitted for, or pin it explicitly with semantic_ids.codebook_version"
@@ -188,7 +189,7 @@ def codebook_row(store: DeltaStore, version: str) -> dict[str, Any]:
     if not rows:
         table = store.read_or_empty("codebooks", columns=["codebook_version"])
         known = sorted(table.column("codebook_version").to_pylist())
-        raise ValueError(f"codebook '{version}' is not in the codebooks table; known: {known}")
+        raise UsageError(f"codebook '{version}' is not in the codebooks table; known: {known}")
     return rows[0]
 
 
@@ -221,7 +222,7 @@ def promote(
 ) -> Decision:
     """Decide on codebook ``version`` under ``mode`` and record the outcome in its row."""
     if mode not in PROMOTE_MODES[1:]:
-        raise ValueError(f"promotion mode {mode!r}: choose one of {', '.join(PROMOTE_MODES)}")
+        raise UsageError(f"promotion mode {mode!r}: choose one of {', '.join(PROMOTE_MODES)}")
     row = codebook_row(store, version)
     decision = decide(store, config, encoder, row, mode, evaluation)
     text = decision.note + (f" ({note})" if note else "")

@@ -16,8 +16,15 @@ from schemas.rows import utc_now
 from schemas.store import DeltaStore
 from schemas.tables import LINEAGE_COLUMNS
 from transforms.config import SemanticIdConfig
+from transforms.errors import UsageError
 from transforms.models import pick_device
-from transforms.semantic_ids import Codebook, assign_dedup_suffixes, fit_rq_kmeans, sid_string
+from transforms.semantic_ids import (
+    Codebook,
+    TooFewEmbeddings,
+    assign_dedup_suffixes,
+    fit_rq_kmeans,
+    sid_string,
+)
 from transforms.semantic_ids.dedup import dedup_group
 from transforms.semantic_ids.features import SidPieces, hashed, prefix_ngrams, train_sentencepiece
 from transforms.stage import stable_hash
@@ -43,7 +50,7 @@ def pinned_codebook(store: DeltaStore, config: SemanticIdConfig, encoder: str) -
         named = [r for r in rows if r["codebook_version"] == config.codebook_version]
         if not named:
             known = sorted(r["codebook_version"] for r in rows)
-            raise ValueError(
+            raise UsageError(
                 f"semantic_ids.codebook_version '{config.codebook_version}' is not in "
                 f"the codebooks table; known: {known}"
             )
@@ -114,7 +121,7 @@ def sample_keys(keys: pa.Table, config: SemanticIdConfig, encoder: str) -> list[
 
 def _require_two(table: pa.Table, encoder: str) -> None:
     if table.num_rows < 2:
-        raise ValueError(
+        raise TooFewEmbeddings(
             f"need at least 2 embeddings from encoder {encoder} to fit, have {table.num_rows}"
         )
 
@@ -132,7 +139,7 @@ def fit_sample(table: pa.Table, config: SemanticIdConfig, encoder: str) -> np.nd
 
 def fit_codebook_on(sample: np.ndarray, config: SemanticIdConfig, encoder: str) -> Codebook:
     """Fit ``config.method`` on ``sample`` and train the SentencePiece model over its SIDs."""
-    fit_settings = config.model_dump(exclude={"codebook_version"})
+    fit_settings = config.model_dump(exclude={"codebook_version", "refit"})
     digest = stable_hash([encoder, fit_settings, sample.shape, float(sample.sum())], 8)
     version = f"{config.method}-{utc_now():%Y%m%dT%H%M%S}-{digest}"
     common = {

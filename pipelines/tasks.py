@@ -39,6 +39,7 @@ from schemas.tables import LINEAGE_COLUMNS, SID_CODES, TABLES
 from schemas.upsert import string_filter
 from transforms import storage
 from transforms.config import Config
+from transforms.errors import UsageError
 from transforms.manifest import InputShard, read_shard
 from transforms.media import MEDIA_COLUMNS, fetch_input, release_input
 from transforms.semantic_ids.dedup import dedup_entry, dedup_group
@@ -65,13 +66,13 @@ def check_plan(staging: str, plan: dict[str, Any], resume: bool) -> None:
     uri = storage.join(staging, "_plan.json")
     found = storage.exists(uri)
     if resume and not found:
-        raise ValueError(f"--resume: no staged run under {staging}; start a new run instead")
+        raise UsageError(f"--resume: no staged run under {staging}; start a new run instead")
     if not resume and found:
-        raise ValueError(f"a run already staged under {staging}; use --resume to finish it")
+        raise UsageError(f"a run already staged under {staging}; use --resume to finish it")
     if not found:
         storage.write_bytes(uri, json.dumps(plan, sort_keys=True).encode())
     elif json.loads(storage.read_bytes(uri)) != json.loads(json.dumps(plan, sort_keys=True)):
-        raise ValueError(
+        raise UsageError(
             f"--resume: the plan under {staging} differs from this one (the input, the "
             "settings or the engine's parallelism changed); start a new run instead"
         )

@@ -34,6 +34,7 @@ from deltalake.exceptions import CommitFailedError
 from schemas import upsert
 from schemas.tables import SCHEMA_VERSION, TABLES, TableSpec
 from transforms import storage
+from transforms.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +57,13 @@ class SchemaMismatch(ValueError):
 
 
 class LakeError(RuntimeError):
-    """The lake cannot be used as given: not a directory, not a lake, or a table that cannot
-    be read (a corrupt ``_delta_log``). The message names the path and the cause."""
+    """A table of the lake cannot be read (a corrupt ``_delta_log``): a storage error. The
+    message names the path and the cause."""
+
+
+class NotALake(LakeError, UsageError):
+    """``--lake`` names no usable lake (a file, or a folder that holds none of our tables):
+    a usage error."""
 
 
 class LakeWriteError(RuntimeError):
@@ -197,7 +203,7 @@ class DeltaStore:
             and Path(self.lake).exists()
             and not storage.is_dir(self.lake)
         ):
-            raise LakeError(
+            raise NotALake(
                 f"--lake {self.lake} is a file, not a directory: point it at a folder (created "
                 "when absent) or an object-store URI"
             )
@@ -228,7 +234,7 @@ class DeltaStore:
     def require_lake(self) -> None:
         """Fail with a clear message when no table of ours exists here (a mistyped --lake)."""
         if not any(self.exists(name) for name in TABLES):
-            raise LakeError(
+            raise NotALake(
                 f"{self.lake} is not a lake: none of its tables ({', '.join(TABLES)}) exist "
                 "there. Check --lake"
             )

@@ -173,7 +173,7 @@ ERRORS = pa.schema(
 RUNS = pa.schema(
     [
         pa.field("run_id", pa.string(), nullable=False),
-        pa.field("status", pa.string()),
+        pa.field("status", pa.string()),  # running, succeeded, failed or sids_failed
         pa.field("engine", pa.string()),
         pa.field("input", pa.string()),
         pa.field("started_at", _TS),
@@ -204,6 +204,20 @@ RELEASES = pa.schema(
         pa.field("row_counts_json", pa.string()),
         pa.field("note", pa.string()),
         pa.field("run_id", pa.string(), nullable=False),
+        pa.field("validation_id", pa.string()),  # the validation whose versions it pins
+        pa.field("updated_at", _TS, nullable=False),
+    ]
+)
+
+# One row per ``enrich validate``: the verdict on a run and the table versions it checked,
+# which ``enrich publish`` pins.
+VALIDATIONS = pa.schema(
+    [
+        pa.field("validation_id", pa.string(), nullable=False),
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("passed", pa.bool_()),
+        pa.field("table_versions_json", pa.string()),
+        pa.field("checks_json", pa.string()),
         pa.field("updated_at", _TS, nullable=False),
     ]
 )
@@ -291,6 +305,7 @@ TABLES: dict[str, TableSpec] = {
         TableSpec("errors", ERRORS, "item_id"),
         TableSpec("runs", RUNS, "run_id"),
         TableSpec("releases", RELEASES, "release_id"),
+        TableSpec("validations", VALIDATIONS, "validation_id"),
         TableSpec("evaluations", EVALUATIONS, "evaluation_key"),
         TableSpec("sid_crosswalk", SID_CROSSWALK, "crosswalk_key"),
     )

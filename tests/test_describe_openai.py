@@ -8,6 +8,7 @@ import pytest
 from tests.fake_openai_server import FakeOpenAI
 from transforms.config import DescribeConfig
 from transforms.describe import build_describer
+from transforms.errors import UsageError
 
 KEY = "sk-test-SECRET-1234567890"
 
@@ -104,5 +105,5 @@ def test_the_key_never_reaches_logs_or_rows(monkeypatch, caplog):
 def test_missing_key_variable_fails_fast(monkeypatch):
     monkeypatch.delenv("NO_SUCH_KEY", raising=False)
     stage = build_describer(DescribeConfig(backend="openai", model="m", api_key_env="NO_SUCH_KEY"))
-    with pytest.raises(ValueError, match=r"\$NO_SUCH_KEY"):
+    with pytest.raises(UsageError, match=r"\$NO_SUCH_KEY"):
         stage.setup()

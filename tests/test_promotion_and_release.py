@@ -85,8 +85,8 @@ def test_validate_fails_until_items_have_sids_then_publish_records_the_versions(
     assert "FAIL sid_coverage" in capsys.readouterr().out
     assert main(["assign-sids", *base]) == 0
     assert store.read("semantic_ids").num_rows == 800
-    assert main(["validate", "--lake", str(lake), "--min-unique-fraction", "0.01"]) == 0
     assert main(["validate", "--lake", str(lake), "--min-unique-fraction", "0.99"]) == 1
+    assert main(["validate", "--lake", str(lake), "--min-unique-fraction", "0.01"]) == 0
     for _ in range(2):  # publishing a label again replaces it
         assert main(["publish", "--lake", str(lake), "--label", "2026-11-01"]) == 0
     [release] = store.read("releases").to_pylist()

@@ -161,6 +161,7 @@ def one_line_error(capsys) -> str:
 
 
 def test_lake_problems_give_one_line_errors(tmp_path, capsys):
+    """A mistyped --lake is a usage error (2); a corrupt table a storage error (1)."""
     folder = clips(tmp_path / "in", ["a.mp4"])
     a_file = tmp_path / "lake.txt"
     a_file.write_text("not a lake")
@@ -170,10 +171,10 @@ def test_lake_problems_give_one_line_errors(tmp_path, capsys):
     lake = tmp_path / "lake"
     DeltaStore(lake).merge("runs", [{"run_id": "r0", "updated_at": utc_now()}])
     (lake / "runs" / "_delta_log" / "00000000000000000000.json").write_text("{garbage")
-    assert main(["run", "--input", str(folder), "--lake", str(lake)]) == 2
+    assert main(["run", "--input", str(folder), "--lake", str(lake)]) == 1
     message = one_line_error(capsys)
     assert f"table 'runs' under {lake} cannot be read" in message and "Json error" in message
-    assert main(["inspect", "--lake", str(lake)]) == 2
+    assert main(["inspect", "--lake", str(lake)]) == 1
     assert "cannot be read" in one_line_error(capsys)
 
     assert main(["inspect", "--lake", str(tmp_path / "lakee")]) == 2  # mistyped

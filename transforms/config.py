@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from transforms.errors import UsageError
 from transforms.redact import (
     ENV_NAME,
     SECRET_KEY,
@@ -23,7 +24,7 @@ from transforms.redact import (
 from transforms.stage import stable_hash
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """A bad config file or override; the message says which key and what to fix."""
 
 
@@ -188,6 +189,11 @@ class SemanticIdConfig(_Section):
     seed: int = 0
     codebook_version: str = Field(
         "auto", description="'auto' pins the latest compatible codebook, fitting one if none"
+    )
+    refit: Literal["refuse", "allow"] = Field(
+        "refuse",
+        description="a run on a lake whose codebooks all have other settings: refuse (fit one "
+        "with enrich fit-sids) or allow (the run fits one and re-codes the lake)",
     )
     fit_sample: int = Field(200_000, ge=2, description="max embeddings the fit sees")
     kmeans_iters: int = Field(25, ge=1, le=1000)

@@ -1,7 +1,14 @@
 """The documented per-item error codes. Every ``errors`` table row carries one of these, and
-every one is produced by some path (tests/test_error_codes.py checks both, and the README)."""
+every one is produced by some path (tests/test_error_codes.py checks both, and the README).
+Also ``UsageError``, the one channel for bad arguments and configs."""
 
 from enum import StrEnum
+
+
+class UsageError(Exception):
+    """A bad argument, config or input given by the user: the CLI exits 2 with this one-line
+    message, no traceback. Data and storage failures are never UsageErrors (they exit 1)."""
+
 
 ERROR_CODES: dict[str, str] = {
     "not_found": "the input path or URI does not exist",

@@ -30,6 +30,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from transforms import storage
+from transforms.errors import UsageError
 from transforms.stage import Record
 
 logger = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ JSON_BLANKS = b" \t\r\n"  # the only whitespace JSON allows between tokens
 UTF8_BOM = b"\xef\xbb\xbf"
 
 
-class ManifestError(ValueError):
+class ManifestError(UsageError):
     """The input itself is unusable (not one item in it): fail fast."""
 
 

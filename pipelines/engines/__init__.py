@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from schemas.store import DeltaStore
+from transforms.errors import UsageError
 
 TaskFunction = Callable[[Any, Any, int], dict[str, Any]]
 ENGINES = ("local", "beam", "spark")
@@ -44,7 +45,7 @@ class Engine(Protocol):
 def make_engine(name: str, engine_args: list[str] | None = None, progress: str = "off") -> Engine:
     """The engine called ``name`` (local, beam or spark), configured by ``engine_args``."""
     if name not in ENGINES:
-        raise ValueError(f"--engine {name!r}: choose one of {', '.join(ENGINES)}")
+        raise UsageError(f"--engine {name!r}: choose one of {', '.join(ENGINES)}")
     if name == "beam":
         from pipelines.engines.beam import BeamEngine
 

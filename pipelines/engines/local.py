@@ -12,6 +12,7 @@ from typing import Any
 from tqdm import tqdm
 
 from schemas.store import DeltaStore
+from transforms.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ class LocalEngine:
 
     def __init__(self, engine_args: list[str], progress: str = "auto"):
         if engine_args:
-            raise ValueError(f"--engine-arg {engine_args}: the local engine takes no arguments")
+            raise UsageError(f"--engine-arg {engine_args}: the local engine takes no arguments")
         self.progress = progress == "on" or (progress == "auto" and sys.stderr.isatty())
 
     def slots(self) -> int:

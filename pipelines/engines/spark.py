@@ -18,6 +18,7 @@ import sys
 from pipelines.engines import TaskRunner, batched_items_per_task
 from schemas.spark import SparkDeltaStore, delta_spark_ready
 from schemas.store import DeltaStore
+from transforms.errors import UsageError
 
 logger = logging.getLogger(__name__)
 # Storage settings that executors need to reach the same object store as the driver. Keys
@@ -52,7 +53,7 @@ def spark_session(engine_args: list[str]):
     for arg in engine_args:
         key, _, value = arg.lstrip("-").partition("=")
         if not value:
-            raise ValueError(f"--engine-arg {arg!r}: Spark takes master=URL or key=value confs")
+            raise UsageError(f"--engine-arg {arg!r}: Spark takes master=URL or key=value confs")
         if key == "master":
             master = value
         else:

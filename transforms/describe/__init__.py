@@ -6,6 +6,7 @@ in-process VLM) and ``openai`` (any OpenAI-compatible server such as vLLM).
 
 from transforms.config import DescribeConfig
 from transforms.describe.base import Describer
+from transforms.errors import UsageError
 
 
 def build_describer(config: DescribeConfig) -> Describer:
@@ -22,7 +23,7 @@ def build_describer(config: DescribeConfig) -> Describer:
         from transforms.describe.openai_api import OpenAIDescriber
 
         return OpenAIDescriber(config)
-    raise ValueError(f"describe.backend '{config.backend}' is not available")
+    raise UsageError(f"describe.backend '{config.backend}' is not available")
 
 
 __all__ = ["Describer", "build_describer"]

@@ -22,6 +22,7 @@ from PIL import Image
 
 from transforms.describe.base import Describer, pick_frames
 from transforms.describe.prompt import RenderedPrompt
+from transforms.errors import UsageError
 from transforms.redact import redact_text, redact_url, shown_env_name
 from transforms.stage import Record, StageError
 
@@ -46,7 +47,7 @@ class OpenAIDescriber(Describer):
         if self.config.api_key_env:
             self._api_key = os.environ.get(self.config.api_key_env)
             if not self._api_key:
-                raise ValueError(
+                raise UsageError(
                     f"describe.api_key_env names {shown_env_name(self.config.api_key_env)}, "
                     "which is empty or unset: export the key there"
                 )

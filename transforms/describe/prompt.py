@@ -18,6 +18,7 @@ from pathlib import Path
 
 import jinja2
 
+from transforms.errors import UsageError
 from transforms.stage import Record
 
 PROMPT_DIR = Path(__file__).parent / "prompts"
@@ -126,7 +127,7 @@ def load_prompt(version: str) -> PromptTemplate:
         known = sorted(
             p.stem.removeprefix("describe_") for p in PROMPT_DIR.glob("describe_*.jinja")
         )
-        raise ValueError(f"describe.prompt_version '{version}' has no template; known: {known}")
+        raise UsageError(f"describe.prompt_version '{version}' has no template; known: {known}")
     return PromptTemplate(version, path.read_text())
 
 

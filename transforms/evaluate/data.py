@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms import storage
+from transforms.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -21,17 +22,17 @@ INTERACTION_COLUMNS = ("user_id", "item_id", "timestamp")
 def read_interactions(uri: str, min_rating: float | None = None) -> pa.Table:
     """``user_id, item_id, timestamp[, rating]`` from Parquet or CSV, ids as strings."""
     if not storage.exists(uri):
-        raise ValueError(f"--interactions {uri} does not exist: give a Parquet or CSV file")
+        raise UsageError(f"--interactions {uri} does not exist: give a Parquet or CSV file")
     table = _read_any(uri)
     missing = [c for c in INTERACTION_COLUMNS if c not in table.column_names]
     if missing:
-        raise ValueError(
+        raise UsageError(
             f"--interactions {uri} lacks column(s) {missing}; it needs user_id, item_id, "
             f"timestamp and optionally rating (has {table.column_names})"
         )
     if min_rating is not None:
         if "rating" not in table.column_names:
-            raise ValueError(f"evaluate.min_rating is set but {uri} has no rating column")
+            raise UsageError(f"evaluate.min_rating is set but {uri} has no rating column")
         table = table.filter(pc.greater_equal(table["rating"], min_rating))
     return pa.table(
         {
@@ -55,7 +56,7 @@ def _read_any(uri: str) -> pa.Table:
             return pcsv.read_csv(handle, parse_options=options, convert_options=convert)
     if lower.endswith(".parquet") or storage.is_dir(uri):
         return pq.read_table(path, filesystem=fs)
-    raise ValueError(f"--interactions {uri}: use a .parquet, .csv or .tsv file")
+    raise UsageError(f"--interactions {uri}: use a .parquet, .csv or .tsv file")
 
 
 def _as_int64(column: pa.ChunkedArray) -> pa.ChunkedArray:

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from transforms.config import EvaluateConfig
+from transforms.errors import UsageError
 from transforms.evaluate.data import ItemFeatures
 from transforms.evaluate.models import ItemInputs, build_model
 from transforms.evaluate.split import SLICES, Split, leave_last_out
@@ -156,7 +157,7 @@ def evaluate(
         interactions, catalog, config.cold_fraction, config.head_share, config.split_seed
     )
     if not len(split.cases["all"]):
-        raise ValueError("no user has 2 or more interactions: nothing to evaluate")
+        raise UsageError("no user has 2 or more interactions: nothing to evaluate")
     cases = {name: len(c) for name, c in split.cases.items()}
     evaluation = Evaluation(split.counts, coverage(split, features, metadata))
     for model_name in config.models:

@@ -14,6 +14,12 @@ from typing import Any
 
 import numpy as np
 
+
+class TooFewEmbeddings(ValueError):
+    """The corpus is too small to fit a codebook (fewer than 2 embeddings): a run notes it and
+    goes on; any other failure of a fit is an error."""
+
+
 Layers = list[tuple[np.ndarray, np.ndarray]]  # (weight (out, in), bias (out,)) per Linear
 
 

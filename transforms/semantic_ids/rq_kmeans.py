@@ -11,7 +11,7 @@ import logging
 
 import numpy as np
 
-from transforms.semantic_ids.codebook import Codebook
+from transforms.semantic_ids.codebook import Codebook, TooFewEmbeddings
 from transforms.semantic_ids.metrics import codebook_health
 
 logger = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ def fit_rq_kmeans(
     """Fit ``levels`` residual codebooks; K is scaled down (and recorded) for tiny corpora."""
     data = np.asarray(embeddings, dtype=np.float32)
     if len(data) < 2:
-        raise ValueError(f"RQ-KMeans needs at least 2 embeddings to fit, got {len(data)}")
+        raise TooFewEmbeddings(f"RQ-KMeans needs at least 2 embeddings to fit, got {len(data)}")
     k = effective_codebook_size(codebook_size, len(data), levels)
     if k < codebook_size:
         logger.warning(

@@ -11,7 +11,7 @@ import logging
 
 import numpy as np
 
-from transforms.semantic_ids.codebook import Codebook
+from transforms.semantic_ids.codebook import Codebook, TooFewEmbeddings
 from transforms.semantic_ids.metrics import codebook_health
 from transforms.semantic_ids.rq_kmeans import _kmeans, effective_codebook_size, nearest
 
@@ -72,7 +72,7 @@ def fit_rq_vae(
 
     data = np.asarray(embeddings, dtype=np.float32)
     if len(data) < 2:
-        raise ValueError(f"RQ-VAE needs at least 2 embeddings to fit, got {len(data)}")
+        raise TooFewEmbeddings(f"RQ-VAE needs at least 2 embeddings to fit, got {len(data)}")
     k = effective_codebook_size(codebook_size, len(data), levels)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
