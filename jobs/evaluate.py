@@ -16,7 +16,7 @@ from pathlib import Path
 
 def add_parser(commands) -> None:
     """Register ``enrich evaluate``."""
-    from jobs.cli import add_config_args
+    from jobs.common import add_config_args
 
     parser = commands.add_parser(
         "evaluate", help="train small recommenders on the lake's features and score them"

@@ -31,8 +31,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipelines.codebooks import load_codebook
 from pipelines.incremental import split_done
-from pipelines.sids import code_items, load_codebook, sid_rows
+from pipelines.sids import code_items, group_sid_rows
 from schemas.rows import table_rows
 from schemas.store import DeltaStore, parquet_dataset, rows_to_table
 from schemas.tables import LINEAGE_COLUMNS, SID_CODES, TABLES
@@ -41,7 +42,7 @@ from transforms import storage
 from transforms.config import Config
 from transforms.manifest import InputShard, read_shard
 from transforms.media import MEDIA_COLUMNS, fetch_input, release_input
-from transforms.semantic_ids.dedup import dedup_entry, dedup_group
+from transforms.semantic_ids.dedup import dedup_entry
 from transforms.stage import Record, Stage, stats_delta
 
 logger = logging.getLogger(__name__)
@@ -314,9 +315,7 @@ def dedup_task(job: SidWaveJob, task: SidTask, attempt: int = 0) -> dict[str, An
     rows: list[dict[str, Any]] = []
     codebook = load_codebook(job.lake, job.codebook_version)
     for entries in group.values():
-        suffixes = dedup_group([entry for _, entry in entries])
-        coded = sorted((i for i, _ in entries if i is not None), key=lambda i: i["item_id"])
-        rows.extend(sid_rows(codebook, coded, suffixes, job.run_id, job.hash_buckets))
+        rows.extend(group_sid_rows(codebook, entries, job.run_id, job.hash_buckets))
     parts = StagedParts(job.staging, "dedup", task.task_id)
     parts.write("semantic_ids", sorted(rows, key=lambda r: r["item_id"]))
     marker = {"items": len(mine), "files": parts.close(), "attempt": attempt}
