@@ -121,19 +121,22 @@ def finish_task(staging: str, wave: str, task_id: str, marker: dict[str, Any]) -
 
 
 # -- per-process state: stages and models load once per worker process -------------------------
-_WORKER_STAGES: dict[str, list[Stage]] = {}
+_WORKER_STAGES: dict[tuple[str, int], list[Stage]] = {}
 _WORKER_LOCK = threading.Lock()
 
 
-def worker_stages(config_json: str) -> list[Stage]:
-    """The stages for this worker process, built once (models load on first use)."""
+def worker_stages(config_json: str, attempt: int = 0) -> list[Stage]:
+    """The stages for this worker process, built once (models load on first use). Only
+    injected faults depend on the task's attempt, so other runs share one set across tries."""
+    config = Config.model_validate_json(config_json)
+    key = (config_json, attempt if config.run.faults else 0)
     with _WORKER_LOCK:
-        if config_json not in _WORKER_STAGES:
+        if key not in _WORKER_STAGES:
             from transforms.pipeline import build_stages
 
             _log_to_stderr()
-            _WORKER_STAGES[config_json] = build_stages(Config.model_validate_json(config_json))
-        return _WORKER_STAGES[config_json]
+            _WORKER_STAGES[key] = build_stages(config, task_attempt=key[1])
+        return _WORKER_STAGES[key]
 
 
 def _log_to_stderr() -> None:
@@ -170,9 +173,7 @@ def enrich_task(job: EnrichJob, shard: InputShard, attempt: int = 0) -> dict[str
     """Read the shard, skip unchanged items, run the stages, stage the rows, mark done."""
     if done := read_marker(job.staging, "enrich", shard.task_id):
         return done  # finished by an earlier attempt (a retry or a resumed run): not redone
-    stages = worker_stages(job.config_json)
-    for stage in stages:
-        stage.task_attempt = attempt
+    stages = worker_stages(job.config_json, attempt)
     before = {stage.name: stage.stats.as_dict() for stage in stages}
     records = read_shard(shard)
     parts = StagedParts(job.staging, "enrich", shard.task_id)

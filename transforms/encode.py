@@ -9,7 +9,7 @@ import numpy as np
 
 from transforms.config import EncodeConfig
 from transforms.models import model_revision, pick_device, resolve_model
-from transforms.stage import Record, Stage, StageError
+from transforms.stage import Record, Stage, StageError, StageRuntime
 
 
 def encoded_text(record: Record, mode: str) -> str:
@@ -25,8 +25,8 @@ class EncodeStage(Stage):
 
     name = "encode"
 
-    def __init__(self, config: EncodeConfig):
-        super().__init__(config, batch_size=config.batch_size)
+    def __init__(self, config: EncodeConfig, runtime: StageRuntime | None = None):
+        super().__init__(config, batch_size=config.batch_size, runtime=runtime)
 
     @cached_property
     def encoder_id(self) -> str:

@@ -19,7 +19,7 @@ from PIL import Image
 
 from transforms import storage
 from transforms.config import MediaConfig
-from transforms.stage import Record, Stage, StageError
+from transforms.stage import Record, Stage, StageError, StageRuntime
 
 logger = logging.getLogger(__name__)
 
@@ -467,8 +467,8 @@ class MediaStage(Stage):
 
     name = "media"
 
-    def __init__(self, config: MediaConfig):
-        super().__init__(config, batch_size=config.batch_size)
+    def __init__(self, config: MediaConfig, runtime: StageRuntime | None = None):
+        super().__init__(config, batch_size=config.batch_size, runtime=runtime)
 
     def fingerprint_fields(self) -> dict:
         c = self.config

@@ -3,29 +3,35 @@
 from __future__ import annotations
 
 from transforms.config import Config
-from transforms.describe import build_describer
+from transforms.describe import Describer, build_describer
 from transforms.encode import EncodeStage
+from transforms.faults import FaultInjector
 from transforms.media import MediaStage
 from transforms.signals import AsrStage, OcrStage
-from transforms.stage import Stage
+from transforms.stage import Stage, StageRuntime
 from transforms.visual import VisualTagStage
 
 
-def build_stages(config: Config) -> list[Stage]:
-    """media → asr → ocr → visual → describe → encode; Semantic IDs run after (a global fit)."""
-    stages = [
-        MediaStage(config.media),
-        AsrStage(config.asr),
-        OcrStage(config.ocr),
-        VisualTagStage(config.visual),
-        build_describer(config.describe),
-        EncodeStage(config.encode),
+def build_stages(config: Config, task_attempt: int = 0) -> list[Stage]:
+    """media → asr → ocr → visual → describe → encode; Semantic IDs run after (a global fit).
+    ``task_attempt`` (which try of its engine task this is) matters only to injected faults."""
+
+    def runtime(name: str) -> StageRuntime:
+        spec = config.run.faults.get(name)
+        return StageRuntime(
+            retries=config.run.item_retries,
+            timeout_s=config.run.stage_timeout_s.get(name),
+            faults=FaultInjector(spec, task_attempt) if spec is not None else None,
+        )
+
+    return [
+        MediaStage(config.media, runtime(MediaStage.name)),
+        AsrStage(config.asr, runtime(AsrStage.name)),
+        OcrStage(config.ocr, runtime(OcrStage.name)),
+        VisualTagStage(config.visual, runtime(VisualTagStage.name)),
+        build_describer(config.describe, runtime(Describer.name)),
+        EncodeStage(config.encode, runtime(EncodeStage.name)),
     ]
-    for stage in stages:
-        stage.retries = config.run.item_retries
-        stage.timeout_s = config.run.stage_timeout_s.get(stage.name)
-        stage.faults = config.run.faults.get(stage.name)
-    return stages
 
 
 def stage_fingerprints(stages: list[Stage]) -> dict[str, str]:

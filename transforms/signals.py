@@ -11,7 +11,7 @@ import numpy as np
 
 from transforms.config import AsrConfig, OcrConfig
 from transforms.models import model_revision, pick_device, resolve_model
-from transforms.stage import Record, Stage, StageError
+from transforms.stage import Record, Stage, StageError, StageRuntime
 
 logger = logging.getLogger(__name__)
 NEAR_DUPLICATE_RATIO = 0.85
@@ -32,8 +32,8 @@ class AsrStage(Stage):
 
     name = "asr"
 
-    def __init__(self, config: AsrConfig):
-        super().__init__(config, batch_size=config.batch_size)
+    def __init__(self, config: AsrConfig, runtime: StageRuntime | None = None):
+        super().__init__(config, batch_size=config.batch_size, runtime=runtime)
 
     def fingerprint_fields(self) -> dict:
         c = self.config
@@ -154,8 +154,8 @@ class OcrStage(Stage):
 
     name = "ocr"
 
-    def __init__(self, config: OcrConfig):
-        super().__init__(config, batch_size=config.batch_size)
+    def __init__(self, config: OcrConfig, runtime: StageRuntime | None = None):
+        super().__init__(config, batch_size=config.batch_size, runtime=runtime)
 
     def fingerprint_fields(self) -> dict:
         c = self.config

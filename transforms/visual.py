@@ -20,7 +20,7 @@ import numpy as np
 from transforms.config import VisualConfig
 from transforms.media import shot_starts
 from transforms.models import model_revision, pick_device
-from transforms.stage import Record, Stage
+from transforms.stage import Record, Stage, StageRuntime
 
 logger = logging.getLogger(__name__)
 CLASSES_FILE = Path(__file__).parent / "data" / "imagenet_classes.txt"
@@ -127,8 +127,8 @@ class VisualTagStage(Stage):
     name = "visual"
     resources = "gpu"  # runs on CPU; uses a GPU when one is present
 
-    def __init__(self, config: VisualConfig):
-        super().__init__(config, batch_size=config.batch_size)
+    def __init__(self, config: VisualConfig, runtime: StageRuntime | None = None):
+        super().__init__(config, batch_size=config.batch_size, runtime=runtime)
 
     @property
     def model_id(self) -> str:

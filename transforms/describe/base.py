@@ -11,7 +11,7 @@ from transforms.config import DescribeConfig
 from transforms.describe.grounding import evidence_vocabulary, grounding
 from transforms.describe.prompt import RenderedPrompt, item_facts, load_prompt
 from transforms.models import model_revision
-from transforms.stage import Record, Stage, StageError
+from transforms.stage import Record, Stage, StageError, StageRuntime
 
 MAX_SENTENCES = 6
 MIN_DESCRIPTION_CHARS = 20
@@ -77,8 +77,8 @@ class Describer(Stage):
     resources = "gpu"
     backend = "base"
 
-    def __init__(self, config: DescribeConfig):
-        super().__init__(config, batch_size=config.batch_size)
+    def __init__(self, config: DescribeConfig, runtime: StageRuntime | None = None):
+        super().__init__(config, batch_size=config.batch_size, runtime=runtime)
         self.prompt = load_prompt(config.resolved_prompt_version)
         self.control_tokens: frozenset[str] = frozenset()  # the loaded tokenizer's, if any
         self.visual_context = wants_visual_context(config)
