@@ -24,6 +24,8 @@ class EncodeStage(Stage):
     """sentence-transformers, batched, normalized; the model loads once per worker."""
 
     name = "encode"
+    needs = frozenset({"item_id", "title", "description"})
+    adds = frozenset({"embedding", "encoded_text_sha", "encoder"})
 
     def __init__(self, config: EncodeConfig, runtime: StageRuntime | None = None):
         super().__init__(config, batch_size=config.batch_size, runtime=runtime)

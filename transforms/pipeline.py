@@ -6,7 +6,8 @@ from transforms.config import Config
 from transforms.describe import Describer, build_describer
 from transforms.encode import EncodeStage
 from transforms.faults import FaultInjector
-from transforms.media import MediaStage
+from transforms.manifest import RECORD_FIELDS
+from transforms.media import FETCHED_FIELDS, MediaStage
 from transforms.signals import AsrStage, OcrStage
 from transforms.stage import Stage, StageRuntime
 from transforms.visual import VisualTagStage
@@ -32,6 +33,27 @@ def build_stages(config: Config, task_attempt: int = 0) -> list[Stage]:
         build_describer(config.describe, runtime(Describer.name)),
         EncodeStage(config.encode, runtime(EncodeStage.name)),
     ]
+
+
+# What a record holds before the first stage: the input's fields, what ``fetch_input`` adds
+# while hashing, and the run's ``pipeline_fingerprint`` (set by ``pipelines.tasks``).
+INPUT_FIELDS = frozenset({*RECORD_FIELDS, *FETCHED_FIELDS, "pipeline_fingerprint"})
+
+
+def unproduced_fields(stages: list[Stage], wanted: set[str] | frozenset[str] = frozenset()):
+    """Why the chain cannot work: each field a stage ``needs`` (or, at the end, ``wanted``)
+    that neither the input nor an earlier stage ``adds``. Empty: every field is produced."""
+    produced, problems = set(INPUT_FIELDS), []
+    for stage in stages:
+        problems += [
+            f"{stage.name} needs {field!r}, which no earlier stage adds"
+            for field in sorted(stage.needs - produced)
+        ]
+        produced |= stage.adds
+    problems += [
+        f"{field!r} is read but no stage adds it" for field in sorted(set(wanted) - produced)
+    ]
+    return problems
 
 
 def stage_fingerprints(stages: list[Stage]) -> dict[str, str]:

@@ -31,6 +31,10 @@ class AsrStage(Stage):
     """Transcribe each clip's speech; no audio or no speech gives an empty transcript."""
 
     name = "asr"
+    needs = frozenset({"audio"})
+    adds = frozenset(
+        {"transcript", "transcript_language", "transcript_segments", "speech_s", "asr_model"}
+    )
 
     def __init__(self, config: AsrConfig, runtime: StageRuntime | None = None):
         super().__init__(config, batch_size=config.batch_size, runtime=runtime)
@@ -153,6 +157,8 @@ class OcrStage(Stage):
     """RapidOCR (PP-OCR ONNX) on a few sampled frames; confident, de-duplicated lines."""
 
     name = "ocr"
+    needs = frozenset({"frames", "frame_timestamps_s"})
+    adds = frozenset({"ocr_text", "ocr_lines"})
 
     def __init__(self, config: OcrConfig, runtime: StageRuntime | None = None):
         super().__init__(config, batch_size=config.batch_size, runtime=runtime)

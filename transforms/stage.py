@@ -140,6 +140,10 @@ class Stage:
 
     name: str = "stage"
     resources: str = "cpu"  # "cpu" or "gpu": a hint for the engine adapters
+    # The record fields the stage reads, and those it adds to every record it does not mark
+    # failed (a value may be None). A test walks the configured chains against these.
+    needs: frozenset[str] = frozenset()
+    adds: frozenset[str] = frozenset()
 
     def __init__(self, config: Any, batch_size: int = 8, runtime: StageRuntime | None = None):
         self.config = config

@@ -125,6 +125,8 @@ class VisualTagStage(Stage):
     """EfficientNet-Lite0 ImageNet tags per clip and per shot, batched over frames."""
 
     name = "visual"
+    needs = frozenset({"frames", "frame_timestamps_s"})
+    adds = frozenset({"visual_tags", "visual_shots", "shot_count", "visual_model"})
     resources = "gpu"  # runs on CPU; uses a GPU when one is present
 
     def __init__(self, config: VisualConfig, runtime: StageRuntime | None = None):

@@ -9,7 +9,7 @@ from typing import Any
 
 from transforms.config import DescribeConfig
 from transforms.describe.grounding import evidence_vocabulary, grounding
-from transforms.describe.prompt import RenderedPrompt, item_facts, load_prompt
+from transforms.describe.prompt import PROMPT_FIELDS, RenderedPrompt, item_facts, load_prompt
 from transforms.models import model_revision
 from transforms.stage import Record, Stage, StageError, StageRuntime
 
@@ -74,6 +74,22 @@ class Describer(Stage):
     """A describer backend: renders the versioned prompt and records lineage on every row."""
 
     name = "describe"
+    needs = PROMPT_FIELDS | {"item_id", "frames", "frames_sampled", "visual_shots"}
+    adds = frozenset(
+        {
+            "description",
+            "description_tokens",
+            "prompt_tokens",
+            "describe_latency_ms",
+            "describer",
+            "describer_revision",
+            "served_model",
+            "prompt_version",
+            "prompt_sha",
+            "prompt_rendered_sha",
+            "grounding",
+        }
+    )
     resources = "gpu"
     backend = "base"
 
