@@ -44,9 +44,7 @@ def partition_manifests(root: str, day: str) -> list[str]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from jobs.cli import (
-        add_config_args,
-    )  # imported late: __main__ first puts the checkout on sys.path
+    from jobs.common import add_config_args  # late: __main__ first puts the checkout on sys.path
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -69,7 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from jobs.cli import _offline_env, confine_to
+    from jobs.common import confine_to, offline_env
     from pipelines.commit import new_run_id
     from pipelines.driver import run_pipeline
     from transforms.config import load_config
@@ -79,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     install_log_redaction()
-    _offline_env()
+    offline_env()
     args = parse_args(argv)
     config = load_config(args.config, args.overrides)
     confine_to(config, args.manifests)

@@ -6,11 +6,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
 
+from jobs.common import add_config_args, confine_to, offline_env
 from pipelines.commit import ErrorRateExceeded, RunFailed
 from schemas.store import LakeError, LakeWriteError
 from transforms.config import load_config
@@ -19,39 +19,6 @@ from transforms.redact import install_log_redaction, redact_text
 
 logger = logging.getLogger("enrich")
 ENGINES = ("local", "beam", "spark")
-
-
-def _offline_env() -> None:
-    """Never reach for a model hub unless the user explicitly allows it."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
-def add_config_args(parser: argparse.ArgumentParser) -> None:
-    """``--config FILE`` and repeatable ``--set key=value`` overrides."""
-    parser.add_argument("--config", help="YAML config; every key has a default")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set describe.max_new_tokens=64",
-    )
-
-
-def confine_to(config, input_uri: str) -> None:
-    """Unless configured, inputs may only come from the ``--input``'s own folder (a local
-    folder or a URI prefix), and the ``--input``'s own URI scheme is allowed."""
-    from transforms import storage
-
-    if not config.media.allowed_roots:
-        root = storage.normalize(str(input_uri))
-        config.media.allowed_roots = [root if storage.is_dir(root) else storage.parent(root)]
-    scheme = storage.scheme_of(str(input_uri))
-    if scheme not in config.media.allowed_schemes:
-        config.media.allowed_schemes = [*config.media.allowed_schemes, scheme]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     install_log_redaction()
     for noisy in ("httpx", "urllib3", "faster_whisper", "sentence_transformers", "faiss"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    _offline_env()
+    offline_env()
     try:
         return _dispatch(args)
     except UsageError as exc:  # bad arguments or config: one line, nothing to debug
@@ -314,7 +281,7 @@ def print_summary(summary, lake: str, elapsed: float) -> None:
 def command_fit_sids(args: argparse.Namespace) -> int:
     from jobs.sid_jobs import REFUSED_EXIT, print_decision
     from pipelines.commit import new_run_id
-    from pipelines.sids import refit
+    from pipelines.promotion import refit
     from schemas.store import DeltaStore
     from transforms.encode import EncodeStage
 

@@ -18,7 +18,7 @@ from transforms.errors import UsageError
 
 def add_parser(commands) -> None:
     """Register ``enrich evaluate``."""
-    from jobs.cli import add_config_args
+    from jobs.common import add_config_args
 
     parser = commands.add_parser(
         "evaluate", help="train small recommenders on the lake's features and score them"

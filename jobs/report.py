@@ -22,6 +22,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.codebooks import (
+    embedding_matrix,
+    embeddings_of,
+    find_row,
+    latest_version,
+    seeded_sample,
+)
 from schemas.store import DeltaStore
 from transforms import storage
 from transforms.config import MediaConfig
@@ -96,7 +103,7 @@ def report_context(store: DeltaStore, run_id: str | None = None) -> dict[str, An
     run = pick_run(store, run_id)
     config = json.loads(run.get("config_json") or "{}")
     run_descriptions = _rows(store, "descriptions", run_id=run["run_id"])
-    codebook_version = run.get("codebook_version") or _latest_codebook_version(store)
+    codebook_version = run.get("codebook_version") or latest_version(store)
     return {
         "lake": store.lake,
         "run": run_summary(run, run_descriptions),
@@ -141,11 +148,6 @@ def _rows(store: DeltaStore, name: str, run_id: str | None = None, columns=None)
     if run_id is not None:
         table = table.filter(pc.equal(table.column("run_id"), run_id))
     return table.to_pylist()
-
-
-def _latest_codebook_version(store: DeltaStore) -> str | None:
-    rows = _rows(store, "codebooks", columns=["codebook_version", "updated_at"])
-    return max(rows, key=lambda r: r["updated_at"])["codebook_version"] if rows else None
 
 
 # -- run summary and lineage -------------------------------------------------------------------
@@ -341,13 +343,13 @@ def sid_section(store: DeltaStore, codebook_version: str | None) -> dict[str, An
     from transforms.semantic_ids import Codebook
     from transforms.semantic_ids.metrics import codebook_health
 
-    row = _codebook_row(store, codebook_version)
+    row = find_row(store, codebook_version)
     sids = _sid_rows(store, codebook_version)
     if row is None or not sids:
         return {"codebook_version": codebook_version, "count": 0}
     codebook = Codebook.from_row(row)
     codes = np.asarray([r["codes"] for r in sids], dtype=np.int64)
-    coded = _seeded_subset(encoder_embeddings(store, codebook.encoder), HEALTH_MAX_ITEMS)
+    coded = seeded_sample(encoder_embeddings(store, codebook.encoder), HEALTH_MAX_ITEMS, 0)
     coded = coded.filter(pc.is_in(coded["item_id"], pa.array([r["item_id"] for r in sids])))
     vectors = embedding_matrix(coded)
     lake_health = codebook_health(codebook, vectors) if len(vectors) > 1 else {}
@@ -378,34 +380,13 @@ def _sid_rows(store: DeltaStore, codebook_version: str | None) -> list[dict]:
     )
 
 
-def _codebook_row(store: DeltaStore, codebook_version: str | None) -> dict | None:
-    rows = [r for r in _rows(store, "codebooks") if r["codebook_version"] == codebook_version]
-    return rows[0] if rows else None
-
-
 def encoder_embeddings(store: DeltaStore, encoder: str | None) -> pa.Table:
     """item_id and embedding rows of one encoder (the most common one when not given), in
     item_id order: vectors of different encoders do not share a space, or even a size."""
-    table = store.read_or_empty("embeddings", columns=["item_id", "embedding", "encoder"])
-    if encoder is None and table.num_rows:
-        encoder = Counter(table["encoder"].to_pylist()).most_common(1)[0][0]
-    if encoder is not None:
-        table = table.filter(pc.equal(table["encoder"], encoder))
-    return table.sort_by("item_id")
-
-
-def _seeded_subset(table: pa.Table, limit: int) -> pa.Table:
-    """At most ``limit`` rows, the same ones on every render, in their original order."""
-    if table.num_rows <= limit:
-        return table
-    return table.take(np.sort(np.random.default_rng(0).choice(table.num_rows, limit, False)))
-
-
-def embedding_matrix(table: pa.Table) -> np.ndarray:
-    """The ``embedding`` column as an (n, dim) float32 array (without a Python list per row)."""
-    column = table["embedding"].combine_chunks()
-    flat = column.flatten().to_numpy(zero_copy_only=False)
-    return flat.reshape(len(column), -1).astype(np.float32, copy=False)
+    if encoder is None:
+        encoders = store.read_or_empty("embeddings", columns=["encoder"])["encoder"].to_pylist()
+        encoder = Counter(encoders).most_common(1)[0][0] if encoders else ""
+    return embeddings_of(store, encoder, ["item_id", "embedding"])
 
 
 def _top_collisions(codes: np.ndarray, limit: int = 5) -> list[dict[str, Any]]:
@@ -420,11 +401,11 @@ def _top_collisions(codes: np.ndarray, limit: int = 5) -> list[dict[str, Any]]:
 # -- projection --------------------------------------------------------------------------------
 def projection_section(store: DeltaStore, codebook_version: str | None) -> dict[str, Any]:
     """PCA of the embeddings to 2-D, coloured by level-1 code (grey: no SID yet)."""
-    row = _codebook_row(store, codebook_version)
+    row = find_row(store, codebook_version)
     table = encoder_embeddings(store, row["encoder"] if row else None)
     if table.num_rows < 2:
         return {"count": table.num_rows}
-    table = _seeded_subset(table, PROJECTION_MAX_POINTS)
+    table = seeded_sample(table, PROJECTION_MAX_POINTS, 0)
     first_code = {r["item_id"]: r["codes"][0] for r in _sid_rows(store, codebook_version)}
     item_ids = table["item_id"].to_pylist()
     points, explained = pca_2d(embedding_matrix(table))

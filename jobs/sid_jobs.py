@@ -11,7 +11,7 @@ REFUSED_EXIT = 3  # a refusal is a decision, not an error; schedulers may treat 
 
 def add_parsers(commands) -> None:
     """Register ``enrich promote-sids`` and ``enrich assign-sids``."""
-    from jobs.cli import add_config_args
+    from jobs.common import add_config_args
 
     promote = commands.add_parser(
         "promote-sids", help="make a codebook version the one runs pin (recorded)"

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 
+from pipelines.codebooks import pinned_codebook
 from pipelines.commit import (
     RunSummary,
     SidStepFailed,
@@ -29,7 +30,7 @@ from pipelines.engines import Engine, make_engine
 from pipelines.incremental import pipeline_fingerprint
 from pipelines.missing import handle_missing_inputs
 from pipelines.refit_policy import check_refit_allowed
-from pipelines.sids import first_codebook, pinned_codebook, uncoded_ids
+from pipelines.sids import first_codebook, uncoded_ids
 from pipelines.tasks import (
     EnrichJob,
     SidTask,

@@ -13,8 +13,11 @@ lower than the current codebook's by more than ``evaluate.gate_tolerance`` (abso
 HR@10 of the two-tower model on all users and on cold-start items, tolerance 0.01).
 
 "Current" is what a run pins with ``semantic_ids.codebook_version: auto`` (see
-``pipelines.sids.pinned_codebook``): the most recently promoted codebook compatible with the
-config (method, levels, codebook size, encoder), else the newest one a run fitted.
+``pipelines.codebooks.pinned_codebook``): the most recently promoted codebook compatible with
+the config (method, levels, codebook size, encoder), else the first one a run fitted.
+
+``enrich fit-sids`` (``refit``) and ``enrich assign-sids`` (``code_onto_current``) live here
+too: they fit and code through ``pipelines.sids`` and put codebooks into use.
 """
 
 from __future__ import annotations
@@ -25,8 +28,22 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.codebooks import (
+    codebook_row,
+    current_codebook,
+    embedding_matrix,
+    embeddings_of,
+    fit_sample,
+    pinned_codebook,
+    record,
+    require_embeddings,
+    seeded_sample,
+    settings_mismatch,
+)
+from pipelines.sids import assign_semantic_ids, fit_codebook, fit_codebook_on, uncoded_items
 from schemas.rows import utc_now
 from schemas.store import DeltaStore
+from schemas.tables import LINEAGE_COLUMNS
 from transforms.config import EvaluateConfig, SemanticIdConfig
 from transforms.errors import UsageError
 from transforms.semantic_ids import Codebook
@@ -88,30 +105,11 @@ def worse_than(candidate: dict[str, float], current: dict[str, float]) -> list[s
     return reasons
 
 
-def settings_mismatch(row: dict[str, Any], config: SemanticIdConfig, encoder: str) -> list[str]:
-    """How a codebook row differs from the settings a run with ``config`` pins by."""
-    wanted = {
-        "method": config.method,
-        "levels": config.levels,
-        "codebook_size_requested": config.codebook_size,
-        "encoder": encoder,
-    }
-    return [
-        f"{key} {row[key]!r} but the config has {value!r}"
-        for key, value in wanted.items()
-        if row[key] != value
-    ]
-
-
 def evaluation_sample(store: DeltaStore, encoder: str, seed: int) -> np.ndarray:
     """A seeded sample (≤ EVAL_MAX_ITEMS) of the lake's embeddings from ``encoder``."""
-    from pipelines.sids import embeddings_of
-
     table = embeddings_of(store, encoder, ["item_id", "embedding"])
-    if table.num_rows < 2:
-        raise ValueError(f"need at least 2 embeddings from {encoder} to compare codebooks")
-    keep = np.sort(np.random.default_rng(seed + 1).permutation(table.num_rows)[:EVAL_MAX_ITEMS])
-    return np.asarray(table.take(keep).column("embedding").to_pylist(), dtype=np.float32)
+    require_embeddings(table, encoder, "compare codebooks")
+    return embedding_matrix(seeded_sample(table, EVAL_MAX_ITEMS, seed + 1))
 
 
 def scored(codebook: Codebook, sample: np.ndarray) -> dict[str, float]:
@@ -131,8 +129,6 @@ def decide(
 ) -> Decision:
     """Whether to promote the candidate under ``mode`` (if-no-worse or always); with
     ``evaluation.interactions`` set, if-no-worse also runs the evaluation gate."""
-    from pipelines.sids import pinned_codebook
-
     mismatch = settings_mismatch(candidate_row, config, encoder)
     if mismatch and mode == "always":
         raise UsageError(
@@ -140,9 +136,7 @@ def decide(
             f"({'; '.join(mismatch)}); runs would never pin it. Promote it with the config "
             "it was fitted for, or pin it explicitly with semantic_ids.codebook_version"
         )
-    current = pinned_codebook(
-        store, config.model_copy(update={"codebook_version": "auto"}), encoder
-    )
+    current = current_codebook(store, config, encoder)
     if current is None or current.version == candidate_row["codebook_version"]:
         return Decision(not mismatch, mismatch or ["first codebook for these settings"])
     sample = evaluation_sample(store, encoder, config.seed)
@@ -183,34 +177,6 @@ def evaluation_gate(
     return gate_reasons(new, old, evaluation)
 
 
-def codebook_row(store: DeltaStore, version: str) -> dict[str, Any]:
-    """The full ``codebooks`` row of ``version``; a clear error if it is not recorded."""
-    rows = store.read_or_empty("codebooks", keys=[version]).to_pylist()
-    if not rows:
-        table = store.read_or_empty("codebooks", columns=["codebook_version"])
-        known = sorted(table.column("codebook_version").to_pylist())
-        raise UsageError(f"codebook '{version}' is not in the codebooks table; known: {known}")
-    return rows[0]
-
-
-def record(store: DeltaStore, row: dict[str, Any], status: str, note: str) -> None:
-    """Write a promotion status (candidate, promoted, refused) and its note to the row."""
-    promoted_at = utc_now() if status == "promoted" else row.get("promoted_at")
-    store.merge(
-        "codebooks",
-        [
-            {
-                **row,
-                "promotion_status": status,
-                "promoted_at": promoted_at,
-                "promotion_note": note,
-                "updated_at": utc_now(),
-            }
-        ],
-    )
-    logger.info("codebook %s: %s (%s)", row["codebook_version"], status, note)
-
-
 def promote(
     store: DeltaStore,
     config: SemanticIdConfig,
@@ -236,14 +202,6 @@ def code_onto_current(
     """``enrich assign-sids``: give every embedded item a SID from the current codebook (new
     items a run left uncoded, or every item after a promotion). Fits one, as a run would, if
     there is none. Returns (codebook version, items coded)."""
-    from pipelines.sids import (
-        assign_semantic_ids,
-        embeddings_of,
-        fit_codebook,
-        pinned_codebook,
-        uncoded_items,
-    )
-
     codebook = pinned_codebook(store, config, encoder)
     if codebook is None:
         if embeddings_of(store, encoder, ["item_id"]).num_rows < 2:
@@ -253,3 +211,35 @@ def code_onto_current(
     rows = assign_semantic_ids(store, codebook, items, run_id, config.prefix_hash_buckets)
     store.merge("semantic_ids", rows)
     return codebook.version, len(rows)
+
+
+def refit(
+    store: DeltaStore,
+    config: SemanticIdConfig,
+    encoder: str,
+    run_id: str,
+    assign: bool,
+    promote_mode: str = "never",
+    evaluation: EvaluateConfig | None = None,
+) -> tuple[Codebook, int, Decision | None]:
+    """``enrich fit-sids``: always a new codebook version, recorded as a candidate that runs
+    do not pin until it is promoted (``promote_mode``: never, if-no-worse or always;
+    ``evaluation`` adds its evaluation gate). ``assign`` re-codes every embedded item with it
+    once promoted. Returns the codebook, the items re-coded and the promotion decision (None
+    if not asked)."""
+    embedded = embeddings_of(store, encoder, ["item_id", "embedding", *LINEAGE_COLUMNS])
+    codebook = fit_codebook_on(fit_sample(embedded, config, encoder), config, encoder)
+    row = {**codebook.to_row(), "run_id": run_id, "updated_at": utc_now()}
+    record(store, row, "candidate", f"fitted by enrich fit-sids in run {run_id}")
+    decision = (
+        None
+        if promote_mode == "never"
+        else promote(store, config, encoder, codebook.version, promote_mode, evaluation=evaluation)
+    )
+    if not assign or decision is None or not decision.promoted:
+        return codebook, 0, decision
+    rows = assign_semantic_ids(
+        store, codebook, embedded.to_pylist(), run_id, config.prefix_hash_buckets
+    )
+    store.merge("semantic_ids", rows)
+    return codebook, len(rows), decision

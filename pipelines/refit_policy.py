@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelines.sids import auto_choice
+from pipelines.codebooks import auto_choice
 from schemas.store import DeltaStore
 from transforms.config import SemanticIdConfig
 from transforms.errors import UsageError

@@ -4,23 +4,28 @@ and ranker features (prefix n-grams, SentencePiece pieces)."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.promotion import record
+from pipelines.codebooks import (
+    auto_choice,
+    embeddings_of,
+    fit_sample,
+    record,
+    record_fitted,
+    sample_keys,
+)
+from pipelines.codebooks import pinned_codebook as pinned_codebook  # callers import it here
 from schemas.rows import utc_now
 from schemas.store import DeltaStore
 from schemas.tables import LINEAGE_COLUMNS
 from transforms.config import SemanticIdConfig
-from transforms.errors import UsageError
 from transforms.models import pick_device
 from transforms.semantic_ids import (
     Codebook,
-    TooFewEmbeddings,
     assign_dedup_suffixes,
     fit_rq_kmeans,
     sid_string,
@@ -30,45 +35,6 @@ from transforms.semantic_ids.features import SidPieces, hashed, prefix_ngrams, t
 from transforms.stage import stable_hash
 
 logger = logging.getLogger(__name__)
-
-
-def _compatible(row: dict[str, Any], config: SemanticIdConfig, encoder: str) -> bool:
-    return (
-        row["method"] == config.method
-        and row["levels"] == config.levels
-        and row["codebook_size_requested"] == config.codebook_size
-        and row["encoder"] == encoder
-    )
-
-
-def pinned_codebook(store: DeltaStore, config: SemanticIdConfig, encoder: str) -> Codebook | None:
-    """The codebook named by config; or (``auto``) the most recently promoted compatible one,
-    else the first compatible one a run fitted (never an unpromoted ``fit-sids`` candidate,
-    never one that lost a first-fit race); None if none."""
-    rows = store.read_or_empty("codebooks").to_pylist()
-    if config.codebook_version != "auto":
-        named = [r for r in rows if r["codebook_version"] == config.codebook_version]
-        if not named:
-            known = sorted(r["codebook_version"] for r in rows)
-            raise UsageError(
-                f"semantic_ids.codebook_version '{config.codebook_version}' is not in "
-                f"the codebooks table; known: {known}"
-            )
-        return Codebook.from_row(named[0])
-    row = auto_choice(rows, config, encoder)
-    return Codebook.from_row(row) if row else None
-
-
-def auto_choice(
-    rows: list[dict[str, Any]], config: SemanticIdConfig, encoder: str
-) -> dict[str, Any] | None:
-    """The codebooks row ``auto`` pins among ``rows``."""
-    compatible = [r for r in rows if _compatible(r, config, encoder)]
-    promoted = [r for r in compatible if r.get("promotion_status") == "promoted"]
-    if promoted:
-        return max(promoted, key=lambda r: r["promoted_at"])
-    fitted_by_runs = [r for r in compatible if r.get("promotion_status") is None]
-    return min(fitted_by_runs, key=lambda r: (r["updated_at"], r["codebook_version"]), default=None)
 
 
 def first_codebook(
@@ -101,40 +67,6 @@ def settle_first_fit(
     note = f"a concurrent run fitted {winner['codebook_version']} first; this run adopted it"
     record(store, {**codebook.to_row(), "run_id": run_id}, "superseded", note)
     return Codebook.from_row(winner)
-
-
-def embeddings_of(
-    store: DeltaStore, encoder: str, columns: list[str], keys: list[str] | None = None
-) -> pa.Table:
-    """The embeddings table rows from ``encoder`` (of ``keys`` if given), in item_id order (so
-    a fit never depends on how an engine happened to lay out the files)."""
-    columns = list(dict.fromkeys([*columns, "encoder"]))
-    table = store.read_or_empty("embeddings", columns=columns, keys=keys)
-    return table.filter(pc.equal(table.column("encoder"), encoder)).sort_by("item_id")
-
-
-def sample_keys(keys: pa.Table, config: SemanticIdConfig, encoder: str) -> list[str]:
-    """The item_ids ``fit_sample`` picks from ``keys`` (sorted), without reading vectors."""
-    _require_two(keys, encoder)
-    return keys.take(_sample_positions(keys.num_rows, config))["item_id"].to_pylist()
-
-
-def _require_two(table: pa.Table, encoder: str) -> None:
-    if table.num_rows < 2:
-        raise TooFewEmbeddings(
-            f"need at least 2 embeddings from encoder {encoder} to fit, have {table.num_rows}"
-        )
-
-
-def _sample_positions(rows: int, config: SemanticIdConfig) -> np.ndarray:
-    return np.sort(np.random.default_rng(config.seed).permutation(rows)[: config.fit_sample])
-
-
-def fit_sample(table: pa.Table, config: SemanticIdConfig, encoder: str) -> np.ndarray:
-    """A seeded sample (≤ ``fit_sample``) of the ``embedding`` column of ``table``."""
-    _require_two(table, encoder)
-    keep = _sample_positions(table.num_rows, config)
-    return np.asarray(table.take(keep).column("embedding").to_pylist(), dtype=np.float32)
 
 
 def fit_codebook_on(sample: np.ndarray, config: SemanticIdConfig, encoder: str) -> Codebook:
@@ -207,12 +139,6 @@ def fit_from_lake(
         "fitted codebook %s on %d items: %s", codebook.version, len(sample), codebook.metrics
     )
     return codebook
-
-
-def record_fitted(store: DeltaStore, codebook: Codebook, run_id: str) -> int | None:
-    """The codebooks row of a fit; returns the table version of that commit."""
-    row = {**codebook.to_row(), "run_id": run_id, "updated_at": utc_now()}
-    return store.merge("codebooks", [row])
 
 
 def assign_semantic_ids(
@@ -327,69 +253,3 @@ def uncoded_items(
     columns = ["item_id", "embedding", *LINEAGE_COLUMNS]
     table = store.read("embeddings", columns=columns, keys=missing)
     return table.filter(pc.equal(table.column("encoder"), encoder)).sort_by("item_id").to_pylist()
-
-
-@dataclass(frozen=True)
-class SidJob:
-    """What engine workers need to code items: the lake and codebook version (each worker
-    loads the codebook itself), and the settings of the rows they write."""
-
-    lake: str
-    version: str
-    run_id: str
-    hash_buckets: int
-
-    def codebook(self) -> Codebook:
-        return load_codebook(self.lake, self.version)
-
-
-_LOADED: dict[tuple[str, str], Codebook] = {}
-
-
-def load_codebook(lake: str, version: str) -> Codebook:
-    """A recorded codebook by version, loaded once per process (engine workers call this
-    instead of receiving the codebook in a closure). Versions are immutable."""
-    if (lake, version) not in _LOADED:
-        table = DeltaStore(lake).read("codebooks")
-        rows = table.filter(pc.equal(table.column("codebook_version"), version)).to_pylist()
-        if not rows:
-            raise ValueError(f"codebook {version} is not in the codebooks table of {lake}")
-        _LOADED[(lake, version)] = Codebook.from_row(rows[0])
-    return _LOADED[(lake, version)]
-
-
-def refit(
-    store: DeltaStore,
-    config: SemanticIdConfig,
-    encoder: str,
-    run_id: str,
-    assign: bool,
-    promote: str = "never",
-    evaluation: Any = None,
-) -> tuple[Codebook, int, Any]:
-    """``enrich fit-sids``: always a new codebook version, recorded as a candidate that runs
-    do not pin until it is promoted (``promote``: never, if-no-worse or always; see
-    ``pipelines.promotion``; ``evaluation``, an ``EvaluateConfig``, adds its evaluation gate).
-    ``assign`` re-codes every embedded item with it once promoted.
-    Returns the codebook, the items re-coded and the promotion decision (None if not asked)."""
-    from pipelines.promotion import promote as promote_codebook
-    from pipelines.promotion import record
-
-    embedded = embeddings_of(store, encoder, ["item_id", "embedding", *LINEAGE_COLUMNS])
-    codebook = fit_codebook_on(fit_sample(embedded, config, encoder), config, encoder)
-    row = {**codebook.to_row(), "run_id": run_id, "updated_at": utc_now()}
-    record(store, row, "candidate", f"fitted by enrich fit-sids in run {run_id}")
-    decision = (
-        None
-        if promote == "never"
-        else promote_codebook(
-            store, config, encoder, codebook.version, promote, evaluation=evaluation
-        )
-    )
-    if not assign or decision is None or not decision.promoted:
-        return codebook, 0, decision
-    rows = assign_semantic_ids(
-        store, codebook, embedded.to_pylist(), run_id, config.prefix_hash_buckets
-    )
-    store.merge("semantic_ids", rows)
-    return codebook, len(rows), decision

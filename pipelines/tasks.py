@@ -31,8 +31,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipelines.codebooks import load_codebook
 from pipelines.incremental import split_done
-from pipelines.sids import code_items, load_codebook, sid_rows
+from pipelines.sids import code_items, group_sid_rows
 from schemas.rows import table_rows
 from schemas.store import DeltaStore, parquet_dataset, rows_to_table
 from schemas.tables import LINEAGE_COLUMNS, SID_CODES, TABLES
@@ -42,7 +43,7 @@ from transforms.config import Config
 from transforms.errors import UsageError
 from transforms.manifest import InputShard, read_shard
 from transforms.media import MEDIA_COLUMNS, fetch_input, release_input
-from transforms.semantic_ids.dedup import dedup_entry, dedup_group
+from transforms.semantic_ids.dedup import dedup_entry
 from transforms.stage import Record, Stage, stats_delta
 
 logger = logging.getLogger(__name__)
@@ -121,19 +122,22 @@ def finish_task(staging: str, wave: str, task_id: str, marker: dict[str, Any]) -
 
 
 # -- per-process state: stages and models load once per worker process -------------------------
-_WORKER_STAGES: dict[str, list[Stage]] = {}
+_WORKER_STAGES: dict[tuple[str, int], list[Stage]] = {}
 _WORKER_LOCK = threading.Lock()
 
 
-def worker_stages(config_json: str) -> list[Stage]:
-    """The stages for this worker process, built once (models load on first use)."""
+def worker_stages(config_json: str, attempt: int = 0) -> list[Stage]:
+    """The stages for this worker process, built once (models load on first use). Only
+    injected faults depend on the task's attempt, so other runs share one set across tries."""
+    config = Config.model_validate_json(config_json)
+    key = (config_json, attempt if config.run.faults else 0)
     with _WORKER_LOCK:
-        if config_json not in _WORKER_STAGES:
+        if key not in _WORKER_STAGES:
             from transforms.pipeline import build_stages
 
             _log_to_stderr()
-            _WORKER_STAGES[config_json] = build_stages(Config.model_validate_json(config_json))
-        return _WORKER_STAGES[config_json]
+            _WORKER_STAGES[key] = build_stages(config, task_attempt=key[1])
+        return _WORKER_STAGES[key]
 
 
 def _log_to_stderr() -> None:
@@ -170,9 +174,7 @@ def enrich_task(job: EnrichJob, shard: InputShard, attempt: int = 0) -> dict[str
     """Read the shard, skip unchanged items, run the stages, stage the rows, mark done."""
     if done := read_marker(job.staging, "enrich", shard.task_id):
         return done  # finished by an earlier attempt (a retry or a resumed run): not redone
-    stages = worker_stages(job.config_json)
-    for stage in stages:
-        stage.task_attempt = attempt
+    stages = worker_stages(job.config_json, attempt)
     before = {stage.name: stage.stats.as_dict() for stage in stages}
     records = read_shard(shard)
     parts = StagedParts(job.staging, "enrich", shard.task_id)
@@ -315,9 +317,7 @@ def dedup_task(job: SidWaveJob, task: SidTask, attempt: int = 0) -> dict[str, An
     rows: list[dict[str, Any]] = []
     codebook = load_codebook(job.lake, job.codebook_version)
     for entries in group.values():
-        suffixes = dedup_group([entry for _, entry in entries])
-        coded = sorted((i for i, _ in entries if i is not None), key=lambda i: i["item_id"])
-        rows.extend(sid_rows(codebook, coded, suffixes, job.run_id, job.hash_buckets))
+        rows.extend(group_sid_rows(codebook, entries, job.run_id, job.hash_buckets))
     parts = StagedParts(job.staging, "dedup", task.task_id)
     parts.write("semantic_ids", sorted(rows, key=lambda r: r["item_id"]))
     marker = {"items": len(mine), "files": parts.close(), "attempt": attempt}

@@ -17,44 +17,52 @@ def _lineage(record: Record, run_id: str, now: datetime) -> dict[str, Any]:
     return {**{k: record.get(k) for k in LINEAGE_COLUMNS}, "run_id": run_id, "updated_at": now}
 
 
+# The record fields each table's rows read (besides LINEAGE_COLUMNS); the stage-chain test
+# checks that the stages produce every one of them.
+DESCRIPTION_FIELDS = (
+    "item_id",
+    "uri",
+    "title",
+    "tags",
+    "published_at",
+    "description",
+    "description_tokens",
+    "prompt_tokens",
+    "describe_latency_ms",
+    "served_model",
+    "transcript",
+    "transcript_language",
+    "transcript_segments",
+    "speech_s",
+    "ocr_text",
+    "ocr_lines",
+    "asr_model",
+    "media_kind",
+    "video_codec",
+    "audio_codec",
+    "file_size",
+    "duration_s",
+    "fps",
+    "width",
+    "height",
+    "has_audio",
+    "frames_sampled",
+    "frame_timestamps_s",
+    "prompt_rendered_sha",
+    "visual_tags",
+    "visual_shots",
+    "shot_count",
+    "visual_model",
+    "grounding",
+    "frame_count",
+    "audio_error",
+)
+EMBEDDING_FIELDS = ("item_id", "embedding", "encoded_text_sha")
+ERROR_FIELDS = ("item_id", "uri", "content_sha256", "pipeline_fingerprint")
+
+
 def description_row(record: Record, run_id: str, now: datetime) -> dict[str, Any]:
-    fields = (
-        "item_id",
-        "uri",
-        "title",
-        "tags",
-        "published_at",
-        "description",
-        "description_tokens",
-        "prompt_tokens",
-        "describe_latency_ms",
-        "served_model",
-        "transcript",
-        "transcript_language",
-        "transcript_segments",
-        "speech_s",
-        "ocr_text",
-        "ocr_lines",
-        "asr_model",
-        "media_kind",
-        "video_codec",
-        "audio_codec",
-        "file_size",
-        "duration_s",
-        "fps",
-        "width",
-        "height",
-        "has_audio",
-        "frames_sampled",
-        "frame_timestamps_s",
-        "prompt_rendered_sha",
-        "visual_tags",
-        "visual_shots",
-        "shot_count",
-        "visual_model",
-        "grounding",
-    )
-    row = {f: record.get(f) for f in fields}
+    row = {f: record.get(f) for f in DESCRIPTION_FIELDS}
     lineage = _lineage(record, run_id, now)
     lineage.pop("encoder")
     return {**row, **lineage}

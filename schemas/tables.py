@@ -103,6 +103,8 @@ DESCRIPTIONS = pa.schema(
         pa.field("shot_count", pa.int32()),
         pa.field("visual_model", pa.string()),
         pa.field("grounding", pa.float32()),
+        pa.field("frame_count", pa.int64()),  # frames in the source video (0: audio only)
+        pa.field("audio_error", pa.string()),  # why an unreadable audio track was skipped
         *[f for f in _LINEAGE if f.name != "encoder"],
     ]
 )

@@ -12,8 +12,11 @@ def render(title):
         "height": 360,
         "fps": 25,
         "has_audio": True,
+        "audio_rms": 0.1,
         "transcript": "hello there",
+        "ocr_text": "",
         "frame_stats": {},
+        "visual_tags": [],
     }
     return load_prompt("offline_v1").render(item_facts(record, 1200))
 

@@ -54,9 +54,11 @@ def item(field: str | None = None, payload: str = "") -> dict:
         "height": 48,
         "fps": 25,
         "has_audio": True,
+        "audio_rms": 0.1,
         "transcript": "hello there",
         "ocr_text": "SALE",
         "frame_stats": {},
+        "visual_tags": [],
     }
     if field:
         record[field] = [payload] if field == "tags" else payload

@@ -1,8 +1,14 @@
+import dataclasses
 import pickle
+import time
 
 import pyarrow as pa
+import pytest
 
-from transforms.stage import Stage, StageError
+from transforms.config import Config, FaultSpec
+from transforms.faults import FaultInjector
+from transforms.pipeline import build_stages
+from transforms.stage import Stage, StageError, StageRuntime
 
 
 class Doubler(Stage):
@@ -91,3 +97,57 @@ def test_fingerprint_depends_on_fingerprint_fields():
 
     assert Tunable({"k": 1}).fingerprint() == Tunable({"k": 1}).fingerprint()
     assert Tunable({"k": 1}).fingerprint() != Tunable({"k": 2}).fingerprint()
+
+
+# -- run settings: one frozen StageRuntime, given at construction -------------------------------
+class Flaky(Doubler):
+    """Raises on its first ``failures`` calls, then doubles."""
+
+    failures = 1
+
+    def process_item(self, record):
+        self.calls = getattr(self, "calls", 0) + 1
+        if self.calls <= self.failures:
+            raise RuntimeError("transient")
+        super().process_item(record)
+
+
+def test_retries_come_from_the_runtime_given_at_construction():
+    assert Flaky(config={}).process_batch([{"item_id": "a", "x": 1}])[0]["error"]
+    stage = Flaky(config={}, runtime=StageRuntime(retries=1))
+    assert stage.process_batch([{"item_id": "a", "x": 1}])[0] == {"item_id": "a", "x": 1, "y": 2}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        stage.runtime.retries = 5
+
+
+class Slow(Doubler):
+    def process_item(self, record):
+        time.sleep(0.5)
+        super().process_item(record)
+
+
+def test_the_runtime_timeout_abandons_a_slow_item():
+    stage = Slow(config={}, runtime=StageRuntime(timeout_s=0.05))
+    [out] = stage.process_batch([{"item_id": "a", "x": 1}])
+    assert out["error"]["code"] == "stage_timeout"
+
+
+def test_faults_wrap_only_the_stages_they_name_and_survive_pickling():
+    faults = {"encode": {"fail_fraction": 1.0, "fail_attempts": 1}}
+    config = Config.model_validate({"run": {"faults": faults, "item_retries": 1}})
+    stages = {stage.name: stage for stage in build_stages(config)}
+    assert [n for n, s in stages.items() if s.runtime.faults is not None] == ["encode"]
+    plain = stages["media"]
+    assert plain.runtime.batch_function(plain.run_batch) == plain.run_batch  # nothing in front
+    faulty = Doubler(config={}, runtime=pickle.loads(pickle.dumps(stages["encode"].runtime)))
+    [out] = faulty.process_batch([{"item_id": "a", "x": 1}])  # first try raises, retry works
+    assert out["y"] == 2 and faulty.runtime.faults.tries == {"a": 2}
+    never = Doubler(config={}, runtime=StageRuntime(faults=FaultInjector(faults["encode"], 0)))
+    never.runtime.faults.spec = FaultSpec(fail_fraction=1.0)  # always raises, no retries
+    assert never.process_batch([{"item_id": "a", "x": 1}])[0]["error"]["code"] == "internal_error"
+
+
+def test_an_injected_crash_spares_the_retried_task():
+    spec = FaultSpec(crash_items=["a"])
+    stage = Doubler(config={}, runtime=StageRuntime(faults=FaultInjector(spec, task_attempt=1)))
+    assert stage.process_batch([{"item_id": "a", "x": 1}])[0]["y"] == 2

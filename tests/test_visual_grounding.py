@@ -22,7 +22,7 @@ from transforms.describe.grounding import (
     grounding,
     opening_sentence,
 )
-from transforms.describe.prompt import item_facts, load_prompt
+from transforms.describe.prompt import describe_tags, item_facts, load_prompt
 from transforms.media import shot_covering_picks, shot_starts
 from transforms.pipeline import build_stages
 from transforms.signals import spaced_line
@@ -52,7 +52,8 @@ def described(demo_corpus, tmp_path_factory) -> dict[str, dict]:
     for sources in [*UNTUNED_SOURCES, ["smptebars", "mandelbrot", "testsrc"]]:
         name = "_".join(sources)
         clip = lavfi_clip(folder / f"{name}.mp4", sources, seconds=2 if len(sources) == 1 else 3)
-        records.append({"item_id": f"untuned/{name}", "uri": str(clip)})
+        item = {"item_id": f"untuned/{name}", "uri": str(clip), "title": None, "tags": []}
+        records.append(item)  # the fields a manifest gives every record
     return {r["item_id"]: r for r in enrich(records)}
 
 
@@ -155,6 +156,7 @@ def test_invented_sentences_are_dropped_and_supported_ones_kept():
         "title": "Bikes on the street",
         "visual_tags": [{"label": "mountain bike", "score": 0.3, "share": 0.5}],
         "frame_stats": {"brightness": 0.5, "motion": 0.05, "dominant_colours": ["grey"]},
+        "has_audio": False,
     }
     vocabulary = evidence_vocabulary(record)
     text = (
@@ -176,7 +178,7 @@ def test_item_without_frames_gets_no_tags_and_an_honest_opening():
     assert opening_sentence(record) == (
         'This video titled "A podcast about gardening" has no frames to label.'
     )
-    assert item_facts(record, 100)["visual_tags"] == "none"
+    assert describe_tags(record) == "none"
 
 
 def test_tags_aggregate_mean_score_and_share_of_frames():
@@ -239,7 +241,11 @@ def test_visual_context_is_on_for_small_models_and_in_the_prompt():
     assert wants_visual_context(DescribeConfig(backend="transformers", model="SmolVLM2-2.2B"))
     assert not wants_visual_context(DescribeConfig(backend="openai", model="Qwen2.5-VL-72B"))
     assert not wants_visual_context(DescribeConfig(visual_context="off"))
-    record = {"visual_tags": [{"label": "suit", "score": 0.21, "share": 1.0}]}
+    record = {
+        **dict.fromkeys(("title", "duration_s", "width", "height", "fps", "audio_rms")),
+        **{"tags": [], "has_audio": False, "transcript": "", "ocr_text": "", "frame_stats": {}},
+        "visual_tags": [{"label": "suit", "score": 0.21, "share": 1.0}],
+    }
     for version in ("offline_v2", "v2"):
         prompt = load_prompt(version).render(item_facts(record, 100))
         assert 'visual tags: "suit (score 0.21, in 100% of frames)"' in prompt.user

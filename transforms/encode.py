@@ -9,7 +9,7 @@ import numpy as np
 
 from transforms.config import EncodeConfig
 from transforms.models import model_revision, pick_device, resolve_model
-from transforms.stage import Record, Stage, StageError
+from transforms.stage import Record, Stage, StageError, StageRuntime
 
 
 def encoded_text(record: Record, mode: str) -> str:
@@ -24,9 +24,11 @@ class EncodeStage(Stage):
     """sentence-transformers, batched, normalized; the model loads once per worker."""
 
     name = "encode"
+    needs = frozenset({"item_id", "title", "description"})
+    adds = frozenset({"embedding", "encoded_text_sha", "encoder"})
 
-    def __init__(self, config: EncodeConfig):
-        super().__init__(config, batch_size=config.batch_size)
+    def __init__(self, config: EncodeConfig, runtime: StageRuntime | None = None):
+        super().__init__(config, batch_size=config.batch_size, runtime=runtime)
 
     @cached_property
     def encoder_id(self) -> str:

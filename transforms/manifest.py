@@ -55,6 +55,7 @@ MEDIA_EXTENSIONS = {
     ".m4a",
 }
 METADATA_FIELDS = ("title", "tags", "published_at")
+RECORD_FIELDS = ("item_id", "uri", *METADATA_FIELDS)  # every record read from an input has these
 MANIFEST_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 HASH_CHUNK_BYTES = 4 << 20
 JSON_BLANKS = b" \t\r\n"  # the only whitespace JSON allows between tokens

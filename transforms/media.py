@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +19,14 @@ from PIL import Image
 
 from transforms import storage
 from transforms.config import MediaConfig
-from transforms.stage import Record, Stage, StageError
+from transforms.stage import Record, Stage, StageError, StageRuntime
 
 logger = logging.getLogger(__name__)
 
 NO_AUDIO_MARKERS = ("Can't find audio stream", "cannot find audio stream")
 SOUNDFILE_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif"}
 SHOT_PROBE_FACTOR = 4  # sampling=shots decodes this many candidates per kept frame
+FETCHED_FIELDS = ("content_sha256", "local_path")  # fetch_input adds these before the stages
 MEDIA_COLUMNS = ("frames", "audio")  # heavy, in-memory only; never written to a table
 PROBE_TIMEOUT_S = 60
 TEXT_CODECS = {"ansi", "bintext", "xbin", "idf", "tty"}  # ffmpeg "plays" text files as video
@@ -466,9 +467,32 @@ class MediaStage(Stage):
     """Confine + probe + frames + audio + frame statistics for each record."""
 
     name = "media"
+    needs = frozenset({"item_id", "uri"})
+    adds = frozenset(
+        {
+            "file_size",
+            "local_path",
+            "video_codec",
+            "audio_codec",
+            "media_kind",
+            "frames",
+            "frame_timestamps_s",
+            "frame_count",
+            "fps",
+            "width",
+            "height",
+            "duration_s",
+            "audio",
+            "has_audio",
+            "audio_rms",
+            "audio_error",
+            "frames_sampled",
+            "frame_stats",
+        }
+    )
 
-    def __init__(self, config: MediaConfig):
-        super().__init__(config, batch_size=config.batch_size)
+    def __init__(self, config: MediaConfig, runtime: StageRuntime | None = None):
+        super().__init__(config, batch_size=config.batch_size, runtime=runtime)
 
     def fingerprint_fields(self) -> dict:
         c = self.config
@@ -495,9 +519,7 @@ class MediaStage(Stage):
 
     def _decode(self, record: Record, path: Path) -> None:
         probe = probe_file(path)
-        record.update(
-            probe=asdict(probe), video_codec=probe.video_codec, audio_codec=probe.audio_codec
-        )
+        record.update(video_codec=probe.video_codec, audio_codec=probe.audio_codec)
         if probe.has_video:
             record.update(read_frames(path, probe, self.config), media_kind="video")
         else:
@@ -511,7 +533,7 @@ class MediaStage(Stage):
                 duration_s=probe.duration_s,
                 media_kind="audio",
             )
-        audio = self._audio(path, probe, record)
+        audio = self.audio_or_skip(path, probe, record)
         record["audio"] = audio
         record["has_audio"] = audio is not None and audio.size > 0
         record["audio_rms"] = float(np.sqrt(np.mean(audio**2))) if record["has_audio"] else 0.0
@@ -520,7 +542,10 @@ class MediaStage(Stage):
         record["frames_sampled"] = len(record["frames"])
         record["frame_stats"] = frame_statistics(record["frames"]) if record["frames"] else {}
 
-    def _audio(self, path: Path, probe: Probe, record: Record) -> np.ndarray | None:
+    def audio_or_skip(self, path: Path, probe: Probe, record: Record) -> np.ndarray | None:
+        """The audio track (None without one). With ``on_audio_error: skip_audio`` an
+        unreadable track of a video is skipped, and why goes to ``audio_error``."""
+        record["audio_error"] = None
         try:
             return read_audio(path, probe, self.config)
         except StageError as exc:

@@ -11,7 +11,7 @@ import numpy as np
 
 from transforms.config import AsrConfig, OcrConfig
 from transforms.models import model_revision, pick_device, resolve_model
-from transforms.stage import Record, Stage, StageError
+from transforms.stage import Record, Stage, StageError, StageRuntime
 
 logger = logging.getLogger(__name__)
 NEAR_DUPLICATE_RATIO = 0.85
@@ -31,9 +31,13 @@ class AsrStage(Stage):
     """Transcribe each clip's speech; no audio or no speech gives an empty transcript."""
 
     name = "asr"
+    needs = frozenset({"audio"})
+    adds = frozenset(
+        {"transcript", "transcript_language", "transcript_segments", "speech_s", "asr_model"}
+    )
 
-    def __init__(self, config: AsrConfig):
-        super().__init__(config, batch_size=config.batch_size)
+    def __init__(self, config: AsrConfig, runtime: StageRuntime | None = None):
+        super().__init__(config, batch_size=config.batch_size, runtime=runtime)
 
     def fingerprint_fields(self) -> dict:
         c = self.config
@@ -153,9 +157,11 @@ class OcrStage(Stage):
     """RapidOCR (PP-OCR ONNX) on a few sampled frames; confident, de-duplicated lines."""
 
     name = "ocr"
+    needs = frozenset({"frames", "frame_timestamps_s"})
+    adds = frozenset({"ocr_text", "ocr_lines"})
 
-    def __init__(self, config: OcrConfig):
-        super().__init__(config, batch_size=config.batch_size)
+    def __init__(self, config: OcrConfig, runtime: StageRuntime | None = None):
+        super().__init__(config, batch_size=config.batch_size, runtime=runtime)
 
     def fingerprint_fields(self) -> dict:
         c = self.config

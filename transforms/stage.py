@@ -12,10 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,21 +119,37 @@ def fault_chosen(spec: Any, item_id: str) -> bool:
     return int(stable_hash([spec.seed, item_id]), 16) / 16**16 < spec.fail_fraction
 
 
+@dataclass(frozen=True)
+class StageRuntime:
+    """How the engines run a stage, fixed when it is built (``transforms.pipeline``):
+    ``retries`` of an item whose stage raised unexpectedly, ``timeout_s`` per item (None: no
+    limit), and ``faults``, a ``transforms.faults.FaultInjector`` for chaos tests (None in
+    every real run: then nothing but the stage runs on a batch)."""
+
+    retries: int = 0
+    timeout_s: float | None = None
+    faults: Any = None
+
+    def batch_function(self, run_batch: Callable[[list[Record]], None]) -> Callable:
+        """``run_batch``, wrapped by the fault injector when one is configured."""
+        return run_batch if self.faults is None else self.faults.wrap(run_batch)
+
+
 class Stage:
     """Base class: load once (``setup``), then run on batches (``process_batch``)."""
 
     name: str = "stage"
     resources: str = "cpu"  # "cpu" or "gpu": a hint for the engine adapters
+    # The record fields the stage reads, and those it adds to every record it does not mark
+    # failed (a value may be None). A test walks the configured chains against these.
+    needs: frozenset[str] = frozenset()
+    adds: frozenset[str] = frozenset()
 
-    def __init__(self, config: Any, batch_size: int = 8):
+    def __init__(self, config: Any, batch_size: int = 8, runtime: StageRuntime | None = None):
         self.config = config
         self.batch_size = batch_size
+        self.runtime = runtime or StageRuntime()
         self.stats = StageStats()
-        self.retries = 0  # the engines' build_stages sets these three from the run config
-        self.timeout_s: float | None = None
-        self.faults: Any = None
-        self.task_attempt = 0  # which try of its engine task this is (Spark sets it)
-        self._fault_attempts: Counter = Counter()
         self._ready = False
         self._logged_at = time.monotonic()
 
@@ -193,22 +209,24 @@ class Stage:
 
     def _run_guarded(self, records: list[Record]) -> None:
         """Run the batch; if the batch as a whole fails (or times out), retry item by item."""
+        run_batch = self.runtime.batch_function(self.run_batch)
         if len(records) == 1:
-            self._guard_item(records[0], self._timed, self.run_batch, records)
+            self._guard_item(records[0], self._timed, run_batch, records)
             return
         try:
-            self._timed(self.run_batch, records)
+            self._timed(run_batch, records)
         except Exception as exc:  # noqa: BLE001 - isolate the bad item below
             logger.warning(
                 "%s: batch of %d failed (%s), retrying per item", self.name, len(records), exc
             )
             for record in records:
-                self._guard_item(record, self._timed, self.run_batch, [record])
+                self._guard_item(record, self._timed, run_batch, [record])
 
     def _guard_item(self, record: Record, func: Any, *args: Any, **kwargs: Any) -> None:
         """Call ``func(*args, **kwargs)``; a documented ``StageError`` becomes an error on
-        ``record`` at once, any other exception after ``self.retries`` retries."""
-        for attempt in range(self.retries + 1):
+        ``record`` at once, any other exception after ``runtime.retries`` retries."""
+        retries = self.runtime.retries
+        for attempt in range(retries + 1):
             try:
                 func(*args, **kwargs)
                 return
@@ -216,14 +234,14 @@ class Stage:
                 mark_error(record, self.name, exc.code, exc.message)
                 return
             except Exception as exc:  # noqa: BLE001 - one item's bug must not stop the run
-                if attempt < self.retries:
+                if attempt < retries:
                     logger.warning(
                         "%s: %s on %s, retry %d of %d",
                         self.name,
                         exc,
                         record.get("item_id"),
                         attempt + 1,
-                        self.retries,
+                        retries,
                     )
                     continue
                 logger.exception("%s failed on %s", self.name, record.get("item_id"))
@@ -231,10 +249,9 @@ class Stage:
                 mark_error(record, self.name, "internal_error", message)
 
     def _timed(self, func: Any, records: list[Record]) -> None:
-        """``func(records)``, abandoned after ``timeout_s`` per item. A hung thread cannot be
-        killed, so it works on copies of the records and never touches them after that."""
-        if not self.timeout_s:
-            self._inject_faults(records)
+        """``func(records)``, abandoned after ``runtime.timeout_s`` per item. A hung thread cannot
+        be killed, so it works on copies of the records and never touches them after that."""
+        if not self.runtime.timeout_s:
             func(records)
             return
         work = [dict(record) for record in records]
@@ -242,12 +259,11 @@ class Stage:
 
         def call() -> None:
             try:
-                self._inject_faults(work)
                 func(work)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
                 outcome["error"] = exc
 
-        limit = self.timeout_s * len(records)
+        limit = self.runtime.timeout_s * len(records)
         worker = threading.Thread(target=call, name=f"{self.name}-timed", daemon=True)
         worker.start()
         worker.join(limit)
@@ -259,23 +275,6 @@ class Stage:
             raise outcome["error"]
         for record, done in zip(records, work, strict=True):
             record.update(done)
-
-    def _inject_faults(self, records: list[Record]) -> None:
-        """Chaos testing (``run.faults``): hang or raise on the configured items."""
-        spec = self.faults
-        if spec is None:
-            return
-        for record in records:
-            item_id = str(record.get("item_id"))
-            if item_id in spec.hang_items:
-                time.sleep(spec.hang_s)
-            if item_id in spec.crash_items and self.task_attempt == 0:
-                logger.error("injected crash on %s: worker exits", item_id)
-                os._exit(17)
-            if fault_chosen(spec, item_id):
-                self._fault_attempts[item_id] += 1
-                if not spec.fail_attempts or self._fault_attempts[item_id] <= spec.fail_attempts:
-                    raise RuntimeError(f"injected fault on {item_id}")
 
     def run_batch(self, records: list[Record]) -> None:
         """Default: process items one by one; each item's failure is marked on it."""

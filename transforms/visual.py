@@ -20,7 +20,7 @@ import numpy as np
 from transforms.config import VisualConfig
 from transforms.media import shot_starts
 from transforms.models import model_revision, pick_device
-from transforms.stage import Record, Stage
+from transforms.stage import Record, Stage, StageRuntime
 
 logger = logging.getLogger(__name__)
 CLASSES_FILE = Path(__file__).parent / "data" / "imagenet_classes.txt"
@@ -125,10 +125,12 @@ class VisualTagStage(Stage):
     """EfficientNet-Lite0 ImageNet tags per clip and per shot, batched over frames."""
 
     name = "visual"
+    needs = frozenset({"frames", "frame_timestamps_s"})
+    adds = frozenset({"visual_tags", "visual_shots", "shot_count", "visual_model"})
     resources = "gpu"  # runs on CPU; uses a GPU when one is present
 
-    def __init__(self, config: VisualConfig):
-        super().__init__(config, batch_size=config.batch_size)
+    def __init__(self, config: VisualConfig, runtime: StageRuntime | None = None):
+        super().__init__(config, batch_size=config.batch_size, runtime=runtime)
 
     @property
     def model_id(self) -> str:

@@ -15,7 +15,7 @@ import logging
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
-from pipelines.engines import TaskRunner, batched_items_per_task
+from pipelines.engines.base import TaskRunner, batched_items_per_task
 from schemas.store import DeltaStore
 
 logger = logging.getLogger(__name__)

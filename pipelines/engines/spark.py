@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 
-from pipelines.engines import TaskRunner, batched_items_per_task
+from pipelines.engines.base import TaskRunner, batched_items_per_task
 from schemas.spark import SparkDeltaStore, delta_spark_ready
 from schemas.store import DeltaStore
 from transforms.errors import UsageError

@@ -7,22 +7,23 @@ in-process VLM) and ``openai`` (any OpenAI-compatible server such as vLLM).
 from transforms.config import DescribeConfig
 from transforms.describe.base import Describer
 from transforms.errors import UsageError
+from transforms.stage import StageRuntime
 
 
-def build_describer(config: DescribeConfig) -> Describer:
+def build_describer(config: DescribeConfig, runtime: StageRuntime | None = None) -> Describer:
     """The describer stage for ``describe.backend`` (imports only that backend)."""
     if config.backend == "offline":
         from transforms.describe.offline import OfflineDescriber
 
-        return OfflineDescriber(config)
+        return OfflineDescriber(config, runtime)
     if config.backend == "transformers":
         from transforms.describe.vlm import TransformersDescriber
 
-        return TransformersDescriber(config)
+        return TransformersDescriber(config, runtime)
     if config.backend == "openai":
         from transforms.describe.openai_api import OpenAIDescriber
 
-        return OpenAIDescriber(config)
+        return OpenAIDescriber(config, runtime)
     raise UsageError(f"describe.backend '{config.backend}' is not available")
 
 

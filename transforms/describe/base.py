@@ -9,9 +9,9 @@ from typing import Any
 
 from transforms.config import DescribeConfig
 from transforms.describe.grounding import evidence_vocabulary, grounding
-from transforms.describe.prompt import RenderedPrompt, item_facts, load_prompt
+from transforms.describe.prompt import PROMPT_FIELDS, RenderedPrompt, item_facts, load_prompt
 from transforms.models import model_revision
-from transforms.stage import Record, Stage, StageError
+from transforms.stage import Record, Stage, StageError, StageRuntime
 
 MAX_SENTENCES = 6
 MIN_DESCRIPTION_CHARS = 20
@@ -74,11 +74,27 @@ class Describer(Stage):
     """A describer backend: renders the versioned prompt and records lineage on every row."""
 
     name = "describe"
+    needs = PROMPT_FIELDS | {"item_id", "frames", "frames_sampled", "visual_shots"}
+    adds = frozenset(
+        {
+            "description",
+            "description_tokens",
+            "prompt_tokens",
+            "describe_latency_ms",
+            "describer",
+            "describer_revision",
+            "served_model",
+            "prompt_version",
+            "prompt_sha",
+            "prompt_rendered_sha",
+            "grounding",
+        }
+    )
     resources = "gpu"
     backend = "base"
 
-    def __init__(self, config: DescribeConfig):
-        super().__init__(config, batch_size=config.batch_size)
+    def __init__(self, config: DescribeConfig, runtime: StageRuntime | None = None):
+        super().__init__(config, batch_size=config.batch_size, runtime=runtime)
         self.prompt = load_prompt(config.resolved_prompt_version)
         self.control_tokens: frozenset[str] = frozenset()  # the loaded tokenizer's, if any
         self.visual_context = wants_visual_context(config)

@@ -168,21 +168,57 @@ def describe_visuals(stats: dict) -> str:
     return f"{light}, {pace}, {colourful}; dominant colours: {colours}"
 
 
+# The record fields the prompt reads. Every stage chain must produce them (a test walks the
+# configured chains); a record without one fails loudly instead of weakening the prompt.
+PROMPT_FIELDS = frozenset(
+    {
+        "title",
+        "tags",
+        "duration_s",
+        "width",
+        "height",
+        "fps",
+        "has_audio",
+        "audio_rms",
+        "transcript",
+        "ocr_text",
+        "frame_stats",
+        "visual_tags",
+    }
+)
+
+
+class MissingField(KeyError):
+    """A record lacks a field the prompt reads: a stage that declares it did not add it."""
+
+
+def declared(record: Record, name: str) -> object:
+    """``record[name]`` for a field in ``PROMPT_FIELDS`` (its value may be None); a
+    ``MissingField`` naming the field when no stage added it."""
+    try:
+        return record[name]
+    except KeyError:
+        raise MissingField(
+            f"record {record.get('item_id')!r} has no field {name!r}: the prompt reads it, so "
+            "a stage before describe must add it (see Stage.adds)"
+        ) from None
+
+
 def describe_audio(record: Record) -> str:
-    if not record.get("has_audio"):
+    if not declared(record, "has_audio"):
         return "no audio track"
-    if record.get("transcript"):
+    if declared(record, "transcript"):
         return "contains speech"
     return (
         "sound without recognisable speech (music or ambient)"
-        if record.get("audio_rms", 0) > 0.01
+        if (declared(record, "audio_rms") or 0) > 0.01
         else "near silence"
     )
 
 
 def describe_tags(record: Record) -> str:
     """The visual tags as one line: label (mean score, share of frames); 'none' without."""
-    tags = record.get("visual_tags") or []
+    tags = declared(record, "visual_tags") or []
     return (
         "; ".join(
             f"{t['label']} (score {t['score']:.2f}, in {t['share']:.0%} of frames)" for t in tags
@@ -194,23 +230,24 @@ def describe_tags(record: Record) -> str:
 def item_facts(
     record: Record, max_transcript_chars: int, visual_context: bool = True
 ) -> dict[str, str]:
-    """The facts the describer may use, as plain strings (fenced later by ``quote``)."""
-    transcript = (record.get("transcript") or "")[:max_transcript_chars] or "none"
-    width, height = record.get("width"), record.get("height")
+    """The facts the describer may use, as plain strings (fenced later by ``quote``). Reads
+    ``PROMPT_FIELDS`` strictly: a missing field raises ``MissingField``."""
+    transcript = (declared(record, "transcript") or "")[:max_transcript_chars] or "none"
+    width, height = declared(record, "width"), declared(record, "height")
     orientation = "vertical" if (height or 0) > (width or 0) else "horizontal"
     picture = (
-        f"{width}x{height} {orientation}, {record.get('fps') or 0:.0f} fps"
+        f"{width}x{height} {orientation}, {declared(record, 'fps') or 0:.0f} fps"
         if width
         else "none (audio only)"
     )
     return {
-        "title": record.get("title") or "unknown",
-        "tags": ", ".join(record.get("tags") or []) or "none",
-        "duration": f"{record.get('duration_s') or 0:.1f} seconds",
+        "title": declared(record, "title") or "unknown",
+        "tags": ", ".join(declared(record, "tags") or []) or "none",
+        "duration": f"{declared(record, 'duration_s') or 0:.1f} seconds",
         "picture": picture,
         "visual_tags": describe_tags(record) if visual_context else "not used",
-        "visuals": describe_visuals(record.get("frame_stats") or {}),
+        "visuals": describe_visuals(declared(record, "frame_stats") or {}),
         "audio": describe_audio(record),
         "transcript": transcript,
-        "on_screen_text": record.get("ocr_text") or "none",
+        "on_screen_text": declared(record, "ocr_text") or "none",
     }

@@ -1,0 +1,51 @@
+"""Chaos testing (``run.faults``): make a stage hang, raise or kill its worker on chosen items.
+
+``transforms.pipeline.build_stages`` wraps a stage's batch function with a ``FaultInjector``
+only when ``run.faults`` names that stage; in every other run no fault code is on the path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from transforms.stage import Record, fault_chosen
+
+logger = logging.getLogger(__name__)
+CRASH_EXIT_CODE = 17
+
+
+class FaultInjector:
+    """Injects one stage's ``FaultSpec`` in front of its batch function. ``task_attempt`` is
+    which try of its engine task this is: injected crashes happen on the first try only, so
+    the engine's retry of the task succeeds, as after a lost executor."""
+
+    def __init__(self, spec: Any, task_attempt: int = 0):
+        self.spec, self.task_attempt = spec, task_attempt
+        self.tries: Counter = Counter()  # item_id → tries of a chosen item so far
+
+    def wrap(self, run_batch: Callable[[list[Record]], None]) -> Callable[[list[Record]], None]:
+        def faulty(records: list[Record]) -> None:
+            self.inject(records)
+            run_batch(records)
+
+        return faulty
+
+    def inject(self, records: list[Record]) -> None:
+        """Hang, exit the process or raise on the configured items of ``records``."""
+        spec = self.spec
+        for record in records:
+            item_id = str(record.get("item_id"))
+            if item_id in spec.hang_items:
+                time.sleep(spec.hang_s)
+            if item_id in spec.crash_items and self.task_attempt == 0:
+                logger.error("injected crash on %s: worker exits", item_id)
+                os._exit(CRASH_EXIT_CODE)
+            if fault_chosen(spec, item_id):
+                self.tries[item_id] += 1
+                if not spec.fail_attempts or self.tries[item_id] <= spec.fail_attempts:
+                    raise RuntimeError(f"injected fault on {item_id}")
