@@ -10,6 +10,7 @@ from pipelines import codebooks
 from pipelines.sids import fit_codebook_on
 from schemas.store import DeltaStore
 from transforms.config import SemanticIdConfig
+from transforms.errors import UsageError
 
 ENCODER = "test-encoder"
 CONFIG = SemanticIdConfig(levels=2, codebook_size=4, kmeans_iters=3, sentencepiece_vocab=0)
@@ -42,7 +43,7 @@ def test_get_returns_a_recorded_codebook_and_names_the_known_ones_otherwise(tmp_
     loaded = codebooks.load_codebook(str(tmp_path / "lake"), codebook.version)
     assert np.array_equal(loaded.encode(vectors(5)), codebook.encode(vectors(5)))
     assert codebooks.find_row(store, "nope") is None
-    with pytest.raises(ValueError, match=rf"'nope' is not in .*{codebook.version}"):
+    with pytest.raises(UsageError, match=rf"'nope' is not in .*{codebook.version}"):
         codebooks.codebook_row(store, "nope")
 
 
