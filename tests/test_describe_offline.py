@@ -2,10 +2,11 @@
 
 import pytest
 
-from transforms.config import AsrConfig, DescribeConfig, MediaConfig, OcrConfig
+from transforms.config import AsrConfig, DescribeConfig, MediaConfig, OcrConfig, VisualConfig
 from transforms.describe import build_describer
 from transforms.media import MediaStage
 from transforms.signals import AsrStage, OcrStage
+from transforms.visual import VisualTagStage
 
 pytestmark = pytest.mark.slow
 
@@ -30,6 +31,7 @@ def described(demo_corpus):
         MediaStage(MediaConfig()),
         AsrStage(AsrConfig()),
         OcrStage(OcrConfig(max_frames=1)),
+        VisualTagStage(VisualConfig(enabled=False)),  # as a run without tags: the chain is whole
         build_describer(DescribeConfig(max_new_tokens=32)),
     ]
     for stage in stages:

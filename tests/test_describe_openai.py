@@ -25,6 +25,11 @@ def clip(i):
         "fps": 25,
         "transcript": "hi",
         "ocr_text": "",
+        "tags": [],
+        "has_audio": True,
+        "audio_rms": 0.1,
+        "frame_stats": {},
+        "visual_tags": [],
     }
 
 

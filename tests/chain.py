@@ -1,0 +1,16 @@
+"""Records as a run hands them to the describer when ASR, OCR and visual tags are off: the real
+disabled stages add their (empty) fields, so a describer test needs no hand-written fields."""
+
+from transforms.config import AsrConfig, OcrConfig, VisualConfig
+from transforms.signals import AsrStage, OcrStage
+from transforms.visual import VisualTagStage
+
+
+def without_signals(records: list[dict]) -> list[dict]:
+    for stage in (
+        AsrStage(AsrConfig(enabled=False)),
+        OcrStage(OcrConfig(enabled=False)),
+        VisualTagStage(VisualConfig(enabled=False)),
+    ):
+        records = stage.process_batch(records)
+    return records
