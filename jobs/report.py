@@ -29,6 +29,7 @@ from pipelines.codebooks import (
     latest_version,
     seeded_sample,
 )
+from pipelines.crosswalk import churn_summary
 from schemas.store import DeltaStore
 from transforms import storage
 from transforms.config import MediaConfig
@@ -369,6 +370,7 @@ def sid_section(store: DeltaStore, codebook_version: str | None) -> dict[str, An
         "max_dedup": int(dedup.max()),
         "top_collisions": _top_collisions(codes),
         "usage_png": code_usage_png(codes, codebook.codebook_size),
+        "churn": churn_summary(store, codebook_version),
     }
 
 

@@ -77,6 +77,7 @@ def command_promote_sids(args: argparse.Namespace) -> int:
 
 def command_assign_sids(args: argparse.Namespace) -> int:
     from pipelines.commit import new_run_id
+    from pipelines.crosswalk import churn_summary
     from pipelines.promotion import code_onto_current
     from pipelines.refit_policy import check_refit_allowed
     from schemas.store import DeltaStore
@@ -89,4 +90,7 @@ def command_assign_sids(args: argparse.Namespace) -> int:
         print(f"no codebook and fewer than 2 embeddings from {encoder}: nothing to code")
     else:
         print(f"coded {coded} items with codebook {version}; every embedded item now has one")
+        moved = churn_summary(DeltaStore(args.lake), version)
+        if moved:
+            print(f"churn vs the SIDs they replaced (table sid_crosswalk): {json.dumps(moved)}")
     return 0

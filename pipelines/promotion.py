@@ -22,6 +22,7 @@ too: they fit and code through ``pipelines.sids`` and put codebooks into use.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,7 @@ from pipelines.codebooks import (
     seeded_sample,
     settings_mismatch,
 )
+from pipelines.crosswalk import record_crosswalk
 from pipelines.sids import assign_semantic_ids, fit_codebook, fit_codebook_on, uncoded_items
 from schemas.rows import utc_now
 from schemas.store import DeltaStore
@@ -47,6 +49,7 @@ from schemas.tables import LINEAGE_COLUMNS
 from transforms.config import EvaluateConfig, SemanticIdConfig
 from transforms.errors import UsageError
 from transforms.semantic_ids import Codebook
+from transforms.semantic_ids.churn import churn
 
 logger = logging.getLogger(__name__)
 
@@ -67,12 +70,14 @@ class Decision:
     candidate: dict[str, Any] = field(default_factory=dict)
     current: dict[str, Any] = field(default_factory=dict)
     current_version: str | None = None
+    churn: dict[str, Any] = field(default_factory=dict)  # vs the current codebook, on the sample
 
     @property
     def note(self) -> str:
         verdict = "promoted" if self.promoted else "refused"
         against = f"vs {self.current_version}" if self.current_version else "(no current codebook)"
-        return f"{verdict} {against}: " + "; ".join(self.reasons)
+        moved = f" [churn {json.dumps(self.churn, sort_keys=True)}]" if self.churn else ""
+        return f"{verdict} {against}: " + "; ".join(self.reasons) + moved
 
 
 def health_figures(metrics: dict[str, Any]) -> dict[str, float]:
@@ -144,6 +149,7 @@ def decide(
     decision = Decision(
         False, [], scored(candidate, sample), scored(current, sample), current.version
     )
+    decision.churn = churn(current.encode(sample), candidate.encode(sample))
     if mode == "always":
         decision.promoted, decision.reasons = True, ["promoted on request (no metric check)"]
         return decision
@@ -209,6 +215,7 @@ def code_onto_current(
         codebook = fit_codebook(store, config, encoder, run_id)
     items = uncoded_items(store, encoder, codebook.version, exclude=set())
     rows = assign_semantic_ids(store, codebook, items, run_id, config.prefix_hash_buckets)
+    record_crosswalk(store, rows, run_id)
     store.merge("semantic_ids", rows)
     return codebook.version, len(rows)
 
@@ -228,7 +235,8 @@ def refit(
     once promoted. Returns the codebook, the items re-coded and the promotion decision (None
     if not asked)."""
     embedded = embeddings_of(store, encoder, ["item_id", "embedding", *LINEAGE_COLUMNS])
-    codebook = fit_codebook_on(fit_sample(embedded, config, encoder), config, encoder)
+    previous = current_codebook(store, config, encoder)
+    codebook = fit_codebook_on(fit_sample(embedded, config, encoder), config, encoder, previous)
     row = {**codebook.to_row(), "run_id": run_id, "updated_at": utc_now()}
     record(store, row, "candidate", f"fitted by enrich fit-sids in run {run_id}")
     decision = (
@@ -241,5 +249,6 @@ def refit(
     rows = assign_semantic_ids(
         store, codebook, embedded.to_pylist(), run_id, config.prefix_hash_buckets
     )
+    record_crosswalk(store, rows, run_id)
     store.merge("semantic_ids", rows)
     return codebook, len(rows), decision

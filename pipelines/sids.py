@@ -30,6 +30,7 @@ from transforms.semantic_ids import (
     fit_rq_kmeans,
     sid_string,
 )
+from transforms.semantic_ids.churn import aligned
 from transforms.semantic_ids.dedup import dedup_group
 from transforms.semantic_ids.features import SidPieces, hashed, prefix_ngrams, train_sentencepiece
 from transforms.stage import stable_hash
@@ -69,8 +70,12 @@ def settle_first_fit(
     return Codebook.from_row(winner)
 
 
-def fit_codebook_on(sample: np.ndarray, config: SemanticIdConfig, encoder: str) -> Codebook:
-    """Fit ``config.method`` on ``sample`` and train the SentencePiece model over its SIDs."""
+def fit_codebook_on(
+    sample: np.ndarray, config: SemanticIdConfig, encoder: str, previous: Codebook | None = None
+) -> Codebook:
+    """Fit ``config.method`` on ``sample`` and train the SentencePiece model over its SIDs.
+    With ``previous`` (the codebook in use), the new codes take its labels where the same
+    items share a cluster, so a refit moves only the items it must."""
     fit_settings = config.model_dump(exclude={"codebook_version", "refit"})
     digest = stable_hash([encoder, fit_settings, sample.shape, float(sample.sum())], 8)
     version = f"{config.method}-{utc_now():%Y%m%dT%H%M%S}-{digest}"
@@ -103,6 +108,9 @@ def fit_codebook_on(sample: np.ndarray, config: SemanticIdConfig, encoder: str) 
             redo=config.kmeans_redo,
             balanced=config.balanced,
         )
+    if previous is not None and previous.encoder == encoder:
+        codebook = aligned(codebook, previous.encode(sample), codebook.to_latent(sample))
+        codebook.metrics["labels_aligned_to"] = previous.version
     if config.sentencepiece_vocab:
         codes = codebook.encode(sample).tolist()
         codebook.sentencepiece_model = train_sentencepiece(
