@@ -60,9 +60,10 @@ def _beam_chunk(latent: np.ndarray, centroids: np.ndarray, width: int) -> np.nda
     rows = np.arange(m)[:, None]
     for level_centroids in centroids:
         # |r - c|² = |r|² - 2 r·c + |c|², for every path × centroid
-        candidates = error[:, :, None] - 2 * residual @ level_centroids.T
-        candidates += (level_centroids**2).sum(1)
-        flat = candidates.reshape(m, -1)
+        paths_now = residual.shape[1]
+        products = residual.reshape(m * paths_now, -1) @ level_centroids.T  # one BLAS call
+        flat = error.reshape(-1, 1) - 2 * products + (level_centroids**2).sum(1)
+        flat = flat.reshape(m, paths_now * k)
         keep = min(width, flat.shape[1])
         best = _smallest(flat, keep)
         parent, code = np.divmod(best, k)
