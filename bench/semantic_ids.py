@@ -16,9 +16,10 @@ Each method runs in its own process so peak memory is its own; RQ-KMeans runs wi
 config (balanced, beam search, refinement) and one k-means restart. RQ-KMeans and FAISS run
 side by side ``RUNS`` times on ``real_text`` (``python bench/semantic_ids.py [runs]``), once on
 the reported sets; figures are medians with min and max. Measures fit + assign time,
-reconstruction MSE, unique fraction before dedup and per-level usage. Writes bench/results/semantic_ids.json. Goals on ``real_text``: RQ-KMeans
-time ≤ FAISS, MSE ≤ FAISS, unique ≥ FAISS; the ratio printed last is the worst median of
-time/FAISS, MSE/FAISS and FAISS/unique (≤ 1.0 passes).
+reconstruction MSE, unique fraction before dedup and per-level usage. Writes
+bench/results/semantic_ids.json. Goals on ``real_text``: RQ-KMeans time ≤ FAISS, MSE ≤ FAISS,
+unique ≥ FAISS; the ratio printed last is the worst median of time/FAISS, MSE/FAISS and
+FAISS/unique (≤ 1.0 passes).
 """
 
 from __future__ import annotations
