@@ -14,12 +14,12 @@ Three sets of 384-d embeddings, all through the pipeline's encode stage (MiniLM)
 
 Each method runs in its own process so peak memory is its own; RQ-KMeans runs with the default
 config (balanced, beam search, refinement) and one k-means restart. RQ-KMeans and FAISS run
-side by side ``RUNS`` times on ``real_text`` (``python bench/semantic_ids.py [runs]``), once on
-the reported sets; figures are medians with min and max. Measures fit + assign time,
-reconstruction MSE, unique fraction before dedup and per-level usage. Writes
-bench/results/semantic_ids.json. Goals on ``real_text``: RQ-KMeans time ≤ FAISS, MSE ≤ FAISS,
-unique ≥ FAISS; the ratio printed last is the worst median of time/FAISS, MSE/FAISS and
-FAISS/unique (≤ 1.0 passes).
+side by side ``RUNS`` times on ``real_text``, once on the reported sets
+(``python bench/semantic_ids.py [runs [dataset ...]]``); figures are medians with min and
+max. Measures fit + assign time, reconstruction MSE, unique fraction before dedup and
+per-level usage. Writes bench/results/semantic_ids.json. Goals on ``real_text``: RQ-KMeans
+time ≤ FAISS, MSE ≤ FAISS, unique ≥ FAISS; the ratio printed last is the worst median of
+time/FAISS, MSE/FAISS and FAISS/unique (≤ 1.0 passes).
 """
 
 from __future__ import annotations
@@ -261,14 +261,15 @@ def prepare(name: str) -> None:
 
 def main() -> None:
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else RUNS
+    names = sys.argv[2:] or list(DATASETS)
     # encode (or find cached) in a child too: a process's peak RSS survives fork + exec,
     # so the parent must stay small for the methods' peak_rss_mb to be their own
-    for name in DATASETS[:2]:
+    for name in [n for n in names if n != "mixture"]:
         child = mp.get_context("spawn").Process(target=prepare, args=(name,))
         child.start()
         child.join()
     datasets = {
-        name: compare(name, runs if name == "real_text" else REPORTED_RUNS) for name in DATASETS
+        name: compare(name, runs if name == "real_text" else REPORTED_RUNS) for name in names
     }
     real = datasets["real_text"]["ratios_vs_faiss"]
     result = {

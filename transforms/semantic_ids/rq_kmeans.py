@@ -25,8 +25,8 @@ REFINE_STEPS = 3
 # Balance only codes with room to balance: with a few items per code, capacity limits would
 # just split near-duplicates by float noise (and engines differ in the last bits).
 BALANCE_MIN_ITEMS_PER_CODE = 4
-BEAM_WIDTH = 5  # paths kept by the residual beam search (FAISS's ResidualQuantizer default)
-CODEBOOK_REFINE_STEPS = 2  # beam assignment + per-level centroid re-fit passes after the fit
+BEAM_WIDTH = 3  # paths kept by the residual beam search (FAISS keeps 5)
+CODEBOOK_REFINE_STEPS = 1  # assignment + per-level re-fit passes after the level-wise fit
 
 
 def effective_codebook_size(requested: int, n_items: int, levels: int) -> int:
@@ -123,25 +123,30 @@ def fit_level(
     return centroids, reseeded
 
 
-def refit_levels(data: np.ndarray, centroids: np.ndarray, codes: np.ndarray) -> np.ndarray:
+def refit_levels(
+    data: np.ndarray, centroids: np.ndarray, codes: np.ndarray, *, balanced: bool = False
+) -> np.ndarray:
     """Each level's centroids become the mean, over their items, of what the other levels
-    leave unexplained (x minus the other levels' centroids); unused codes stay put."""
-    centroids = centroids.copy()
+    leave unexplained (x minus the other levels' centroids); unused codes stay put. With
+    ``balanced``, each level's items are first re-assigned under the capacity limit."""
+    centroids, codes = centroids.copy(), codes.copy()
     residual = data - reconstruct_sum(centroids, codes)
     for level in range(len(centroids)):
         target = residual + centroids[level][codes[:, level]]
+        if balanced:
+            codes[:, level] = balanced_labels(target, centroids[level])
         centroids[level] = _lloyd(target, centroids[level], codes[:, level])
         residual = target - centroids[level][codes[:, level]]
     return centroids
 
 
 def refine_codebook(
-    data: np.ndarray, centroids: np.ndarray, *, beam_width: int, steps: int
+    data: np.ndarray, centroids: np.ndarray, *, beam_width: int, steps: int, balanced: bool
 ) -> np.ndarray:
-    """``steps`` passes of beam-search assignment followed by a per-level re-fit."""
+    """``steps`` passes of (beam-search) assignment followed by a per-level re-fit."""
     for _ in range(steps):
         codes, _ = beam_quantize(data, centroids, beam_width)
-        centroids = refit_levels(data, centroids, codes)
+        centroids = refit_levels(data, centroids, codes, balanced=balanced)
     return centroids
 
 
@@ -183,7 +188,7 @@ def fit_rq_kmeans(
         reseeded.append(count)
         residual = residual - level_centroids[nearest(residual, level_centroids)[0]]
     centroids = refine_codebook(
-        data, np.stack(centroids), beam_width=beam_width, steps=refine_steps
+        data, np.stack(centroids), beam_width=beam_width, steps=refine_steps, balanced=balance
     )
     codebook = Codebook(
         version=version,
