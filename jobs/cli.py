@@ -81,13 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
         "current one on the same embeddings, or always",
     )
     fit.add_argument("--summary-json", help="also write the version, metrics and decision here")
-    from jobs import evaluate, maintain, publish, sid_jobs, validate
+    from jobs import encoder_jobs, evaluate, maintain, publish, sid_jobs, validate
 
     validate.add_parser(commands)
     publish.add_parser(commands)
     maintain.add_parser(commands)
     sid_jobs.add_parsers(commands)
     evaluate.add_parser(commands)
+    encoder_jobs.add_parsers(commands)
 
     report = commands.add_parser("report", help="write the HTML report of a run")
     report.add_argument("--lake", required=True)

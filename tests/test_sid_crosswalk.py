@@ -19,9 +19,7 @@ def sids(store: DeltaStore) -> dict[str, dict]:
     return {r["item_id"]: r for r in store.read("semantic_ids").to_pylist()}
 
 
-def test_a_promoted_refit_writes_its_crosswalk_and_churn_and_the_report_shows_it(
-    tmp_path, capsys
-):
+def test_a_promoted_refit_writes_its_crosswalk_and_churn_and_the_report_shows_it(tmp_path, capsys):
     lake = tmp_path / "lake"
     seed_lake(lake, EncodeStage(EncodeConfig()).encoder_id)
     store = DeltaStore(lake)

@@ -196,7 +196,7 @@ class SemanticIdConfig(_Section):
         "with enrich fit-sids) or allow (the run fits one and re-codes the lake)",
     )
     fit_sample: int = Field(200_000, ge=2, description="max embeddings the fit sees")
-    kmeans_iters: int = Field(25, ge=1, le=1000)
+    kmeans_iters: int = Field(15, ge=1, le=1000)
     kmeans_redo: int = Field(3, ge=1, le=20, description="k-means restarts per level; best kept")
     balanced: bool = Field(
         True, description="rq_kmeans: capacity-balanced refinement in the fit (fewer collisions)"

@@ -12,6 +12,8 @@ import importlib.util
 import os
 from pathlib import Path
 
+from transforms.encoder_tuning import tuned_version
+
 PYPI_PREFIX = "pypi:"
 
 
@@ -36,7 +38,8 @@ def resolve_model(spec: str) -> str:
 
 def model_revision(spec: str, revision: str | None = None) -> str:
     """A revision for lineage: the package version for ``pypi:``, else the pinned revision,
-    ``local`` for a local folder, or ``main`` (a hub id loaded unpinned)."""
+    the version of an encoder ``enrich fit-encoder`` tuned, ``local`` for another local
+    folder, or ``main`` (a hub id loaded unpinned)."""
     if spec.startswith(PYPI_PREFIX):
         package = spec[len(PYPI_PREFIX) :]
         for dist_name in (package, package.replace("_", "-")):
@@ -47,7 +50,9 @@ def model_revision(spec: str, revision: str | None = None) -> str:
         return "unknown"
     if revision:
         return revision
-    return "local" if Path(spec).exists() else "main"
+    if Path(spec).exists():
+        return tuned_version(spec) or "local"
+    return "main"
 
 
 def pick_device(requested: str) -> str:

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from transforms.semantic_ids.beam import beam_quantize
+
 
 class TooFewEmbeddings(ValueError):
     """The corpus is too small to fit a codebook (fewer than 2 embeddings): a run notes it and
@@ -70,20 +72,17 @@ class Codebook:
         return mlp_forward(self.mlp_encoder, data).astype(np.float32) if self.mlp_encoder else data
 
     def encode(self, embeddings: np.ndarray) -> np.ndarray:
-        """Residual nearest-centroid assignment: (n, dim) → (n, levels) int32 codes."""
+        """Residual assignment (greedy or beam search): (n, dim) → (n, levels) int32 codes."""
         return self.quantize(self.to_latent(embeddings))[0]
 
+    @property
+    def beam_width(self) -> int:
+        """Paths kept by the residual beam search; 1 (greedy) for codebooks fitted before it."""
+        return int(self.config.get("beam_width", 1))
+
     def quantize(self, latent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(codes, final residual) for latent vectors, level by level."""
-        residual = latent.copy()
-        codes = np.empty((len(residual), self.levels), dtype=np.int32)
-        for level, centroids in enumerate(self.centroids):
-            distances = -2 * residual @ centroids.T + (centroids**2).sum(
-                1
-            )  # |r|² is constant per row, so it does not change the argmin
-            codes[:, level] = distances.argmin(1)
-            residual -= centroids[codes[:, level]]
-        return codes, residual
+        """(codes, final residual) for latent vectors: greedy or beam search, per the fit."""
+        return beam_quantize(latent, self.centroids, self.beam_width)
 
     def reconstruct(self, codes: np.ndarray) -> np.ndarray:
         """Back to embedding space: the sum of chosen centroids (through the decoder, if any)."""

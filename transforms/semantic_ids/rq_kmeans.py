@@ -3,6 +3,11 @@
 k-means runs in FAISS. Dead codes (centroids no item chose) are re-seeded with the worst-fit
 items and refined, so a level never wastes codes. ``balanced`` adds capacity-constrained
 refinement so every code holds about n/K items, which spreads SIDs further.
+
+After the level-by-level fit, ``refine_steps`` passes alternate a beam-search assignment of
+every item with a re-fit of each level's centroids on what the other levels leave (block
+coordinate descent on the reconstruction error, as FAISS's RQ codebook refinement). The
+codebook records its ``beam_width``, so assignment searches the same way as the fit did.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import logging
 
 import numpy as np
 
+from transforms.semantic_ids.beam import beam_quantize, reconstruct_sum
 from transforms.semantic_ids.codebook import Codebook, TooFewEmbeddings
 from transforms.semantic_ids.metrics import codebook_health
 
@@ -19,6 +25,8 @@ REFINE_STEPS = 3
 # Balance only codes with room to balance: with a few items per code, capacity limits would
 # just split near-duplicates by float noise (and engines differ in the last bits).
 BALANCE_MIN_ITEMS_PER_CODE = 4
+BEAM_WIDTH = 3  # paths kept by the residual beam search (FAISS keeps 5)
+CODEBOOK_REFINE_STEPS = 1  # assignment + per-level re-fit passes after the level-wise fit
 
 
 def effective_codebook_size(requested: int, n_items: int, levels: int) -> int:
@@ -115,6 +123,33 @@ def fit_level(
     return centroids, reseeded
 
 
+def refit_levels(
+    data: np.ndarray, centroids: np.ndarray, codes: np.ndarray, *, balanced: bool = False
+) -> np.ndarray:
+    """Each level's centroids become the mean, over their items, of what the other levels
+    leave unexplained (x minus the other levels' centroids); unused codes stay put. With
+    ``balanced``, each level's items are first re-assigned under the capacity limit."""
+    centroids, codes = centroids.copy(), codes.copy()
+    residual = data - reconstruct_sum(centroids, codes)
+    for level in range(len(centroids)):
+        target = residual + centroids[level][codes[:, level]]
+        if balanced:
+            codes[:, level] = balanced_labels(target, centroids[level])
+        centroids[level] = _lloyd(target, centroids[level], codes[:, level])
+        residual = target - centroids[level][codes[:, level]]
+    return centroids
+
+
+def refine_codebook(
+    data: np.ndarray, centroids: np.ndarray, *, beam_width: int, steps: int, balanced: bool
+) -> np.ndarray:
+    """``steps`` passes of (beam-search) assignment followed by a per-level re-fit."""
+    for _ in range(steps):
+        codes, _ = beam_quantize(data, centroids, beam_width)
+        centroids = refit_levels(data, centroids, codes, balanced=balanced)
+    return centroids
+
+
 def fit_rq_kmeans(
     embeddings: np.ndarray,
     *,
@@ -126,11 +161,18 @@ def fit_rq_kmeans(
     version: str,
     redo: int = 3,
     balanced: bool = True,
+    beam_width: int = BEAM_WIDTH,
+    refine_steps: int = CODEBOOK_REFINE_STEPS,
 ) -> Codebook:
     """Fit ``levels`` residual codebooks; K is scaled down (and recorded) for tiny corpora."""
     data = np.asarray(embeddings, dtype=np.float32)
     if len(data) < 2:
         raise TooFewEmbeddings(f"RQ-KMeans needs at least 2 embeddings to fit, got {len(data)}")
+    if beam_width < 1 or refine_steps < 0:
+        raise ValueError(
+            f"RQ-KMeans needs beam_width >= 1 and refine_steps >= 0, got {beam_width}, "
+            f"{refine_steps}"
+        )
     k = effective_codebook_size(codebook_size, len(data), levels)
     if k < codebook_size:
         logger.warning(
@@ -145,10 +187,13 @@ def fit_rq_kmeans(
         centroids.append(level_centroids)
         reseeded.append(count)
         residual = residual - level_centroids[nearest(residual, level_centroids)[0]]
+    centroids = refine_codebook(
+        data, np.stack(centroids), beam_width=beam_width, steps=refine_steps, balanced=balance
+    )
     codebook = Codebook(
         version=version,
         method="rq_kmeans",
-        centroids=np.stack(centroids),
+        centroids=centroids,
         encoder=encoder,
         codebook_size_requested=codebook_size,
         n_fit=len(data),
@@ -159,6 +204,8 @@ def fit_rq_kmeans(
             "redo": redo,
             "seed": seed,
             "balanced": balanced,
+            "beam_width": beam_width,
+            "refine_steps": refine_steps,
         },
     )
     codebook.metrics = {

@@ -1,0 +1,221 @@
+"""Align the sentence encoder with user behaviour (2508.10478): fine-tune it on co-interactions.
+
+Items one user consumed within ``window`` steps of each other become positive pairs, and
+(query, item) pairs are added when given. sentence-transformers' MultipleNegativesRankingLoss
+pulls each pair together against the other texts of its batch (in-batch negatives), so a batch
+never holds the same text twice. The tuned model is saved as a new encoder version: a
+sentence-transformers folder plus ``encoder.json`` (version, base encoder, training figures).
+Its lineage id is ``<folder>@<version>`` (``transforms.models.model_revision``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import pyarrow as pa
+
+from transforms import storage
+
+logger = logging.getLogger(__name__)
+
+ENCODER_MANIFEST = "encoder.json"
+QUERY_COLUMNS = ("query", "item_id")
+
+
+@dataclass(frozen=True)
+class TuningSettings:
+    """How ``enrich fit-encoder`` trains; every field has a default."""
+
+    epochs: int = 1
+    batch_size: int = 32
+    lr: float = 2e-5
+    window: int = 3  # items at most this many steps apart in a user's history form a pair
+    max_pairs: int = 50_000  # a seeded sample of the pairs when there are more
+    max_seq_length: int = 128
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "window", "max_pairs", "max_seq_length"):
+            if (value := getattr(self, name)) < 1:
+                raise ValueError(f"fit-encoder: {name} must be at least 1, got {value}")
+        if self.batch_size < 2:
+            raise ValueError("fit-encoder: batch_size must be at least 2 (in-batch negatives)")
+        if not self.lr > 0:
+            raise ValueError(f"fit-encoder: lr must be positive, got {self.lr}")
+
+
+def co_interaction_pairs(interactions: pa.Table, window: int) -> list[tuple[str, str]]:
+    """Distinct unordered item pairs that one user consumed within ``window`` steps."""
+    ordered = interactions.sort_by([("user_id", "ascending"), ("timestamp", "ascending")])
+    users = ordered["user_id"].to_pylist()
+    items = ordered["item_id"].to_pylist()
+    pairs = set()
+    for start in range(len(items)):
+        for end in range(start + 1, min(start + window + 1, len(items))):
+            if users[end] != users[start]:
+                break
+            if items[start] != items[end]:
+                pairs.add(tuple(sorted((items[start], items[end]))))
+    return sorted(pairs)
+
+
+def read_query_pairs(uri: str) -> list[tuple[str, str]]:
+    """(query, item_id) pairs from a Parquet or CSV file with columns ``query, item_id``."""
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    if not storage.exists(uri):
+        raise ValueError(f"--queries {uri} does not exist: give a Parquet or CSV file")
+    fs, path = storage.resolve(uri)
+    if uri.lower().endswith(".csv"):
+        with fs.open_input_stream(path) as handle:
+            table = pcsv.read_csv(
+                handle,
+                convert_options=pcsv.ConvertOptions(column_types={"item_id": pa.string()}),
+            )
+    elif uri.lower().endswith(".parquet"):
+        table = pq.read_table(path, filesystem=fs)
+    else:
+        raise ValueError(f"--queries {uri}: use a .parquet or .csv file")
+    missing = [c for c in QUERY_COLUMNS if c not in table.column_names]
+    if missing:
+        raise ValueError(f"--queries {uri} lacks column(s) {missing}; it needs query, item_id")
+    queries = table["query"].cast(pa.string()).to_pylist()
+    item_ids = table["item_id"].cast(pa.string()).to_pylist()
+    return [(q, i) for q, i in zip(queries, item_ids, strict=True) if q and q.strip()]
+
+
+def training_examples(
+    item_pairs: list[tuple[str, str]],
+    query_pairs: list[tuple[str, str]],
+    texts: dict[str, str],
+    settings: TuningSettings,
+) -> list[tuple[str, str]]:
+    """(anchor text, positive text) examples for pairs whose items have text, sampled to
+    ``max_pairs``; raises when none is left."""
+    examples = [(texts[a], texts[b]) for a, b in item_pairs if a in texts and b in texts]
+    examples += [(query, texts[item]) for query, item in query_pairs if item in texts]
+    examples = [(a, b) for a, b in examples if a != b]
+    if len(examples) < 2:
+        raise ValueError(
+            f"fit-encoder: {len(examples)} training pair(s) whose items have descriptions in the "
+            "lake; it needs users with at least two described items (or --queries)"
+        )
+    if len(examples) > settings.max_pairs:
+        examples = random.Random(settings.seed).sample(examples, settings.max_pairs)
+    return examples
+
+
+def batches_without_repeats(
+    examples: list[tuple[str, str]], batch_size: int, seed: int
+) -> list[list[tuple[str, str]]]:
+    """Shuffled batches in which no text appears twice, so every in-batch negative is one."""
+    pending = examples[:]
+    random.Random(seed).shuffle(pending)
+    batches = []
+    while pending:
+        batch, seen, deferred = [], set(), []
+        for example in pending:
+            if len(batch) < batch_size and not seen.intersection(example):
+                batch.append(example)
+                seen.update(example)
+            else:
+                deferred.append(example)
+        batches.append(batch)
+        pending = deferred
+    return [batch for batch in batches if len(batch) > 1]
+
+
+def fine_tune(model: Any, examples: list[tuple[str, str]], settings: TuningSettings) -> list[float]:
+    """Train ``model`` (a SentenceTransformer) in place with MultipleNegativesRankingLoss;
+    the mean loss of each epoch."""
+    import torch
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    torch.manual_seed(settings.seed)
+    model.max_seq_length = settings.max_seq_length
+    loss_fn = MultipleNegativesRankingLoss(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr)
+    losses = []
+    model.train()
+    for epoch in range(settings.epochs):
+        total, steps = 0.0, 0
+        for batch in batches_without_repeats(examples, settings.batch_size, settings.seed + epoch):
+            features = [_features(model, [pair[side] for pair in batch]) for side in (0, 1)]
+            loss = loss_fn(features, None)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total, steps = total + float(loss.detach()), steps + 1
+        losses.append(total / max(1, steps))
+        logger.info("fit-encoder: epoch %d, loss %.4f", epoch + 1, losses[-1])
+    model.eval()
+    return losses
+
+
+def _features(model: Any, texts: list[str]) -> dict:
+    from sentence_transformers.util import batch_to_device
+
+    return batch_to_device(model.preprocess(texts), model.device)
+
+
+def save_encoder(model: Any, manifest: dict[str, Any], out: str | None, root: str) -> Path:
+    """Save the model and its ``encoder.json`` to ``out``, or to ``root/<version>``; the
+    version is a hash of the saved weights and the manifest. Returns the folder."""
+    for uri in (out, root):
+        if uri is not None and not storage.is_local(uri):
+            raise ValueError(
+                f"fit-encoder: {uri} is not a local folder; give --out a local folder (the "
+                "encode stage loads models from local folders)"
+            )
+    folder = storage.local_path(out) if out else storage.local_path(root) / f".saving-{uuid4()}"
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save(str(folder))
+    version = "ft-" + weights_hash(folder, manifest)[:12]
+    (folder / ENCODER_MANIFEST).write_text(
+        json.dumps({**manifest, "encoder_version": version}, indent=2, sort_keys=True)
+    )
+    if out:
+        return folder
+    final = folder.with_name(version)
+    if final.exists():  # the same weights were saved before: keep that folder
+        shutil.rmtree(folder)
+    else:
+        folder.rename(final)
+    return final
+
+
+def weights_hash(folder: Path, manifest: dict[str, Any]) -> str:
+    digest = hashlib.sha256(json.dumps(manifest, sort_keys=True, default=str).encode())
+    for path in sorted(folder.rglob("*.safetensors")) + sorted(folder.rglob("*.bin")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def tuned_manifest(
+    base_encoder: str, settings: TuningSettings, counts: dict[str, int], losses: list[float]
+) -> dict[str, Any]:
+    """What ``encoder.json`` records about a tuned encoder (its version is added on save)."""
+    return {
+        "base_encoder": base_encoder,
+        "loss": "MultipleNegativesRankingLoss",
+        "settings": asdict(settings),
+        "pairs": counts,
+        "epoch_losses": [round(value, 5) for value in losses],
+    }
+
+
+def tuned_version(folder: str) -> str | None:
+    """The ``encoder_version`` of a tuned encoder folder, or None for any other model."""
+    manifest = Path(folder) / ENCODER_MANIFEST
+    if not manifest.is_file():
+        return None
+    return json.loads(manifest.read_text()).get("encoder_version")
