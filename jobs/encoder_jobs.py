@@ -14,7 +14,7 @@ from pathlib import Path
 
 def add_parsers(commands) -> None:
     """Register ``enrich fit-encoder`` and ``enrich reencode``."""
-    from jobs.cli import add_config_args
+    from jobs.common import add_config_args
     from transforms.encoder_tuning import TuningSettings
 
     defaults = TuningSettings()
