@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 LAKE   ?= lake
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-cluster lint format clean bench
+.PHONY: demo test test-long test-cluster lint format clean bench
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,10 @@ demo: $(STAMP)
 # `make test` runs everything but the multi-machine cluster and S3 tests (under 15 min on 2
 # cores); `make test-cluster` runs those; CI runs both.
 test: $(STAMP)
-	$(PY) -m pytest -m "not cluster" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not cluster and not long" $(PYTEST_ARGS)
+
+test-long: $(STAMP)
+	$(PY) -m pytest -m long $(PYTEST_ARGS)
 
 test-cluster: $(STAMP)
 	$(PY) -m pytest -m cluster $(PYTEST_ARGS)

@@ -13,7 +13,7 @@ from tests.test_evaluation_gate import gate_settings, log_following_first_codes,
 from transforms.config import EncodeConfig
 from transforms.encode import EncodeStage
 
-pytestmark = [pytest.mark.slow, pytest.mark.airflow]
+pytestmark = [pytest.mark.slow, pytest.mark.airflow, pytest.mark.long]  # make test-long
 
 
 def test_sid_refit_dag_refuses_a_refit_the_evaluation_gate_rejects(airflow_env, tmp_path):  # noqa: F811
