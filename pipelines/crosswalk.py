@@ -47,7 +47,9 @@ def codes_of(rows: list[dict[str, Any]]) -> np.ndarray:
 
 def churn_summary(store: DeltaStore, version: str) -> dict[str, Any] | None:
     """The churn of the items re-coded onto codebook ``version`` (None if none was)."""
-    table = store.read_or_empty("sid_crosswalk")
+    flags = [f"level_{depth}_changed" for depth in CHURN_LEVELS]
+    columns = ["new_codebook_version", "old_codebook_version", *flags]  # not the SID strings
+    table = store.read_or_empty("sid_crosswalk", columns=columns)
     if table.num_rows == 0:
         return None
     table = table.filter(pc.equal(table.column("new_codebook_version"), version))
