@@ -28,7 +28,7 @@ os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:0,muzzy_decay_ms:0")
 with contextlib.suppress(NotImplementedError):  # pyarrow's own jemalloc pool, likewise
     pa.jemalloc_set_decay_ms(0)
 
-from deltalake import DeltaTable, Schema, write_deltalake  # noqa: E402
+from deltalake import CommitProperties, DeltaTable, Schema, write_deltalake  # noqa: E402
 from deltalake.exceptions import CommitFailedError
 
 from schemas import upsert
@@ -294,6 +294,9 @@ class DeltaStore:
                     name=spec.name,
                     description=table_description(spec.name),
                     storage_options=self.options,
+                    # No retry: a retried create lands as version 1 on another writer's
+                    # table, and each writer would take itself for the table's first.
+                    commit_properties=CommitProperties(max_commit_retries=0),
                 )
                 return 0  # the commit that creates a table is version 0
             except Exception as exc:  # noqa: BLE001 - another writer created it first: merge

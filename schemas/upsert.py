@@ -326,6 +326,7 @@ def keyed_commit(
     held, scanned = locate(files, keys)
     if batches is None and not held:
         return None
+    read_version = files.table.version()
     commit = Commit(files_scanned=scanned, files_removed=len(held))
     now = int(time.time() * 1000)
     writers = Writers(files, table_schema(files.table))
@@ -358,7 +359,7 @@ def keyed_commit(
         writers.discard()  # a concurrent commit raises CommitFailedError: the caller retries
         raise
     files.table.update_incremental()
-    return files.table.version()
+    return read_version + 1  # no retries: the commit landed right after the version read
 
 
 def upsert(files: TableFiles, keys: pa.Array | list[str], batches: Iterable[pa.RecordBatch]) -> int:

@@ -2,6 +2,8 @@
 deletes and keyed reads; a commit at a stale version fails and leaves no files behind; every
 Delta reader sees the same rows."""
 
+import multiprocessing
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -143,3 +145,21 @@ def test_staged_files_merge_into_a_table_another_writer_created_after_our_check(
     monkeypatch.setattr(DeltaStore, "exists", exists_after_our_check)
     store.merge_files("errors", [str(staged)])
     assert codes(store) == {"a": "theirs", "b": "ours", "c": "ours"}
+
+
+def merge_at(lake: str, tag: str, start: float) -> int | None:
+    while time.time() < start:  # both writers find no table, then create it together
+        pass
+    return DeltaStore(lake).merge("errors", error_rows([tag], tag))
+
+
+def test_two_writers_creating_one_table_get_the_versions_they_committed(tmp_path):
+    """delta-rs retries a lost create as an append at version 1; a writer told "0" would take
+    itself for the table's first (two racing first runs both kept their own codebook)."""
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        for attempt in range(8):
+            lake = str(tmp_path / f"lake{attempt}")
+            start = time.time() + 0.5
+            versions = pool.starmap(merge_at, [(lake, "a", start), (lake, "b", start)])
+            assert sorted(versions) == [0, 1], versions
+            assert codes(DeltaStore(lake)) == {"a": "a", "b": "b"}
