@@ -128,7 +128,7 @@ def rows_to_table(name: str, schema: pa.Schema, rows: list[dict[str, Any]]) -> p
 
 def _last_per_key(table: pa.Table, key: str) -> pa.Table:
     """Keep the last row for each key, so an upsert never sees a duplicate source key."""
-    if table.num_rows < 2 or pc.count_distinct(table.column(key)).as_py() == table.num_rows:
+    if table.num_rows < 2 or len(pc.unique(table.column(key))) == table.num_rows:
         return table
     keys = table.column(key).to_pylist()
     last = {k: i for i, k in enumerate(keys)}

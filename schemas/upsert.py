@@ -138,9 +138,9 @@ def conform(batch: pa.RecordBatch | pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def dictionary_columns(schema: pa.Schema) -> list[str]:
-    """Columns worth dictionary-encoding: not float vectors (embeddings never repeat, and
-    trying a dictionary first costs a tenth of the write)."""
+def scalar_columns(schema: pa.Schema) -> list[str]:
+    """Columns worth a dictionary and statistics: not float vectors (embeddings never repeat,
+    nobody filters on their min/max, and trying both costs a fifth of the write)."""
     return [
         f.name
         for f in schema
@@ -196,7 +196,8 @@ class FileWriter:
             self.schema,
             filesystem=fs,
             compression="snappy",
-            use_dictionary=dictionary_columns(self.schema),
+            use_dictionary=scalar_columns(self.schema),
+            write_statistics=scalar_columns(self.schema),
         )
         self._rows = self._bytes = self._nulls = 0
         self._low = self._high = None
@@ -323,20 +324,21 @@ def keyed_commit(
     """Rewrite the files holding ``keys`` without them, write ``batches`` as new files, and
     commit both at the version read. None when there is nothing to commit."""
     keys = sorted_unique(keys)
-    held, scanned = locate(files, keys)
-    if batches is None and not held:
-        return None
     read_version = files.table.version()
-    commit = Commit(files_scanned=scanned, files_removed=len(held))
-    now = int(time.time() * 1000)
     writers = Writers(files, table_schema(files.table))
     try:
+        if batches is not None:  # new rows need no probe: they are written while it runs
+            submit_batches(writers, batches)
+        held, scanned = locate(files, keys)
+        if batches is None and not held:
+            writers.discard()
+            return None
+        commit = Commit(files_scanned=scanned, files_removed=len(held))
+        now = int(time.time() * 1000)
         copies = [
             writers.submit(lambda path=path, found=found: read_kept(files, path, found))
             for path, found in held.items()
         ]
-        if batches is not None:
-            submit_batches(writers, batches)
         adds = writers.close()
         commit.removes = [RemoveAction(p, True, now, files.sizes[p], {}) for p in held]
         commit.files_added = len(adds)
