@@ -44,6 +44,7 @@ def records() -> list[dict]:
             "item_id": f"clip{i}",
             "title": f"Clip number {i}",
             "tags": ["demo"],
+            "text": None,
             "duration_s": 5.0 + i,
             "width": 320,
             "height": 240,

@@ -25,6 +25,7 @@ DESCRIPTION_FIELDS = (
     "title",
     "tags",
     "published_at",
+    "text",
     "description",
     "description_tokens",
     "prompt_tokens",

@@ -12,7 +12,7 @@ _TS = pa.timestamp("us", tz="UTC")
 
 # Lineage every feature row carries: what produced it and in which run.
 _LINEAGE = [
-    pa.field("content_sha256", pa.string()),
+    pa.field("content_sha256", pa.string()),  # of the media bytes; of the metadata without media
     pa.field("pipeline_fingerprint", pa.string()),
     pa.field("describer", pa.string()),
     pa.field("describer_revision", pa.string()),
@@ -32,6 +32,7 @@ DESCRIPTIONS = pa.schema(
         pa.field("title", pa.string()),
         pa.field("tags", pa.list_(pa.string())),
         pa.field("published_at", pa.string()),
+        pa.field("text", pa.string()),  # the manifest's free text (synopsis, caption), if any
         pa.field("description", pa.string()),
         pa.field("description_tokens", pa.int32()),
         pa.field("prompt_tokens", pa.int32()),
@@ -68,7 +69,7 @@ DESCRIPTIONS = pa.schema(
             ),
         ),
         pa.field("asr_model", pa.string()),
-        pa.field("media_kind", pa.string()),
+        pa.field("media_kind", pa.string()),  # video, audio, or text (no media: uri is null)
         pa.field("video_codec", pa.string()),
         pa.field("audio_codec", pa.string()),
         pa.field("file_size", pa.int64()),
@@ -103,7 +104,7 @@ DESCRIPTIONS = pa.schema(
         pa.field("shot_count", pa.int32()),
         pa.field("visual_model", pa.string()),
         pa.field("grounding", pa.float32()),
-        pa.field("frame_count", pa.int64()),  # frames in the source video (0: audio only)
+        pa.field("frame_count", pa.int64()),  # frames in the source video (0: audio or text)
         pa.field("audio_error", pa.string()),  # why an unreadable audio track was skipped
         *[f for f in _LINEAGE if f.name != "encoder"],
     ]

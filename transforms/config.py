@@ -119,7 +119,7 @@ class DescribeConfig(_Section):
         "SmolLM2-135M-Instruct.Q4_1.gguf", description="offline: GGUF file in the model folder"
     )
     prompt_version: str = Field(
-        "auto", description="prompts/describe_<version>.jinja; auto = offline_v2 or v2 (VLMs)"
+        "auto", description="prompts/describe_<version>.jinja; auto = offline_v3 or v3 (VLMs)"
     )
     max_new_tokens: int = Field(96, ge=8, le=4096)
     min_new_tokens: int = Field(0, ge=0, le=4096)
@@ -130,7 +130,8 @@ class DescribeConfig(_Section):
     max_images: int = Field(8, ge=1, le=64, description="frames sent to a VLM per clip")
     max_transcript_chars: int = Field(1200, ge=0)
     append_signals: bool = Field(
-        True, description="offline: end the description with the quoted transcript and OCR text"
+        True,
+        description="offline: end the description with the quoted text, transcript and OCR text",
     )
     visual_context: Literal["auto", "on", "off"] = Field(
         "auto",
@@ -172,7 +173,7 @@ class DescribeConfig(_Section):
     def resolved_prompt_version(self) -> str:
         if self.prompt_version != "auto":
             return self.prompt_version
-        return "offline_v2" if self.backend == "offline" else "v2"
+        return "offline_v3" if self.backend == "offline" else "v3"
 
 
 class EncodeConfig(_Section):

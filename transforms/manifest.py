@@ -1,7 +1,9 @@
 """Read the input: a directory of media files or a manifest (JSONL, CSV, Parquet), on any storage.
 
 Every item becomes a record with ``item_id``, ``uri`` and optional metadata (``title``,
-``tags``, ``published_at``). A bad manifest fails fast; a bad *item* is the media stage's job.
+``tags``, ``text``, ``published_at``). A manifest row may leave out ``uri`` when it has a
+``title`` or a ``text``: a text-only item, described from its metadata (``uri`` is None).
+A bad manifest fails fast; a bad *item* is the media stage's job.
 
 Manifests are read exactly as written: CSV cells are strings (``007`` stays ``007``, ``NA``
 stays ``NA``; only an empty cell is absent), JSONL and Parquet ids must be strings or integers,
@@ -54,8 +56,9 @@ MEDIA_EXTENSIONS = {
     ".mp3",
     ".m4a",
 }
-METADATA_FIELDS = ("title", "tags", "published_at")
+METADATA_FIELDS = ("title", "tags", "text", "published_at")
 RECORD_FIELDS = ("item_id", "uri", *METADATA_FIELDS)  # every record read from an input has these
+TEXT_ITEM_FIELDS = ("title", "text")  # a row without a uri needs one of these
 MANIFEST_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 HASH_CHUNK_BYTES = 4 << 20
 JSON_BLANKS = b" \t\r\n"  # the only whitespace JSON allows between tokens
@@ -253,6 +256,7 @@ def _media_record(base: str, uri: str) -> Record:
         "uri": uri,
         "title": None,
         "tags": [],
+        "text": None,
         "published_at": None,
     }
 
@@ -359,11 +363,16 @@ def _normalize_tags(value: Any) -> list[str]:
 
 
 def _checked_id(row: dict[str, Any], number: int, origin: str) -> str:
-    """The row's item_id as a string in Unicode NFC; fail fast on a missing item_id or uri, an
-    item_id that is not a string or an integer, or a uri that is not a string."""
-    missing = [k for k in ("item_id", "uri") if row.get(k) is None or row.get(k) == ""]
-    if missing:
-        raise ManifestError(f"{origin}: row {number} lacks {', '.join(missing)}")
+    """The row's item_id as a string in Unicode NFC; fail fast on a missing item_id, a row
+    with neither a uri nor a title or text, an item_id that is not a string or an integer, or
+    a uri that is not a string."""
+    if _blank_value(row.get("item_id")):
+        raise ManifestError(f"{origin}: row {number} lacks item_id")
+    if _blank_value(row.get("uri")) and not any(_given(row, k) for k in TEXT_ITEM_FIELDS):
+        raise ManifestError(
+            f"{origin}: row {number} lacks uri: give it a uri (its media file) or, for an item "
+            "without media, a title or text to describe it from"
+        )
     item_id = row["item_id"]
     if isinstance(item_id, bool) or not isinstance(item_id, (str, int)):
         raise ManifestError(
@@ -371,7 +380,7 @@ def _checked_id(row: dict[str, Any], number: int, origin: str) -> str:
             'it as a string ("007") or an integer (a float or other value would change the id '
             "silently: 7.0 is not 7, 1e19 loses digits)"
         )
-    if not isinstance(row["uri"], str):
+    if not _blank_value(row.get("uri")) and not isinstance(row["uri"], str):
         raise ManifestError(
             f"{origin}: row {number}: uri {row['uri']!r} is a {type(row['uri']).__name__}; "
             "write it as a string"
@@ -379,19 +388,46 @@ def _checked_id(row: dict[str, Any], number: int, origin: str) -> str:
     return unicodedata.normalize("NFC", str(item_id))
 
 
+def _blank_value(value: Any) -> bool:
+    return value is None or value == ""
+
+
+def _given(row: dict[str, Any], key: str) -> bool:
+    """Whether the row has a non-blank ``key`` (whitespace alone gives nothing to describe)."""
+    return not _blank_value(row.get(key)) and bool(str(row[key]).strip())
+
+
+def _optional_text(row: dict[str, Any], key: str) -> str | None:
+    return None if row.get(key) is None else str(row[key])
+
+
+def _resolved_uri(uri: str, base: str) -> str:
+    """``uri`` as written when it has a scheme or is absolute; else relative to ``base``."""
+    is_uri = "://" in uri or uri[:5].lower() == "file:"
+    if is_uri or Path(uri).is_absolute():
+        return uri
+    return str((Path(base) / uri).resolve()) if storage.is_local(base) else f"{base}/{uri}"
+
+
 def _record(row: dict[str, Any], number: int, origin: str, base: str) -> Record:
     item_id = _checked_id(row, number, origin)
-    uri = row["uri"]
-    is_uri = "://" in uri or uri[:5].lower() == "file:"
-    if not is_uri and not Path(uri).is_absolute():
-        uri = str((Path(base) / uri).resolve()) if storage.is_local(base) else f"{base}/{uri}"
+    uri = None if _blank_value(row.get("uri")) else _resolved_uri(row["uri"], base)
     return {
         "item_id": item_id,
         "uri": uri,
-        "title": None if row.get("title") is None else str(row["title"]),
+        "title": _optional_text(row, "title"),
         "tags": _normalize_tags(row.get("tags")),
-        "published_at": None if row.get("published_at") is None else str(row["published_at"]),
+        "text": _optional_text(row, "text"),
+        "published_at": _optional_text(row, "published_at"),
     }
+
+
+def metadata_sha256(record: Record) -> str:
+    """The content hash of an item without media: sha256 of its metadata fields as canonical
+    JSON (a changed title, tags, text or published_at is new content)."""
+    metadata = {field: record.get(field) for field in METADATA_FIELDS}
+    blob = json.dumps(metadata, sort_keys=True, ensure_ascii=False).encode()
+    return hashlib.sha256(blob).hexdigest()
 
 
 def content_sha256(path: str | Path) -> str | None:

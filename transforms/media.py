@@ -3,6 +3,8 @@
 Decoding never decodes a whole long video: ``get_batch`` reads only the chosen indices, and
 large frames are scaled inside the decoder. Every failure maps to a documented error code
 (``transforms.errors``); a file with no audio track is not an error (``has_audio=False``).
+An item without a uri (a manifest's text-only item) reads no file: it gets no frames and no
+audio (``media_kind="text"``), and its content hash is the hash of its metadata.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from PIL import Image
 
 from transforms import storage
 from transforms.config import MediaConfig
+from transforms.manifest import metadata_sha256
 from transforms.stage import Record, Stage, StageError, StageRuntime
 
 logger = logging.getLogger(__name__)
@@ -31,6 +34,12 @@ MEDIA_COLUMNS = ("frames", "audio")  # heavy, in-memory only; never written to a
 PROBE_TIMEOUT_S = 60
 TEXT_CODECS = {"ansi", "bintext", "xbin", "idf", "tty"}  # ffmpeg "plays" text files as video
 READ_FAILURE_MARKERS = ("av_read_frame", "partial file", "Invalid data found")
+TEXT_ONLY = "text"  # media_kind of an item without media
+
+
+def has_media(record: Record) -> bool:
+    """Whether the item names a media file (a text-only item has no uri)."""
+    return bool(record.get("uri"))
 
 
 # -- where the input is ----------------------------------------------------------------------
@@ -77,8 +86,12 @@ def check_file(uri: str, config: MediaConfig) -> int:
 def fetch_input(record: Record, config: MediaConfig, cache_dir: str | None = None) -> None:
     """Read the item's bytes once on the worker: ``content_sha256`` is computed while reading,
     and a remote object lands in a local temporary file (``local_path``) for the decoders. An
-    input that is refused or unreadable gets None for both; the media stage says why."""
+    input that is refused or unreadable gets None for both; the media stage says why. An item
+    without media reads nothing: its ``content_sha256`` is the hash of its metadata."""
     record["content_sha256"] = record["local_path"] = None
+    if not has_media(record):
+        record["content_sha256"] = metadata_sha256(record)
+        return
     try:
         uri = confine(record["uri"], config)
         check_file(uri, config)
@@ -463,6 +476,34 @@ def frame_statistics(frames: list[np.ndarray]) -> dict:
     }
 
 
+def no_frames() -> Record:
+    """The picture fields of an item with no video stream."""
+    return {
+        "frames": [],
+        "frame_timestamps_s": [],
+        "frame_count": 0,
+        "fps": None,
+        "width": None,
+        "height": None,
+        "frames_sampled": 0,
+        "frame_stats": {},
+    }
+
+
+def no_media() -> Record:
+    """The media fields of an item with no file at all: no picture, no sound, no codecs."""
+    return {
+        **no_frames(),
+        "video_codec": None,
+        "audio_codec": None,
+        "duration_s": None,
+        "audio": None,
+        "has_audio": False,
+        "audio_rms": 0.0,
+        "audio_error": None,
+    }
+
+
 class MediaStage(Stage):
     """Confine + probe + frames + audio + frame statistics for each record."""
 
@@ -507,6 +548,9 @@ class MediaStage(Stage):
         }
 
     def process_item(self, record: Record) -> None:
+        if not has_media(record):
+            record.update(no_media(), file_size=None, local_path=None, media_kind=TEXT_ONLY)
+            return
         uri = confine(record["uri"], self.config)
         record["file_size"] = check_file(uri, self.config)
         if not record.get("local_path") and storage.is_local(uri):
@@ -523,16 +567,7 @@ class MediaStage(Stage):
         if probe.has_video:
             record.update(read_frames(path, probe, self.config), media_kind="video")
         else:
-            record.update(
-                frames=[],
-                frame_timestamps_s=[],
-                frame_count=0,
-                fps=None,
-                width=None,
-                height=None,
-                duration_s=probe.duration_s,
-                media_kind="audio",
-            )
+            record.update(no_frames(), duration_s=probe.duration_s, media_kind="audio")
         audio = self.audio_or_skip(path, probe, record)
         record["audio"] = audio
         record["has_audio"] = audio is not None and audio.size > 0

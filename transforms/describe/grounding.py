@@ -2,7 +2,8 @@
 
 The evidence of a clip is what the pipeline observed or was given: the visual tags (with their
 WordNet synonyms from the ImageNet class list, and a few hypernyms such as "dog" or "bicycle"),
-the transcript, the on-screen text, the title and tags, and the frame statistics. A content
+the transcript, the on-screen text, the title, tags and text, and the frame statistics. An
+item without media (text-only) has only its title, tags and text. A content
 word of a description is supported when it, or its simple stem, appears in that evidence. The
 grounding of a text is the share of its content words that are supported.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from transforms.describe.prompt import describe_audio, describe_visuals
+from transforms.describe.prompt import describe_audio, describe_visuals, is_text_only
 from transforms.stage import Record
 
 WORD = re.compile(r"[a-z][a-z'-]*")
@@ -109,7 +110,8 @@ _STOPWORD_TEXT = """
     transcript text screen on-screen reads read written words word heard sound sounds audio
     second seconds long length lasting lasts minute minutes content contains mostly mainly
     likely possibly perhaps style look looks scene scenes shot shots part parts first last
-    across throughout overall set setting kind type something it's way thing things cut cuts"""
+    across throughout overall set setting kind type something it's way thing things cut cuts
+    item items"""
 STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 
 
@@ -175,6 +177,7 @@ def evidence_text(record: Record) -> str:
     parts = [
         record.get("title") or "",
         " ".join(record.get("tags") or []),
+        record.get("text") or "",
         record.get("transcript") or "",
         record.get("ocr_text") or "",
         describe_visuals(record.get("frame_stats") or {}),
@@ -230,6 +233,8 @@ def opening_sentence(record: Record) -> str:
     """The opening sentence: the title and the visual tags worth naming, from the evidence."""
     title = (record.get("title") or "").strip().rstrip(".")
     titled = f' titled "{title}"' if title else ""
+    if is_text_only(record):
+        return f"This item{titled} has no media; it is described from its metadata."
     if tags := named_tags(record):
         return f"This video{titled} shows what an image classifier labels {_join(tags)}."
     if record.get("frames") or record.get("frames_sampled"):
@@ -239,7 +244,11 @@ def opening_sentence(record: Record) -> str:
 
 def template_sentences(record: Record) -> list[str]:
     """One sentence stated straight from the evidence: picture, shots, length and audio (one
-    sentence, so the describer's sentence cap never cuts the quotes that follow)."""
+    sentence, so the describer's sentence cap never cuts the quotes that follow). An item
+    without media gets its tags instead: it has no picture, length or audio to state."""
+    if is_text_only(record):
+        tags = [t.strip() for t in record.get("tags") or [] if t.strip()]
+        return [f"Tags: {', '.join(tags)}."] if tags else []
     parts = []
     if stats := record.get("frame_stats"):
         parts.append(f"the picture is {describe_visuals(stats)}")

@@ -1,11 +1,13 @@
 """The offline describer: grounded sentences from the clip's evidence, plus what a small text
 LLM writes that the evidence supports.
 
-The LLM never sees the pixels: it reads the transcript, OCR text, metadata, frame statistics and
-the visual tags of an ImageNet classifier. Its sentences are kept only when their content words
+The LLM never sees the pixels: it reads the transcript, OCR text, metadata (title, tags and the
+manifest's text), frame statistics and the visual tags of an ImageNet classifier. An item
+without media is described from its metadata alone. Its sentences are kept only when their content words
 are supported by that evidence (``describe.min_sentence_grounding``); the rest of the text is
 stated from the evidence by templates. With ``append_signals`` the description ends with the
-quoted transcript and on-screen text, so the embedding carries what was said and shown.
+quoted text, transcript and on-screen text, so the embedding carries what was written, said
+and shown.
 """
 
 from __future__ import annotations
@@ -82,8 +84,11 @@ def grounded_description(record: Record, generated: str, minimum: float) -> str:
 
 
 def signals_sentence(record: Record) -> str:
-    """The grounded tail: what was said and shown, quoted, never paraphrased."""
+    """The grounded tail: the item's text and what was said and shown, quoted, never
+    paraphrased."""
     parts = []
+    if text := (record.get("text") or "").strip():
+        parts.append(f'Text: "{text[:QUOTE_CHARS]}".')
     if transcript := (record.get("transcript") or "").strip():
         parts.append(f'Speech: "{transcript[:QUOTE_CHARS]}".')
     if ocr := (record.get("ocr_text") or "").strip():

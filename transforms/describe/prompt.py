@@ -174,6 +174,7 @@ PROMPT_FIELDS = frozenset(
     {
         "title",
         "tags",
+        "text",
         "duration_s",
         "width",
         "height",
@@ -186,6 +187,9 @@ PROMPT_FIELDS = frozenset(
         "visual_tags",
     }
 )
+
+
+NO_MEDIA = "none (no media)"
 
 
 class MissingField(KeyError):
@@ -204,7 +208,14 @@ def declared(record: Record, name: str) -> object:
         ) from None
 
 
+def is_text_only(record: Record) -> bool:
+    """An item with no media at all (``media_kind`` "text"): only its metadata describes it."""
+    return record.get("media_kind") == "text"
+
+
 def describe_audio(record: Record) -> str:
+    if is_text_only(record):
+        return NO_MEDIA
     if not declared(record, "has_audio"):
         return "no audio track"
     if declared(record, "transcript"):
@@ -240,9 +251,10 @@ def item_facts(
         if width
         else "none (audio only)"
     )
-    return {
+    facts = {
         "title": declared(record, "title") or "unknown",
         "tags": ", ".join(declared(record, "tags") or []) or "none",
+        "text": (declared(record, "text") or "")[:max_transcript_chars] or "none",
         "duration": f"{declared(record, 'duration_s') or 0:.1f} seconds",
         "picture": picture,
         "visual_tags": describe_tags(record) if visual_context else "not used",
@@ -251,3 +263,6 @@ def item_facts(
         "transcript": transcript,
         "on_screen_text": declared(record, "ocr_text") or "none",
     }
+    if is_text_only(record):  # nothing was decoded: say so rather than "0.0 seconds"
+        facts.update(duration=NO_MEDIA, picture=NO_MEDIA)
+    return facts

@@ -1,7 +1,7 @@
 """The ``transformers`` backend: any AutoModelForImageTextToText VLM, in process.
 
 Frames go in as images through the processor's chat template (Qwen2.5-VL, SmolVLM2,
-LLaVA-OneVision, ...). Generation is batched with left padding; bf16 on CUDA with accelerate's
+LLaVA-OneVision, ...). An item without media (text-only) gets the same prompt with no image. Generation is batched with left padding; bf16 on CUDA with accelerate's
 ``device_map``, fp32 on CPU. A batch that runs out of accelerator memory is halved and retried;
 only a single item that still does not fit is marked ``out_of_memory``.
 """
@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from transforms.describe.base import Describer, pick_frames, tokenizer_control_tokens
-from transforms.describe.prompt import RenderedPrompt
+from transforms.describe.prompt import RenderedPrompt, is_text_only
 from transforms.models import pick_device, resolve_model
 from transforms.stage import Record, mark_error
 
@@ -73,10 +73,11 @@ class TransformersDescriber(Describer):
         return text + prompt.answer_prefix
 
     def run_batch(self, records: list[Record]) -> None:
-        without_frames = [r for r in records if not r.get("frames")]
-        for record in without_frames:  # audio-only clips: nothing for a VLM to look at
+        audio_only = [r for r in records if not r.get("frames") and not is_text_only(r)]
+        for record in audio_only:  # a clip with sound only: nothing for a VLM to look at
             mark_error(record, self.name, "describe_failed", "no frames to show the VLM")
         self._generate_halving([r for r in records if r.get("frames")])
+        self._generate_halving([r for r in records if is_text_only(r)])  # prompts, no images
 
     def _generate_halving(self, records: list[Record]) -> None:
         """Generate; on out-of-memory split the batch in two and retry each half."""
@@ -122,9 +123,9 @@ class TransformersDescriber(Describer):
             for r in records
         ]
         texts = [self.chat_text(p, len(imgs)) for p, imgs in zip(prompts, images, strict=True)]
-        inputs = processor(text=texts, images=images, padding=True, return_tensors="pt").to(
-            self._model.device
-        )
+        inputs = processor(
+            text=texts, images=images if any(images) else None, padding=True, return_tensors="pt"
+        ).to(self._model.device)
         if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
             inputs["pixel_values"] = inputs["pixel_values"].to(self._model.dtype)
         settings = self.generate_kwargs(processor.tokenizer.pad_token_id)
