@@ -3,11 +3,11 @@ LLM writes that the evidence supports.
 
 The LLM never sees the pixels: it reads the transcript, OCR text, metadata (title, tags and the
 manifest's text), frame statistics and the visual tags of an ImageNet classifier. An item
-without media is described from its metadata alone. Its sentences are kept only when their content words
-are supported by that evidence (``describe.min_sentence_grounding``); the rest of the text is
-stated from the evidence by templates. With ``append_signals`` the description ends with the
-quoted text, transcript and on-screen text, so the embedding carries what was written, said
-and shown.
+without media is described from its metadata alone. Its sentences are kept only when their
+content words are supported by that evidence (``describe.min_sentence_grounding``); the rest
+of the text is stated from the evidence by templates. With ``append_signals`` the description
+ends with the quoted text, transcript and on-screen text, so the embedding carries what was
+written, said and shown.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """The ``transformers`` backend: any AutoModelForImageTextToText VLM, in process.
 
 Frames go in as images through the processor's chat template (Qwen2.5-VL, SmolVLM2,
-LLaVA-OneVision, ...). An item without media (text-only) gets the same prompt with no image. Generation is batched with left padding; bf16 on CUDA with accelerate's
-``device_map``, fp32 on CPU. A batch that runs out of accelerator memory is halved and retried;
-only a single item that still does not fit is marked ``out_of_memory``.
+LLaVA-OneVision, ...). An item without media (text-only) gets the same prompt with no image.
+Generation is batched with left padding; bf16 on CUDA with accelerate's ``device_map``, fp32
+on CPU. A batch that runs out of accelerator memory is halved and retried; only a single item
+that still does not fit is marked ``out_of_memory``.
 """
 
 from __future__ import annotations
