@@ -113,3 +113,15 @@ def test_missing_key_variable_fails_fast(monkeypatch):
     stage = build_describer(DescribeConfig(backend="openai", model="m", api_key_env="NO_SUCH_KEY"))
     with pytest.raises(UsageError, match=r"\$NO_SUCH_KEY"):
         stage.setup()
+
+
+def test_a_text_only_item_is_sent_without_images(monkeypatch):
+    book = {**clip(0), "frames": [], "media_kind": "text", "text": "A guide to roses."}
+    book.update(duration_s=None, width=None, height=None, fps=None, has_audio=False)
+    with FakeOpenAI(api_key=KEY) as server:
+        [out] = describer(server, monkeypatch).process_batch([book])
+    assert "error" not in out and out["description"].startswith("a clip with 0 frames")
+    [request] = server.requests
+    assert request["images"] == []
+    user_text = request["body"]["messages"][1]["content"][-1]["text"]
+    assert 'text: "A guide to roses."' in user_text and 'picture: "none (no media)"' in user_text

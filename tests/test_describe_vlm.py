@@ -93,3 +93,16 @@ def test_audio_only_items_are_refused_not_guessed(tiny_vlm_dir, clips):
     [audio_only] = without_signals([{"item_id": "podcast", "frames": [], "title": "talk"}])
     out = stage.process_batch([audio_only, fresh(clips)[0]])
     assert out[0]["error"]["code"] == "describe_failed" and "description" in out[1]
+
+
+def test_a_text_only_item_gets_a_prompt_without_images(tiny_vlm_dir, clips):
+    stage = build_describer(vlm_config(tiny_vlm_dir))
+    book = {"item_id": "book", "uri": None, "title": "Rings of Saturn", "tags": []}
+    book.update(text="Astronomers explain the icy rings.", published_at=None)
+    [book] = without_signals(MediaStage(MediaConfig()).process_batch([book]))
+    clip, book = stage.process_batch([fresh(clips)[0], book])
+    assert "error" not in book and len(book["description"]) >= 20
+    tokenizer = stage._model_processor.tokenizer
+    text_only = stage.chat_text(stage.render(book), image_count=0)
+    assert book["prompt_tokens"] == len(tokenizer(text_only)["input_ids"])  # no image tokens
+    assert clip["prompt_tokens"] > 3 * 16  # the clip in the same batch kept its images

@@ -20,10 +20,14 @@ SMALL_MODEL_PARAMS = 4e9
 MODEL_SIZE = re.compile(r"(?<![0-9a-z.])(\d+(?:\.\d+)?)([bm])(?![a-z])", re.IGNORECASE)
 
 
+# A sentence: up to its end mark, with a closing quote or bracket (and its own end mark) kept.
+SENTENCE_END = re.compile(r"[^.!?]+[.!?]+(?:[\"'”’)\]]+[.!?]*)?")
+
+
 def tidy_description(text: str) -> str:
     """Collapse whitespace, drop a trailing half sentence, keep at most MAX_SENTENCES."""
     text = re.sub(r"\s+", " ", text).strip()
-    sentences = re.findall(r"[^.!?]+[.!?]+", text)
+    sentences = SENTENCE_END.findall(text)
     if sentences:
         text = " ".join(s.strip() for s in sentences[:MAX_SENTENCES])
     return text
