@@ -311,6 +311,8 @@ def first_frame(
         release_input,
     )
 
+    if media_kind == "text":
+        return None, "text only (no media)"
     if not uri:
         return None, "no uri"
     if media_kind == "audio":

@@ -195,3 +195,10 @@ def test_the_text_is_evidence_so_sentences_about_it_are_kept():
     with_text = evidence_vocabulary({**book, "text": "Astronomers explain the icy rings."})
     assert grounded_sentences(sentence, with_text, 0.75) == [sentence]
     assert grounded_sentences(sentence, evidence_vocabulary(book), 0.75) == []
+
+
+def test_the_report_says_a_text_item_has_no_frame_to_show():
+    from jobs.report import first_frame
+    from transforms.config import MediaConfig
+
+    assert first_frame(None, "text", MediaConfig()) == (None, "text only (no media)")
