@@ -59,6 +59,7 @@ MEDIA_EXTENSIONS = {
 METADATA_FIELDS = ("title", "tags", "text", "published_at")
 RECORD_FIELDS = ("item_id", "uri", *METADATA_FIELDS)  # every record read from an input has these
 TEXT_ITEM_FIELDS = ("title", "text")  # a row without a uri needs one of these
+TEXT_ONLY = "text"  # the media_kind of an item without media (the media stage sets it)
 MANIFEST_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 HASH_CHUNK_BYTES = 4 << 20
 JSON_BLANKS = b" \t\r\n"  # the only whitespace JSON allows between tokens

@@ -21,7 +21,7 @@ from PIL import Image
 
 from transforms import storage
 from transforms.config import MediaConfig
-from transforms.manifest import metadata_sha256
+from transforms.manifest import TEXT_ONLY, metadata_sha256
 from transforms.stage import Record, Stage, StageError, StageRuntime
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,6 @@ MEDIA_COLUMNS = ("frames", "audio")  # heavy, in-memory only; never written to a
 PROBE_TIMEOUT_S = 60
 TEXT_CODECS = {"ansi", "bintext", "xbin", "idf", "tty"}  # ffmpeg "plays" text files as video
 READ_FAILURE_MARKERS = ("av_read_frame", "partial file", "Invalid data found")
-TEXT_ONLY = "text"  # media_kind of an item without media
 
 
 def has_media(record: Record) -> bool:

@@ -19,6 +19,7 @@ from pathlib import Path
 import jinja2
 
 from transforms.errors import UsageError
+from transforms.manifest import TEXT_ONLY
 from transforms.stage import Record
 
 PROMPT_DIR = Path(__file__).parent / "prompts"
@@ -210,7 +211,7 @@ def declared(record: Record, name: str) -> object:
 
 def is_text_only(record: Record) -> bool:
     """An item with no media at all (``media_kind`` "text"): only its metadata describes it."""
-    return record.get("media_kind") == "text"
+    return record.get("media_kind") == TEXT_ONLY
 
 
 def describe_audio(record: Record) -> str:
