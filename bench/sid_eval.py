@@ -18,9 +18,9 @@ evaluation reports the same split. `enrich reencode` re-makes a copy of the lake
 (ii) SID tokenizations on the frozen lake: `sid_codes` (one token per level and code), `sid`
 (codes + prefix n-grams) and `sid_pieces` at three SentencePiece sizes. Each size is its own
 copy of the lake with the same k-means fit (the fit is seeded, so the codes are identical) and
-only the SentencePiece model differs. 1,682 items x 3 codes hold at most ~3,100 distinct
-mergeable runs (759 level-0/1 pairs, 784 level-1/2 pairs, 1,581 full SIDs); a larger vocabulary
-cannot be learned, and at that size every item is one piece.
+only the SentencePiece model differs. 1,682 items x 3 codes hold about 3,100 distinct runs of
+2 or 3 codes (level-0/1 pairs, level-1/2 pairs, full SIDs); SentencePiece learns no more
+than that, whatever it is asked, and at that size every item is one piece.
 
 Every figure is the median over 3 seeds with min and max; wall time is one run. Writes
 bench/results/sid_eval.json; ratio = wall time / 1500 s.
