@@ -1,7 +1,8 @@
 """``enrich evaluate``: do the lake's features help a recommender on your interactions?
 
 Trains small SASRec and two-tower models with each item representation (ID only; ID +
-description embedding; SID tokens; ID + metadata embedding) over fixed seeds, reports
+description embedding; SID tokens as codes + prefix n-grams, codes alone or SentencePiece
+pieces; ID + metadata embedding) over fixed seeds, reports
 HR@10, nDCG@10 and Recall@50 on all users, cold-start items and long-tail items, and records
 the results with their lineage in the ``evaluations`` table. See ``transforms.evaluate``.
 """

@@ -27,7 +27,8 @@ from transforms.evaluate.data import (
     encode_texts,
     metadata_text,
     read_interactions,
-    sid_tokens,
+    sid_ngram_tokens,
+    sid_representation_tokens,
 )
 from transforms.evaluate.harness import Evaluation, evaluate
 from transforms.evaluate.train import METRIC_NAMES
@@ -39,6 +40,8 @@ NEEDS = {  # the table each representation reads
     "description": "embeddings",
     "description_shuffled": "embeddings",
     "sid": "semantic_ids",
+    "sid_codes": "semantic_ids",
+    "sid_pieces": "semantic_ids",
     "metadata": "descriptions",
 }
 
@@ -71,6 +74,7 @@ class EvaluationRun:
             "results": self.evaluation.results,
             "seconds": self.evaluation.seconds,
             "seconds_per_training": self.evaluation.seconds_per_training,
+            "sid_vocabulary": self.evaluation.sid_vocabulary,
         }
 
 
@@ -110,12 +114,9 @@ def load_features(store, versions: dict[str, int | None]) -> ItemFeatures:
         table = store.read(
             "semantic_ids",
             version=versions["semantic_ids"],
-            columns=["item_id", "codes", "prefix_ngrams", "codebook_version"],
+            columns=["item_id", "codes", "prefix_ngrams", "sid_pieces", "codebook_version"],
         )
-        features.sid_tokens = {
-            row["item_id"]: sid_tokens(row["codes"], row["prefix_ngrams"])
-            for row in table.to_pylist()
-        }
+        features.sid_tokens = sid_tokens_by_representation(table.to_pylist())
         features.lineage["codebook_version"] = _values(table, "codebook_version")
     if versions.get("descriptions") is not None:
         table = store.read(
@@ -128,6 +129,15 @@ def load_features(store, versions: dict[str, int | None]) -> ItemFeatures:
         features.lineage["describer"] = _values(table, "describer")
         features.lineage["prompt_version"] = _values(table, "prompt_version")
     return features
+
+
+def sid_tokens_by_representation(rows: list[dict[str, Any]]) -> dict[str, dict[str, list[str]]]:
+    """``semantic_ids`` rows → SID representation → item_id → tokens."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for row in rows:
+        for representation, tokens in sid_representation_tokens(row).items():
+            out.setdefault(representation, {})[row["item_id"]] = tokens
+    return out
 
 
 def _values(table: pa.Table, column: str) -> str | None:
@@ -146,6 +156,19 @@ def check_representations(config: EvaluateConfig, versions: dict[str, int | None
                 f"(or release) does not have: drop it with --set evaluate.representations=[...] "
                 f"or enrich the catalog first"
             )
+
+
+def check_sid_pieces(config: EvaluateConfig, features: ItemFeatures) -> None:
+    """Fail fast when ``sid_pieces`` is asked for but no SID row carries pieces."""
+    if "sid_pieces" not in config.representations:
+        return
+    if not any(features.sid_tokens.get("sid_pieces", {}).values()):
+        raise UsageError(
+            "representation 'sid_pieces' needs SentencePiece pieces, but no semantic_ids row "
+            f"(codebook {features.lineage.get('codebook_version')}) has sid_pieces: fit the "
+            "codebook with semantic_ids.sentencepiece_vocab (or sentencepiece_budget) > 0, or "
+            "drop sid_pieces from evaluate.representations"
+        )
 
 
 def metadata_vectors(features: ItemFeatures, config: Config) -> dict[str, np.ndarray]:
@@ -170,6 +193,7 @@ def run_evaluation(
     check_representations(config.evaluate, pinned)
     interactions = read_interactions(interactions_uri, config.evaluate.min_rating)
     features = load_features(store, pinned)
+    check_sid_pieces(config.evaluate, features)
     metadata = metadata_vectors(features, config)
     if metadata:
         features.lineage["metadata_encoder"] = _encoder_id(config)
@@ -242,8 +266,10 @@ def with_codebook(features: ItemFeatures, codebook) -> ItemFeatures:
     items = sorted(features.embeddings)
     codes = codebook.encode(np.stack([features.embeddings[i] for i in items]))
     tokens = {
-        item: sid_tokens([int(c) for c in row], None)
-        for item, row in zip(items, codes, strict=True)
+        "sid": {
+            item: sid_ngram_tokens([int(c) for c in row], None)
+            for item, row in zip(items, codes, strict=True)
+        }
     }
     lineage = {**features.lineage, "codebook_version": codebook.version}
     return ItemFeatures(features.embeddings, tokens, features.texts, lineage)

@@ -111,10 +111,10 @@ def fit_codebook_on(
     if previous is not None and previous.encoder == encoder:
         codebook = aligned(codebook, previous.encode(sample), codebook.to_latent(sample))
         codebook.metrics["labels_aligned_to"] = previous.version
-    if config.sentencepiece_vocab:
+    if config.merged_pieces:
         codes = codebook.encode(sample).tolist()
         codebook.sentencepiece_model = train_sentencepiece(
-            codes, codebook.codebook_size, config.sentencepiece_vocab
+            codes, codebook.codebook_size, config.merged_pieces
         )
     return codebook
 

@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from transforms.errors import UsageError
 from transforms.redact import (
@@ -213,9 +220,55 @@ class SemanticIdConfig(_Section):
     sentencepiece_vocab: int = Field(
         256, ge=0, description="merged SentencePiece pieces over SIDs; 0 = no SentencePiece"
     )
+    sentencepiece_budget: int = Field(
+        0,
+        ge=0,
+        description="SID embedding-table rows a ranker may spend on SentencePiece tokens: the "
+        "levels x codebook_size single codes plus the merged pieces; set, it chooses "
+        "sentencepiece_vocab (= budget - levels x codebook_size); 0 = use sentencepiece_vocab",
+    )
+
+    @model_validator(mode="after")
+    def _budget_leaves_room_for_pieces(self) -> SemanticIdConfig:
+        if not self.sentencepiece_budget:
+            return self
+        if "sentencepiece_vocab" in self.model_fields_set:
+            raise ValueError(
+                "set semantic_ids.sentencepiece_budget or semantic_ids.sentencepiece_vocab, "
+                "not both (the budget chooses the vocabulary)"
+            )
+        if self.sentencepiece_budget <= self.single_code_rows:
+            raise ValueError(
+                f"semantic_ids.sentencepiece_budget={self.sentencepiece_budget} leaves no room "
+                f"for merged pieces: the {self.levels} x {self.codebook_size} single codes "
+                f"already take {self.single_code_rows} rows; raise it above "
+                f"{self.single_code_rows} or set it to 0"
+            )
+        return self
+
+    @property
+    def single_code_rows(self) -> int:
+        """Embedding rows of the single (level, code) tokens: levels x codebook_size."""
+        return self.levels * self.codebook_size
+
+    @property
+    def merged_pieces(self) -> int:
+        """The SentencePiece pieces to learn on top of the single codes (0 = none): chosen
+        by ``sentencepiece_budget`` when it is set, else ``sentencepiece_vocab``."""
+        if self.sentencepiece_budget:
+            return self.sentencepiece_budget - self.single_code_rows
+        return self.sentencepiece_vocab
 
 
-EVAL_REPRESENTATIONS = ("id", "description", "sid", "metadata", "description_shuffled")
+EVAL_REPRESENTATIONS = (
+    "id",
+    "description",
+    "sid",  # per-level codes + prefix n-grams
+    "sid_codes",  # per-level codes only
+    "sid_pieces",  # the SentencePiece pieces of semantic_ids.sid_pieces
+    "metadata",
+    "description_shuffled",
+)
 EVAL_MODELS = ("sasrec", "two_tower")
 EVAL_SLICES = ("all", "cold_start", "long_tail")
 EVAL_METRICS = ("hr@10", "ndcg@10", "recall@50")

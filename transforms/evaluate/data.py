@@ -77,7 +77,8 @@ class ItemFeatures:
     """Per-item features from the lake, keyed by item_id, and where they came from."""
 
     embeddings: dict[str, np.ndarray] = field(default_factory=dict)
-    sid_tokens: dict[str, list[str]] = field(default_factory=dict)
+    # SID representation (``SID_REPRESENTATIONS``) → item_id → its tokens
+    sid_tokens: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     texts: dict[str, str] = field(default_factory=dict)  # title + tags, for the metadata baseline
     lineage: dict[str, Any] = field(default_factory=dict)
 
@@ -96,14 +97,61 @@ def embedding_map(table: pa.Table) -> dict[str, np.ndarray]:
     }
 
 
-def sid_tokens(codes: list[int] | None, ngrams: list[str] | None) -> list[str]:
-    """An item's SID tokens: one per (level, code), plus its prefix n-grams (2306.08121)."""
+def sid_code_tokens(codes: list[int] | None) -> list[str]:
+    """``sid_codes``: one token per (level, code), e.g. ``["L0:12", "L1:201", "L2:33"]``."""
+    return [f"L{level}:{int(code)}" for level, code in enumerate(codes or [])]
+
+
+def sid_ngram_tokens(codes: list[int] | None, ngrams: list[str] | None) -> list[str]:
+    """``sid``: the (level, code) tokens plus the longer prefix n-grams (2306.08121), e.g.
+    ``["L0:12", "L1:201", "L2:33", "P:12_201", "P:12_201_33"]``."""
     if not codes:
         return []
     from transforms.semantic_ids.features import prefix_ngrams
 
-    levels = [f"L{level}:{int(code)}" for level, code in enumerate(codes)]
-    return levels + [f"P:{g}" for g in (ngrams or prefix_ngrams(codes))[1:]]
+    return sid_code_tokens(codes) + [f"P:{g}" for g in (ngrams or prefix_ngrams(codes))[1:]]
+
+
+def sid_piece_tokens(codes: list[int] | None, pieces: list[str] | None) -> list[str]:
+    """``sid_pieces``: the item's SentencePiece pieces (2306.08121), each tagged with the level
+    it starts at, e.g. ``["L0:12_201", "L2:33"]``. The stored pieces carry codes only, so
+    ``33`` at level 0 and at level 2 would read alike; the level is recovered by walking the
+    pieces along the codes (past a code SentencePiece dropped as unknown). A piece found
+    nowhere further along the codes is tagged ``L?``."""
+    if not codes or not pieces:
+        return []
+    codes = [int(c) for c in codes]
+    tokens, level = [], 0
+    for piece in pieces:
+        start = _piece_start(codes, [int(p) for p in piece.split("_")], level)
+        if start is None:
+            tokens.append(f"L?:{piece}")
+            continue
+        tokens.append(f"L{start}:{piece}")
+        level = start + piece.count("_") + 1
+    return tokens
+
+
+def _piece_start(codes: list[int], parts: list[int], level: int) -> int | None:
+    """The first level at or after ``level`` where ``parts`` run along ``codes``."""
+    for start in range(level, len(codes) - len(parts) + 1):
+        if codes[start : start + len(parts)] == parts:
+            return start
+    return None
+
+
+SID_REPRESENTATIONS = ("sid", "sid_codes", "sid_pieces")
+
+
+def sid_representation_tokens(row: dict[str, Any]) -> dict[str, list[str]]:
+    """One ``semantic_ids`` row (``codes``, ``prefix_ngrams``, ``sid_pieces``) → its tokens
+    under each SID representation."""
+    codes = row.get("codes")
+    return {
+        "sid": sid_ngram_tokens(codes, row.get("prefix_ngrams")),
+        "sid_codes": sid_code_tokens(codes),
+        "sid_pieces": sid_piece_tokens(codes, row.get("sid_pieces")),
+    }
 
 
 def metadata_text(row: dict[str, Any]) -> str:

@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from transforms.config import EvaluateConfig
 from transforms.errors import UsageError
-from transforms.evaluate.data import ItemFeatures
+from transforms.evaluate.data import SID_REPRESENTATIONS, ItemFeatures
 from transforms.evaluate.models import ItemInputs, build_model
 from transforms.evaluate.split import SLICES, Split, leave_last_out
 from transforms.evaluate.train import METRIC_NAMES, fit, metrics, ranks
@@ -29,6 +29,7 @@ class Evaluation:
     results: dict[str, dict[str, dict[str, dict[str, Any]]]] = field(default_factory=dict)
     seconds: float = 0.0
     seconds_per_training: dict[str, float] = field(default_factory=dict)  # "model/representation"
+    sid_vocabulary: dict[str, int] = field(default_factory=dict)  # distinct tokens (table rows)
 
     def score(self, model: str, representation: str, slice_: str, metric: str) -> float:
         return self.results[model][representation][slice_][metric]["mean"]
@@ -65,8 +66,8 @@ def token_lists(split: Split, tokens: dict[str, list[str]]) -> tuple[list[list[i
 def item_inputs(
     representation: str, split: Split, features: ItemFeatures, metadata: dict, seed: int
 ) -> ItemInputs:
-    """The ``ItemInputs`` of one representation: id, description, sid, metadata (or the
-    description_shuffled control)."""
+    """The ``ItemInputs`` of one representation: id, description, a SID tokenization (sid,
+    sid_codes, sid_pieces), metadata (or the description_shuffled control)."""
     n = split.n_items
     if representation == "id":
         return ItemInputs(n, use_id=True)
@@ -77,29 +78,40 @@ def item_inputs(
             "metadata": metadata,
         }[representation]
         return ItemInputs(n, use_id=True, content=content_matrix(split, vectors))
-    if representation == "sid":
-        lists, vocab = token_lists(split, features.sid_tokens)
+    if representation in SID_REPRESENTATIONS:
+        lists, vocab = token_lists(split, features.sid_tokens.get(representation, {}))
         return ItemInputs(n, use_id=False, tokens=lists, vocab=vocab)
     raise ValueError(f"unknown representation {representation!r}")
 
 
-def coverage(split: Split, features: ItemFeatures, metadata: dict) -> dict[str, dict[str, int]]:
-    """Items (and cold items) that have no feature of each kind: ranked all the same."""
+def coverage(
+    split: Split, features: ItemFeatures, metadata: dict, representations: list[str]
+) -> dict[str, dict[str, int]]:
+    """Items (and cold items) that have no feature of each kind asked for: ranked all the
+    same."""
     sources = {
         "description": features.embeddings,
-        "sid": features.sid_tokens,
+        **{name: features.sid_tokens.get(name, {}) for name in SID_REPRESENTATIONS},
         "metadata": metadata,
     }
+    asked = {name.replace("_shuffled", "") for name in representations}
     cold = set(np.flatnonzero(split.cold[1:]))
     out = {}
     for name, present in sources.items():
-        missing = [i for i, item in enumerate(split.item_ids) if item not in present]
+        if name not in asked:
+            continue
+        missing = [i for i, item in enumerate(split.item_ids) if not _has(present.get(item))]
         out[name] = {
             "items_without_features": len(missing),
             "cold_items_without_features": sum(1 for i in missing if i in cold),
             "example_items_without_features": [split.item_ids[i] for i in missing[:5]],
         }
     return out
+
+
+def _has(feature) -> bool:
+    """An embedding or a non-empty token list."""
+    return feature is not None and len(feature) > 0
 
 
 def train_and_rank(model_name: str, inputs: ItemInputs, split: Split, config, seed: int) -> dict:
@@ -152,18 +164,23 @@ def evaluate(
         torch.set_num_threads(config.threads)
     started = time.perf_counter()
     metadata = metadata or {}
-    catalog = set(features.embeddings) | set(features.sid_tokens) | set(features.texts)
+    catalog = set(features.embeddings) | set(features.texts)
+    catalog |= {item for tokens in features.sid_tokens.values() for item in tokens}
     split = leave_last_out(
         interactions, catalog, config.cold_fraction, config.head_share, config.split_seed
     )
     if not len(split.cases["all"]):
         raise UsageError("no user has 2 or more interactions: nothing to evaluate")
     cases = {name: len(c) for name, c in split.cases.items()}
-    evaluation = Evaluation(split.counts, coverage(split, features, metadata))
+    evaluation = Evaluation(
+        split.counts, coverage(split, features, metadata, config.representations)
+    )
     for model_name in config.models:
         evaluation.results[model_name] = {}
         for representation in config.representations:
             inputs = item_inputs(representation, split, features, metadata, config.split_seed)
+            if representation in SID_REPRESENTATIONS:
+                evaluation.sid_vocabulary[representation] = inputs.vocab
             began = time.perf_counter()
             runs = [train_and_rank(model_name, inputs, split, config, s) for s in config.seeds]
             per_run = (time.perf_counter() - began) / len(config.seeds)

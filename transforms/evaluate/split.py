@@ -125,3 +125,22 @@ def leave_last_out(
         **{f"cases_{name}": len(c) for name, c in cases.items()},
     }
     return Split(item_ids, train, cold, tail, cases, counts)
+
+
+def training_log(split: Split) -> pa.Table:
+    """The interactions the split's models learn from, as ``user_id, item_id, timestamp``:
+    per user the warm history before the held-out last item, in time order (cold items and
+    test targets never appear). For anything else trained on the same data without leakage,
+    e.g. ``enrich fit-encoder``. User ids are the users' positions, timestamps the steps."""
+    users, items, steps = [], [], []
+    for position, history in enumerate(split.train):
+        users += [f"user-{position}"] * len(history)
+        items += [split.item_ids[i - 1] for i in history]
+        steps += range(len(history))
+    return pa.table(
+        {
+            "user_id": pa.array(users, pa.string()),
+            "item_id": pa.array(items, pa.string()),
+            "timestamp": pa.array(steps, pa.int64()),
+        }
+    )
