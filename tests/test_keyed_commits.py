@@ -163,3 +163,30 @@ def test_two_writers_creating_one_table_get_the_versions_they_committed(tmp_path
             versions = pool.starmap(merge_at, [(lake, "a", start), (lake, "b", start)])
             assert sorted(versions) == [0, 1], versions
             assert codes(DeltaStore(lake)) == {"a": "a", "b": "b"}
+
+
+def test_float_vectors_are_written_plain_and_scalars_compressed_with_statistics(lake):
+    """Embeddings never repeat and snappy does not shrink them: no dictionary, statistics or
+    codec is spent on them; the key and other scalars keep all three."""
+    store = DeltaStore(lake)
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "item_id": f"i{k}",
+            "embedding": [float(k), 0.5],
+            "dim": 2,
+            "run_id": "r",
+            "updated_at": now,
+        }
+        for k in range(3)
+    ]
+    store.merge("embeddings", rows)
+    store.merge("embeddings", [{**rows[0], "embedding": [9.0, 9.0]}])  # a keyed commit
+    newest = max((lake / "embeddings").glob("*.parquet"), key=lambda p: p.stat().st_mtime_ns)
+    group = pq.ParquetFile(newest).metadata.row_group(0)
+    columns = {group.column(i).path_in_schema: group.column(i) for i in range(group.num_columns)}
+    vector = columns["embedding.list.element"]
+    assert (vector.compression, vector.statistics) == ("UNCOMPRESSED", None)
+    assert "PLAIN_DICTIONARY" not in vector.encodings and "RLE_DICTIONARY" not in vector.encodings
+    key = columns["item_id"]
+    assert key.compression == "SNAPPY" and key.statistics.has_min_max
