@@ -19,6 +19,7 @@ rows) plus the bytes of the files that hold an updated key plus the batch.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import time
@@ -301,9 +302,9 @@ def read_kept(files: TableFiles, path: str, keys: list[str]) -> Iterator[pa.Tabl
                 yield parquet.read_row_group(group).filter(keep)
 
 
-def submit_batches(writers: Writers, batches: Iterable[pa.RecordBatch]) -> None:
-    """Hand the batch stream to the writers in files of about ``JOB_BYTES``; a large batch is
-    sliced, so every core writes (one Parquet file is encoded on one thread)."""
+def batch_jobs(batches: Iterable[pa.RecordBatch]) -> Iterator[list[pa.RecordBatch]]:
+    """The batch stream cut into write jobs of about ``JOB_BYTES``; a large batch is sliced,
+    so every core writes (one Parquet file is encoded on one thread)."""
     group: list[pa.RecordBatch] = []
     size = 0
     for batch in batches:
@@ -311,9 +312,14 @@ def submit_batches(writers: Writers, batches: Iterable[pa.RecordBatch]) -> None:
             group.append(piece)
             size += piece.nbytes
             if size >= JOB_BYTES:
-                writers.submit(lambda group=group: group)
+                yield group
                 group, size = [], 0
     if group:
+        yield group
+
+
+def submit_jobs(writers: Writers, jobs: Iterable[list[pa.RecordBatch]]) -> None:
+    for group in jobs:
         writers.submit(lambda group=group: group)
 
 
@@ -333,9 +339,11 @@ def keyed_commit(
     keys = sorted_unique(keys)
     read_version = files.table.version()
     writers = Writers(files, table_schema(files.table))
+    jobs = batch_jobs(batches) if batches is not None else iter(())
     try:
-        if batches is not None:  # new rows need no probe: they are written while it runs
-            submit_batches(writers, batches)
+        # New rows need no probe: one core writes them while it runs. The copies of the files
+        # it finds, the longest jobs, go next, so no core idles at the end.
+        submit_jobs(writers, itertools.islice(jobs, max(1, writers.workers - 1)))
         held, scanned = locate(files, keys)
         if batches is None and not held:
             writers.discard()
@@ -346,6 +354,7 @@ def keyed_commit(
             writers.submit(lambda path=path, found=found: read_kept(files, path, found))
             for path, found in held.items()
         ]
+        submit_jobs(writers, jobs)
         adds = writers.close()
         commit.removes = [RemoveAction(p, True, now, files.sizes[p], {}) for p in held]
         commit.files_added = len(adds)
