@@ -2,13 +2,18 @@
 
 Inside each engine task, before any heavy stage, each item's bytes are hashed while they are
 read (``transforms.media.fetch_input``) and compared with the ``descriptions`` row it already
-has, looked up by key at the table version the driver pinned. Same bytes + same pipeline
-fingerprint (models, revisions, prompt, parameters) → nothing to do. ``force`` redoes all.
+has, looked up by key at the table version the driver pinned. Same bytes + same metadata
+(title, tags, text, published_at: the prompt reads them) + same pipeline fingerprint (models,
+revisions, prompt, parameters) → nothing to do. ``force`` redoes all.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from schemas.store import DeltaStore
+from schemas.upsert import table_schema
+from transforms.manifest import METADATA_FIELDS
 from transforms.stage import Record, stable_hash
 
 
@@ -28,15 +33,23 @@ def split_done(
     ``version`` (None: no table yet, nothing is done)."""
     if force or version is None or not records:
         return records, []
-    columns = ["item_id", "content_sha256", "pipeline_fingerprint"]
+    stored = table_schema(store.table("descriptions", version=version)).names
+    metadata = [f for f in METADATA_FIELDS if f in stored]  # lakes older than a field lack it
+    columns = ["item_id", "content_sha256", "pipeline_fingerprint", *metadata]
     keys = [r["item_id"] for r in records]
     known = store.read("descriptions", version=version, columns=columns, keys=keys)
     done_keys = {
-        (row["item_id"], row["content_sha256"], row["pipeline_fingerprint"])
+        (row["item_id"], row["content_sha256"], row["pipeline_fingerprint"], said(row, metadata))
         for row in known.to_pylist()
     }
     todo, done = [], []
     for record in records:
-        key = (record["item_id"], record["content_sha256"], fingerprint)
+        key = (record["item_id"], record["content_sha256"], fingerprint, said(record, metadata))
         (done if record["content_sha256"] and key in done_keys else todo).append(record)
     return todo, done
+
+
+def said(item: dict[str, Any], fields: list[str]) -> tuple:
+    """What the input says of an item (``fields`` of its metadata), comparable between a
+    record and its stored row: an edited title or tags is new content."""
+    return tuple(tuple(item.get(f) or ()) if f == "tags" else item.get(f) for f in fields)

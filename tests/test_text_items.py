@@ -40,8 +40,8 @@ CHEAP = [
 ]
 
 
-def write_manifest(folder: Path, text_items: list[dict]) -> Path:
-    rows = [{"item_id": "clip", "uri": "clip.mp4", "title": "Test pattern"}, *text_items]
+def write_manifest(folder: Path, text_items: list[dict], clip_title: str = "Test pattern") -> Path:
+    rows = [{"item_id": "clip", "uri": "clip.mp4", "title": clip_title}, *text_items]
     path = folder / "manifest.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
@@ -66,16 +66,18 @@ def table(lake: Path, name: str) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def three_runs(tmp_path_factory):
-    """A clip and three text items: a first run, an unchanged rerun, and a rerun after one
-    item's text was edited. Returns the lake, the summaries and the tables after each run."""
+    """A clip and three text items: a first run, an unchanged rerun, a rerun after one
+    item's text was edited, and one after the clip's title was edited (same file). Returns
+    the lake, the summaries and the tables after each run."""
     folder = tmp_path_factory.mktemp("text_items")
     synth_video(folder / "clip.mp4", seconds=1, size="160x120")
     lake = folder / "lake"
     edited = [dict(item) for item in TEXT_ITEMS]
     edited[1]["text"] = "Astronomers explain the moons of Jupiter instead."
     summaries, tables = [], []
-    for items in (TEXT_ITEMS, TEXT_ITEMS, edited):
-        summaries.append(run(write_manifest(folder, items), lake))
+    retitled = {"clip_title": "Colour bars"}
+    for items, clip in ((TEXT_ITEMS, {}), (TEXT_ITEMS, {}), (edited, {}), (edited, retitled)):
+        summaries.append(run(write_manifest(folder, items, **clip), lake))
         tables.append({n: table(lake, n) for n in ("descriptions", "embeddings", "semantic_ids")})
     return lake, summaries, tables
 
@@ -135,6 +137,23 @@ def test_an_edited_text_re_enriches_only_that_item(three_runs):
     vectors = tables[1]["embeddings"], tables[2]["embeddings"]
     assert vectors[1]["film-saturn"]["embedding"] != vectors[0]["film-saturn"]["embedding"]
     assert vectors[1]["note-jazz"]["embedding"] == vectors[0]["note-jazz"]["embedding"]
+
+
+@pytest.mark.slow
+def test_an_edited_title_re_enriches_a_clip_whose_file_did_not_change(three_runs):
+    """The prompt reads the title, so a new title is new content even with the same bytes."""
+    _, summaries, tables = three_runs
+    fourth = summaries[3]
+    assert (fourth["items"], fourth["succeeded"], fourth["failed"], fourth["skipped"]) == (
+        4,
+        1,
+        0,
+        3,
+    )
+    before, after = tables[2]["descriptions"], tables[3]["descriptions"]
+    assert {i for i in after if after[i]["run_id"] != before[i]["run_id"]} == {"clip"}
+    assert after["clip"]["content_sha256"] == before["clip"]["content_sha256"]
+    assert 'titled "Colour bars"' in after["clip"]["description"]
 
 
 # -- the manifest ---------------------------------------------------------------------------------
