@@ -28,6 +28,15 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_lake_command(commands, name: str, help: str, handler) -> argparse.ArgumentParser:
+    """A subcommand that works on one lake: ``--lake``, ``--config`` and ``--set``."""
+    parser = commands.add_parser(name, help=help)
+    parser.add_argument("--lake", required=True)
+    add_config_args(parser)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
 def confine_to(config, input_uri: str) -> None:
     """Unless configured, inputs may only come from the ``--input``'s own folder (a local
     folder or a URI prefix), and the ``--input``'s own URI scheme is allowed."""

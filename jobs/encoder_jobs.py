@@ -14,7 +14,7 @@ from pathlib import Path
 
 def add_parsers(commands) -> None:
     """Register ``enrich fit-encoder`` and ``enrich reencode``."""
-    from jobs.common import add_config_args
+    from jobs.common import add_config_args, add_lake_command
     from transforms.encoder_tuning import TuningSettings
 
     defaults = TuningSettings()
@@ -46,12 +46,12 @@ def add_parsers(commands) -> None:
     add_config_args(fit)
     fit.set_defaults(handler=command_fit_encoder)
 
-    reencode = commands.add_parser(
-        "reencode", help="re-make every embedding of the lake with the configured encoder"
+    add_lake_command(
+        commands,
+        "reencode",
+        "re-make every embedding of the lake with the configured encoder",
+        command_reencode,
     )
-    reencode.add_argument("--lake", required=True)
-    add_config_args(reencode)
-    reencode.set_defaults(handler=command_reencode)
 
 
 def command_fit_encoder(args: argparse.Namespace) -> int:

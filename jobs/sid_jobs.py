@@ -11,7 +11,7 @@ REFUSED_EXIT = 3  # a refusal is a decision, not an error; schedulers may treat 
 
 def add_parsers(commands) -> None:
     """Register ``enrich promote-sids`` and ``enrich assign-sids``."""
-    from jobs.common import add_config_args
+    from jobs.common import add_config_args, add_lake_command
 
     promote = commands.add_parser(
         "promote-sids", help="make a codebook version the one runs pin (recorded)"
@@ -29,12 +29,12 @@ def add_parsers(commands) -> None:
     promote.add_argument("--note", default="", help="why; kept in the codebooks row")
     promote.set_defaults(handler=command_promote_sids)
 
-    assign = commands.add_parser(
-        "assign-sids", help="give every embedded item a SID from the current codebook"
+    add_lake_command(
+        commands,
+        "assign-sids",
+        "give every embedded item a SID from the current codebook",
+        command_assign_sids,
     )
-    assign.add_argument("--lake", required=True)
-    add_config_args(assign)
-    assign.set_defaults(handler=command_assign_sids)
 
 
 def _settings(args: argparse.Namespace):

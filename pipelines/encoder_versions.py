@@ -34,7 +34,8 @@ from transforms.stage import has_error
 
 logger = logging.getLogger(__name__)
 
-REENCODE_BATCH_ROWS = 512
+REENCODE_BATCH_ROWS = 512  # items encoded together
+REENCODE_COMMIT_ROWS = 20_000  # items committed together
 ENCODERS_FOLDER = "_encoders"  # tuned encoders of a local lake, one folder per version
 DESCRIPTION_COLUMNS = ["item_id", "title", "description"]
 
@@ -101,23 +102,42 @@ def reencode(store: DeltaStore, config: Config, run_id: str) -> tuple[int, int, 
     stage = EncodeStage(config.encode)
     stage.setup()
     carried = CarriedFingerprints(store, config)
-    encoded = failed = 0
-    for batch in store.read("descriptions").to_batches(max_chunksize=REENCODE_BATCH_ROWS):
+    pending = PendingWrites(store, run_id)
+    for batch in store.batches("descriptions", REENCODE_BATCH_ROWS):
         descriptions = batch.to_pylist()
         refreshed = carried.refresh(descriptions)
         records = stage.process_batch([dict(row) for row in descriptions])
+        pending.add(records, refreshed)
+    pending.commit()
+    return pending.encoded, pending.failed, stage.encoder_id
+
+
+class PendingWrites:
+    """A re-encode's rows, committed every ``REENCODE_COMMIT_ROWS`` items: a few commits per
+    million items, not three per encoding batch."""
+
+    def __init__(self, store: DeltaStore, run_id: str):
+        self.store, self.run_id = store, run_id
+        self.rows: dict[str, list[dict]] = {"embeddings": [], "errors": [], "descriptions": []}
+        self.encoded = self.failed = 0
+
+    def add(self, records: list[dict], refreshed: list[dict]) -> None:
         now = utc_now()
         good = [r for r in records if not has_error(r)]
         bad = [r for r in records if has_error(r)]
-        if good:
-            store.merge("embeddings", [embedding_row(r, run_id, now) for r in good])
-        if bad:
-            store.merge("errors", [error_row(r, run_id, now) for r in bad])
+        self.rows["embeddings"] += [embedding_row(r, self.run_id, now) for r in good]
+        self.rows["errors"] += [error_row(r, self.run_id, now) for r in bad]
         done = {r["item_id"] for r in good}
-        if rows := [row for row in refreshed if row["item_id"] in done]:
-            store.merge("descriptions", rows)
-        encoded, failed = encoded + len(good), failed + len(bad)
-    return encoded, failed, stage.encoder_id
+        self.rows["descriptions"] += [row for row in refreshed if row["item_id"] in done]
+        self.encoded, self.failed = self.encoded + len(good), self.failed + len(bad)
+        if len(self.rows["embeddings"]) + len(self.rows["errors"]) >= REENCODE_COMMIT_ROWS:
+            self.commit()
+
+    def commit(self) -> None:
+        for table, rows in self.rows.items():
+            if rows:
+                self.store.merge(table, rows)
+            rows.clear()
 
 
 class CarriedFingerprints:

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from schemas.store import DeltaStore
-from schemas.upsert import table_schema
 from transforms.manifest import METADATA_FIELDS
 from transforms.stage import Record, stable_hash
 
@@ -33,8 +32,7 @@ def split_done(
     ``version`` (None: no table yet, nothing is done)."""
     if force or version is None or not records:
         return records, []
-    stored = table_schema(store.table("descriptions", version=version)).names
-    metadata = [f for f in METADATA_FIELDS if f in stored]  # lakes older than a field lack it
+    metadata = list(METADATA_FIELDS)
     columns = ["item_id", "content_sha256", "pipeline_fingerprint", *metadata]
     keys = [r["item_id"] for r in records]
     known = store.read("descriptions", version=version, columns=columns, keys=keys)

@@ -11,7 +11,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -360,18 +360,31 @@ class DeltaStore:
         columns: list[str] | None = None,
         keys: list[str] | None = None,
     ) -> pa.Table:
-        """The table (latest, a version, or as of a timestamp) as Arrow."""
+        """The table (latest, a version, or as of a timestamp) as Arrow. A requested column
+        that version does not have yet (added since by additive evolution) reads as nulls."""
         table = self.table(name, version=version)
         if as_of is not None:
             table.load_as_version(as_of)
+        held = upsert.table_schema(table).names
+        present = None if columns is None else [c for c in columns if c in held]
         if keys is None:
-            return delta_to_arrow(table, columns)
-        files = upsert.TableFiles(table, self.path(name), _spec(name).key)
-        found = upsert.read_keyed(files, list(keys), columns)
-        if found is None:
-            empty = upsert.table_schema(table).empty_table()
-            return empty.select(columns) if columns else empty
-        return found
+            found = delta_to_arrow(table, present)
+        else:
+            files = upsert.TableFiles(table, self.path(name), _spec(name).key)
+            found = upsert.read_keyed(files, list(keys), present)
+            if found is None:
+                empty = upsert.table_schema(table).empty_table()
+                found = empty.select(present) if present is not None else empty
+        return found if columns is None else _nulls_for_missing(found, name, columns)
+
+    def batches(self, name: str, rows: int) -> Iterator[pa.RecordBatch]:
+        """The latest version streamed in batches of at most ``rows`` rows: memory follows a
+        batch, not the table."""
+        table = self.table(name)
+        files = active_files(table)
+        if files:
+            dataset = parquet_dataset(files, upsert.table_schema(table))
+            yield from dataset.to_batches(batch_size=rows)
 
     def head(self, name: str, rows: int, columns: list[str] | None = None) -> list[dict]:
         """The first ``rows`` rows of the latest version, reading no more files than needed."""
@@ -388,6 +401,19 @@ class DeltaStore:
             columns = kwargs.get("columns")
             return schema.empty_table().select(columns) if columns else schema.empty_table()
         return self.read(name, **kwargs)
+
+
+def _nulls_for_missing(found: pa.Table, name: str, columns: list[str]) -> pa.Table:
+    """``found`` with ``columns`` in order; those it lacks as typed nulls."""
+    schema = _spec(name).schema
+    return pa.table(
+        {
+            c: found.column(c)
+            if c in found.column_names
+            else pa.nulls(found.num_rows, schema.field(c).type)
+            for c in columns
+        }
+    )
 
 
 def fixed_size_embeddings(table: pa.Table) -> pa.Table:

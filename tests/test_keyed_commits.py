@@ -190,3 +190,18 @@ def test_float_vectors_are_written_plain_and_scalars_compressed_with_statistics(
     assert "PLAIN_DICTIONARY" not in vector.encodings and "RLE_DICTIONARY" not in vector.encodings
     key = columns["item_id"]
     assert key.compression == "SNAPPY" and key.statistics.has_min_max
+
+
+def test_a_column_a_table_version_lacks_reads_as_nulls(lake):
+    """A table written before an additive column (here ``message``) reads it as nulls, by key
+    and whole, so a reader of an old version needs no schema check of its own."""
+    from deltalake import write_deltalake
+
+    old = pa.table({"item_id": ["a", "b"], "code": ["x", "y"]})
+    write_deltalake(str(lake / "errors"), old)
+    store = DeltaStore(lake)
+    for keys in (None, ["b"]):
+        read = store.read("errors", columns=["item_id", "message", "code"], keys=keys)
+        assert read.column_names == ["item_id", "message", "code"]
+        assert read.schema.field("message").type == TABLES["errors"].schema.field("message").type
+        assert set(read["message"].to_pylist()) == {None}
