@@ -264,7 +264,8 @@ def print_summary(summary, lake: str, elapsed: float) -> None:
         metrics = summary.codebook_metrics
         print(f"semantic IDs: codebook {summary.codebook_version}")
         print(
-            f"  unique fraction before dedup {metrics.get('unique_fraction')}, "
+            f"  unique fraction before dedup {metrics.get('unique_fraction')} (nearest codes), "
+            f"{metrics.get('unique_fraction_assigned')} (assigned), "
             f"max items per ID {metrics.get('max_items_per_id')}, "
             f"per-level usage {metrics.get('per_level_usage')}, "
             f"reconstruction MSE {metrics.get('reconstruction_mse')}"

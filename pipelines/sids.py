@@ -24,14 +24,9 @@ from schemas.store import DeltaStore
 from schemas.tables import LINEAGE_COLUMNS
 from transforms.config import SemanticIdConfig
 from transforms.models import pick_device
-from transforms.semantic_ids import (
-    Codebook,
-    assign_dedup_suffixes,
-    fit_rq_kmeans,
-    sid_string,
-)
+from transforms.semantic_ids import Codebook, fit_rq_kmeans, sid_string
 from transforms.semantic_ids.churn import aligned
-from transforms.semantic_ids.dedup import dedup_group
+from transforms.semantic_ids.dedup import dedup_group, settle_and_dedup
 from transforms.semantic_ids.features import SidPieces, hashed, prefix_ngrams, train_sentencepiece
 from transforms.stage import stable_hash
 
@@ -85,6 +80,7 @@ def fit_codebook_on(
         "seed": config.seed,
         "encoder": encoder,
         "version": version,
+        "collision_slack": config.collision_slack,
     }
     if config.method == "rq_vae":
         from transforms.semantic_ids.rq_vae import fit_rq_vae
@@ -160,32 +156,38 @@ def assign_semantic_ids(
     if not items:
         return []
     coded = code_items(codebook, items)
-    new_codes = {item["item_id"]: item["codes"] for item in coded}
-    suffixes = assign_dedup_suffixes(new_codes, existing_assignments(store, codebook.version))
-    return sid_rows(codebook, coded, suffixes, run_id, hash_buckets)
+    assigned = settle_and_dedup(
+        {item["item_id"]: item["codes"] for item in coded},
+        {item["item_id"]: item["choices"] for item in coded},
+        existing_assignments(store, codebook.version),
+    )
+    return sid_rows(codebook, coded, assigned, run_id, hash_buckets)
 
 
 def code_items(codebook: Codebook, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Items with their ``codes`` (a tuple per item) in place of the embedding."""
-    codes = codebook.encode(np.asarray([i["embedding"] for i in items], dtype=np.float32))
+    """Items with their ``codes`` (a tuple per item) and last-level ``choices`` in place of
+    the embedding."""
+    vectors = np.asarray([i["embedding"] for i in items], dtype=np.float32)
+    codes, choices = codebook.encode_with_choices(vectors)
     return [
         {
             "item_id": item["item_id"],
             "codes": tuple(int(c) for c in row),
+            "choices": item_choices,
             **{k: item.get(k) for k in LINEAGE_COLUMNS},
         }
-        for item, row in zip(items, codes, strict=True)
+        for item, row, item_choices in zip(items, codes, choices, strict=True)
     ]
 
 
 def sid_rows(
     codebook: Codebook,
     coded: list[dict[str, Any]],
-    suffixes: dict[str, int],
+    assigned: dict[str, tuple[tuple[int, ...], int]],
     run_id: str,
     hash_buckets: int,
 ) -> list[dict[str, Any]]:
-    """``semantic_ids`` rows for coded items and their dedup suffixes."""
+    """``semantic_ids`` rows for coded items and their ``assigned`` (codes, dedup suffix)."""
     pieces = (
         SidPieces(codebook.sentencepiece_model, codebook.codebook_size)
         if codebook.sentencepiece_model
@@ -194,7 +196,7 @@ def sid_rows(
     now = utc_now()
     rows = []
     for item in coded:
-        codes, suffix = tuple(int(c) for c in item["codes"]), suffixes[item["item_id"]]
+        codes, suffix = assigned[item["item_id"]]
         ngrams = prefix_ngrams(codes)
         rows.append(
             {
@@ -220,11 +222,11 @@ def group_sid_rows(
     run_id: str,
     hash_buckets: int,
 ) -> list[dict[str, Any]]:
-    """The engines' dedup step: one codes group of (coded item or None, dedup entry) pairs →
-    the SID rows of its newly coded items."""
-    suffixes = dedup_group([entry for _, entry in group])
+    """The engines' dedup step: one prefix group of (coded item or None, dedup entry) pairs
+    → the SID rows of its newly coded items."""
+    assigned = dedup_group([entry for _, entry in group])
     coded = sorted((item for item, _ in group if item is not None), key=lambda i: i["item_id"])
-    return sid_rows(codebook, coded, suffixes, run_id, hash_buckets)
+    return sid_rows(codebook, coded, assigned, run_id, hash_buckets)
 
 
 def existing_assignments(store: DeltaStore, version: str) -> dict[str, tuple[tuple[int, ...], int]]:

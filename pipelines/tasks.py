@@ -13,7 +13,7 @@ their counts with its plan (``pipelines.commit``). Nothing here imports an engin
 
 Waves: ``enrich`` (input shard → descriptions, embeddings, errors, and ``sid_codes`` when a
 codebook is pinned), ``code`` (embeddings → ``sid_codes`` after a fit), ``dedup`` (one bucket
-of codes → ``semantic_ids`` rows with stable dedup suffixes: the group-by on codes).
+of codes → ``semantic_ids`` rows with stable dedup suffixes: the group-by on code prefixes).
 """
 
 from __future__ import annotations
@@ -234,10 +234,10 @@ def stage_rows(parts: StagedParts, records: list[Record], job: EnrichJob) -> Cou
 
 # -- Semantic IDs: code (wave 2, after a fit) and dedup by codes bucket (wave 3) ----------------
 def sid_bucket(codes: np.ndarray, buckets: int) -> np.ndarray:
-    """A stable hash of each row of codes, modulo ``buckets``: the dedup group-by's partition
-    (items with equal codes always share a bucket)."""
+    """A stable hash of each row's prefix (all levels but the last), modulo ``buckets``: the
+    dedup group-by's partition (items of one prefix always share a bucket)."""
     value = np.zeros(len(codes), dtype=np.int64)
-    for level in range(codes.shape[1] if codes.ndim == 2 else 0):
+    for level in range(codes.shape[1] - 1 if codes.ndim == 2 else 0):
         value = (value * 65599 + codes[:, level].astype(np.int64)) % 2_147_483_647
     return (value % max(1, buckets)).astype(np.int32)
 
@@ -247,7 +247,8 @@ def coded_rows(codebook: Any, items: list[dict[str, Any]], buckets: int) -> list
     coded = code_items(codebook, items)
     matrix = np.asarray([item["codes"] for item in coded], dtype=np.int64)
     for item, bucket in zip(coded, sid_bucket(matrix, buckets), strict=True):
-        item["codes"], item["bucket"] = list(item["codes"]), int(bucket)
+        item["codes"], item["choices"] = list(item["codes"]), list(item["choices"])
+        item["bucket"] = int(bucket)
     return coded
 
 
@@ -297,9 +298,10 @@ def code_task(job: SidWaveJob, task: SidTask, attempt: int = 0) -> dict[str, Any
 
 
 def dedup_task(job: SidWaveJob, task: SidTask, attempt: int = 0) -> dict[str, Any]:
-    """One bucket of the group-by on codes: the items coded now with the suffixes held under
-    the same codebook → ``semantic_ids`` rows (held suffixes stay; new ones take the lowest
-    free suffix, in item_id order, exactly as a single global pass would)."""
+    """One bucket of the group-by on code prefixes: the items coded now with the codes and
+    suffixes held under the same codebook → ``semantic_ids`` rows (held ones stay; collisions
+    move within their choices, then take the lowest free suffix, exactly as a single global
+    pass would)."""
     if done := read_marker(job.staging, "dedup", task.task_id):
         return done
     staged = parquet_dataset(list(job.code_files), SID_CODES)
@@ -308,7 +310,8 @@ def dedup_task(job: SidWaveJob, task: SidTask, attempt: int = 0) -> dict[str, An
     held = held_assignments(job, task.bucket)
     group: dict[tuple[int, ...], list[tuple[dict | None, dict]]] = {}
     for item in mine:
-        key, entry = dedup_entry(item["item_id"], item["codes"], held.get(item["item_id"]))
+        held_now = held.get(item["item_id"])
+        key, entry = dedup_entry(item["item_id"], item["codes"], held_now, item["choices"])
         group.setdefault(key, []).append((item, entry))
     for item_id, assignment in held.items():  # held in this bucket, not re-coded now
         if item_id not in coded_now:

@@ -285,6 +285,7 @@ SID_CODES = pa.schema(
     [
         pa.field("item_id", pa.string(), nullable=False),
         pa.field("codes", pa.list_(pa.int32())),
+        pa.field("choices", pa.list_(pa.int32())),  # last-level codes it may move to
         pa.field("bucket", pa.int32()),
         *[f for f in _LINEAGE if f.name in LINEAGE_COLUMNS],
     ]

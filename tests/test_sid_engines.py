@@ -15,27 +15,28 @@ from schemas import DeltaStore
 from schemas.rows import embedding_row, utc_now
 from schemas.store import parquet_dataset
 from transforms.config import SemanticIdConfig
-from transforms.semantic_ids import assign_dedup_suffixes
-from transforms.semantic_ids.dedup import dedup_entry, dedup_group
+from transforms.semantic_ids.dedup import dedup_entry, dedup_group, settle_and_dedup
 
 ENCODER = "test-encoder"
 
 
-def _grouped_suffixes(new_codes, existing):
+def _grouped_assignment(new_codes, choices, existing):
     groups = {}
     for item_id in set(new_codes) | set(existing):
-        key, entry = dedup_entry(item_id, new_codes.get(item_id), existing.get(item_id))
+        key, entry = dedup_entry(
+            item_id, new_codes.get(item_id), existing.get(item_id), choices.get(item_id)
+        )
         groups.setdefault(key, []).append(entry)
-    suffixes = {}
+    assigned = {}
     for entries in groups.values():
-        suffixes.update(dedup_group(entries))
-    return suffixes
+        assigned.update(dedup_group(entries))
+    return assigned
 
 
 @pytest.mark.parametrize("seed", range(20))
-def test_group_by_codes_dedup_equals_the_global_dedup(seed):
+def test_group_by_prefix_dedup_equals_the_global_dedup(seed):
     rng = random.Random(seed)
-    codes = [(a, b) for a in range(3) for b in range(2)]
+    codes = [(a, b) for a in range(3) for b in range(12)]
     existing = {}
     for i in range(40):
         held = rng.choice(codes)
@@ -43,9 +44,15 @@ def test_group_by_codes_dedup_equals_the_global_dedup(seed):
         existing[f"old{i}"] = (held, min(set(range(len(taken) + 1)) - taken))
     new_codes = {f"new{i}": rng.choice(codes) for i in range(30)}
     new_codes.update({f"old{i}": rng.choice(codes) for i in rng.sample(range(40), 15)})
-    expected = assign_dedup_suffixes(new_codes, existing)
-    assert _grouped_suffixes(new_codes, existing) == expected
+    choices = {
+        item_id: (c[-1], *rng.sample([b for b in range(12) if b != c[-1]], rng.randint(0, 3)))
+        for item_id, c in new_codes.items()
+    }
+    expected = settle_and_dedup(new_codes, choices, existing)
+    assert _grouped_assignment(new_codes, choices, existing) == expected
     assert any(new_codes[k] != existing[k][0] for k in new_codes if k in existing)
+    assert any(expected[k][0] != new_codes[k] for k in new_codes)  # some moved within choices
+    assert len({sid for sid in expected.values()}) == len(expected)
 
 
 def _items(vectors, first):

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from transforms.semantic_ids.beam import beam_quantize
+from transforms.semantic_ids.collisions import last_level_choices, settle_batch
 
 
 class TooFewEmbeddings(ValueError):
@@ -83,6 +84,24 @@ class Codebook:
     def quantize(self, latent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(codes, final residual) for latent vectors: greedy or beam search, per the fit."""
         return beam_quantize(latent, self.centroids, self.beam_width)
+
+    @property
+    def collision_slack(self) -> float:
+        """How much (relative) error an item may take on to avoid a shared SID; 0 (nearest
+        codes only) for codebooks fitted before it."""
+        return float(self.config.get("collision_slack", 0.0))
+
+    def encode_with_choices(self, embeddings: np.ndarray) -> tuple[np.ndarray, list[tuple]]:
+        """(codes, last-level choices per item) for collision-aware assignment."""
+        codes, residual = self.quantize(self.to_latent(embeddings))
+        last = self.centroids[-1]
+        before_last = residual + last[codes[:, -1]]
+        return codes, last_level_choices(before_last, last, codes[:, -1], self.collision_slack)
+
+    def assign(self, embeddings: np.ndarray) -> np.ndarray:
+        """Codes for a batch of new items as the pipeline assigns them (no SIDs held yet):
+        nearest codes, then collisions moved within the slack."""
+        return settle_batch(*self.encode_with_choices(embeddings))
 
     def reconstruct(self, codes: np.ndarray) -> np.ndarray:
         """Back to embedding space: the sum of chosen centroids (through the decoder, if any)."""

@@ -1,13 +1,16 @@
 """Dedup: items whose codes collide get a last-level suffix 0, 1, 2, … that stays stable.
 
 An item that already holds a suffix for the same codes keeps it; new items take the lowest
-free suffix for their codes, in item_id order so reruns are deterministic.
+free suffix for their codes, in item_id order so reruns are deterministic. Before the suffix,
+collisions move to a free nearby last-level code where the codebook allows (collisions.py).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+
+from transforms.semantic_ids.collisions import Codes, settle_last_level
 
 
 def sid_string(codes: Sequence[int], suffix: int) -> str:
@@ -39,28 +42,50 @@ def assign_dedup_suffixes(
     return suffixes
 
 
+def settle_and_dedup(
+    new_codes: dict[str, Codes],
+    choices: dict[str, tuple[int, ...]],
+    existing: dict[str, tuple[Codes, int]],
+) -> dict[str, tuple[Codes, int]]:
+    """(final codes, suffix) per item of ``new_codes``: collisions first move within their
+    ``choices`` (see collisions.py), then the dedup suffix separates what still collides."""
+    held = {item_id: codes for item_id, (codes, _) in existing.items()}
+    settled = settle_last_level(new_codes, choices, held)
+    suffixes = assign_dedup_suffixes(settled, existing)
+    return {item_id: (codes, suffixes[item_id]) for item_id, codes in settled.items()}
+
+
 # -- dedup as a group-by, for the engines ------------------------------------------------------
-# Suffixes only compete among items with the same codes, so grouping the entries by codes and
-# calling ``assign_dedup_suffixes`` per group gives exactly the global answer, provided an item
-# that is being re-coded carries its held (codes, suffix) along instead of holding a suffix in
-# its old group.
+# Codes only compete within a prefix (all levels but the last), so grouping the entries by
+# prefix and settling each group alone gives exactly the global answer, provided an item that
+# is being re-coded carries its held (codes, suffix) along instead of holding them in its old
+# group.
 
 
 def dedup_entry(
-    item_id: str, codes: Sequence[int] | None, held: tuple[Sequence[int], int] | None
+    item_id: str,
+    codes: Sequence[int] | None,
+    held: tuple[Sequence[int], int] | None,
+    choices: Sequence[int] | None = None,
 ) -> tuple[tuple[int, ...], dict]:
-    """(group key, entry) for one item: new ``codes`` (None if not being coded now) and the
-    (codes, suffix) it ``held`` before (None if it had none)."""
+    """(group key, entry) for one item: new ``codes`` (None if not being coded now), the
+    (codes, suffix) it ``held`` before (None if it had none) and its last-level ``choices``
+    (default: only its coded last level)."""
+    new = tuple(int(c) for c in codes) if codes is not None else None
     entry = {
         "item_id": item_id,
-        "codes": tuple(int(c) for c in codes) if codes is not None else None,
+        "codes": new,
         "held": (tuple(int(c) for c in held[0]), int(held[1])) if held is not None else None,
+        "choices": tuple(int(c) for c in choices) if choices else new and new[-1:],
     }
-    return (entry["codes"] if entry["codes"] is not None else entry["held"][0]), entry
+    return (new if new is not None else entry["held"][0])[:-1], entry
 
 
-def dedup_group(entries: Sequence[dict]) -> dict[str, int]:
-    """Suffixes for the newly coded items of one codes group."""
-    new_codes = {e["item_id"]: e["codes"] for e in entries if e["codes"] is not None}
-    existing = {e["item_id"]: e["held"] for e in entries if e["held"] is not None}
-    return assign_dedup_suffixes(new_codes, existing)
+def dedup_group(entries: Sequence[dict]) -> dict[str, tuple[Codes, int]]:
+    """(final codes, suffix) for the newly coded items of one prefix group."""
+    coded = [e for e in entries if e["codes"] is not None]
+    return settle_and_dedup(
+        {e["item_id"]: e["codes"] for e in coded},
+        {e["item_id"]: e["choices"] for e in coded},
+        {e["item_id"]: e["held"] for e in entries if e["held"] is not None},
+    )

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from transforms.semantic_ids.collisions import settle_batch
+
 if TYPE_CHECKING:
     from transforms.semantic_ids.codebook import Codebook
 
@@ -34,9 +36,11 @@ def prefix_coherence(embeddings: np.ndarray, first_codes: np.ndarray, seed: int 
 
 
 def codebook_health(codebook: Codebook, embeddings: np.ndarray) -> dict[str, Any]:
-    """Unique fraction, per-level usage / perplexity / entropy, collisions, MSE, coherence."""
+    """Unique fraction (of the nearest codes, and of the codes assigned after collisions
+    move within the slack), per-level usage / perplexity / entropy, collisions, MSE,
+    coherence."""
     data = np.asarray(embeddings, dtype=np.float32)
-    codes = codebook.encode(data)
+    codes, choices = codebook.encode_with_choices(data)
     tuples = Counter(map(tuple, codes.tolist()))
     usage, perplexity, entropy = [], [], []
     for level in range(codebook.levels):
@@ -49,6 +53,9 @@ def codebook_health(codebook: Codebook, embeddings: np.ndarray) -> dict[str, Any
     return {
         "n_items": int(len(codes)),
         "unique_fraction": round(len(tuples) / max(1, len(codes)), 4),
+        "unique_fraction_assigned": round(
+            len(set(map(tuple, settle_batch(codes, choices).tolist()))) / max(1, len(codes)), 4
+        ),
         "max_items_per_id": int(max(tuples.values(), default=0)),
         "max_collisions": int(max(tuples.values(), default=1)) - 1,  # = the largest dedup suffix
         "per_level_usage": usage,

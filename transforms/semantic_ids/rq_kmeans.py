@@ -163,6 +163,7 @@ def fit_rq_kmeans(
     balanced: bool = True,
     beam_width: int = BEAM_WIDTH,
     refine_steps: int = CODEBOOK_REFINE_STEPS,
+    collision_slack: float = 0.0,
 ) -> Codebook:
     """Fit ``levels`` residual codebooks; K is scaled down (and recorded) for tiny corpora."""
     data = np.asarray(embeddings, dtype=np.float32)
@@ -206,6 +207,7 @@ def fit_rq_kmeans(
             "balanced": balanced,
             "beam_width": beam_width,
             "refine_steps": refine_steps,
+            "collision_slack": collision_slack,
         },
     )
     codebook.metrics = {

@@ -66,6 +66,7 @@ def fit_rq_vae(
     lr: float = 1e-3,
     beta: float = 0.25,
     device: str = "cpu",
+    collision_slack: float = 0.0,
 ) -> Codebook:
     """Train an RQ-VAE on ``embeddings`` and return its codebook (with encoder and decoder)."""
     import torch
@@ -116,6 +117,7 @@ def fit_rq_vae(
             "lr": lr,
             "beta": beta,
             "seed": seed,
+            "collision_slack": collision_slack,
         },
         mlp_encoder=_layers(enc),
         mlp_decoder=_layers(dec),
