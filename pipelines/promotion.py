@@ -81,10 +81,11 @@ class Decision:
 
 
 def health_figures(metrics: dict[str, Any]) -> dict[str, float]:
-    """The metrics that decide promotion, from a ``codebook_health`` dict."""
+    """The metrics that decide promotion, from a ``codebook_health`` dict: those of the codes
+    items are assigned (collisions moved within the codebook's slack)."""
     return {
-        "unique_fraction": float(metrics["unique_fraction"]),
-        "reconstruction_mse": float(metrics["reconstruction_mse"]),
+        "unique_fraction": float(metrics["unique_fraction_assigned"]),
+        "reconstruction_mse": float(metrics["reconstruction_mse_assigned"]),
         "entropy_bits": round(float(sum(metrics["per_level_entropy_bits"])), 4),
     }
 

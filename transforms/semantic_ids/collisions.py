@@ -20,6 +20,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from transforms.semantic_ids.beam import smallest
+
 MAX_CHOICES = 8
 CHUNK_ITEMS = 8192  # bounds the (items × K) distance block
 
@@ -42,12 +44,8 @@ def last_level_choices(
         picked = chosen[start : start + CHUNK_ITEMS]
         errors = np.maximum((part**2).sum(1)[:, None] - 2 * part @ last_centroids.T + norms, 0)
         limit = errors[np.arange(len(part)), picked] * (1 + slack)
-        count = min(MAX_CHOICES + 1, errors.shape[1])
-        nearest = np.argpartition(errors, count - 1, axis=1)[:, :count]
-        nearest_errors = np.take_along_axis(errors, nearest, axis=1)
-        order = np.lexsort((nearest, nearest_errors), axis=1)
-        nearest = np.take_along_axis(nearest, order, axis=1)
-        within = np.take_along_axis(nearest_errors, order, axis=1) <= limit[:, None]
+        nearest = smallest(errors, MAX_CHOICES + 1)
+        within = np.take_along_axis(errors, nearest, axis=1) <= limit[:, None]
         for best, codes, ok in zip(picked.tolist(), nearest.tolist(), within.tolist(), strict=True):
             others = [c for c, fits in zip(codes, ok, strict=True) if fits and c != best]
             choices.append((best, *others[: MAX_CHOICES - 1]))

@@ -36,11 +36,12 @@ def prefix_coherence(embeddings: np.ndarray, first_codes: np.ndarray, seed: int 
 
 
 def codebook_health(codebook: Codebook, embeddings: np.ndarray) -> dict[str, Any]:
-    """Unique fraction (of the nearest codes, and of the codes assigned after collisions
-    move within the slack), per-level usage / perplexity / entropy, collisions, MSE,
+    """Unique fraction and MSE (of the nearest codes, and of the codes assigned once
+    collisions move within the slack), per-level usage / perplexity / entropy, collisions,
     coherence."""
     data = np.asarray(embeddings, dtype=np.float32)
     codes, choices = codebook.encode_with_choices(data)
+    assigned = settle_batch(codes, choices)
     tuples = Counter(map(tuple, codes.tolist()))
     usage, perplexity, entropy = [], [], []
     for level in range(codebook.levels):
@@ -54,15 +55,19 @@ def codebook_health(codebook: Codebook, embeddings: np.ndarray) -> dict[str, Any
         "n_items": int(len(codes)),
         "unique_fraction": round(len(tuples) / max(1, len(codes)), 4),
         "unique_fraction_assigned": round(
-            len(set(map(tuple, settle_batch(codes, choices).tolist()))) / max(1, len(codes)), 4
+            len(set(map(tuple, assigned.tolist()))) / max(1, len(codes)), 4
         ),
         "max_items_per_id": int(max(tuples.values(), default=0)),
         "max_collisions": int(max(tuples.values(), default=1)) - 1,  # = the largest dedup suffix
         "per_level_usage": usage,
         "per_level_perplexity": perplexity,
         "per_level_entropy_bits": entropy,
-        "reconstruction_mse": round(
-            float(((data - codebook.reconstruct(codes)) ** 2).sum(1).mean()), 6
-        ),
+        "reconstruction_mse": reconstruction_mse(codebook, data, codes),
+        "reconstruction_mse_assigned": reconstruction_mse(codebook, data, assigned),
         "prefix_coherence": prefix_coherence(data, codes[:, 0]),
     }
+
+
+def reconstruction_mse(codebook: Codebook, data: np.ndarray, codes: np.ndarray) -> float:
+    """Mean squared error (summed over dimensions) of ``codes`` reconstructing ``data``."""
+    return round(float(((data - codebook.reconstruct(codes)) ** 2).sum(1).mean()), 6)
