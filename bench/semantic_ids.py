@@ -202,6 +202,12 @@ def run_faiss(x: np.ndarray) -> tuple[dict, np.ndarray]:
 
 
 DATASETS = ("real_text", "template_text", "mixture")
+DESCRIPTIONS = {
+    "real_text": "about 60,700 distinct Debian bookworm package descriptions (synopsis + first "
+    "paragraph, human-written; apt-get update), MiniLM 384-d (goals judged here)",
+    "template_text": f"{N} distinct template clip descriptions, MiniLM 384-d (reported)",
+    "mixture": f"{N}x{DIM} Gaussian mixture, {CLUSTERS} clusters (reported only)",
+}
 RUNS = 3  # on real_text, rq_kmeans and faiss run this many times side by side; rq_vae once
 REPORTED_RUNS = 1  # on the reported sets (template_text, mixture)
 GOAL_METHODS = ("rq_kmeans", "faiss")
@@ -292,17 +298,12 @@ def main() -> None:
     real = datasets["real_text"]["ratios_vs_faiss"]
     result = {
         "benchmark": "semantic_ids",
-        "data": {
-            "real_text": "about 60,700 distinct Debian bookworm package descriptions (synopsis + "
-            "first paragraph, human-written; apt-get update), MiniLM 384-d (goals judged here)",
-            "template_text": f"{N} distinct template clip descriptions, MiniLM 384-d (reported)",
-            "mixture": f"{N}x{DIM} Gaussian mixture, {CLUSTERS} clusters (reported only)",
-        },
+        "data": {name: description for name, description in DESCRIPTIONS.items() if name in names},
         "levels": LEVELS,
         "codebook_size": K,
         "runs": f"real_text: {runs} runs of rq_kmeans and faiss side by side (medians, min, "
-        f"max); template_text and mixture: {REPORTED_RUNS}; rq_vae once",
-        "machine": "2 cores shared with other jobs: times are noisy",
+        f"max); other sets: {REPORTED_RUNS}; rq_vae once; measured: {', '.join(names)}",
+        "machine": "2 cores, no GPU, no other jobs of ours running: times still vary",
         "datasets": datasets,
         "goal": "on real_text: RQ-KMeans time <= FAISS, MSE <= FAISS, unique >= FAISS (medians)",
         "headline": [
