@@ -11,7 +11,9 @@ mapping, the assignment here looks at the whole prefix group, but it is bounded 
   code while that is still among its choices, so SIDs do not move between runs;
 - the other items, fewest choices first (then item_id), take their first free choice, or
   their best code when none is free (then the dedup suffix separates them).
-The answer depends only on the prefix group, so the engines settle it as a group-by on prefix.
+The answer depends only on the prefix group, so the engines settle it as a group-by on prefix
+(with one level, the prefix is empty and one group holds every item). Errors are measured
+where the codebook quantizes: the embedding for RQ-KMeans, the latent space for RQ-VAE.
 """
 
 from __future__ import annotations
