@@ -29,7 +29,9 @@ def add_parsers(commands) -> None:
     )
     fit.add_argument("--queries", help="optional Parquet/CSV of (query, item_id) search pairs")
     fit.add_argument(
-        "--out", help="local folder for the tuned model (default: <lake>/_encoders/<version>)"
+        "--out",
+        help="folder or storage URI (s3://...) for the tuned model "
+        "(default: <lake>/_encoders/<version>)",
     )
     fit.add_argument("--epochs", type=int, default=defaults.epochs)
     fit.add_argument("--batch-size", type=int, default=defaults.batch_size)

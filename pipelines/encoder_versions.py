@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 REENCODE_BATCH_ROWS = 512  # items encoded together
 REENCODE_COMMIT_ROWS = 20_000  # items committed together
-ENCODERS_FOLDER = "_encoders"  # tuned encoders of a local lake, one folder per version
+ENCODERS_FOLDER = "_encoders"  # tuned encoders of a lake, one folder per version
 DESCRIPTION_COLUMNS = ["item_id", "title", "description"]
 
 
@@ -67,7 +67,7 @@ def fit_encoder(
     queries_uri: str | None = None,
 ) -> TunedEncoder:
     """Fine-tune ``encode.model`` on co-interaction (and query) pairs; save it to ``out``
-    (default: ``<lake>/_encoders/<version>``)."""
+    (default: ``<lake>/_encoders/<version>``), a local folder or a storage URI."""
     from sentence_transformers import SentenceTransformer
 
     from transforms.models import pick_device
@@ -86,7 +86,7 @@ def fit_encoder(
         "examples": len(examples),
     }
     manifest = tuned_manifest(base, settings, counts, losses)
-    folder = str(save_encoder(model, manifest, out, storage.join(store.lake, ENCODERS_FOLDER)))
+    folder = save_encoder(model, manifest, out, storage.join(store.lake, ENCODERS_FOLDER))
     tuned = EncodeConfig(**{**encode.model_dump(), "model": folder})
     version = tuned_version(folder)
     return TunedEncoder(version, folder, EncodeStage(tuned).encoder_id, len(examples), losses)

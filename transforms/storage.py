@@ -152,9 +152,11 @@ def is_dir(uri: str) -> bool:
 
 
 def read_bytes(uri: str) -> bytes:
+    """A whole object in one read of known size (a sizeless stream read of a 90 MB S3 object
+    takes ~100x longer)."""
     fs, path = resolve(uri)
-    with fs.open_input_stream(path) as stream:
-        return stream.read()
+    with fs.open_input_file(path) as handle:
+        return handle.read()
 
 
 def write_bytes(uri: str, data: bytes) -> None:
