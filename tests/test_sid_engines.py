@@ -70,10 +70,13 @@ def _items(vectors, first):
 
 @pytest.fixture(scope="module")
 def coded_lake(tmp_path_factory):
-    """A lake with a small (collision-heavy) codebook and 30 items already coded."""
+    """A lake with a small (collision-heavy) codebook and 30 items already coded; the slack
+    lets colliding items move to another last-level code."""
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(60, 16)).astype(np.float32)
-    config = SemanticIdConfig(levels=2, codebook_size=3, kmeans_redo=1, sentencepiece_vocab=8)
+    config = SemanticIdConfig(
+        levels=2, codebook_size=4, kmeans_redo=1, sentencepiece_vocab=8, collision_slack=0.5
+    )
     codebook = fit_codebook_on(vectors, config, ENCODER)
     store = DeltaStore(tmp_path_factory.mktemp("sid-engines") / "lake")
     store.merge("codebooks", [{**codebook.to_row(), "run_id": "fit", "updated_at": utc_now()}])
@@ -119,3 +122,5 @@ def test_engine_assignment_matches_in_process(coded_lake, engine, tmp_path):
     assert _comparable(got) == _comparable(expected)
     sids = [row["sid"] for row in expected]
     assert len(set(sids)) == len(sids) and max(row["dedup"] for row in expected) > 0
+    nearest = codebook.encode(np.asarray([item["embedding"] for item in items], np.float32))
+    assert any(list(row["codes"]) != list(n) for row, n in zip(expected, nearest, strict=True))
