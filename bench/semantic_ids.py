@@ -155,16 +155,12 @@ def run_rq_kmeans(x: np.ndarray) -> tuple[dict, np.ndarray]:
     )
     codes = book.assign(x)  # as the pipeline assigns SIDs: collisions move within the slack
     result = summarize(codes, book.reconstruct(codes), x, time.perf_counter() - started)
-    nearest = book.encode(x)
     return {
         **result,
         "balanced": config.balanced,
         "collision_slack": UNIQUE_SLACK,
         "nearest_codes": {  # every item on its own nearest codes: the default, as FAISS codes
-            "reconstruction_mse": round(
-                float(((x - book.reconstruct(nearest)) ** 2).sum(1).mean()), 6
-            ),
-            "unique_fraction": round(len(Counter(map(tuple, nearest.tolist()))) / len(x), 4),
+            key: book.metrics[key] for key in ("reconstruction_mse", "unique_fraction")
         },
     }, codes
 

@@ -61,6 +61,8 @@ def settle_last_level(
 ) -> dict[ItemKey, Codes]:
     """Final codes per item of ``new_codes`` (all of one prefix group, or several: groups do
     not interact). ``held`` maps item_id → the codes an item holds now."""
+    if all(len(options) == 1 for options in choices.values()):
+        return dict(new_codes)  # no slack: every item keeps its nearest codes
     taken = {codes for item_id, codes in held.items() if item_id not in new_codes}
     settled: dict[ItemKey, Codes] = {}
     for item_id, codes in new_codes.items():
