@@ -22,7 +22,9 @@ import json
 import logging
 import sys
 import threading
+import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +36,7 @@ import pyarrow.parquet as pq
 from pipelines.codebooks import load_codebook
 from pipelines.incremental import split_done
 from pipelines.sids import code_items, group_sid_rows
+from pipelines.stream import StreamOptions, run_stream
 from schemas.rows import table_rows
 from schemas.store import DeltaStore, parquet_dataset, rows_to_table
 from schemas.tables import LINEAGE_COLUMNS, SID_CODES, TABLES
@@ -44,7 +47,7 @@ from transforms.errors import UsageError
 from transforms.manifest import InputShard, read_shard
 from transforms.media import MEDIA_COLUMNS, fetch_input, release_input
 from transforms.semantic_ids.dedup import dedup_entry
-from transforms.stage import Record, Stage, stats_delta
+from transforms.stage import Record, Stage, has_error, mark_error, stats_delta
 
 logger = logging.getLogger(__name__)
 ENRICH_TABLES = ("embeddings", "errors", "descriptions")  # commit order: descriptions last
@@ -176,48 +179,138 @@ def enrich_task(job: EnrichJob, shard: InputShard, attempt: int = 0) -> dict[str
         return done  # finished by an earlier attempt (a retry or a resumed run): not redone
     stages = worker_stages(job.config_json, attempt)
     before = {stage.name: stage.stats.as_dict() for stage in stages}
+    config = Config.model_validate_json(job.config_json)
     records = read_shard(shard)
-    parts = StagedParts(job.staging, "enrich", shard.task_id)
-    skipped, errors_by_code = 0, Counter()
-    media, store = Config.model_validate_json(job.config_json).media, DeltaStore(job.lake)
-    for start in range(0, len(records), job.chunk_items):
-        chunk = records[start : start + job.chunk_items]
-        todo = process_chunk(job, stages, chunk, media, store)
-        skipped += len(chunk) - len(todo)
-        errors_by_code.update(stage_rows(parts, todo, job))
-    files = parts.close()
+    selection = Selection(job, config.media, DeltaStore(job.lake))
+    sink = RowSink(StagedParts(job.staging, "enrich", shard.task_id), job)
+    try:
+        runtime = run_streaming if config.run.runtime == "streaming" else run_serial
+        report = runtime(config, stages, selection.chunks(records), sink.add)
+        sink.flush()
+    finally:
+        selection.release_all()
+    files = sink.parts.close()
     marker = {
         "items": len(records),
         "enriched": files.get("descriptions", {}).get("rows", 0),
         "failed": files.get("errors", {}).get("rows", 0),
-        "skipped": skipped,
-        "errors_by_code": dict(errors_by_code),
+        "skipped": selection.skipped,
+        "errors_by_code": dict(sink.errors_by_code),
         "files": files,
         "stage_stats": {s.name: stats_delta(s.stats.as_dict(), before[s.name]) for s in stages},
+        "runtime": {"mode": config.run.runtime, **report},
         "attempt": attempt,
     }
     return finish_task(job.staging, "enrich", shard.task_id, marker)
 
 
-def process_chunk(
-    job: EnrichJob, stages: list[Stage], chunk: list[Record], media: Any, store: DeltaStore
-) -> list[Record]:
-    """Fetch and hash the chunk's inputs, drop unchanged items, run the stages on the rest
-    (returned); frames, audio and temporary media copies are released either way."""
-    try:
-        for record in chunk:
-            fetch_input(record, media, job.cache_dir)
-            record["pipeline_fingerprint"] = job.fingerprint
-        todo, _ = split_done(store, chunk, job.fingerprint, job.force, job.descriptions_version)
+class Selection:
+    """The task's input, chunk by chunk: each item fetched and hashed, unchanged items
+    dropped (counted as skipped). Remembers the items it fetched, so a failed task still
+    deletes their temporary media copies."""
+
+    def __init__(self, job: EnrichJob, media: Any, store: DeltaStore):
+        self.job, self.media, self.store = job, media, store
+        self.skipped = 0
+        self.fetched: list[Record] = []
+
+    def chunks(self, records: list[Record]) -> Iterator[list[Record]]:
+        for start in range(0, len(records), self.job.chunk_items):
+            chunk = records[start : start + self.job.chunk_items]
+            for record in chunk:
+                self.fetch(record)
+            todo, done = split_done(
+                self.store, chunk, self.job.fingerprint, self.job.force, self.job.descriptions_version
+            )
+            for record in done:
+                release_media(record)
+            self.skipped += len(done)
+            yield todo
+
+    def fetch(self, record: Record) -> None:
+        """Hash the item's input (an item the manifest already refused keeps its error)."""
+        record["pipeline_fingerprint"] = self.job.fingerprint
+        self.fetched.append(record)
+        if has_error(record):
+            record.setdefault("content_sha256", None)
+            return
+        try:
+            fetch_input(record, self.media, self.job.cache_dir)
+        except Exception as exc:  # noqa: BLE001 - one item's input must not sink the task
+            record.setdefault("content_sha256", None)
+            mark_error(record, "media", "read_failed", f"{type(exc).__name__}: {exc}")
+
+    def release_all(self) -> None:
+        for record in self.fetched:
+            release_media(record)
+
+
+def release_media(record: Record) -> None:
+    """Drop an item's decoded frames and audio and delete its temporary media copy."""
+    release_input(record)
+    for column in MEDIA_COLUMNS:
+        record.pop(column, None)
+
+
+class RowSink:
+    """Finished items → staged rows, written every ``chunk_items`` items."""
+
+    def __init__(self, parts: StagedParts, job: EnrichJob):
+        self.parts, self.job = parts, job
+        self.pending: list[Record] = []
+        self.errors_by_code: Counter = Counter()
+
+    def add(self, record: Record) -> None:
+        release_media(record)
+        self.pending.append(record)
+        if len(self.pending) >= self.job.chunk_items:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.errors_by_code.update(stage_rows(self.parts, self.pending, self.job))
+            self.pending = []
+
+
+def run_serial(config: Config, stages: list[Stage], chunks, on_done) -> dict[str, Any]:
+    """Each stage over a whole chunk, one after another (the baseline runtime)."""
+    started = time.perf_counter()
+    for chunk in chunks:
         for stage in stages:
-            for begin in range(0, len(todo), stage.batch_size):
-                stage.process_batch(todo[begin : begin + stage.batch_size])
-        return todo
-    finally:
+            for begin in range(0, len(chunk), stage.batch_size):
+                stage.process_batch(chunk[begin : begin + stage.batch_size])
         for record in chunk:
-            release_input(record)
-            for column in MEDIA_COLUMNS:
-                record.pop(column, None)
+            on_done(record)
+    return {"wall_s": round(time.perf_counter() - started, 3)}
+
+
+def run_streaming(config: Config, stages: list[Stage], chunks, on_done) -> dict[str, Any]:
+    """Items flow through the stages on bounded queues (``pipelines.stream``)."""
+    items = (record for chunk in chunks for record in chunk)
+    return run_stream(items, stages, on_done, stream_options(config, stages)).as_dict()
+
+
+def stream_options(config: Config, stages: list[Stage]) -> StreamOptions:
+    """The media budget spans the stage that decodes media to the last stage that reads it
+    (from the stages' declared ``adds`` and ``needs``)."""
+    media = set(MEDIA_COLUMNS)
+    decoders = [k for k, stage in enumerate(stages) if stage.adds & media]
+    readers = [k for k, stage in enumerate(stages) if stage.needs & media]
+    return StreamOptions(
+        max_wait_s=config.run.max_wait_ms / 1000,
+        budget_bytes=config.run.prefetch_mb * 2**20,
+        held_bytes=media_bytes,
+        budget_from=decoders[0] if decoders else 0,
+        release_after=max(readers) if readers else 0,
+        release=release_media,
+    )
+
+
+def media_bytes(record: Record) -> int:
+    """An item's decoded frames and audio, in bytes."""
+    frames = record.get("frames") or []
+    audio = record.get("audio")
+    return sum(getattr(f, "nbytes", 0) for f in frames) + getattr(audio, "nbytes", 0)
 
 
 def stage_rows(parts: StagedParts, records: list[Record], job: EnrichJob) -> Counter:

@@ -385,6 +385,25 @@ class RunConfig(_Section):
         "deletes their descriptions, embeddings and semantic_ids rows (Delta history keeps them)",
     )
     progress: Literal["auto", "on", "off"] = "auto"
+    runtime: Literal["streaming", "serial"] = Field(
+        "streaming",
+        description="how a task runs its stages: streaming (items flow through the stages on "
+        "bounded queues, so decoding overlaps the describer) or serial (each stage over a "
+        "whole chunk, one after another; the baseline)",
+    )
+    prefetch_mb: int = Field(
+        512,
+        ge=1,
+        description="streaming: decoded frames and audio held between the media stage and "
+        "the last stage that reads them, at their in-memory size; the media stage waits "
+        "while it is full",
+    )
+    max_wait_ms: float = Field(
+        50.0,
+        ge=0,
+        description="streaming: a stage starts a batch once it is full, or this long after "
+        "its first item arrived",
+    )
     item_retries: int = Field(
         1, ge=0, le=10, description="retries of an item whose stage raised an unexpected error"
     )

@@ -29,6 +29,10 @@ logger = logging.getLogger(__name__)
 Record = dict[str, Any]
 PROGRESS_LOG_S = 30.0
 ERROR_KEY = "error"
+# The streaming runtime runs a stage's batches in several threads (lanes): models load once
+# and counters add up. Module locks, because a stage is pickled (a lock is not picklable).
+_SETUP_LOCK = threading.RLock()
+_STATS_LOCK = threading.Lock()
 
 
 class StageError(Exception):
@@ -156,11 +160,14 @@ class Stage:
     # -- lifecycle ---------------------------------------------------------------------------
     def setup(self) -> None:
         """Load models and heavy state once per worker process. Idempotent."""
-        if not self._ready:
-            started = time.perf_counter()
-            self.load()
-            self._ready = True
-            logger.info("%s ready in %.1fs", self.name, time.perf_counter() - started)
+        if self._ready:
+            return
+        with _SETUP_LOCK:
+            if not self._ready:
+                started = time.perf_counter()
+                self.load()
+                self._ready = True
+                logger.info("%s ready in %.1fs", self.name, time.perf_counter() - started)
 
     def load(self) -> None:
         """Subclasses load their models here."""
@@ -182,15 +189,21 @@ class Stage:
         if live:  # a batch of failed items passes through without loading the models
             self.setup()
             self._run_guarded(live)
-        self.stats.seconds += time.perf_counter() - started
-        for record in live:
-            if has_error(record):
-                self.stats.failed += 1
-                self.stats.errors_by_code[record[ERROR_KEY]["code"]] += 1
-            else:
-                self.stats.processed += 1
+        with _STATS_LOCK:
+            self.stats.seconds += time.perf_counter() - started
+            for record in live:
+                if has_error(record):
+                    self.stats.failed += 1
+                    self.stats.errors_by_code[record[ERROR_KEY]["code"]] += 1
+                else:
+                    self.stats.processed += 1
         self._log_progress()
         return records
+
+    def stream_shape(self) -> tuple[int, int]:
+        """(batch size, lanes) for the streaming runtime (``pipelines.stream``): one lane of
+        full batches, unless a stage keeps several batches in flight (a served model)."""
+        return self.batch_size, 1
 
     def _log_progress(self) -> None:
         """Every ``PROGRESS_LOG_S`` seconds, log this worker's count and busy-time throughput

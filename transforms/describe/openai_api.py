@@ -62,7 +62,16 @@ class OpenAIDescriber(Describer):
             "jpeg_quality": self.config.jpeg_quality,
         }
 
+    def stream_shape(self) -> tuple[int, int]:
+        """One request per lane and ``concurrency`` lanes: the streaming runtime keeps that
+        many requests in flight across batches and chunks, and its bounded queues are the
+        backpressure."""
+        return 1, self.config.concurrency
+
     def run_batch(self, records: list[Record]) -> None:
+        if len(records) == 1:
+            self._guard_item(records[0], self.describe_one, records[0])
+            return
         with ThreadPoolExecutor(max_workers=min(self.config.concurrency, len(records))) as pool:
             list(pool.map(lambda r: self._guard_item(r, self.describe_one, r), records))
 

@@ -1,0 +1,283 @@
+"""The streaming task runtime: items flow through the stages on bounded queues, so while the
+describer works on item n, the media stage decodes item n+1 and the GPU (or a vLLM server)
+never waits for the CPU.
+
+    source ─► q ─► stage 1 (lanes) ─► q ─► stage 2 (lanes) ─► … ─► q ─► on_done (caller)
+
+- Every stage runs in threads of its own (``lanes`` of them: a served describer keeps one
+  request per lane in flight, so ``describe.concurrency`` requests are out all the time).
+  Threads suit the work: decord, ffmpeg, onnxruntime, torch and HTTP all release the GIL.
+- A lane takes a batch as soon as ``batch_size`` items are waiting, or whatever has arrived
+  ``max_wait_s`` after the first one: batches span chunk boundaries, and a slow trickle never
+  stalls a half-full batch.
+- Decoded media is held under a byte budget (``budget_bytes``, ``run.prefetch_mb``): once the
+  items between the media stage and the last stage that reads media hold that much, the
+  media stage waits. At most one media batch rides over the budget (its size is known only
+  after decoding), and an item larger than the whole budget still passes, alone.
+- A stage that raises (a stage's own failures come back marked on the item, so this is a
+  bug or a bad setup such as a missing API key) stops the stream and is raised in the caller.
+
+This module imports nothing but the standard library, so a bare machine (a GPU box without the
+project's venv, see ``bench/gpu_throughput.py``) can run it. Stages are duck-typed: ``name``,
+``process_batch(list) -> list`` and either ``stream_shape() -> (batch_size, lanes)`` or
+``batch_size``.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+POLL_S = 0.1  # how often a blocked thread looks for a stop
+_END = object()  # end of stream, passed from lane to lane
+
+
+@dataclass
+class StreamOptions:
+    """How a stream runs: the batching wait, the media budget and where media is released."""
+
+    max_wait_s: float = 0.05
+    budget_bytes: int = 0  # 0: no budget
+    held_bytes: Callable[[Any], int] = lambda item: 0  # an item's decoded media, in bytes
+    budget_from: int = 0  # the stage whose output is first counted (the media stage)
+    release_after: int | None = None  # the last stage that reads media; None: the last stage
+    release: Callable[[Any], None] = lambda item: None  # frees an item's media
+
+
+@dataclass
+class LaneStats:
+    """What one stage did in a stream: batches, items, and the seconds its lanes were busy."""
+
+    batches: int = 0
+    items: int = 0
+    busy_s: float = 0.0
+    lanes: int = 1
+
+    def as_dict(self) -> dict[str, Any]:
+        mean = self.items / self.batches if self.batches else 0.0
+        return {
+            "batches": self.batches,
+            "mean_batch": round(mean, 2),
+            "busy_s": round(self.busy_s, 3),
+            "lanes": self.lanes,
+        }
+
+
+@dataclass
+class StreamReport:
+    wall_s: float = 0.0
+    items: int = 0
+    peak_held_bytes: int = 0
+    stages: dict[str, LaneStats] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "wall_s": round(self.wall_s, 3),
+            "items": self.items,
+            "peak_held_mb": round(self.peak_held_bytes / 2**20, 1),
+            "stages": {name: s.as_dict() for name, s in self.stages.items()},
+        }
+
+
+def stream_shape(stage: Any) -> tuple[int, int]:
+    """(batch size, lanes) a stage asks of the streaming runtime."""
+    if hasattr(stage, "stream_shape"):
+        return stage.stream_shape()
+    return max(1, int(getattr(stage, "batch_size", 1))), 1
+
+
+class ByteBudget:
+    """Bytes of decoded media in flight; ``acquire`` waits while the budget is full."""
+
+    def __init__(self, limit: int, stopped: threading.Event):
+        self.limit, self.stopped = limit, stopped
+        self.held = self.peak = 0
+        self._changed = threading.Condition()
+
+    def acquire(self, size: int) -> None:
+        with self._changed:
+            while self.limit and self.held and self.held + size > self.limit:
+                if self.stopped.is_set():
+                    return
+                self._changed.wait(POLL_S)
+            self.held += size
+            self.peak = max(self.peak, self.held)
+
+    def release(self, size: int) -> None:
+        with self._changed:
+            self.held -= size
+            self._changed.notify_all()
+
+
+class _Stream:
+    """One run of ``run_stream``: the queues, the threads, the first failure."""
+
+    def __init__(self, stages: Sequence[Any], options: StreamOptions):
+        self.stages, self.options = list(stages), options
+        self.stopped = threading.Event()
+        self.failure: BaseException | None = None
+        self.budget = ByteBudget(options.budget_bytes, self.stopped)
+        self.held: dict[int, int] = {}  # id(item) → bytes counted against the budget
+        self.shapes = [stream_shape(stage) for stage in self.stages]
+        self.queues = [queue.Queue(maxsize=self._depth(k)) for k in range(len(self.stages) + 1)]
+        self.report = StreamReport(
+            stages={s.name: LaneStats(lanes=lanes) for s, (_, lanes) in zip(stages, self.shapes)}
+        )
+        self.lanes_left = [lanes for _, lanes in self.shapes]
+        self._lock = threading.Lock()
+        last = len(self.stages) - 1
+        self.release_after = last if options.release_after is None else options.release_after
+
+    def _depth(self, k: int) -> int:
+        """Queue k feeds stage k: room for two full rounds of its lanes' batches."""
+        if k == len(self.stages):
+            return 64
+        size, lanes = self.shapes[k]
+        return max(2, 2 * size * lanes)
+
+    # -- blocking steps that give up when the stream stops -----------------------------------
+    def put(self, k: int, item: Any) -> bool:
+        while not self.stopped.is_set():
+            try:
+                self.queues[k].put(item, timeout=POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def get(self, k: int, timeout: float | None) -> Any:
+        """The next item of queue k; None when ``timeout`` passed or the stream stopped."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.stopped.is_set():
+            wait = POLL_S if deadline is None else min(POLL_S, deadline - time.monotonic())
+            if wait <= 0:
+                return None
+            try:
+                return self.queues[k].get(timeout=wait)
+            except queue.Empty:
+                continue
+        return None
+
+    def fail(self, exc: BaseException) -> None:
+        with self._lock:
+            if self.failure is None:
+                self.failure = exc
+        self.stopped.set()
+
+    # -- the threads -------------------------------------------------------------------------
+    def feed(self, items: Iterable[Any]) -> None:
+        try:
+            for item in items:
+                if not self.put(0, item):
+                    return
+            self.put(0, _END)
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller
+            self.fail(exc)
+
+    def lane(self, k: int) -> None:
+        try:
+            while (batch := self.next_batch(k)) is not None:
+                if batch:
+                    self.run_batch(k, batch)
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller
+            self.fail(exc)
+
+    def next_batch(self, k: int) -> list[Any] | None:
+        """Up to a full batch from queue k: waits for the first item, then ``max_wait_s`` for
+        the rest. None once the stream has ended for this lane (the end goes on)."""
+        size = self.shapes[k][0]
+        first = self.get(k, None)
+        if first is None:
+            return None
+        if first is _END:
+            self.end_lane(k)
+            return None
+        batch, deadline = [first], time.monotonic() + self.options.max_wait_s
+        while len(batch) < size:
+            item = self.get(k, max(0.0, deadline - time.monotonic()))
+            if item is None:
+                break
+            if item is _END:
+                self.put(k, _END)  # for this stage's next lane, after this batch
+                break
+            batch.append(item)
+        return batch
+
+    def end_lane(self, k: int) -> None:
+        """This lane saw the end: pass it to a sibling lane, or on when it was the last."""
+        with self._lock:
+            self.lanes_left[k] -= 1
+            last = self.lanes_left[k] == 0
+        self.put(k + 1 if last else k, _END)
+
+    def run_batch(self, k: int, batch: list[Any]) -> None:
+        started = time.perf_counter()
+        out = self.stages[k].process_batch(batch)
+        busy = time.perf_counter() - started
+        with self._lock:
+            stats = self.report.stages[self.stages[k].name]
+            stats.batches, stats.items, stats.busy_s = (
+                stats.batches + 1,
+                stats.items + len(out),
+                stats.busy_s + busy,
+            )
+        for item in out:
+            if k == self.options.budget_from:
+                size = self.options.held_bytes(item)
+                self.budget.acquire(size)
+                with self._lock:
+                    self.held[id(item)] = size
+            if k == self.release_after:
+                self.free(item)
+            if not self.put(k + 1, item):
+                return
+
+    def free(self, item: Any) -> None:
+        self.options.release(item)
+        with self._lock:
+            size = self.held.pop(id(item), 0)
+        self.budget.release(size)
+
+
+def run_stream(
+    items: Iterable[Any],
+    stages: Sequence[Any],
+    on_done: Callable[[Any], None],
+    options: StreamOptions | None = None,
+) -> StreamReport:
+    """Run every item through ``stages`` on bounded queues; ``on_done(item)`` is called in
+    this thread for each finished item, in the order they finish. Raises what a stage or the
+    source raised, after stopping every thread."""
+    stream = _Stream(stages, options or StreamOptions())
+    started = time.perf_counter()
+    threads = [threading.Thread(target=stream.feed, args=(items,), name="stream-source")]
+    for k, stage in enumerate(stream.stages):
+        threads += [
+            threading.Thread(target=stream.lane, args=(k,), name=f"stream-{stage.name}-{lane}")
+            for lane in range(stream.shapes[k][1])
+        ]
+    for thread in threads:
+        thread.daemon = True
+        thread.start()
+    try:
+        while (item := stream.get(len(stream.stages), None)) is not None and item is not _END:
+            stream.report.items += 1
+            on_done(item)
+    except BaseException as exc:
+        stream.fail(exc)
+    finally:
+        stream.stopped.set()
+        for thread in threads:
+            thread.join()
+    if stream.failure is not None:
+        raise stream.failure
+    stream.report.wall_s = time.perf_counter() - started
+    stream.report.peak_held_bytes = stream.budget.peak
+    return stream.report
+
+
+__all__ = ["ByteBudget", "StreamOptions", "StreamReport", "run_stream", "stream_shape"]
