@@ -35,9 +35,21 @@ def test_jsonl_csv_and_parquet_manifests_agree(tmp_path):
         assert records[1]["tags"] == []
 
 
-def test_manifest_row_without_uri_fails_fast(tmp_path):
+def test_a_row_without_uri_or_text_is_an_error_record(tmp_path):
+    (tmp_path / "m.jsonl").write_text('{"item_id": "0", "uri": "a"}\n{"item_id": "1"}\n')
+    good, bad = read_input(tmp_path / "m.jsonl")
+    assert "error" not in good
+    assert (bad["item_id"], bad["error"]["code"], bad["error"]["stage"]) == (
+        "1",
+        "bad_row",
+        "manifest",
+    )
+    assert "m.jsonl row 2: lacks uri" in bad["error"]["message"]
+
+
+def test_a_manifest_without_one_usable_row_fails_fast(tmp_path):
     (tmp_path / "m.jsonl").write_text('{"item_id": "1"}\n')
-    with pytest.raises(ManifestError, match="row 1 lacks uri"):
+    with pytest.raises(ManifestError, match="not one usable row .*row 1: lacks uri"):
         read_input(tmp_path / "m.jsonl")
 
 
@@ -49,10 +61,11 @@ def test_duplicate_item_ids_fail_fast(tmp_path):
         read_input(tmp_path / "m.jsonl")
 
 
-def test_bad_json_line_names_the_line(tmp_path):
+def test_a_bad_json_line_is_an_error_record_named_by_its_row(tmp_path):
     (tmp_path / "m.jsonl").write_text('{"item_id": "1", "uri": "a"}\n{oops\n')
-    with pytest.raises(ManifestError, match=r"m\.jsonl:2"):
-        read_input(tmp_path / "m.jsonl")
+    _, bad = read_input(tmp_path / "m.jsonl")
+    assert (bad["item_id"], bad["error"]["code"]) == ("m.jsonl#row-2", "bad_row")
+    assert "m.jsonl row 2: not valid JSON" in bad["error"]["message"]
 
 
 def test_unknown_manifest_format_fails_fast(tmp_path):

@@ -3,6 +3,7 @@ inference, no replaced bytes, no line split inside a JSON string), file:// URIs 
 files only, and item ids are Unicode NFC so one id typed two ways is one item."""
 
 import json
+import re
 import unicodedata
 
 import pyarrow as pa
@@ -107,16 +108,18 @@ def test_integer_ids_become_their_digits(tmp_path):
     assert ids_of(tmp_path / "m.parquet") == ["7", "42"]
 
 
-@pytest.mark.parametrize("value", ["7.0", "1e19", "true", "[7]", '{"id": 7}'])
-def test_a_jsonl_id_that_is_not_a_string_or_integer_fails_fast(tmp_path, value):
+@pytest.mark.parametrize("value", ["7.0", "1e19", "true", "[7]", '{"id": 7}', "NaN"])
+def test_a_jsonl_id_that_is_not_a_string_or_integer_is_an_error_record(tmp_path, value):
     (tmp_path / "m.jsonl").write_text(
         f'{{"item_id": "ok", "uri": "a"}}\n{{"item_id": {value}, "uri": "b"}}\n'
     )
-    with pytest.raises(ManifestError, match=r"row 2: item_id .* write it as a string"):
-        read_input(tmp_path / "m.jsonl")
+    good, bad = read_input(tmp_path / "m.jsonl")
+    assert good["item_id"] == "ok" and "error" not in good
+    assert (bad["item_id"], bad["error"]["code"]) == ("m.jsonl#row-2", "bad_field")
+    assert re.search(r"row 2: item_id .* write it as a string", bad["error"]["message"])
 
 
-def test_a_parquet_float_id_column_fails_fast(tmp_path):
+def test_a_parquet_float_id_column_leaves_no_usable_row_and_fails_fast(tmp_path):
     pq.write_table(pa.table({"item_id": [7.0, 8.0], "uri": ["a", "b"]}), tmp_path / "m.parquet")
     with pytest.raises(ManifestError, match=r"row 1: item_id 7\.0 is a float"):
         read_input(tmp_path / "m.parquet")
@@ -135,19 +138,20 @@ def test_jsonl_titles_keep_unicode_line_separators_and_crlf_lines_read(tmp_path)
     assert [r["item_id"] for s in shards for r in read_shard(s)] == [r["item_id"] for r in rows]
 
 
-def test_a_jsonl_line_that_is_not_utf8_fails_fast_naming_the_line(tmp_path):
+def test_a_jsonl_line_that_is_not_utf8_is_an_error_record_naming_the_line(tmp_path):
     (tmp_path / "m.jsonl").write_bytes(
         b'{"item_id": "a", "uri": "a"}\n{"item_id": "b\xe9", "uri": "b"}\n'
     )
-    with pytest.raises(ManifestError, match=r"m\.jsonl:2: not UTF-8"):
-        read_input(tmp_path / "m.jsonl")
+    _, bad = read_input(tmp_path / "m.jsonl")
+    assert bad["item_id"] == "m.jsonl#row-2"
+    assert "m.jsonl row 2: not UTF-8" in bad["error"]["message"]
 
 
 def test_a_lone_unicode_separator_line_is_an_error_not_a_skipped_row(tmp_path):
     """The planner's byte offsets and the reader agree on which lines are rows."""
     (tmp_path / "m.jsonl").write_text('{"item_id": "a", "uri": "a"}\n\x85\n', encoding="utf-8")
-    with pytest.raises(ManifestError, match=r"m\.jsonl:2: not valid JSON"):
-        read_input(tmp_path / "m.jsonl")
+    _, bad = read_input(tmp_path / "m.jsonl")
+    assert "m.jsonl row 2: not valid JSON" in bad["error"]["message"]
 
 
 # -- Unicode NFC ---------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ of a real `enrich run` beside a real clip, are described from their metadata, em
 coded, skipped when unchanged and enriched again when their text changes."""
 
 import json
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -12,7 +13,7 @@ import pytest
 from jobs.cli import main
 from schemas.store import DeltaStore
 from tests.media_factory import synth_video
-from transforms.manifest import ManifestError, metadata_sha256, read_input
+from transforms.manifest import metadata_sha256, read_input
 from transforms.media import fetch_input
 
 TEXT_ITEMS = [
@@ -157,14 +158,18 @@ def test_an_edited_title_re_enriches_a_clip_whose_file_did_not_change(three_runs
 
 
 # -- the manifest ---------------------------------------------------------------------------------
-def test_a_row_without_uri_title_or_text_fails_fast_naming_the_row(tmp_path, capsys):
+def test_a_row_without_uri_title_or_text_is_an_error_record_naming_the_row(tmp_path, capsys):
     manifest = tmp_path / "m.jsonl"
     rows = [{"item_id": "a", "title": "Fine"}, {"item_id": "b", "tags": "x", "text": "  "}]
     manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    with pytest.raises(ManifestError, match="row 2 lacks uri: give it a uri .* a title or text"):
-        read_input(manifest)
+    fine, refused = read_input(manifest)
+    assert "error" not in fine and refused["error"]["code"] == "bad_row"
+    assert re.search(
+        "row 2: lacks uri: give it a uri .* a title or text", refused["error"]["message"]
+    )
+    manifest.write_text(json.dumps(rows[1]) + "\n")  # no usable row: the input itself is wrong
     assert main(["run", "--input", str(manifest), "--lake", str(tmp_path / "lake")]) == 2
-    assert "row 2 lacks uri" in capsys.readouterr().err
+    assert "not one usable row (m.jsonl row 1: lacks uri" in capsys.readouterr().err
     assert not (tmp_path / "lake").exists()
 
 

@@ -11,6 +11,11 @@ class UsageError(Exception):
 
 
 ERROR_CODES: dict[str, str] = {
+    "bad_row": "the manifest row cannot be read as a row: not JSON or not UTF-8, a key given "
+    "twice, no item_id, no uri and nothing to describe, or the wrong number of CSV cells",
+    "bad_field": "a manifest field cannot be read as written: the wrong type (tags: 5), NaN, "
+    "a string that is not UTF-8 or not valid Unicode, a NUL in a uri, an id with leading or "
+    "trailing whitespace",
     "not_found": "the input path or URI does not exist",
     "empty_file": "the file is zero bytes",
     "not_a_video": "the file could not be opened as a video container",
@@ -58,6 +63,8 @@ def checked_code(code: str) -> str:
 # every other code (an endpoint down, a timeout, a crash) always counts.
 INPUT_ERROR_CODES = frozenset(
     {
+        "bad_row",
+        "bad_field",
         "not_found",
         "empty_file",
         "not_a_video",

@@ -3,12 +3,23 @@
 Every item becomes a record with ``item_id``, ``uri`` and optional metadata (``title``,
 ``tags``, ``text``, ``published_at``). A manifest row may leave out ``uri`` when it has a
 ``title`` or a ``text``: a text-only item, described from its metadata (``uri`` is None).
-A bad manifest fails fast; a bad *item* is the media stage's job.
+
+Two kinds of problem. A problem of the whole input fails fast (``ManifestError``, exit 2): it
+cannot be opened or parsed as its format (a 0-byte CSV, a ``.parquet`` that is not Parquet, a
+FIFO), has duplicate CSV or Parquet column names, holds two rows with one item_id, or has rows
+but not one usable row. A problem of one row (not JSON or not UTF-8, no item_id, a field of
+the wrong type, NaN, a string that is not valid Unicode, a uri with a NUL byte) makes that row
+an *error record*: it carries ``error`` (stage ``manifest``, code ``bad_row`` or ``bad_field``)
+and a printable ``item_id`` (the id as written, with backslash escapes for what cannot be
+stored, or ``<manifest name>#row-<n>`` when the id itself is missing or not an id), and becomes
+one ``errors`` row while the other rows run. A bad *item* (its media) is the media stage's job.
 
 Manifests are read exactly as written: CSV cells are strings (``007`` stays ``007``, ``NA``
-stays ``NA``; only an empty cell is absent), JSONL and Parquet ids must be strings or integers,
-and every item_id is put in Unicode NFC, so ``café`` typed in either form is one id (two ids
-that differ only in their normalization fail fast, like any duplicate).
+stays ``NA``; only an empty cell is absent), binary cells are decoded as UTF-8, JSONL and
+Parquet ids must be strings or integers, ids are never trimmed (an id with leading or trailing
+whitespace is refused, so ``a`` and ``a `` cannot become two items), and every item_id is put in
+Unicode NFC, so ``café`` typed in either form is one id (two ids that differ only in their
+normalization fail fast, like any duplicate).
 
 The driver only *plans* (``plan_input``): it streams the manifest once to validate it and
 count its rows, and cuts it into ``InputShard``s (a row range and, for JSONL, the byte offset
@@ -18,9 +29,14 @@ layer, so the driver never holds the items.
 
 from __future__ import annotations
 
+import csv
+import datetime
+import decimal
 import hashlib
 import json
 import logging
+import math
+import os
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -29,11 +45,12 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from transforms import storage
 from transforms.errors import UsageError
-from transforms.stage import Record
+from transforms.stage import ERROR_KEY, Record, has_error, mark_error
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +87,15 @@ class ManifestError(UsageError):
     """The input itself is unusable (not one item in it): fail fast."""
 
 
+class RowProblem(ValueError):
+    """One row, or one of its fields, that cannot be read as written: the row becomes an error
+    record with ``code`` (a registered error code); ``partial`` holds what was read of it."""
+
+    def __init__(self, code: str, message: str, partial: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.code, self.partial = code, partial or {}
+
+
 @dataclass(frozen=True)
 class InputShard:
     """One task's share of the input: rows [start, stop) of one manifest file, or a list of
@@ -99,6 +125,8 @@ def input_format(uri: str) -> str:
         raise ManifestError(
             f"--input {uri}: expected a directory or a .jsonl/.csv/.parquet manifest"
         )
+    if storage.info(uri).type != pafs.FileType.File:
+        raise ManifestError(f"--input {uri}: not a regular file (a FIFO, socket or device?)")
     return fmt
 
 
@@ -161,22 +189,46 @@ def shard_bounds(total: int, per_task: int, slots: int) -> list[tuple[int, int]]
 
 
 def validate_manifest(uri: str, fmt: str) -> int:
-    """Stream every row once: fail fast on a malformed row or a duplicate item_id (after NFC
-    normalization, as ``read_shard`` gives it); return the row count. Only a 64-bit hash per
-    item_id is kept; a repeated hash is confirmed by a second pass before it fails."""
+    """Stream every row once: fail fast on a duplicate item_id (after NFC normalization, as
+    ``read_shard`` gives it, error records included) or when no row is usable; return the row
+    count. Only a 64-bit hash per item_id is kept; a repeated hash is confirmed by a second pass
+    before it fails."""
     seen: set[int] = set()
-    count = changed = 0
-    for number, row in _rows(uri, fmt):
-        item_id = _checked_id(row, number, uri)
-        changed += item_id != str(row["item_id"])
+    count = changed = refused = 0
+    first_problem = None
+    for number, row, record in _records(uri, fmt):
+        item_id = record["item_id"]
+        changed += item_id != _raw_id(row, item_id)
+        if has_error(record):
+            refused += 1
+            first_problem = first_problem or record[ERROR_KEY]["message"]
         key = _id_key(item_id)
         if key in seen:
-            _fail_if_duplicate(uri, fmt, item_id, str(row["item_id"]), number)
+            _fail_if_duplicate(uri, fmt, item_id, _raw_id(row, item_id), number)
         seen.add(key)
         count += 1
+    if count and refused == count:
+        raise ManifestError(f"--input {uri}: not one usable row ({first_problem})")
     if changed:
-        logger.info("%s: %d item_ids put in Unicode NFC", uri, changed)
+        logger.info("%s: %d item_ids put in Unicode NFC or escaped", uri, changed)
+    if refused:
+        logger.warning("%s: %d of %d rows refused (one errors row each)", uri, refused, count)
     return count
+
+
+def _records(uri: str, fmt: str) -> Iterator[tuple[int, Any, Record]]:
+    """(row number, row as read, record) for every row, as ``read_shard`` builds them."""
+    base = storage.parent(uri)
+    for number, row in _rows(uri, fmt):
+        yield number, row, _record(row, number, uri, base)
+
+
+def _raw_id(row: Any, item_id: str) -> str:
+    """The row's item_id as written (for messages and the NFC count); ``item_id`` if none."""
+    raw = row.get("item_id") if isinstance(row, dict) else None
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "backslashreplace")
+    return item_id if _blank_value(raw) else str(raw)
 
 
 def _id_key(item_id: str) -> int:
@@ -185,12 +237,12 @@ def _id_key(item_id: str) -> int:
 
 def _fail_if_duplicate(uri: str, fmt: str, item_id: str, raw: str, number: int) -> None:
     """Raise naming both rows when an earlier row has the same (normalized) item_id."""
-    for first, row in _rows(uri, fmt):
+    for first, row, record in _records(uri, fmt):
         if first >= number:
             return  # two ids with one 64-bit hash: not a duplicate
-        if _checked_id(row, first, uri) == item_id:
+        if record["item_id"] == item_id:
             _raise_duplicate(
-                uri, item_id, (f"row {first}", str(row["item_id"])), (f"row {number}", raw)
+                uri, item_id, (f"row {first}", _raw_id(row, item_id)), (f"row {number}", raw)
             )
 
 
@@ -247,13 +299,22 @@ def media_files(folder: str) -> list[str]:
 
 
 def _media_id(base: str, uri: str) -> str:
-    """The file's path relative to the folder, in Unicode NFC (the file keeps its name)."""
-    return unicodedata.normalize("NFC", uri[len(base) :].lstrip("/"))
+    """The file's path relative to the folder, in Unicode NFC (the file keeps its name); bytes
+    of a name that are not UTF-8 are backslash-escaped."""
+    return unicodedata.normalize("NFC", _escaped(uri[len(base) :].lstrip("/")))
 
 
 def _media_record(base: str, uri: str) -> Record:
+    record = _bare_record(_media_id(base, uri), uri)
+    if not _encodable(uri):  # a name that is not UTF-8 cannot be stored (nor read back)
+        record["uri"] = _escaped(uri)
+        mark_error(record, "manifest", "bad_field", "the file name is not UTF-8")
+    return record
+
+
+def _bare_record(item_id: str, uri: str | None) -> Record:
     return {
-        "item_id": _media_id(base, uri),
+        "item_id": item_id,
         "uri": uri,
         "title": None,
         "tags": [],
@@ -263,30 +324,71 @@ def _media_record(base: str, uri: str) -> Record:
 
 
 def _rows(uri: str, fmt: str, start: int = 0, byte_offset: int = 0):
-    """(1-based row number, dict) from row ``start`` on, streamed."""
-    if fmt == "jsonl":
-        yield from _jsonl_rows(uri, start, byte_offset)
-        return
+    """(1-based row number, dict or RowProblem) from row ``start`` on, streamed. A file that
+    cannot be parsed as its format is a ManifestError."""
+    reader = {"jsonl": _jsonl_rows, "csv": _csv_rows, "parquet": _parquet_rows}[fmt]
+    try:
+        yield from reader(uri, start, byte_offset)
+    except (pa.ArrowInvalid, PermissionError) as exc:
+        raise ManifestError(f"--input {uri}: cannot be read as {fmt} ({exc})") from None
+
+
+def _csv_rows(uri: str, start: int, byte_offset: int = 0):
+    """Cells read as bytes (decoded per field, so one bad cell refuses one row); a line with
+    the wrong number of cells is a RowProblem, counted after the file's other rows."""
     fs, path = storage.resolve(uri)
-    if fmt == "csv":
-        with fs.open_input_stream(path) as stream:
-            header = pacsv.open_csv(stream).schema.names
-        with fs.open_input_stream(path) as stream:
-            reader = pacsv.open_csv(
-                stream,
-                convert_options=pacsv.ConvertOptions(
-                    column_types={name: pa.string() for name in header},
-                    null_values=[""],
-                    strings_can_be_null=True,
-                ),
-            )
-            yield from _numbered(reader, start)
-        return
+    invalid: list[str] = []
+    parse = pacsv.ParseOptions(invalid_row_handler=lambda row: invalid.append(row.text) or "skip")
+    with fs.open_input_stream(path) as stream:
+        header = pacsv.open_csv(stream, parse_options=parse).schema.names
+    _refuse_duplicate_columns(uri, header)
+    invalid.clear()
+    with fs.open_input_stream(path) as stream:
+        reader = pacsv.open_csv(
+            stream,
+            parse_options=parse,
+            convert_options=pacsv.ConvertOptions(
+                column_types={name: pa.binary() for name in header},
+                null_values=[""],
+                strings_can_be_null=True,
+            ),
+        )
+        number = yield from _numbered(reader, start)
+    for text in invalid:
+        number += 1
+        if number > start:
+            yield number, _csv_cell_count_problem(text, header)
+
+
+def _csv_cell_count_problem(text: str, header: list[str]) -> RowProblem:
+    """A CSV line whose cells do not match the header; its item_id cell, if it has one, names
+    the error record."""
+    cells = next(csv.reader([text]), [])
+    partial = dict(zip(header, cells, strict=False))
+    return RowProblem(
+        "bad_row",
+        f"{len(cells)} cells where the header has {len(header)}: {text[:200]!r}",
+        partial,
+    )
+
+
+def _parquet_rows(uri: str, start: int, byte_offset: int = 0):
+    fs, path = storage.resolve(uri)
     with fs.open_input_file(path) as handle:
-        yield from _numbered(pq.ParquetFile(handle).iter_batches(batch_size=4096), start)
+        parquet = pq.ParquetFile(handle)
+        _refuse_duplicate_columns(uri, parquet.schema_arrow.names)
+        yield from _numbered(parquet.iter_batches(batch_size=4096), start)
+
+
+def _refuse_duplicate_columns(uri: str, names: list[str]) -> None:
+    """Two columns of one name would keep only the last value, silently."""
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ManifestError(f"--input {uri}: column {repeated[0]!r} appears more than once")
 
 
 def _numbered(batches, start: int):
+    """(number, row) from row ``start`` on; returns the number of rows read."""
     number = 0
     for batch in batches:
         if number + batch.num_rows <= start:
@@ -296,6 +398,7 @@ def _numbered(batches, start: int):
             number += 1
             if number > start:
                 yield number, row
+    return number
 
 
 def _jsonl_rows(uri: str, start: int, byte_offset: int):
@@ -311,18 +414,33 @@ def _jsonl_rows(uri: str, start: int, byte_offset: int):
             if _blank(raw):
                 continue
             number += 1
-            try:
-                row = json.loads(raw.strip(JSON_BLANKS).decode("utf-8"))
-            except UnicodeDecodeError as exc:
-                raise ManifestError(
-                    f"{uri}:{number}: not UTF-8 (byte {exc.start} of the line); "
-                    "save the manifest as UTF-8"
-                ) from None
-            except json.JSONDecodeError as exc:
-                raise ManifestError(f"{uri}:{number}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise ManifestError(f"{uri}:{number}: each line must be a JSON object")
-            yield number, row
+            yield number, _jsonl_row(raw)
+
+
+def _jsonl_row(raw: bytes) -> dict[str, Any] | RowProblem:
+    """One line as a JSON object, or the RowProblem that makes it an error record."""
+    try:
+        row = json.loads(raw.strip(JSON_BLANKS).decode("utf-8"), object_pairs_hook=_json_object)
+    except UnicodeDecodeError as exc:
+        return RowProblem(
+            "bad_row", f"not UTF-8 (byte {exc.start} of the line); save the manifest as UTF-8"
+        )
+    except json.JSONDecodeError as exc:
+        return RowProblem("bad_row", f"not valid JSON ({exc.msg})")
+    except RowProblem as problem:
+        return problem
+    if not isinstance(row, dict):
+        return RowProblem("bad_row", "each line must be a JSON object")
+    return row
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object; a key given twice would keep its last value silently, so it is refused."""
+    row = dict(pairs)
+    if len(row) != len(pairs):
+        repeated = next(key for i, (key, _) in enumerate(pairs) if key in dict(pairs[:i]))
+        raise RowProblem("bad_row", f"key {_escaped(repeated)!r} appears twice", row)
+    return row
 
 
 def _blank(raw: bytes) -> bool:
@@ -355,72 +473,169 @@ def _row_offsets(uri: str, starts: list[int]) -> dict[int, int]:
     return offsets
 
 
+def _record(row: dict[str, Any] | RowProblem, number: int, origin: str, base: str) -> Record:
+    """The row as a record; an error record when the row or one of its fields is refused."""
+    try:
+        if isinstance(row, RowProblem):
+            raise row
+        return _checked_record(row, base)
+    except RowProblem as problem:
+        partial = problem.partial if isinstance(row, RowProblem) else row
+        record = _bare_record(_fallback_id(partial, number, origin), _written_uri(partial))
+        where = f"{storage.name_of(origin)} row {number}"
+        return mark_error(record, "manifest", problem.code, f"{where}: {problem}")
+
+
+def _checked_record(row: dict[str, Any], base: str) -> Record:
+    item_id = _checked_id(row)
+    uri = _checked_uri(row, base)
+    record = {
+        "item_id": item_id,
+        "uri": uri,
+        **{key: _optional_text(row, key) for key in ("title", "text", "published_at")},
+        "tags": _normalize_tags(row.get("tags")),
+    }
+    if uri is None and not any((record[key] or "").strip() for key in TEXT_ITEM_FIELDS):
+        raise RowProblem(
+            "bad_row",
+            "lacks uri: give it a uri (its media file) or, for an item without media, a title "
+            "or text to describe it from",
+        )
+    return {key: record[key] for key in RECORD_FIELDS}
+
+
+def _checked_id(row: dict[str, Any]) -> str:
+    """The row's item_id as a string in Unicode NFC, as written (never trimmed)."""
+    raw = row.get("item_id")
+    if _blank_value(raw):
+        raise RowProblem("bad_row", "lacks item_id")
+    if isinstance(raw, bool) or not isinstance(raw, (str, int, bytes)):
+        raise RowProblem(
+            "bad_field",
+            f'item_id {raw!r} is a {type(raw).__name__}; write it as a string ("007") or an '
+            "integer (a float or other value would change the id silently: 7.0 is not 7, 1e19 "
+            "loses digits, NaN is no id)",
+        )
+    item_id = unicodedata.normalize("NFC", _text(raw, "item_id"))
+    if item_id != item_id.strip():
+        raise RowProblem(
+            "bad_field",
+            f"item_id {item_id!r} starts or ends with whitespace; ids are not trimmed (two ids "
+            "that look equal would be two items): trim it in the manifest",
+        )
+    if "\0" in item_id:
+        raise RowProblem("bad_field", "item_id holds a NUL character")
+    return item_id
+
+
+def _checked_uri(row: dict[str, Any], base: str) -> str | None:
+    raw = row.get("uri")
+    if _blank_value(raw):
+        return None
+    if not isinstance(raw, (str, bytes)):
+        raise RowProblem(
+            "bad_field", f"uri {raw!r} is a {type(raw).__name__}; write it as a string"
+        )
+    uri = _text(raw, "uri")
+    if "\0" in uri:
+        raise RowProblem("bad_field", "uri holds a NUL character (no path or URI can)")
+    return _resolved_uri(uri, base)
+
+
 def _normalize_tags(value: Any) -> list[str]:
+    """A list of tags, or one string of them separated by commas or semicolons."""
     if value is None:
         return []
-    if isinstance(value, str):
-        return [t.strip() for t in value.replace(";", ",").split(",") if t.strip()]
-    return [str(t) for t in value]
-
-
-def _checked_id(row: dict[str, Any], number: int, origin: str) -> str:
-    """The row's item_id as a string in Unicode NFC; fail fast on a missing item_id, a row
-    with neither a uri nor a title or text, an item_id that is not a string or an integer, or
-    a uri that is not a string."""
-    if _blank_value(row.get("item_id")):
-        raise ManifestError(f"{origin}: row {number} lacks item_id")
-    if _blank_value(row.get("uri")) and not any(_given(row, k) for k in TEXT_ITEM_FIELDS):
-        raise ManifestError(
-            f"{origin}: row {number} lacks uri: give it a uri (its media file) or, for an item "
-            "without media, a title or text to describe it from"
+    if isinstance(value, (str, bytes)):
+        text = _text(value, "tags")
+        return [t.strip() for t in text.replace(";", ",").split(",") if t.strip()]
+    if not isinstance(value, (list, tuple)):
+        raise RowProblem(
+            "bad_field",
+            f"tags {value!r} is a {type(value).__name__}; write a list of strings or one "
+            'string ("cats, kittens")',
         )
-    item_id = row["item_id"]
-    if isinstance(item_id, bool) or not isinstance(item_id, (str, int)):
-        raise ManifestError(
-            f"{origin}: row {number}: item_id {item_id!r} is a {type(item_id).__name__}; write "
-            'it as a string ("007") or an integer (a float or other value would change the id '
-            "silently: 7.0 is not 7, 1e19 loses digits)"
-        )
-    if not _blank_value(row.get("uri")) and not isinstance(row["uri"], str):
-        raise ManifestError(
-            f"{origin}: row {number}: uri {row['uri']!r} is a {type(row['uri']).__name__}; "
-            "write it as a string"
-        )
-    return unicodedata.normalize("NFC", str(item_id))
-
-
-def _blank_value(value: Any) -> bool:
-    return value is None or value == ""
-
-
-def _given(row: dict[str, Any], key: str) -> bool:
-    """Whether the row has a non-blank ``key`` (whitespace alone gives nothing to describe)."""
-    return not _blank_value(row.get(key)) and bool(str(row[key]).strip())
+    if any(tag is None or isinstance(tag, (list, tuple, dict)) for tag in value):
+        raise RowProblem("bad_field", "tags hold a null or a nested value; write strings")
+    return [_text(tag, "a tag") for tag in value]
 
 
 def _optional_text(row: dict[str, Any], key: str) -> str | None:
-    return None if row.get(key) is None else str(row[key])
+    return None if row.get(key) is None else _text(row[key], key)
+
+
+def _text(value: Any, name: str) -> str:
+    """A scalar as the text it was written as (bytes decoded as UTF-8, numbers as digits); a
+    RowProblem for a value that is not text or cannot be stored as it is."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RowProblem("bad_field", f"{name} is not UTF-8 (byte {exc.start})") from None
+    if isinstance(value, str):
+        if not _encodable(value):
+            raise RowProblem(
+                "bad_field", f"{name} {_escaped(value)!r} holds a lone surrogate (not Unicode text)"
+            )
+        return value
+    if isinstance(value, (float, decimal.Decimal)) and not math.isfinite(value):
+        raise RowProblem("bad_field", f"{name} is {value} (NaN or infinite), not a value")
+    if isinstance(value, bool) or not isinstance(
+        value, (int, float, decimal.Decimal, datetime.date, datetime.time)
+    ):
+        raise RowProblem(
+            "bad_field", f"{name} {value!r} is a {type(value).__name__}; write it as a string"
+        )
+    return str(value)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _escaped(text: str) -> str:
+    """``text`` printable and storable: lone surrogates (from JSON escapes or file names that
+    are not UTF-8) and NUL become backslash escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\0", "\\x00")
+
+
+def _fallback_id(row: dict[str, Any], number: int, origin: str) -> str:
+    """A stable, printable item_id for an error record: the id as written (escaped) when it is
+    a string or an integer, else ``<manifest name>#row-<n>``."""
+    raw = row.get("item_id")
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "backslashreplace")
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return str(raw)
+    if isinstance(raw, str) and raw.strip():
+        return unicodedata.normalize("NFC", _escaped(raw))
+    return f"{storage.name_of(origin)}#row-{number}"
+
+
+def _written_uri(row: dict[str, Any]) -> str | None:
+    """The row's uri as written (escaped) for the error row, when it is text."""
+    raw = row.get("uri")
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "backslashreplace")
+    return _escaped(raw) if isinstance(raw, str) and raw else None
+
+
+def _blank_value(value: Any) -> bool:
+    return value is None or value == "" or value == b""
 
 
 def _resolved_uri(uri: str, base: str) -> str:
-    """``uri`` as written when it has a scheme or is absolute; else relative to ``base``."""
+    """``uri`` as written when it has a scheme or is absolute; else relative to ``base``
+    (lexically: symlinks are the media stage's to resolve and confine, and a link loop there
+    is one item's error, not the manifest's)."""
     is_uri = "://" in uri or uri[:5].lower() == "file:"
     if is_uri or Path(uri).is_absolute():
         return uri
-    return str((Path(base) / uri).resolve()) if storage.is_local(base) else f"{base}/{uri}"
-
-
-def _record(row: dict[str, Any], number: int, origin: str, base: str) -> Record:
-    item_id = _checked_id(row, number, origin)
-    uri = None if _blank_value(row.get("uri")) else _resolved_uri(row["uri"], base)
-    return {
-        "item_id": item_id,
-        "uri": uri,
-        "title": _optional_text(row, "title"),
-        "tags": _normalize_tags(row.get("tags")),
-        "text": _optional_text(row, "text"),
-        "published_at": _optional_text(row, "published_at"),
-    }
+    return os.path.normpath(os.path.join(base, uri)) if storage.is_local(base) else f"{base}/{uri}"
 
 
 def metadata_sha256(record: Record) -> str:

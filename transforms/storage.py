@@ -11,6 +11,7 @@ config files, so a cluster passes them to executors the way it passes any secret
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 import uuid
@@ -23,6 +24,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 READ_CHUNK_BYTES = 4 << 20
+logger = logging.getLogger(__name__)
 
 
 class StorageError(OSError):
@@ -183,12 +185,43 @@ def open_output(uri: str):
 def list_files(uri: str, recursive: bool = True) -> list[str]:
     """The files under a folder URI, as URIs of the same form, sorted."""
     fs, path = resolve(uri)
+    if recursive and is_local(uri):
+        return _local_files(path)
     selector = pafs.FileSelector(path, recursive=recursive, allow_not_found=True)
     found = [i.path for i in fs.get_file_info(selector) if i.type == pafs.FileType.File]
     if is_local(uri):
         return sorted(found)
     scheme = scheme_of(uri)
     return sorted(f"{scheme}://{p}" for p in found)
+
+
+def _local_files(root: str) -> list[str]:
+    """The regular files under a local folder, each listed once. The folder's own tree comes
+    first; a symlink to a directory is followed afterwards, unless that directory (by device
+    and inode) was already listed, so link cycles (``sub/up -> ..``) end and no file shows up
+    twice through an alias of its folder. Unreadable sub-folders are logged and skipped."""
+    if not os.path.isdir(root):
+        return []
+    files: list[str] = []
+    seen: set[tuple[int, int]] = set()
+    tops = [root]
+    while tops:
+        for folder, dirs, names in os.walk(tops.pop(0), onerror=_log_walk_error):
+            found = os.stat(folder)
+            if (found.st_dev, found.st_ino) in seen:
+                dirs.clear()
+                continue
+            seen.add((found.st_dev, found.st_ino))
+            dirs.sort()
+            tops += [
+                os.path.join(folder, d) for d in dirs if os.path.islink(os.path.join(folder, d))
+            ]
+            files += [path for n in names if os.path.isfile(path := os.path.join(folder, n))]
+    return sorted(files)
+
+
+def _log_walk_error(error: OSError) -> None:
+    logger.warning("skipped %s while listing: %s", error.filename, error.strerror)
 
 
 def list_dirs(uri: str) -> list[str]:
