@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -15,10 +16,12 @@ from pipelines.commit import ErrorRateExceeded, RunFailed
 from schemas.store import LakeError, LakeWriteError
 from transforms.config import load_config
 from transforms.errors import UsageError
-from transforms.redact import install_log_redaction, redact_text
+from transforms.redact import install_log_redaction, redact_text, shown
+from transforms.stage import join_abandoned
 
 logger = logging.getLogger("enrich")
 ENGINES = ("local", "beam", "spark")
+ABANDONED_WAIT_S = 10.0  # how long an exiting CLI waits for timed-out stage calls to end
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,6 +113,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``enrich`` command; its exit code. With ``argv`` None this is the process's
+    entry point (the ``enrich`` script, ``python -m jobs.cli``), so it also makes sure that
+    work a stage timeout abandoned cannot change that exit code at interpreter exit."""
+    code = _main(argv)
+    if argv is None:
+        _exit_past_abandoned_work(code)
+    return code
+
+
+def _exit_past_abandoned_work(code: int) -> None:
+    """A timed-out stage call still inside native code (torch) when the interpreter finalizes
+    aborts the process ("terminate called without an active exception", exit 134), whatever
+    the run's outcome. Timed-out generates stop within a token, so wait a little; what still
+    runs then is not waited for: the process ends now, with ``code``, its output flushed."""
+    still_running = join_abandoned(ABANDONED_WAIT_S)
+    if not still_running:
+        return
+    logger.warning("%d timed-out stage call(s) still running at exit: not waited for", still_running)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -139,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _fail(message: object, code: int) -> int:
-    print(f"enrich: error: {redact_text(str(message))}", file=sys.stderr)
+    text = shown(redact_text(str(message)), keep="\n")  # its own lines stay
+    print(f"enrich: error: {text}", file=sys.stderr)
     return code
 
 
@@ -171,6 +200,7 @@ def command_run(args: argparse.Namespace) -> int:
     if args.refit_sids:
         config.semantic_ids.refit = "allow"
     confine_to(config, args.input)
+    check_writable(args.summary_json, "--summary-json")
     run_id = args.resume or new_run_id()
     logger.info("run %s: %s into %s", run_id, args.input, args.lake)
     started = time.perf_counter()
@@ -196,6 +226,22 @@ def command_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_writable(path: str | None, flag: str) -> None:
+    """Refuse an output file that cannot be written before any work is done (exit 2): a
+    finished run must not end in exit 1 for want of a place to put its summary."""
+    if not path:
+        return
+    target = Path(path)
+    existed = target.exists()
+    try:
+        with target.open("a"):  # appends nothing: an existing file is left as it is
+            pass
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: cannot write there ({exc.strerror})") from None
+    if not existed:
+        target.unlink()
+
+
 def _finish(args: argparse.Namespace, summary, elapsed: float) -> None:
     """The summary (stdout and ``--summary-json``) and the run report."""
     print_summary(summary, args.lake, elapsed)
@@ -217,13 +263,13 @@ def _run_report(args: argparse.Namespace, run_id: str) -> None:
         logger.warning("no run report: %s", exc)
         return
     if path:
-        print(f"report: {path}")
+        print(f"report: {shown(path)}")
 
 
 def command_report(args: argparse.Namespace) -> int:
     from jobs.report import write_report
 
-    print(f"report: {write_report(args.lake, args.out, args.run_id)}")
+    print(f"report: {shown(write_report(args.lake, args.out, args.run_id))}")
     return 0
 
 
@@ -243,7 +289,8 @@ def print_summary(summary, lake: str, elapsed: float) -> None:
 
     store = DeltaStore(lake)
     print(
-        f"\nrun {summary.run_id} {summary.status}: {summary.items} items, {summary.succeeded} "
+        f"\nrun {shown(summary.run_id)} {summary.status}: {summary.items} items, "
+        f"{summary.succeeded} "
         f"enriched, {summary.skipped} unchanged (skipped), {summary.failed} errors in "
         f"{elapsed:.1f}s"
     )
@@ -255,11 +302,14 @@ def print_summary(summary, lake: str, elapsed: float) -> None:
         print(f"  error {code}: {count}")
     if store.exists("errors"):
         for row in store.head("errors", 5):
-            print(f"    {row['item_id']}: [{row['stage']}/{row['code']}] {row['message'][:100]}")
+            print(
+                f"    {shown(row['item_id'])}: [{row['stage']}/{row['code']}] "
+                f"{shown(row['message'][:100])}"
+            )
     if store.exists("descriptions"):
         print("descriptions (first 3):")
         for row in store.head("descriptions", 3, ["item_id", "description"]):
-            print(f"  {row['item_id']}: {row['description'][:240]}")
+            print(f"  {shown(row['item_id'])}: {shown(row['description'][:240])}")
     if summary.codebook_version:
         metrics = summary.codebook_metrics
         print(f"semantic IDs: codebook {summary.codebook_version}")
@@ -271,11 +321,11 @@ def print_summary(summary, lake: str, elapsed: float) -> None:
             f"reconstruction MSE {metrics.get('reconstruction_mse')}"
         )
         sids = store.head("semantic_ids", 6, ["item_id", "sid"])
-        print("  " + ", ".join(f"{r['item_id']}={r['sid']}" for r in sids))
+        print("  " + ", ".join(f"{shown(r['item_id'])}={r['sid']}" for r in sids))
     for note in summary.notes:
-        print(f"note: {note}")
+        print(f"note: {shown(note)}")
     print(
-        f"tables under {lake}: "
+        f"tables under {shown(lake)}: "
         + ", ".join(f"{k} v{v}" for k, v in summary.table_versions.items() if v is not None)
     )
 
@@ -291,6 +341,7 @@ def command_fit_sids(args: argparse.Namespace) -> int:
     if args.assign and promote == "never":
         raise UsageError("--assign re-codes every item with the new codebook: drop --promote never")
     config = load_config(args.config, args.overrides)
+    check_writable(args.summary_json, "--summary-json")
     encoder = EncodeStage(config.encode).encoder_id
     codebook, assigned, decision = refit(
         DeltaStore(args.lake),
@@ -386,10 +437,11 @@ def command_inspect(args: argparse.Namespace) -> int:
     frame = data.drop_columns(hidden).slice(0, args.limit).to_pandas()
     import pandas as pd
 
+    frame = frame.map(lambda value: shown(value) if isinstance(value, str) else value)
     with pd.option_context(
         "display.max_columns", None, "display.width", 200, "display.max_colwidth", 60
-    ):
-        print(frame.to_string(index=False))
+    ):  # lists and dicts print their strings' repr; the last pass catches anything else
+        print(shown(frame.to_string(index=False), keep="\n"))
     shown = args.version if args.version is not None else store.version(args.table)
     print(f"({data.num_rows} rows, version {shown})")
     return 0

@@ -93,3 +93,73 @@ def test_a_key_pasted_as_the_variable_name_is_refused_unechoed():
         load_config(None, [f"describe.api_key_env={key}"])
     assert "NAME of the environment variable" in str(raised.value)
     assert key not in str(raised.value)
+
+
+BOMB = 'a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n' + "".join(
+    f"{name}: &{name} [{', '.join([f'*{prev}'] * 9)}]\n"
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True)
+)  # 9^9 strings once expanded, in ten lines
+
+
+@pytest.mark.parametrize(
+    ("text", "refusal"),
+    [
+        (BOMB, "aliases expand past 10000 nodes"),
+        ("a: &a [*a]\n", "refers to its own anchor"),
+        ("media:\n  num_frames: 4\n  num_frames: 8\n", "key 'num_frames' appears twice"),
+        ("media: {fps: 2}\nmedia: {num_frames: 4}\n", "key 'media' appears twice"),
+        ("media: !!python/object/apply:os.system ['true']\n", "python/object/apply"),
+        ("[" * 3000 + "]" * 3000, "nested too deeply"),
+    ],
+    ids=["alias_bomb", "recursive_alias", "duplicate_key", "duplicate_section", "python_tag", "deep"],
+)
+def test_hostile_yaml_is_refused_fast_and_named(tmp_path, text, refusal):
+    path = tmp_path / "hostile.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=refusal) as raised:
+        load_config(path)
+    assert str(path) in str(raised.value)
+
+
+def test_merge_keys_may_override_what_they_merge(tmp_path):
+    path = tmp_path / "merge.yaml"
+    path.write_text("media:\n  <<: {num_frames: 4, fps: 2.0}\n  num_frames: 6\n")
+    config = load_config(path)
+    assert (config.media.num_frames, config.media.fps) == (6, 2.0)
+
+
+def test_a_config_file_that_is_not_utf8_is_refused(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("describe:\n  model: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("media.num_frames=true", "valid integer"),
+        ("media.num_frames=2.0", "valid integer"),
+        ("media.num_frames='8'", "valid integer"),
+        ("asr.enabled=1", "valid boolean"),
+        ("asr.enabled=yes please", "valid boolean"),
+        ("media.max_file_mb=.inf", "finite number"),
+        ("media.max_duration_s=.nan", "finite number"),
+        ("run.stage_timeout_s={describe: .inf}", "finite number"),
+        ("media.num_frames=!!python/object/apply:os.system ['true']", "not valid YAML"),
+        ("media.num_frames=[a, *undefined]", "not valid YAML"),
+    ],
+)
+def test_overrides_are_typed_strictly(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides=[override])
+
+
+def test_ints_still_fill_float_keys_and_yaml_booleans_fill_flags():
+    overrides = ["media.fps=2", "asr.enabled=off", "run.stage_timeout_s={describe: 3}"]
+    config = load_config(overrides=overrides)
+    assert (config.media.fps, config.asr.enabled, config.run.stage_timeout_s) == (
+        2.0,
+        False,
+        {"describe": 3.0},
+    )

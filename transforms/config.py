@@ -36,7 +36,10 @@ class ConfigError(UsageError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    # strict: a count is never true, a flag never 1; finite: .inf and .nan are no setting
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, frozen=False, strict=True, allow_inf_nan=False
+    )
 
 
 class MediaConfig(_Section):
@@ -463,6 +466,73 @@ def _format_validation_error(exc: ValidationError, origin: str) -> str:
     return "\n".join(lines)
 
 
+YAML_NODE_BUDGET = 10_000  # nodes a config may hold once its aliases are expanded
+
+
+class _RefusedYaml(yaml.YAMLError):
+    """Valid YAML that no config should be: a duplicate key, a recursive or exploding alias."""
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML's safe loader, minus what hides a mistake or an attack in a config: a key given
+    twice (the last would win silently) and aliases that expand past ``YAML_NODE_BUDGET``
+    nodes (a "billion laughs" of ten lines). Tags outside YAML's core schema (``!!python/...``)
+    are refused, as in every safe load."""
+
+    def compose_document(self) -> yaml.Node:
+        node = super().compose_document()
+        _expanded_size(node, {}, set())
+        return node
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # <<: *base, merged by the base class
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise _RefusedYaml(f"key {key!r} appears twice in one mapping{key_node.start_mark}")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
+    """The nodes ``node`` stands for with every alias expanded; raises past the budget."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    if id(node) in open_nodes:
+        raise _RefusedYaml(f"an alias refers to its own anchor{node.start_mark}")
+    open_nodes.add(id(node))
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(child, sizes, open_nodes) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            size += _expanded_size(key, sizes, open_nodes) + _expanded_size(value, sizes, open_nodes)
+    if size > YAML_NODE_BUDGET:
+        raise _RefusedYaml(f"its aliases expand past {YAML_NODE_BUDGET} nodes (a YAML bomb?)")
+    open_nodes.discard(id(node))
+    sizes[id(node)] = size
+    return size
+
+
+def load_yaml(text: str, origin: str) -> Any:
+    """``text`` parsed by the config loader; a ``ConfigError`` naming ``origin`` if it is not
+    valid YAML or is refused (duplicate keys, an alias bomb, a python tag)."""
+    try:
+        return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader subclass
+    except _RefusedYaml as exc:
+        raise ConfigError(f"{origin} is refused: {_one_line(str(exc))}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{origin} is not valid YAML: {_one_line(str(exc))}") from None
+    except RecursionError:
+        raise ConfigError(f"{origin} is nested too deeply to be a config") from None
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Parse ``a.b.c=value`` (value is YAML, so 8, true, null and [a, b] work)."""
     if "=" not in text:
@@ -471,7 +541,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     path = [p for p in key.strip().split(".") if p]
     if not path:
         raise ConfigError(f"override '{text}' has an empty key")
-    return path, yaml.safe_load(raw)
+    return path, load_yaml(raw, f"the value of override '{key.strip()}'")
 
 
 def _apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
@@ -483,6 +553,17 @@ def _apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
+def _config_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {exc.start}): save it as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load a YAML config (optional) and apply ``section.key=value`` overrides."""
     data: dict[str, Any] = {}
@@ -491,10 +572,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        data = load_yaml(_config_text(path), f"config file {path}") or {}
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path} must hold a mapping of sections")
         origin = str(path)

@@ -6,6 +6,8 @@ belongs, put into an endpoint URL, or echoed back by a server. ``redact_config``
 secret-looking config values and URL credentials before a config is stored (``runs``, the
 report) or hashed into a stored fingerprint; ``redact_text`` masks the values of the secret
 variables in use and well-known key shapes in any text (error rows, CLI errors, log lines).
+``shown`` escapes the control characters of user data (ids, titles, URIs, messages) before a
+terminal or a log sees them: an ESC sequence could clear the screen or retitle the window.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ KEY_SHAPES = re.compile(
     r"|A(?:KIA|SIA)[0-9A-Z]{16})\b|(?<=Bearer )[A-Za-z0-9._~+/=\-]{8,}"
 )
 _secret_env_names: set[str] = set(SECRET_ENV_VARS)
+# C0 and C1 controls (ESC included), DEL, and the bidirectional overrides that reorder text.
+SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def register_secret_env(name: str | None) -> None:
@@ -54,6 +59,21 @@ def redact_text(text: str) -> str:
         if value and len(value) >= 4:
             text = text.replace(value, MASK)
     return KEY_SHAPES.sub(MASK, text)
+
+
+def shown(value: object, keep: str = "") -> str:
+    """``str(value)`` safe to print: each control character becomes its escape (``\\x1b``,
+    ``\\x9b``, ``\\u202e``), except those in ``keep`` (a whole message's own newlines)."""
+
+    def escape(match: re.Match) -> str:
+        char = match.group()
+        if char in keep:
+            return char
+        if char in SHORT_ESCAPES:
+            return SHORT_ESCAPES[char]
+        return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
+
+    return CONTROL_CHARS.sub(escape, str(value))
 
 
 def redact_url(url: str) -> str:
@@ -87,15 +107,17 @@ def redact_config(value: Any, key: str = "") -> Any:
 
 
 class RedactingFilter(logging.Filter):
-    """Masks secrets in every log record that passes a handler."""
+    """Masks secrets and escapes control characters in every log record that passes a
+    handler (its lines and indentation stay)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        cleaned = redact_text(message)
+        cleaned = shown(redact_text(message), keep="\n\t")
         if cleaned != message:
             record.msg, record.args = cleaned, None
         if record.exc_info and not record.exc_text:
-            record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info))
+            trace = logging.Formatter().formatException(record.exc_info)
+            record.exc_text = shown(redact_text(trace), keep="\n\t")
         return True
 
 

@@ -29,6 +29,25 @@ logger = logging.getLogger(__name__)
 Record = dict[str, Any]
 PROGRESS_LOG_S = 30.0
 ERROR_KEY = "error"
+# Timed work (``Stage._timed``): each worker thread sees its own cancel event; threads that ran
+# over their limit stay listed until they end, so the CLI can wait for them before exiting.
+_timed_work = threading.local()
+_abandoned: list[threading.Thread] = []
+
+
+def cancel_event() -> threading.Event | None:
+    """Set once the timed work running in this thread was abandoned (None outside it): long
+    loops, such as ``generate``, check it and stop early."""
+    return getattr(_timed_work, "cancel", None)
+
+
+def join_abandoned(timeout_s: float) -> int:
+    """Wait up to ``timeout_s`` in all for abandoned timed work to end; how many still run."""
+    deadline = time.monotonic() + timeout_s
+    for thread in list(_abandoned):
+        thread.join(max(0.0, deadline - time.monotonic()))
+    _abandoned[:] = [t for t in _abandoned if t.is_alive()]
+    return len(_abandoned)
 # The streaming runtime runs a stage's batches in several threads (lanes): models load once
 # and counters add up. Module locks, because a stage is pickled (a lock is not picklable).
 _SETUP_LOCK = threading.RLock()
@@ -263,14 +282,17 @@ class Stage:
 
     def _timed(self, func: Any, records: list[Record]) -> None:
         """``func(records)``, abandoned after ``runtime.timeout_s`` per item. A hung thread cannot
-        be killed, so it works on copies of the records and never touches them after that."""
+        be killed, so it works on copies of the records and never touches them after that; its
+        cancel event is set, so work that checks ``cancel_event()`` stops soon."""
         if not self.runtime.timeout_s:
             func(records)
             return
         work = [dict(record) for record in records]
         outcome: dict[str, BaseException] = {}
+        cancel = threading.Event()
 
         def call() -> None:
+            _timed_work.cancel = cancel
             try:
                 func(work)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
@@ -281,6 +303,8 @@ class Stage:
         worker.start()
         worker.join(limit)
         if worker.is_alive():
+            cancel.set()
+            _abandoned[:] = [*(t for t in _abandoned if t.is_alive()), worker]
             raise StageError(
                 "stage_timeout", f"{self.name} ran over {limit:.0f}s on {len(records)} item(s)"
             )

@@ -11,7 +11,7 @@ from transforms.config import DescribeConfig
 from transforms.describe.grounding import evidence_vocabulary, grounding
 from transforms.describe.prompt import PROMPT_FIELDS, RenderedPrompt, item_facts, load_prompt
 from transforms.models import model_revision
-from transforms.stage import Record, Stage, StageError, StageRuntime
+from transforms.stage import Record, Stage, StageError, StageRuntime, cancel_event
 
 MAX_SENTENCES = 6
 MIN_DESCRIPTION_CHARS = 20
@@ -48,6 +48,23 @@ def tokenizer_control_tokens(tokenizer: Any) -> frozenset[str]:
         if added.special or MARKUP_CHARS & set(added.content):
             tokens.add(added.content)
     return frozenset(tokens)
+
+
+def stop_when_cancelled() -> Any:
+    """A ``generate`` stopping criterion that ends every sequence once the thread's timed work
+    is abandoned (``transforms.stage.cancel_event``): a timed-out generate ends within a token
+    instead of running on, and aborting the interpreter at exit. None outside timed work."""
+    cancel = cancel_event()
+    if cancel is None:
+        return None
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class Cancelled(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.full((input_ids.shape[0],), cancel.is_set(), device=input_ids.device)
+
+    return StoppingCriteriaList([Cancelled()])
 
 
 def stated_parameters(model: str) -> float | None:
@@ -147,6 +164,7 @@ class Describer(Stage):
             "top_k": None,
             "repetition_penalty": self.config.repetition_penalty,
             "pad_token_id": pad_token_id,
+            "stopping_criteria": stop_when_cancelled(),
         }
 
     def render(self, record: Record) -> RenderedPrompt:
