@@ -74,6 +74,7 @@ class RunSummary:
     skipped: int = 0
     errors_by_code: dict[str, int] = field(default_factory=dict)
     stage_stats: dict[str, Any] = field(default_factory=dict)
+    runtime: dict[str, Any] = field(default_factory=dict)  # the tasks' runtime, summed
     stage_fingerprints: dict[str, str] = field(default_factory=dict)
     codebook_version: str | None = None
     codebook_metrics: dict[str, Any] = field(default_factory=dict)
@@ -91,6 +92,7 @@ class RunSummary:
         self.failed += marker["failed"]
         self.skipped += marker["skipped"]
         self.stage_stats = add_stats(self.stage_stats, marker["stage_stats"])
+        self.runtime = add_runtime(self.runtime, marker.get("runtime") or {})
         for code, count in marker["errors_by_code"].items():
             self.errors_by_code[code] = self.errors_by_code.get(code, 0) + count
 
@@ -122,6 +124,25 @@ class RunSummary:
             "rerun (succeeded items are skipped), or raise run.max_error_rate",
             self,
         )
+
+
+def add_runtime(total: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
+    """Sum the tasks' runtime reports: wall seconds, and per stage its batches, items and
+    busy seconds (``pipelines.stream.StreamReport``)."""
+    if not part:
+        return total
+    merged = {
+        "mode": part["mode"],
+        "task_wall_s": round(total.get("task_wall_s", 0.0) + part["wall_s"], 3),
+        "stages": {name: dict(stats) for name, stats in total.get("stages", {}).items()},
+    }
+    for name, stats in part.get("stages", {}).items():
+        into = merged["stages"].setdefault(name, {"batches": 0, "items": 0, "busy_s": 0.0})
+        into["batches"] += stats["batches"]
+        into["items"] += stats["items"]
+        into["busy_s"] = round(into["busy_s"] + stats["busy_s"], 3)
+        into["lanes"] = stats["lanes"]
+    return merged
 
 
 def staged_rows(uri: str) -> int | None:

@@ -61,6 +61,7 @@ class LaneStats:
         mean = self.items / self.batches if self.batches else 0.0
         return {
             "batches": self.batches,
+            "items": self.items,
             "mean_batch": round(mean, 2),
             "busy_s": round(self.busy_s, 3),
             "lanes": self.lanes,

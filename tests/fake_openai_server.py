@@ -28,6 +28,9 @@ class FakeOpenAI:
         self.in_flight = self.max_in_flight = 0
         self.hang_s = 3.0
         self.delay_s = 0.0
+        self.capacity: int | None = None  # see serve_with_capacity
+        self.slots: threading.Semaphore | None = None
+        self.occupancy: list[tuple[float, int]] = []  # (monotonic time, slots busy after it)
         handler = type("Handler", (_Handler,), {"fake": self})
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -43,6 +46,28 @@ class FakeOpenAI:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    def serve_with_capacity(self, slots: int, hold_s: float) -> None:
+        """A load model of a model server in steady state (vLLM's continuous batch):
+        ``slots`` requests are served at once (its max_num_seqs), each held ``hold_s``; more
+        wait in its queue. ``occupancy`` records every change of the busy slots."""
+        self.capacity, self.delay_s = slots, hold_s
+        self.slots = threading.Semaphore(slots)
+
+    def hold(self) -> None:
+        """Serve one request for ``delay_s``, in a slot when the capacity is bounded."""
+        if self.slots is None:
+            time.sleep(self.delay_s)
+            return
+        with self.slots:
+            self._occupy(+1)
+            time.sleep(self.delay_s)
+            self._occupy(-1)
+
+    def _occupy(self, change: int) -> None:
+        with self.lock:
+            busy = (self.occupancy[-1][1] if self.occupancy else 0) + change
+            self.occupancy.append((time.monotonic(), busy))
 
     def next_action(self) -> str:
         with self.lock:
@@ -83,7 +108,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fake.api_key and auth != f"Bearer {fake.api_key}":
             return self._send(401, {"error": {"message": "bad key"}})
         action = fake.next_action()
-        time.sleep(fake.delay_s)
+        fake.hold()
         if action == "hang":
             time.sleep(fake.hang_s)
             return self._send(200, {"choices": []})
