@@ -1,5 +1,6 @@
-"""Parity: the same corpus through the local loop, Beam (FnApiRunner) and Spark (local[2])
-gives the same tables, apart from run ids, timestamps, latencies and codebook names."""
+"""Parity: the same corpus through the local loop, Beam (FnApiRunner) and Spark (local[2]),
+each on the streaming task runtime, and through the local loop on the serial runtime, gives
+the same tables, apart from run ids, timestamps, latencies and codebook names."""
 
 import json
 
@@ -26,34 +27,46 @@ SETTINGS = [
 @pytest.fixture(scope="module")
 def lakes(demo_corpus, tmp_path_factory):
     base = tmp_path_factory.mktemp("engines")
-    for engine in ("local", "beam", "spark"):
+    for lake, engine, runtime in RUNS:
         argv = [
             "run",
             "--input",
             str(demo_corpus / "manifest.jsonl"),
             "--lake",
-            str(base / engine),
+            str(base / lake),
             "--config",
             "configs/demo.yaml",
             "--engine",
             engine,
             *SETTINGS,
+            "--set",
+            f"run.runtime={runtime}",
         ]
-        assert main(argv) == 0, engine
-    return {engine: base / engine for engine in ("local", "beam", "spark")}
+        assert main(argv) == 0, lake
+    return {lake: base / lake for lake, _, _ in RUNS}
+
+
+RUNS = [  # (lake, engine, runtime)
+    ("local", "local", "streaming"),
+    ("serial", "local", "serial"),
+    ("beam", "beam", "streaming"),
+    ("spark", "spark", "streaming"),
+]
+OTHERS = [lake for lake, _, _ in RUNS if lake != "local"]
 
 
 @pytest.mark.parametrize("name", ["descriptions", "semantic_ids", "errors"])
-def test_engines_write_identical_tables(lakes, name):
+def test_engines_and_runtimes_write_identical_tables(lakes, name):
     local = comparable(lakes["local"], name)
     assert local, name
-    for engine in ("beam", "spark"):
-        assert_same(comparable(lakes[engine], name), local, f"{engine}: {name}")
+    for other in OTHERS:
+        assert_same(comparable(lakes[other], name), local, f"{other}: {name}")
 
 
 def test_engines_write_the_same_embeddings(lakes):
     local = comparable(lakes["local"], "embeddings")
-    for engine in ("beam", "spark"):
+    assert local
+    for engine in OTHERS:
         other = comparable(lakes[engine], "embeddings")
         assert other.keys() == local.keys()
         for item, row in local.items():
@@ -69,14 +82,15 @@ def stage_counts(run: dict) -> dict:
 
 def test_runs_record_the_engine_and_the_same_stage_counts(lakes):
     counts = {}
-    for engine, lake in lakes.items():
+    engines = {lake: engine for lake, engine, _ in RUNS}
+    for name, lake in lakes.items():
         [run] = read_table(lake, "runs").to_pylist()
-        assert run["engine"] == engine and run["succeeded"] == 6 and run["failed"] == 2
+        assert run["engine"] == engines[name] and run["succeeded"] == 6 and run["failed"] == 2
         assert json.loads(run["stage_stats_json"])["describe"]["seconds"] > 0, engine
-        counts[engine] = stage_counts(run)
+        counts[name] = stage_counts(run)
     assert counts["local"]["media"] == (6, 2, {"empty_file": 1, "not_found": 1})
     assert counts["local"]["encode"] == (6, 0, {})
-    assert counts["beam"] == counts["local"] and counts["spark"] == counts["local"]
+    assert all(counts[other] == counts["local"] for other in OTHERS)
 
 
 def test_tasks_come_in_whole_waves_of_the_cores():
