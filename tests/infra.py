@@ -269,8 +269,11 @@ def installed_under_tmp(spark_home: Path) -> list[Path]:
     return [p for p in found if not any(p != q and p.is_relative_to(q) for q in found)]
 
 
-def private_tmp_script(keep: list[Path], worker: int, command: str) -> str:
-    """sh: a fresh tmpfs on /tmp, with ``keep`` bind-mounted back at the same paths."""
+def private_tmp_script(
+    keep: list[Path], worker: int, command: str, before: list[str] | None = None
+) -> str:
+    """sh: a fresh tmpfs on /tmp, with ``keep`` bind-mounted back at the same paths, then the
+    ``before`` steps (on the worker's own /tmp) and ``command``."""
     saves = [f"/run/enrich-keep-{worker}-{i}" for i in range(len(keep))]
     steps = ["mount --make-rprivate /"]
     for path, save in zip(keep, saves, strict=True):
@@ -281,15 +284,41 @@ def private_tmp_script(keep: list[Path], worker: int, command: str) -> str:
             f"mkdir -p {shlex.quote(str(path))}",
             f"mount --bind {save} {shlex.quote(str(path))}",
         ]
-    return " && ".join([*steps, f"exec {command}"])
+    return " && ".join([*steps, *(before or []), f"exec {command}"])
+
+
+GPU_DISCOVERY_SCRIPT = "/tmp/enrich-gpu-discovery.sh"
+
+
+def fake_gpu_steps(address: str) -> tuple[list[str], str]:
+    """sh steps that write a worker's GPU discovery script on its own /tmp (it reports one
+    ``gpu`` at ``address``, as nvidia-smi's script reports a real one), and the worker's
+    ``SPARK_WORKER_OPTS`` that advertise it: Spark hands that address to the tasks that ask."""
+    found = json.dumps({"name": "gpu", "addresses": [address]})
+    script = f"#!/bin/sh\necho {shlex.quote(found)}\n"
+    steps = [
+        f"printf %s {shlex.quote(script)} > {GPU_DISCOVERY_SCRIPT}",
+        f"chmod +x {GPU_DISCOVERY_SCRIPT}",
+    ]
+    options = (
+        "-Dspark.worker.resource.gpu.amount=1 "
+        f"-Dspark.worker.resource.gpu.discoveryScript={GPU_DISCOVERY_SCRIPT}"
+    )
+    return steps, options
 
 
 @contextlib.contextmanager
 def start_spark_cluster(
-    workers: int = 2, cores: int = 1, memory: str = "2g", timeout: float = 90.0
+    workers: int = 2,
+    cores: int = 1,
+    memory: str = "2g",
+    timeout: float = 90.0,
+    fake_gpus: bool = False,
 ) -> Iterator[SparkCluster]:
     """A Spark standalone master and ``workers`` workers on 127.0.0.1, each worker (and so
-    its executors and their Python workers) with a private tmpfs on /tmp."""
+    its executors and their Python workers) with a private tmpfs on /tmp. ``fake_gpus``: each
+    worker offers one ``gpu`` resource, worker i at address "i" (no device behind it), and
+    sessions ask one per executor (``spark.executor.resource.gpu.amount=1``)."""
     import pyspark
 
     _check_namespaces()
@@ -345,7 +374,11 @@ def start_spark_cluster(
                 *("--webui-port", str(free_port()), "--work-dir", WORKER_TMP_WORK_DIR),
                 master_url,
             ]
-            script = private_tmp_script(keep, index, shlex.join(worker))
+            before, command = [], shlex.join(worker)
+            if fake_gpus:
+                before, options = fake_gpu_steps(str(index))
+                command = f"env SPARK_WORKER_OPTS={shlex.quote(options)} {command}"
+            script = private_tmp_script(keep, index, command, before)
             launch(f"worker-{index}", ["unshare", "-m", "sh", "-c", script])
         deadline = time.monotonic() + timeout
         while (alive := _alive_workers(web_ui)) < workers:
@@ -368,6 +401,7 @@ def start_spark_cluster(
                 "spark.driver.bindAddress=127.0.0.1",
                 f"spark.pyspark.python={sys.executable}",
                 f"spark.executorEnv.PYSPARK_PYTHON={sys.executable}",
+                *(["spark.executor.resource.gpu.amount=1"] if fake_gpus else []),
             ],
             log_dir=log_dir,
             worker_namespaces=namespaces,
@@ -386,4 +420,12 @@ def start_spark_cluster(
 def spark_cluster(moto_s3: MotoS3) -> Iterator[SparkCluster]:
     """A 2-worker standalone cluster for the session; its executors see ``moto_s3``."""
     with start_spark_cluster(workers=2, cores=1, memory="2g") as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def spark_gpu_cluster() -> Iterator[SparkCluster]:
+    """A 2-worker standalone cluster whose workers have 2 cores and one fake GPU each (worker i
+    at address "i"): more task slots than GPUs, so placement by GPU address shows."""
+    with start_spark_cluster(workers=2, cores=2, memory="2g", fake_gpus=True) as cluster:
         yield cluster

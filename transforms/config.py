@@ -417,6 +417,24 @@ class RunConfig(_Section):
     )
     faults: dict[str, FaultSpec] = Field({}, description="stage name → injected faults (tests)")
 
+    gpus_per_task: float = Field(
+        1.0,
+        ge=0,
+        le=64,
+        description="GPUs each enrich task asks for when a stage runs its model on a GPU in the "
+        "task (Spark task resources, on executors configured with GPUs; a fraction lets tasks "
+        "share one); 0 = never ask",
+    )
+    gpu_accelerator: str | None = Field(
+        None,
+        description="Beam: the enrich step's accelerator resource hint when a stage runs its "
+        "model on a GPU in the task, e.g. type:nvidia-tesla-t4;count:1;install-nvidia-driver "
+        "(Dataflow); None = no hint",
+    )
+    min_ram_gb: float | None = Field(
+        None, gt=0, description="Beam: the enrich step's min_ram resource hint, GB; None = none"
+    )
+
     @field_validator("progress", mode="before")
     @classmethod
     def _yaml_on_off(cls, value: Any) -> Any:

@@ -1,10 +1,12 @@
 """What the engine modules share: the ``Engine`` protocol, the task function type, the
-picklable task runner and the task sizing of parallel engines. Engine modules import this,
+picklable task runner, the task sizing of parallel engines and the resources a wave's tasks
+ask for. Engine modules import this,
 never the package (whose ``make_engine`` imports them)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from schemas.store import DeltaStore
@@ -52,3 +54,51 @@ class TaskRunner:
 
     def __call__(self, task: Any) -> dict[str, Any]:
         return self.func(self.job, task, self.attempt() if self.attempt else 0)
+
+
+# Describer backends whose model runs in a server the task only calls (vLLM, SGLang, TGI).
+SERVED_BACKENDS = frozenset({"openai"})
+
+
+@dataclass(frozen=True)
+class WaveResources:
+    """What each task of a wave asks its engine for (``wave_resources``)."""
+
+    gpu_stages: tuple[str, ...] = ()  # stages that run a model on a GPU inside the task
+    gpus: float = 0.0  # GPUs per task (run.gpus_per_task); 0: the tasks run on CPUs only
+    accelerator: str | None = None  # Beam's accelerator hint (run.gpu_accelerator)
+    min_ram_gb: float | None = None  # Beam's min_ram hint (run.min_ram_gb)
+
+
+def runs_model_on_gpu(stage: Any) -> bool:
+    """Whether ``stage`` loads a GPU model in the task's own process: it declares
+    ``resources = "gpu"``, is enabled, is not pinned to the CPU, and is not a client of a
+    served model."""
+    config = stage.config
+    return (
+        stage.resources == "gpu"
+        and getattr(config, "enabled", True)
+        and getattr(config, "device", "auto") != "cpu"
+        and getattr(config, "backend", None) not in SERVED_BACKENDS
+    )
+
+
+def wave_resources(job: Any) -> WaveResources:
+    """The resources of a wave's tasks, from the configured stages: a job that runs the stages
+    (the enrich wave carries their config) asks ``run.gpus_per_task`` GPUs when one of them
+    runs its model on a GPU in the task; the Semantic ID waves and a pipeline whose only
+    GPU model is served elsewhere run on CPUs."""
+    config_json = getattr(job, "config_json", None)
+    if config_json is None:
+        return WaveResources()
+    from transforms.config import Config
+    from transforms.pipeline import build_stages
+
+    config = Config.model_validate_json(config_json)
+    on_gpu = tuple(stage.name for stage in build_stages(config) if runs_model_on_gpu(stage))
+    return WaveResources(
+        gpu_stages=on_gpu,
+        gpus=config.run.gpus_per_task if on_gpu else 0.0,
+        accelerator=config.run.gpu_accelerator if on_gpu else None,
+        min_ram_gb=config.run.min_ram_gb,
+    )

@@ -5,7 +5,9 @@ a bucket of codes); it reads its own input and writes its own staging through th
 layer, so the pipeline carries only task descriptions, never items. Stages and models load
 once per worker process (``pipelines.tasks.worker_stages``). ``--direct_num_workers=N
 --direct_running_mode=multi_processing`` runs N worker processes; Dataflow and Flink options
-pass through unchanged.
+pass through unchanged. A wave whose stages run a model on a GPU in the task carries resource
+hints (``task_step``): ``run.gpu_accelerator`` and ``run.min_ram_gb``; runners that do not
+support them (FnApiRunner) ignore them.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import logging
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
-from pipelines.engines.base import TaskRunner, batched_items_per_task
+from pipelines.engines.base import TaskRunner, WaveResources, batched_items_per_task, wave_resources
 from schemas.store import DeltaStore
 
 logger = logging.getLogger(__name__)
@@ -27,6 +29,24 @@ def pipeline_options(engine_args: list[str]) -> PipelineOptions:
     if not any(a.startswith("--runner") for a in args):
         args.append("--runner=FnApiRunner")
     return PipelineOptions(args)
+
+
+def resource_hints(needs: WaveResources) -> dict[str, str]:
+    """Beam resource hints for a wave: the accelerator only when a stage runs its model on a
+    GPU in the task (a served describer needs none), min_ram whenever it is set."""
+    hints = {}
+    if needs.gpus and needs.accelerator:
+        hints["accelerator"] = needs.accelerator
+    if needs.min_ram_gb:
+        hints["min_ram"] = f"{needs.min_ram_gb:g}GB"
+    return hints
+
+
+def task_step(func, job) -> beam.PTransform:
+    """The step that runs each task, with the wave's resource hints."""
+    step = beam.Map(TaskRunner(func, job))
+    hints = resource_hints(wave_resources(job))
+    return step.with_resource_hints(**hints) if hints else step
 
 
 class BeamEngine:
@@ -53,7 +73,7 @@ class BeamEngine:
                 pipeline
                 | "Tasks" >> beam.Create(tasks)
                 | "Spread" >> beam.Reshuffle()
-                | "Run" >> beam.Map(TaskRunner(func, job))
+                | "Run" >> task_step(func, job)
             )
 
     def commit_store(self, lake: str) -> DeltaStore:

@@ -7,6 +7,11 @@ returns nothing. Spark reruns a failed task (``spark.task.maxFailures``); a reru
 its attempt number (fault injection uses it) and overwrites its own staging files.
 Commits go through delta-spark when the session has the Delta jars and SQL extension
 (``commit_store``), otherwise delta-rs.
+
+GPUs: when a configured stage runs its model on a GPU inside the task (``wave_resources``) and
+the executors have GPUs, that wave's tasks ask for ``run.gpus_per_task`` of them through
+stage-level scheduling (``gpu_profile``); the other waves keep the default, CPU-only profile.
+Each task shows its Python worker only the GPU Spark assigned it (``pin_gpus``).
 """
 
 from __future__ import annotations
@@ -14,8 +19,11 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
+from collections import Counter
+from typing import Any
 
-from pipelines.engines.base import TaskRunner, batched_items_per_task
+from pipelines.engines.base import TaskRunner, WaveResources, batched_items_per_task, wave_resources
 from schemas.spark import SparkDeltaStore, delta_spark_ready
 from schemas.store import DeltaStore
 from transforms.errors import UsageError
@@ -67,12 +75,108 @@ def task_attempt() -> int:
     return TaskContext.get().attemptNumber()
 
 
+GPU = "gpu"  # the resource name of Spark's GPU discovery scripts and configs
+VISIBLE_GPUS = "CUDA_VISIBLE_DEVICES"
+
+
+def gpu_profile(conf: dict[str, str], needs: WaveResources) -> tuple[Any, str]:
+    """A ResourceProfile whose tasks get ``needs.gpus`` GPUs each, or None, and why. Without
+    dynamic allocation, executors started with GPUs (``spark.executor.resource.gpu.amount``)
+    take a task-only profile (standalone, YARN, Kubernetes); with dynamic allocation and the
+    executors' GPU discovery script, the wave gets GPU executors of its own, while executors
+    of the default profile stay CPU-only."""
+    stages = ", ".join(needs.gpu_stages)
+    if conf.get("spark.master", "").startswith("local"):
+        return None, (
+            f"{stages} may use a GPU; a local master has no stage-level scheduling, so its "
+            "tasks use whatever device the stages pick"
+        )
+    executor_gpus = conf.get(f"spark.executor.resource.{GPU}.amount")
+    script = conf.get(f"spark.executor.resource.{GPU}.discoveryScript")
+    dynamic = conf.get("spark.dynamicAllocation.enabled", "false").lower() == "true"
+    if not executor_gpus and not (dynamic and script):
+        return None, (
+            f"{stages} may use a GPU, but the executors have none: set "
+            f"spark.executor.resource.{GPU}.amount (and its discoveryScript on YARN or "
+            "Kubernetes) to give each task a GPU"
+        )
+    from pyspark.resource import (
+        ExecutorResourceRequests,
+        ResourceProfileBuilder,
+        TaskResourceRequests,
+    )
+
+    task = TaskResourceRequests().cpus(int(conf.get("spark.task.cpus", "1")))
+    builder = ResourceProfileBuilder().require(task.resource(GPU, needs.gpus))
+    if dynamic:
+        executor = ExecutorResourceRequests().resource(GPU, int(executor_gpus or 1), script or "")
+        if cores := conf.get("spark.executor.cores"):
+            executor = executor.cores(int(cores))
+        builder = builder.require(executor)
+    kind = "GPU executors of their own" if dynamic else "the executors' GPUs"
+    return builder.build, f"{stages} run on GPUs: {needs.gpus:g} per task, on {kind}"
+
+
+def assigned_gpus() -> list[str]:
+    """The GPU addresses Spark assigned the running task (empty on a CPU-only profile)."""
+    from pyspark import TaskContext
+
+    found = TaskContext.get().resources().get(GPU)
+    return list(found.addresses) if found is not None else []
+
+
+_pinned: dict[str, str] = {}  # this Python worker's GPUs, set by its first GPU task
+
+
+def pin_gpus(addresses: list[str]) -> str | None:
+    """Show this Python worker only the GPUs its task was assigned, before any stage loads a
+    model, so the stages' ``cuda`` is that GPU; returns what the worker sees. A reused worker
+    keeps its models on the GPUs of its first GPU task (CUDA cannot move them), so give each
+    executor one GPU (``spark.executor.resource.gpu.amount=1``) to keep the two equal."""
+    if addresses:
+        wanted = ",".join(addresses)
+        pinned = _pinned.setdefault(VISIBLE_GPUS, wanted)
+        if pinned == wanted:
+            os.environ[VISIBLE_GPUS] = wanted
+        else:
+            logger.warning(
+                "task assigned GPU %s runs in a Python worker whose models are on GPU %s: give "
+                "each executor one GPU (spark.executor.resource.gpu.amount=1)",
+                wanted,
+                pinned,
+            )
+    return os.environ.get(VISIBLE_GPUS)
+
+
+class SparkTask:
+    """A task on an executor: pin its GPUs, run it, and report where it ran (``placement``);
+    the rows and the marker stay on the lake's storage."""
+
+    def __init__(self, func, job):
+        self.runner, self.wave = TaskRunner(func, job, task_attempt), func.__name__
+
+    def __call__(self, task: Any) -> dict[str, Any]:
+        gpus = assigned_gpus()
+        visible = pin_gpus(gpus)
+        started = time.time()
+        self.runner(task)
+        return {
+            "wave": self.wave,
+            "task_id": getattr(task, "task_id", str(task)),
+            "gpus": gpus,
+            "visible_gpus": visible if gpus else None,
+            "started": started,
+            "ended": time.time(),
+        }
+
+
 class SparkEngine:
     name = "spark"
     commits_as_tasks_finish = False
 
     def __init__(self, engine_args: list[str]):
         self.session = spark_session(engine_args)
+        self.placements: list[dict[str, Any]] = []  # where the last wave's tasks ran
 
     def slots(self) -> int:
         return max(1, self.session.sparkContext.defaultParallelism)
@@ -85,7 +189,16 @@ class SparkEngine:
             return
         context = self.session.sparkContext
         context.setJobDescription(f"enrich: {len(tasks)} tasks of {func.__name__}")
-        context.parallelize(tasks, len(tasks)).foreach(TaskRunner(func, job, task_attempt))
+        rdd = context.parallelize(tasks, len(tasks))
+        needs = wave_resources(job)
+        if needs.gpus:
+            profile, why = gpu_profile(dict(context.getConf().getAll()), needs)
+            logger.info("spark: %s: %s", func.__name__, why)
+            rdd = rdd.withResources(profile) if profile is not None else rdd
+        self.placements = rdd.map(SparkTask(func, job)).collect()
+        by_gpu = Counter(",".join(p["gpus"]) or "none" for p in self.placements)
+        logger.info("spark: %s: %d tasks by GPU: %s", func.__name__, len(tasks), dict(by_gpu))
+        logger.debug("spark placements of %s: %s", func.__name__, self.placements)
 
     def commit_store(self, lake: str) -> DeltaStore:
         """delta-spark when the session has the Delta jars and SQL extension, else delta-rs.
