@@ -50,6 +50,7 @@ DESCRIPTION_FIELDS = (
     "frames_sampled",
     "frame_timestamps_s",
     "prompt_rendered_sha",
+    "prompt_truncated",
     "visual_tags",
     "visual_shots",
     "shot_count",

@@ -81,6 +81,7 @@ DESCRIPTIONS = pa.schema(
         pa.field("frames_sampled", pa.int32()),
         pa.field("frame_timestamps_s", pa.list_(pa.float32())),
         pa.field("prompt_rendered_sha", pa.string()),
+        pa.field("prompt_truncated", pa.list_(pa.string())),  # data fields cut to the budget
         pa.field(
             "visual_tags",
             pa.list_(

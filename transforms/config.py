@@ -138,7 +138,19 @@ class DescribeConfig(_Section):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_images: int = Field(8, ge=1, le=64, description="frames sent to a VLM per clip")
-    max_transcript_chars: int = Field(1200, ge=0)
+    max_title_chars: int = Field(300, ge=0, description="prompt budget: title characters")
+    max_tags_chars: int = Field(300, ge=0, description="prompt budget: tags, joined")
+    max_text_chars: int = Field(1200, ge=0, description="prompt budget: the manifest's text")
+    max_transcript_chars: int = Field(1200, ge=0, description="prompt budget: the transcript")
+    max_ocr_chars: int = Field(600, ge=0, description="prompt budget: on-screen text")
+    max_visual_tags_chars: int = Field(600, ge=0, description="prompt budget: visual tags line")
+    max_prompt_tokens: int = Field(
+        2048,
+        ge=64,
+        le=1_000_000,
+        description="prompt budget: the rendered prompt, in approximate tokens (4 ASCII "
+        "characters or 1 other character each); the longest data fields are cut to fit",
+    )
     append_signals: bool = Field(
         True,
         description="offline: end the description with the quoted text, transcript and OCR text",

@@ -9,7 +9,14 @@ from typing import Any
 
 from transforms.config import DescribeConfig
 from transforms.describe.grounding import evidence_vocabulary, grounding
-from transforms.describe.prompt import PROMPT_FIELDS, RenderedPrompt, item_facts, load_prompt
+from transforms.describe.prompt import (
+    PROMPT_FIELDS,
+    PromptBudget,
+    RenderedPrompt,
+    check_budget,
+    fitted_prompt,
+    load_prompt,
+)
 from transforms.models import model_revision
 from transforms.stage import Record, Stage, StageError, StageRuntime, cancel_event
 
@@ -108,6 +115,7 @@ class Describer(Stage):
             "prompt_version",
             "prompt_sha",
             "prompt_rendered_sha",
+            "prompt_truncated",
             "grounding",
         }
     )
@@ -117,6 +125,8 @@ class Describer(Stage):
     def __init__(self, config: DescribeConfig, runtime: StageRuntime | None = None):
         super().__init__(config, batch_size=config.batch_size, runtime=runtime)
         self.prompt = load_prompt(config.resolved_prompt_version)
+        self.budget = PromptBudget.of(config)
+        check_budget(self.prompt, self.budget)
         self.control_tokens: frozenset[str] = frozenset()  # the loaded tokenizer's, if any
         self.visual_context = wants_visual_context(config)
 
@@ -143,6 +153,7 @@ class Describer(Stage):
             "seed": c.seed,
             "max_images": c.max_images,
             "max_transcript_chars": c.max_transcript_chars,
+            "prompt_budget": self.budget.as_dict(),
             "append_signals": c.append_signals,
             "gguf": c.gguf_file,
             "visual_context": self.visual_context,
@@ -169,8 +180,13 @@ class Describer(Stage):
 
     def render(self, record: Record) -> RenderedPrompt:
         """The prompt for ``record``; its data cannot carry this model's control tokens."""
-        facts = item_facts(record, self.config.max_transcript_chars, self.visual_context)
-        return self.prompt.render(facts, self.control_tokens)
+        return fitted_prompt(
+            self.prompt,
+            record,
+            self.budget,
+            visual_context=self.visual_context,
+            control_tokens=self.control_tokens,
+        )
 
     def attach(
         self,
@@ -198,6 +214,7 @@ class Describer(Stage):
             prompt_version=self.prompt.version,
             prompt_sha=self.prompt.sha,
             prompt_rendered_sha=prompt.sha,
+            prompt_truncated=list(prompt.truncated),
             grounding=round(grounding(description, evidence_vocabulary(record)), 4),
         )
 

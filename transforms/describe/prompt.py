@@ -4,6 +4,12 @@ A template has three sections: the system text, then a line ``==== USER ====`` a
 text, then a line ``==== ANSWER PREFIX ====`` and the start of the answer. The source is split
 into its sections *before* rendering, and each section is rendered on its own, so item data
 can never move text from one section to another.
+
+Item data is budgeted (``PromptBudget``): each data field (title, tags, text, transcript, OCR
+text, visual tags) is cut to its character budget, and the rendered prompt to a token budget
+(approximate: ``approx_tokens``), by cutting the longest data fields further. Every cut ends
+in ``… [truncated]`` inside the quoted value, and the prompt names the fields it cut, so a
+huge title costs no more than a short one and the row says what the describer did not see.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -62,17 +68,81 @@ KNOWN_CONTROL_TOKENS = frozenset(
 LOOKALIKES = str.maketrans({"[": "⟦", "]": "⟧", "|": "¦", "<": "‹", ">": "›"})
 
 
+TRUNCATED = "… [truncated]"
+CHARS_PER_TOKEN = 4  # ASCII text; other characters count one token each (see approx_tokens)
+MIN_FIELD_CHARS = 40  # the token budget never cuts a data field shorter than this
+# The data fields with a character budget: record field (as rows name it) → prompt fact.
+BUDGETED_FIELDS = {
+    "title": "title",
+    "tags": "tags",
+    "text": "text",
+    "transcript": "transcript",
+    "ocr_text": "on_screen_text",
+    "visual_tags": "visual_tags",
+}
+
+
+@dataclass(frozen=True)
+class PromptBudget:
+    """How much item data one prompt holds: characters per data field (keyed like
+    ``BUDGETED_FIELDS``) and approximate tokens for the whole rendered prompt."""
+
+    title: int = 300
+    tags: int = 300
+    text: int = 1200
+    transcript: int = 1200
+    ocr_text: int = 600
+    visual_tags: int = 600
+    prompt_tokens: int = 2048
+
+    @classmethod
+    def of(cls, config: object) -> PromptBudget:
+        """The budget a ``DescribeConfig`` sets (``max_*_chars``, ``max_prompt_tokens``)."""
+        return cls(
+            title=config.max_title_chars,
+            tags=config.max_tags_chars,
+            text=config.max_text_chars,
+            transcript=config.max_transcript_chars,
+            ocr_text=config.max_ocr_chars,
+            visual_tags=config.max_visual_tags_chars,
+            prompt_tokens=config.max_prompt_tokens,
+        )
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def approx_tokens(text: str) -> int:
+    """About one token per 4 ASCII characters and one per other character (CJK runs near one
+    token a character): cheap, tokenizer-free, and on the high side for most text."""
+    ascii_chars = len(text.encode("ascii", "ignore"))
+    return -(-ascii_chars // CHARS_PER_TOKEN) + len(text) - ascii_chars
+
+
+def clipped(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters with the cut marked; unchanged when it fits."""
+    if len(text) <= limit:
+        return text
+    kept = text[:limit].rstrip()
+    return f"{kept} {TRUNCATED}" if kept else TRUNCATED
+
+
 @dataclass(frozen=True)
 class RenderedPrompt:
     system: str
     user: str
     answer_prefix: str  # the start of the answer; empty for chat models that need none
+    truncated: tuple[str, ...] = ()  # the data fields cut to fit the budget (BUDGETED_FIELDS)
 
     @property
     def sha(self) -> str:
         return hashlib.sha256(
             f"{self.system}\n{self.user}\n{self.answer_prefix}".encode()
         ).hexdigest()[:16]
+
+    @property
+    def approx_tokens(self) -> int:
+        return approx_tokens(f"{self.system}\n{self.user}\n{self.answer_prefix}")
 
 
 @dataclass(frozen=True)
@@ -240,11 +310,19 @@ def describe_tags(record: Record) -> str:
 
 
 def item_facts(
-    record: Record, max_transcript_chars: int, visual_context: bool = True
+    record: Record, budget: PromptBudget | int = PromptBudget(), visual_context: bool = True
 ) -> dict[str, str]:
-    """The facts the describer may use, as plain strings (fenced later by ``quote``). Reads
-    ``PROMPT_FIELDS`` strictly: a missing field raises ``MissingField``."""
-    transcript = (declared(record, "transcript") or "")[:max_transcript_chars] or "none"
+    """The facts the describer may use, as plain strings (fenced later by ``quote``), each data
+    field cut to its character budget (an int is the transcript and text budget, the rest
+    default). Reads ``PROMPT_FIELDS`` strictly: a missing field raises ``MissingField``."""
+    if isinstance(budget, int):
+        budget = PromptBudget(transcript=budget, text=budget)
+    limits = {fact: getattr(budget, name) for name, fact in BUDGETED_FIELDS.items()}
+    return _filled(_data_facts(record, visual_context), limits)
+
+
+def _data_facts(record: Record, visual_context: bool) -> dict[str, str]:
+    """Every fact as its full text ("" where the item has none)."""
     width, height = declared(record, "width"), declared(record, "height")
     orientation = "vertical" if (height or 0) > (width or 0) else "horizontal"
     picture = (
@@ -253,17 +331,70 @@ def item_facts(
         else "none (audio only)"
     )
     facts = {
-        "title": declared(record, "title") or "unknown",
-        "tags": ", ".join(declared(record, "tags") or []) or "none",
-        "text": (declared(record, "text") or "")[:max_transcript_chars] or "none",
+        "title": declared(record, "title") or "",
+        "tags": ", ".join(declared(record, "tags") or []),
+        "text": declared(record, "text") or "",
         "duration": f"{declared(record, 'duration_s') or 0:.1f} seconds",
         "picture": picture,
         "visual_tags": describe_tags(record) if visual_context else "not used",
         "visuals": describe_visuals(declared(record, "frame_stats") or {}),
         "audio": describe_audio(record),
-        "transcript": transcript,
-        "on_screen_text": declared(record, "ocr_text") or "none",
+        "transcript": declared(record, "transcript") or "",
+        "on_screen_text": declared(record, "ocr_text") or "",
     }
     if is_text_only(record):  # nothing was decoded: say so rather than "0.0 seconds"
         facts.update(duration=NO_MEDIA, picture=NO_MEDIA)
     return facts
+
+
+EMPTY_FACTS = {"title": "unknown"}  # what an empty data field reads as ("none" otherwise)
+
+
+def _filled(facts: dict[str, str], limits: dict[str, int]) -> dict[str, str]:
+    """``facts`` with each budgeted one cut to its limit, and empty ones named."""
+    cut = {
+        name: clipped(value, limits[name]) if name in limits else value
+        for name, value in facts.items()
+    }
+    return {name: value or EMPTY_FACTS.get(name, "none") for name, value in cut.items()}
+
+
+def fitted_prompt(
+    template: PromptTemplate,
+    record: Record,
+    budget: PromptBudget,
+    *,
+    visual_context: bool = True,
+    control_tokens: Iterable[str] = (),
+) -> RenderedPrompt:
+    """The prompt for ``record`` within ``budget``: fields cut to their character budgets,
+    then the longest fields cut further until the prompt's ``approx_tokens`` fit (never below
+    ``MIN_FIELD_CHARS``). The result names every field it cut."""
+    facts = _data_facts(record, visual_context)
+    limits = {fact: getattr(budget, name) for name, fact in BUDGETED_FIELDS.items()}
+    while True:
+        prompt = template.render(_filled(facts, limits), control_tokens)
+        excess = prompt.approx_tokens - budget.prompt_tokens
+        kept = {name: min(len(facts[name]), limit) for name, limit in limits.items()}
+        longest = max(kept, key=kept.get)
+        if excess <= 0 or kept[longest] <= MIN_FIELD_CHARS:
+            break  # fits, or only the template itself is left over (check_budget)
+        limits[longest] = max(MIN_FIELD_CHARS, kept[longest] - CHARS_PER_TOKEN * excess)
+    truncated = tuple(
+        name for name, fact in BUDGETED_FIELDS.items() if len(facts[fact]) > limits[fact]
+    )
+    return RenderedPrompt(prompt.system, prompt.user, prompt.answer_prefix, truncated)
+
+
+def check_budget(template: PromptTemplate, budget: PromptBudget) -> None:
+    """Fail fast when the template with empty data is over ``describe.max_prompt_tokens``."""
+    empty = {
+        name: "none"
+        for name in (*BUDGETED_FIELDS.values(), "duration", "picture", "visuals", "audio")
+    }
+    needs = template.render(empty).approx_tokens
+    if needs > budget.prompt_tokens:
+        raise UsageError(
+            f"describe.max_prompt_tokens={budget.prompt_tokens} is below the {needs} tokens "
+            f"(approximate) that prompt '{template.version}' needs with no item data"
+        )
