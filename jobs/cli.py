@@ -127,10 +127,10 @@ def _exit_past_abandoned_work(code: int) -> None:
     aborts the process ("terminate called without an active exception", exit 134), whatever
     the run's outcome. Timed-out generates stop within a token, so wait a little; what still
     runs then is not waited for: the process ends now, with ``code``, its output flushed."""
-    still_running = join_abandoned(ABANDONED_WAIT_S)
-    if not still_running:
+    running = join_abandoned(ABANDONED_WAIT_S)
+    if not running:
         return
-    logger.warning("%d timed-out stage call(s) still running at exit: not waited for", still_running)
+    logger.warning("%d timed-out stage call(s) still running at exit: not waited for", running)
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -442,8 +442,8 @@ def command_inspect(args: argparse.Namespace) -> int:
         "display.max_columns", None, "display.width", 200, "display.max_colwidth", 60
     ):  # lists and dicts print their strings' repr; the last pass catches anything else
         print(shown(frame.to_string(index=False), keep="\n"))
-    shown = args.version if args.version is not None else store.version(args.table)
-    print(f"({data.num_rows} rows, version {shown})")
+    version = args.version if args.version is not None else store.version(args.table)
+    print(f"({data.num_rows} rows, version {version})")
     return 0
 
 

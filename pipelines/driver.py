@@ -11,6 +11,7 @@ staged files into Delta MERGEs. It never holds the items, the rows or the embedd
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -143,10 +144,8 @@ def reserve_space(lake: str, run_id: str) -> Path | None:
 def release_space(reserve: Path | None) -> None:
     if reserve is not None:
         reserve.unlink(missing_ok=True)
-        try:
-            reserve.parent.rmdir()  # the last run to end removes the folder
-        except OSError:
-            pass  # another run's reserve is still there
+        with contextlib.suppress(OSError):  # another run's reserve is still there
+            reserve.parent.rmdir()
 
 
 @contextmanager

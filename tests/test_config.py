@@ -111,7 +111,14 @@ BOMB = 'a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n'
         ("media: !!python/object/apply:os.system ['true']\n", "python/object/apply"),
         ("[" * 3000 + "]" * 3000, "nested too deeply"),
     ],
-    ids=["alias_bomb", "recursive_alias", "duplicate_key", "duplicate_section", "python_tag", "deep"],
+    ids=[
+        "alias_bomb",
+        "recursive_alias",
+        "duplicate_key",
+        "duplicate_section",
+        "python_tag",
+        "deep",
+    ],
 )
 def test_hostile_yaml_is_refused_fast_and_named(tmp_path, text, refusal):
     path = tmp_path / "hostile.yaml"

@@ -16,7 +16,7 @@ from jobs.cli import main
 from schemas.rows import utc_now
 from schemas.store import DeltaStore
 from tests.test_config import BOMB
-from tests.test_fault_tolerance import fill, small_disk  # noqa: F401 - a fixture
+from tests.test_fault_tolerance import fill, small_disk  # noqa: F401 - small_disk: a fixture
 
 REPO = Path(__file__).resolve().parents[1]
 CHEAP = [
@@ -89,7 +89,10 @@ USAGE_CASES = {
     "infinite_file_limit": (override("media.max_file_mb=.inf"), "finite"),
     "nan_timeout": (override("run.stage_timeout_s={describe: .nan}"), "finite"),
     "unknown_key": (override("media.num_framez=2"), "unknown key"),
-    "missing_config": (lambda tmp: run_argv(tmp, text_manifest(tmp), "--config", "/no.yaml"), "not found"),
+    "missing_config": (
+        lambda tmp: run_argv(tmp, text_manifest(tmp), "--config", "/no.yaml"),
+        "not found",
+    ),
     "summary_json_in_missing_folder": (summary_at("nowhere/summary.json"), "--summary-json"),
     "summary_json_is_a_folder": (summary_at("a_folder"), "--summary-json"),
     "missing_input": (lambda tmp: run_argv(tmp, tmp / "nope.jsonl"), "does not exist"),
@@ -210,13 +213,15 @@ def test_log_lines_escape_control_characters(caplog):
 
     from transforms.redact import RedactingFilter
 
-    record = logging.LogRecord("t", logging.WARNING, __file__, 1, "item %s\nfailed", (EVIL_ID,), None)
+    record = logging.LogRecord(
+        "t", logging.WARNING, __file__, 1, "item %s\nfailed", (EVIL_ID,), None
+    )
     assert RedactingFilter().filter(record)
     assert record.getMessage() == f"item {EVIL_SHOWN}\nfailed"  # its own line break stays
 
 
 # -- a full disk: the runs row still ends ---------------------------------------------------------
-def test_a_disk_that_fills_during_the_run_still_gets_the_closing_runs_row(small_disk, capsys):
+def test_a_disk_that_fills_during_the_run_still_gets_the_closing_runs_row(small_disk, capsys):  # noqa: F811
     """The disk fills while an item hangs, after the run recorded itself as running: the run
     fails (exit 1) and its runs row says so once space is back, instead of `running`."""
     lake = small_disk / "lake"

@@ -537,8 +537,7 @@ def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int])
     if isinstance(node, yaml.SequenceNode):
         size += sum(_expanded_size(child, sizes, open_nodes) for child in node.value)
     elif isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            size += _expanded_size(key, sizes, open_nodes) + _expanded_size(value, sizes, open_nodes)
+        size += sum(_expanded_size(n, sizes, open_nodes) for pair in node.value for n in pair)
     if size > YAML_NODE_BUDGET:
         raise _RefusedYaml(f"its aliases expand past {YAML_NODE_BUDGET} nodes (a YAML bomb?)")
     open_nodes.discard(id(node))
