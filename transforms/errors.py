@@ -22,11 +22,14 @@ ERROR_CODES: dict[str, str] = {
     "unsupported_codec": "the container opened but its video stream cannot be decoded",
     "truncated": "decoding stopped early; the file is damaged or cut short",
     "no_frames": "the video stream has no decodable frames",
-    "audio_decode_failed": "an audio track exists but neither decord nor ffmpeg could read it",
+    "audio_decode_failed": "an audio track exists but ffmpeg could not decode it",
     "too_large": "the file is over media.max_file_mb",
-    "too_long": "the video is over media.max_duration_s",
+    "too_long": "the video or audio file is over media.max_duration_s",
+    "frame_too_large": "the video's frames are over media.max_pixels (width x height), or "
+    "have no size the probe could read within it; refused before decoding",
     "path_not_allowed": "the input resolves outside media.allowed_roots (local paths or URI "
-    "prefixes)",
+    "prefixes), is a file: URI with a relative path, or has other hard links "
+    "(media.allow_hardlinks)",
     "scheme_not_allowed": "the input URI's scheme is not in media.allowed_schemes",
     "scheme_not_supported": "the input URI's scheme is allowed but no filesystem here reads it "
     "(install its fsspec package)",
@@ -74,6 +77,7 @@ INPUT_ERROR_CODES = frozenset(
         "audio_decode_failed",
         "too_large",
         "too_long",
+        "frame_too_large",
         "path_not_allowed",
         "scheme_not_allowed",
         "scheme_not_supported",

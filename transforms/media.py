@@ -1,8 +1,11 @@
 """Media: confine the path, probe the file, sample frames with decord, extract 16 kHz mono audio.
 
-Decoding never decodes a whole long video: ``get_batch`` reads only the chosen indices, and
-large frames are scaled inside the decoder. Every failure maps to a documented error code
-(``transforms.errors``); a file with no audio track is not an error (``has_audio=False``).
+Every item's memory is bounded before anything is decoded: the probe reads libav's own stream
+fields (no text parsing), a frame over ``media.max_pixels`` or a file over
+``media.max_duration_s`` is refused, ``get_batch`` reads only the chosen indices, large frames
+are scaled inside the decoder, and audio is decoded only up to ``media.max_audio_s``. Every
+failure maps to a documented error code (``transforms.errors``); a file with no audio track is
+not an error (``has_audio=False``).
 An item without a uri (a manifest's text-only item) reads no file: it gets no frames and no
 audio (``media_kind="text"``), and its content hash is the hash of its metadata.
 """
@@ -10,10 +13,13 @@ audio (``media_kind="text"``), and its content hash is the hash of its metadata.
 from __future__ import annotations
 
 import logging
-import re
+import math
+import os
+import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import numpy as np
 import pyarrow.fs as pafs
@@ -26,12 +32,10 @@ from transforms.stage import Record, Stage, StageError, StageRuntime
 
 logger = logging.getLogger(__name__)
 
-NO_AUDIO_MARKERS = ("Can't find audio stream", "cannot find audio stream")
-SOUNDFILE_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif"}
 SHOT_PROBE_FACTOR = 4  # sampling=shots decodes this many candidates per kept frame
 FETCHED_FIELDS = ("content_sha256", "local_path")  # fetch_input adds these before the stages
 MEDIA_COLUMNS = ("frames", "audio")  # heavy, in-memory only; never written to a table
-PROBE_TIMEOUT_S = 60
+AUDIO_TIMEOUT_S = 600
 TEXT_CODECS = {"ansi", "bintext", "xbin", "idf", "tty"}  # ffmpeg "plays" text files as video
 READ_FAILURE_MARKERS = ("av_read_frame", "partial file", "Invalid data found")
 
@@ -50,14 +54,48 @@ def confine(uri: str, config: MediaConfig) -> str:
         raise StageError(
             "scheme_not_allowed", f"URI scheme '{scheme}' is not in media.allowed_schemes"
         )
+    if _is_relative_file_uri(uri):  # it would resolve against whatever the working folder is
+        raise StageError(
+            "path_not_allowed",
+            f"{uri}: a file: URI needs an absolute path (file:///path); a plain relative path "
+            "is read relative to the manifest's folder",
+        )
     try:
         target = storage.normalize(uri)
     except storage.StorageError as exc:
         raise StageError("path_not_allowed", str(exc)) from None
     roots = [storage.normalize(root) for root in config.allowed_roots]
-    if roots and not any(target == root or target.startswith(f"{root}/") for root in roots):
-        raise StageError("path_not_allowed", f"{target} is outside media.allowed_roots")
+    if roots and not any(_is_under(target, root) for root in roots):
+        shown = uri if target == uri else f"{uri} (resolves to {target})"
+        raise StageError("path_not_allowed", f"{shown} is outside media.allowed_roots")
+    if roots and not config.allow_hardlinks and _has_other_links(target):
+        raise StageError(
+            "path_not_allowed",
+            f"{uri} has other hard links, which may lie outside media.allowed_roots "
+            "(set media.allow_hardlinks=true to read hard-linked files)",
+        )
     return target
+
+
+def _is_under(target: str, root: str) -> bool:
+    """Whether ``target`` is ``root`` or inside it (``/`` holds every absolute path)."""
+    return target == root or target.startswith(root.rstrip("/") + "/")
+
+
+def _is_relative_file_uri(uri: str) -> bool:
+    return uri[:5].lower() == "file:" and not unquote(urlparse(uri).path).startswith("/")
+
+
+def _has_other_links(target: str) -> bool:
+    """A local regular file with more than one name: its other names cannot be found without
+    a scan of the whole filesystem, so confinement cannot vouch for them."""
+    if not storage.is_local(target):
+        return False
+    try:
+        found = os.stat(target)
+    except OSError:
+        return False  # check_file reports a missing or unreadable file with its own code
+    return stat.S_ISREG(found.st_mode) and found.st_nlink > 1
 
 
 def check_file(uri: str, config: MediaConfig) -> int:
@@ -111,7 +149,7 @@ def release_input(record: Record) -> None:
 # -- what the file holds ---------------------------------------------------------------------
 @dataclass
 class Probe:
-    """Container facts read by ffmpeg without decoding any frame."""
+    """Container facts, read without decoding more than the probe's bounded frame or two."""
 
     container: str | None = None
     duration_s: float | None = None
@@ -120,6 +158,7 @@ class Probe:
     height: int | None = None
     fps: float | None = None
     audio_codec: str | None = None
+    decodable: bool = True  # a decoder exists for the video stream
 
     @property
     def has_video(self) -> bool:
@@ -130,51 +169,92 @@ class Probe:
         return self.audio_codec is not None
 
 
-_DURATION = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
-_STREAM = re.compile(r"Stream #\d+:\d+.*?: (Video|Audio): (\w+)(.*)")
-_SIZE = re.compile(r", (\d{2,5})x(\d{2,5})[ ,\[]")
-_FPS = re.compile(r", ([\d.]+) (?:fps|tbr)")
+def probe_file(path: Path, max_pixels: int | None = None) -> Probe:
+    """Read the container's streams with libav (PyAV): its own typed fields, which no field
+    width in a header can fool. libav decodes a frame or two to learn a stream's format; that
+    decoding is bounded by ``max_pixels`` (default: ``media.max_pixels``'s), so a frame over it
+    is never decoded, here or later (its size then reads as unknown: ``check_frame_size``)."""
+    import av
+
+    limit = max_pixels or MediaConfig.model_fields["max_pixels"].default
+    try:
+        with av.open(str(path), options={"max_pixels": str(limit), "threads": "1"}) as container:
+            probe = _probe_of(container)
+    except av.FFmpegError as exc:
+        if _looks_like_mp4(path):
+            raise StageError(
+                "truncated", "an MP4 whose index (moov) cannot be read: cut short or damaged"
+            ) from None
+        raise StageError("not_a_video", f"no video or audio stream: {_short(exc)}") from None
+    if not probe.has_video and not probe.has_audio:
+        raise StageError("not_a_video", "no video or audio stream")
+    return probe
 
 
-def parse_probe(text: str) -> Probe:
-    """Parse ``ffmpeg -i`` diagnostics into a Probe (first video and audio stream)."""
-    probe = Probe()
-    if match := re.search(r"Input #0, ([\w,]+), from", text):
-        probe.container = match.group(1)
-    if match := _DURATION.search(text):
-        hours, minutes, seconds = match.groups()
-        probe.duration_s = round(int(hours) * 3600 + int(minutes) * 60 + float(seconds), 3)
-    for kind, codec, rest in _STREAM.findall(text):
-        if kind == "Video" and codec in TEXT_CODECS:
-            continue
-        if kind == "Video" and probe.video_codec is None and "attached pic" not in rest:
+def _probe_of(container) -> Probe:
+    """The first video stream (not cover art, not a text file "played" as video) and the
+    first audio stream of an open PyAV container."""
+    import av
+
+    probe = Probe(container=container.format.name, duration_s=_seconds(container.duration, 1e-6))
+    for stream in container.streams:
+        codec = _codec_name(stream)
+        if stream.type == "video" and probe.video_codec is None and codec not in TEXT_CODECS:
+            if stream.disposition & av.stream.Disposition.attached_pic:
+                continue
+            context = stream.codec_context
             probe.video_codec = codec
-            if size := _SIZE.search(rest + " "):
-                probe.width, probe.height = int(size.group(1)), int(size.group(2))
-            if fps := _FPS.search(rest):
-                probe.fps = float(fps.group(1))
-        elif kind == "Audio" and probe.audio_codec is None:
+            probe.decodable = context is not None
+            probe.width = (context.width or None) if context else None
+            probe.height = (context.height or None) if context else None
+            rate = stream.average_rate or stream.guessed_rate
+            probe.fps = round(float(rate), 3) if rate and 0 < float(rate) < 1000 else None
+        elif stream.type == "audio" and probe.audio_codec is None:
             probe.audio_codec = codec
     return probe
 
 
-def probe_file(path: Path) -> Probe:
-    """Probe with the ffmpeg binary; unreadable containers become coded errors."""
-    command = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-i", str(path)]
-    try:
-        result = subprocess.run(command, capture_output=True, timeout=PROBE_TIMEOUT_S, check=False)
-    except subprocess.TimeoutExpired:
-        raise StageError("not_a_video", f"probing took over {PROBE_TIMEOUT_S}s") from None
-    text = result.stderr.decode(errors="replace")
-    probe = parse_probe(text)
-    if not probe.has_video and not probe.has_audio:
-        if "moov atom not found" in text and _looks_like_mp4(path):
-            raise StageError(
-                "truncated", "an MP4 without its index (moov): cut short while written"
-            )
-        reason = text.strip().splitlines()[-1] if text.strip() else "no streams"
-        raise StageError("not_a_video", f"no video or audio stream: {reason[-200:]}")
-    return probe
+def _codec_name(stream) -> str:
+    """libav's short codec name (``h264``, ``aac``), not its decoder's (``mp3float``)."""
+    context = stream.codec_context
+    return context.codec.canonical_name if context is not None else "unknown"
+
+
+def _seconds(value: int | None, unit: float) -> float | None:
+    """A container time in seconds; None when absent, negative or absurd (no clip lasts a
+    century: such a value is a corrupt or hostile header, not a duration)."""
+    if value is None:
+        return None
+    seconds = value * unit
+    return round(seconds, 3) if math.isfinite(seconds) and 0 <= seconds < 3.2e9 else None
+
+
+def check_frame_size(probe: Probe, config: MediaConfig) -> None:
+    """Refuse, before any decoding, a video whose decoded frames would exceed
+    ``media.max_pixels``, or whose frame size is unknown (the probe's decoder then refused a
+    frame over the limit, so nothing bounds what decoding it would cost)."""
+    if not probe.decodable:
+        raise StageError("unsupported_codec", f"no decoder here reads {probe.video_codec} video")
+    if not probe.width or not probe.height:
+        raise StageError(
+            "frame_too_large",
+            f"the {probe.video_codec} frames have no size the probe could read within "
+            f"media.max_pixels={config.max_pixels} (a larger frame is never decoded)",
+        )
+    if probe.width * probe.height > config.max_pixels:
+        raise StageError(
+            "frame_too_large",
+            f"{probe.width}x{probe.height} frames > media.max_pixels={config.max_pixels}",
+        )
+
+
+def check_duration(duration_s: float | None, config: MediaConfig) -> None:
+    """Refuse a video or audio file over ``media.max_duration_s`` (unknown passes: decoding
+    is bounded anyway, by the sampled frames and ``media.max_audio_s``)."""
+    if duration_s is not None and duration_s > config.max_duration_s:
+        raise StageError(
+            "too_long", f"{duration_s:.0f}s > media.max_duration_s={config.max_duration_s}"
+        )
 
 
 def _looks_like_mp4(path: Path) -> bool:
@@ -258,17 +338,21 @@ def resize_max_side(frame: np.ndarray, max_side: int) -> np.ndarray:
 
 
 def _decode_size(probe: Probe, max_side: int) -> tuple[int, int]:
-    """(width, height) for decord to scale to while decoding; (-1, -1) keeps the size."""
-    if not probe.width or not probe.height or max(probe.width, probe.height) <= max_side:
+    """(width, height) for decord to scale to while decoding; (-1, -1) keeps the size (the
+    probe's size is known here: ``check_frame_size`` refuses a video without one)."""
+    if max(probe.width, probe.height) <= max_side:
         return -1, -1
     scale = max_side / max(probe.width, probe.height)
     return max(2, round(probe.width * scale / 2) * 2), max(2, round(probe.height * scale / 2) * 2)
 
 
 def read_frames(path: Path, probe: Probe, config: MediaConfig) -> dict:
-    """Decode only the sampled frames, with their timestamps."""
+    """Decode only the sampled frames, with their timestamps; a frame over
+    ``media.max_pixels`` or a video over ``media.max_duration_s`` is refused first."""
     import decord
 
+    check_frame_size(probe, config)
+    check_duration(probe.duration_s, config)
     width, height = _decode_size(probe, config.max_side)
     try:
         reader = decord.VideoReader(
@@ -289,10 +373,7 @@ def read_frames(path: Path, probe: Probe, config: MediaConfig) -> dict:
         raise StageError("no_frames", "the video stream has no frames")
     fps = float(reader.get_avg_fps() or probe.fps or 0.0)
     duration = probe.duration_s or (frame_count / fps if fps > 0 else 0.0)
-    if duration > config.max_duration_s:
-        raise StageError(
-            "too_long", f"{duration:.0f}s > media.max_duration_s={config.max_duration_s}"
-        )
+    check_duration(duration, config)
     if config.sampling == "shots":
         indices = uniform_indices(frame_count, config.num_frames * SHOT_PROBE_FACTOR)
     else:
@@ -308,9 +389,10 @@ def read_frames(path: Path, probe: Probe, config: MediaConfig) -> dict:
             shot_starts(small, config.shot_threshold), len(batch), config.num_frames
         )
         batch, timestamps = batch[picks], timestamps[picks]
+        indices = [indices[i] for i in picks]
     return {
         "frames": [resize_max_side(f, config.max_side) for f in batch],
-        "frame_timestamps_s": [round(float(t), 3) for t in timestamps],
+        "frame_timestamps_s": checked_timestamps(timestamps, indices, fps, duration),
         "frame_count": frame_count,
         "fps": round(fps, 3),
         "duration_s": round(duration, 3),
@@ -319,56 +401,31 @@ def read_frames(path: Path, probe: Probe, config: MediaConfig) -> dict:
     }
 
 
+def checked_timestamps(
+    raw: np.ndarray, indices: list[int], fps: float, duration: float
+) -> list[float]:
+    """Each frame's time in seconds, kept within [0, duration]: a time the decoder could not
+    know (a frame without a pts reads as 9.2e15 s in a one-frame MKV) becomes index / fps."""
+    limit = duration if duration > 0 else math.inf
+    times = []
+    for time, index in zip(raw.tolist(), indices, strict=True):
+        if not (math.isfinite(time) and 0 <= time <= limit + 1):
+            time = index / fps if fps > 0 else 0.0
+        times.append(round(min(time, limit), 3))
+    return times
+
+
 # -- audio -----------------------------------------------------------------------------------
 def read_audio(path: Path, probe: Probe, config: MediaConfig) -> np.ndarray | None:
-    """16 kHz mono float32 audio; None when the file has no audio track."""
-    if not probe.has_audio:
-        return None
-    samples = None
-    if path.suffix.lower() in SOUNDFILE_EXTENSIONS:
-        samples = _read_soundfile(path, config)
-    if samples is None:
-        samples = _read_decord_audio(path, config)
-    if samples is None:
-        samples = read_audio_ffmpeg(path, config)
-    return samples[: int(config.max_audio_s * config.sample_rate)].astype(np.float32)
-
-
-def _read_soundfile(path: Path, config: MediaConfig) -> np.ndarray | None:
-    import soundfile as sf
-    from scipy.signal import resample_poly
-
-    try:
-        data, rate = sf.read(
-            str(path), dtype="float32", always_2d=True, frames=int(config.max_audio_s * 192000)
-        )
-    except (RuntimeError, sf.LibsndfileError) as exc:
-        logger.info("soundfile could not read %s (%s)", path, exc)
-        return None
-    mono = data.mean(axis=1)
-    if rate != config.sample_rate:
-        divisor = np.gcd(int(rate), config.sample_rate)
-        mono = resample_poly(mono, config.sample_rate // divisor, int(rate) // divisor)
-    return mono.astype(np.float32)
-
-
-def _read_decord_audio(path: Path, config: MediaConfig) -> np.ndarray | None:
-    import decord
-
-    try:
-        reader = decord.AudioReader(
-            str(path), ctx=decord.cpu(0), sample_rate=config.sample_rate, mono=True
-        )
-        return reader[:].asnumpy().reshape(-1)
-    except (decord.DECORDError, RuntimeError) as exc:
-        if any(marker in str(exc) for marker in NO_AUDIO_MARKERS):
-            return np.zeros(0, dtype=np.float32)
-        logger.info("decord could not read audio of %s (%s); trying ffmpeg", path, _short(exc))
-        return None
+    """16 kHz mono float32 audio of the first ``media.max_audio_s`` seconds; None when the
+    file has no audio track."""
+    return read_audio_ffmpeg(path, config) if probe.has_audio else None
 
 
 def read_audio_ffmpeg(path: Path, config: MediaConfig) -> np.ndarray:
-    """Fallback decoder through an ffmpeg binary; skips damaged packets instead of stopping."""
+    """The first audio track through an ffmpeg binary, which stops decoding at
+    ``media.max_audio_s`` (a 10-hour file costs what its first minutes cost) and skips
+    damaged packets instead of stopping (decord and PyAV give up on some damaged AC3)."""
     command = [
         ffmpeg_binary(),
         "-nostdin",
@@ -378,6 +435,8 @@ def read_audio_ffmpeg(path: Path, config: MediaConfig) -> np.ndarray:
         "ignore_err",
         "-i",
         str(path),
+        "-map",
+        "0:a:0",
         "-vn",
         "-ac",
         "1",
@@ -389,12 +448,15 @@ def read_audio_ffmpeg(path: Path, config: MediaConfig) -> np.ndarray:
         "f32le",
         "pipe:1",
     ]
-    result = subprocess.run(command, capture_output=True, timeout=600, check=False)
+    try:
+        result = subprocess.run(command, capture_output=True, timeout=AUDIO_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:
+        raise StageError("audio_decode_failed", f"over {AUDIO_TIMEOUT_S}s to decode") from None
     samples = np.frombuffer(result.stdout, dtype=np.float32)
     if samples.size == 0 or not np.isfinite(samples).all():
         message = result.stderr.decode(errors="replace").strip()[-300:] or "no samples"
-        raise StageError("audio_decode_failed", f"decord and ffmpeg both failed: {message}")
-    return samples
+        raise StageError("audio_decode_failed", f"ffmpeg could not decode the audio: {message}")
+    return samples.copy()  # writable, and the pipe's bytes are freed
 
 
 def ffmpeg_binary() -> str:
@@ -561,11 +623,12 @@ class MediaStage(Stage):
         self._decode(record, Path(record["local_path"]))
 
     def _decode(self, record: Record, path: Path) -> None:
-        probe = probe_file(path)
+        probe = probe_file(path, self.config.max_pixels)
         record.update(video_codec=probe.video_codec, audio_codec=probe.audio_codec)
         if probe.has_video:
             record.update(read_frames(path, probe, self.config), media_kind="video")
         else:
+            check_duration(probe.duration_s, self.config)
             record.update(no_frames(), duration_s=probe.duration_s, media_kind="audio")
         audio = self.audio_or_skip(path, probe, record)
         record["audio"] = audio
