@@ -11,14 +11,11 @@ staged files into Delta MERGEs. It never holds the items, the rows or the embedd
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from pathlib import Path
 
 from pipelines.codebooks import pinned_codebook
 from pipelines.commit import (
@@ -29,6 +26,7 @@ from pipelines.commit import (
     reconcile,
     record_run,
 )
+from pipelines.disk_reserve import release_space, reserve_space
 from pipelines.engines import Engine, make_engine
 from pipelines.incremental import pipeline_fingerprint
 from pipelines.missing import handle_missing_inputs
@@ -63,7 +61,6 @@ from transforms.semantic_ids import Codebook, TooFewEmbeddings
 
 logger = logging.getLogger(__name__)
 CODE_FILES_PER_TASK = 8
-RESERVE_BYTES = 1 << 20  # kept free on a local lake's disk for the closing runs row
 
 
 def run_pipeline(
@@ -122,30 +119,6 @@ def run_pipeline(
         release_space(reserve)
         _record_final(store, config, summary)
     return summary
-
-
-def reserve_space(lake: str, run_id: str) -> Path | None:
-    """A file of ``RESERVE_BYTES`` on a local lake's disk, freed for the closing ``runs`` row,
-    so that a disk which fills during the run cannot leave it recorded as ``running``. None on
-    object storage, or where the disk has no room for it already."""
-    if not storage.is_local(lake):
-        return None
-    path = storage.local_path(lake) / "_reserve" / run_id
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(os.urandom(RESERVE_BYTES))  # random: no filesystem compresses it away
-    except OSError as exc:
-        logger.warning("no room reserved for the closing runs row: %s", exc)
-        path.unlink(missing_ok=True)
-        return None
-    return path
-
-
-def release_space(reserve: Path | None) -> None:
-    if reserve is not None:
-        reserve.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):  # another run's reserve is still there
-            reserve.parent.rmdir()
 
 
 @contextmanager
