@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from jobs.cli import main
+from pipelines.disk_reserve import RESERVE_BYTES
 from schemas.rows import utc_now
 from schemas.store import DeltaStore
 from tests.test_config import BOMB
@@ -233,11 +234,10 @@ def test_a_disk_that_fills_during_the_run_still_gets_the_closing_runs_row(small_
         "describe.backend=openai",
         "describe.endpoint=http://127.0.0.1:9/v1",  # refused at once: error rows, no model
         "describe.max_retries=0",
-        'run.faults={media: {hang_items: ["a"], hang_s: 3}}',
+        'run.faults={media: {hang_items: ["a"], hang_s: 8}}',
         "run.max_error_rate=1.0",
     )
-    started = lake / "runs" / "_delta_log"
-    filler = threading.Thread(target=fill_once_present, args=(started, small_disk), daemon=True)
+    filler = threading.Thread(target=fill_once_reserved, args=(lake, small_disk), daemon=True)
     filler.start()
     code = main([*run_argv(small_disk, source, settings=settings), "--lake", str(lake)])
     filler.join()
@@ -248,8 +248,14 @@ def test_a_disk_that_fills_during_the_run_still_gets_the_closing_runs_row(small_
     assert run["status"] == "failed"
 
 
-def fill_once_present(path: Path, disk: Path) -> None:
-    deadline = time.monotonic() + 60
-    while not path.exists() and time.monotonic() < deadline:
+def fill_once_reserved(lake: Path, disk: Path) -> None:
+    """Fill the disk once the run holds its reserve (or after 5 s if it never takes one)."""
+    deadline = time.monotonic() + 30
+    while not (lake / "runs" / "_delta_log").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    deadline = min(deadline, time.monotonic() + 5)
+    while time.monotonic() < deadline and not any(
+        f.stat().st_size >= RESERVE_BYTES for f in (lake / "_reserve").glob("*")
+    ):
         time.sleep(0.05)
     fill(disk)
