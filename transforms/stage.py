@@ -33,6 +33,7 @@ ERROR_KEY = "error"
 # over their limit stay listed until they end, so the CLI can wait for them before exiting.
 _timed_work = threading.local()
 _abandoned: list[threading.Thread] = []
+_abandoned_lock = threading.Lock()  # stages run in several threads (the streaming runtime)
 
 
 def cancel_event() -> threading.Event | None:
@@ -44,10 +45,15 @@ def cancel_event() -> threading.Event | None:
 def join_abandoned(timeout_s: float) -> int:
     """Wait up to ``timeout_s`` in all for abandoned timed work to end; how many still run."""
     deadline = time.monotonic() + timeout_s
-    for thread in list(_abandoned):
+    with _abandoned_lock:
+        waiting = list(_abandoned)
+    for thread in waiting:
         thread.join(max(0.0, deadline - time.monotonic()))
-    _abandoned[:] = [t for t in _abandoned if t.is_alive()]
-    return len(_abandoned)
+    with _abandoned_lock:
+        _abandoned[:] = [t for t in _abandoned if t.is_alive()]
+        return len(_abandoned)
+
+
 # The streaming runtime runs a stage's batches in several threads (lanes): models load once
 # and counters add up. Module locks, because a stage is pickled (a lock is not picklable).
 _SETUP_LOCK = threading.RLock()
@@ -304,7 +310,8 @@ class Stage:
         worker.join(limit)
         if worker.is_alive():
             cancel.set()
-            _abandoned[:] = [*(t for t in _abandoned if t.is_alive()), worker]
+            with _abandoned_lock:
+                _abandoned[:] = [*(t for t in _abandoned if t.is_alive()), worker]
             raise StageError(
                 "stage_timeout", f"{self.name} ran over {limit:.0f}s on {len(records)} item(s)"
             )
