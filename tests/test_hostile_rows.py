@@ -44,6 +44,8 @@ JSONL_ROWS = [
     ('{"uri": "no-id.mp4"}', "m.jsonl#row-17", "bad_row"),
     ('{"item_id": "nothing"}', "nothing", "bad_row"),
     ('{"item_id": "good-text", "title": "A book", "text": "About gardens."}', "good-text", None),
+    ('{"item_id": ' + "9" * 5000 + "}", "m.jsonl#row-20", "bad_row"),  # over int's digit limit
+    ("[" * 100_000 + "]" * 100_000, "m.jsonl#row-21", "bad_row"),  # nested past the stack
 ]
 
 
@@ -60,7 +62,7 @@ def jsonl_manifest(tmp_path):
 
 def test_each_bad_jsonl_row_is_one_error_record_and_good_rows_read_normally(jsonl_manifest):
     records = read_input(jsonl_manifest)
-    expected = {item: code for _, item, code in JSONL_ROWS} | {"m.jsonl#row-20": "bad_row"}
+    expected = {item: code for _, item, code in JSONL_ROWS} | {"m.jsonl#row-22": "bad_row"}
     assert outcome(records) == expected
     good = {r["item_id"]: r for r in records}
     assert good["good-1"]["tags"] == ["x", "7"] and good["good-1"]["title"] == "Fine"
@@ -81,14 +83,14 @@ def test_error_records_say_what_is_wrong(jsonl_manifest):
     assert "NaN or infinite" in messages["title-nan"]
     assert "starts or ends with whitespace; ids are not trimmed" in messages["good-1 "]
     assert "key 'title' appears twice" in messages["twice"]
-    assert "not UTF-8" in messages["m.jsonl#row-20"]
+    assert "not UTF-8" in messages["m.jsonl#row-22"]
 
 
 def test_error_records_become_storable_error_rows(jsonl_manifest):
     """Escaped ids and uris can be written: each bad row is one errors row."""
     refused = [r for r in read_input(jsonl_manifest) if r.get("error")]
     rows = table_rows(refused, "run-1")
-    assert len(rows["errors"]) == len(refused) == 18 and not rows["descriptions"]
+    assert len(rows["errors"]) == len(refused) == 20 and not rows["descriptions"]
     stored = {
         r["item_id"]: r for r in pa.Table.from_pylist(rows["errors"], schema=ERRORS).to_pylist()
     }
@@ -242,3 +244,54 @@ def test_a_file_name_that_is_not_utf8_is_an_error_record(tmp_path):
     assert outcome(records) == {"bad\\udcff.mp4": "bad_field", "ok.mp4": None}
     rows = table_rows([r for r in records if r.get("error")], "run-1")["errors"]
     assert pa.Table.from_pylist(rows, schema=ERRORS).num_rows == 1
+
+
+# -- one real run ------------------------------------------------------------------------------
+CHEAP = [
+    "asr.enabled=false",
+    "ocr.enabled=false",
+    "visual.enabled=false",
+    "describe.max_new_tokens=12",
+    "run.progress=off",
+    "run.max_error_rate=1.0",  # half the rows are bad on purpose
+]
+RUN_ROWS = [  # raw JSONL line, expected error code (None: enriched)
+    ('{"item_id": "book", "title": "Balcony Gardening", "text": "Tomatoes on a balcony."}', None),
+    ('{"item_id": "film", "title": "Rings of Saturn", "tags": "space; astronomy"}', None),
+    (json.dumps({"item_id": "long-title", "title": " ".join(["saturn"] * 8000)}), None),
+    ('{"item_id": "nul", "uri": "clip\\u0000.mp4"}', "bad_field"),
+    ('{"item_id": "tags", "title": "x", "tags": 5}', "bad_field"),
+    ('{"item_id": "surrogate", "title": "x\\udfff"}', "bad_field"),
+    ('{"item_id": "nan", "title": NaN}', "bad_field"),
+    ("{not json", "bad_row"),
+]
+
+
+@pytest.mark.slow
+def test_a_run_over_hostile_rows_exits_0_and_reconciles(tmp_path):
+    from jobs.cli import main
+    from schemas.store import DeltaStore
+
+    manifest, lake, summary = tmp_path / "m.jsonl", tmp_path / "lake", tmp_path / "summary.json"
+    manifest.write_text("".join(line + "\n" for line, _ in RUN_ROWS))
+    argv = ["run", "--input", str(manifest), "--lake", str(lake), "--no-report"]
+    argv += ["--config", "configs/demo.yaml", "--summary-json", str(summary)]
+    for setting in CHEAP:
+        argv += ["--set", setting]
+    assert main(argv) == 0
+    counts = json.loads(summary.read_text())
+    assert (
+        counts["items"]
+        == len(RUN_ROWS)
+        == counts["succeeded"] + counts["failed"] + counts["skipped"]
+    )
+    store = DeltaStore(lake)
+    errors = {r["item_id"]: r for r in store.read("errors").to_pylist()}
+    described = {r["item_id"]: r for r in store.read("descriptions").to_pylist()}
+    expected_errors = {"nul", "tags", "surrogate", "nan", "m.jsonl#row-8"}
+    assert set(errors) == expected_errors and set(described) == {"book", "film", "long-title"}
+    assert {errors[i]["code"] for i in ("nul", "tags", "surrogate", "nan")} == {"bad_field"}
+    assert errors["m.jsonl#row-8"]["code"] == "bad_row"
+    assert all(row["stage"] == "manifest" for row in errors.values())
+    assert described["long-title"]["prompt_truncated"] == ["title"]
+    assert described["book"]["prompt_truncated"] == []

@@ -346,6 +346,7 @@ def _csv_rows(uri: str, start: int, byte_offset: int = 0):
     with fs.open_input_stream(path) as stream:
         reader = pacsv.open_csv(
             stream,
+            read_options=pacsv.ReadOptions(use_threads=False),  # bad lines in file order
             parse_options=parse,
             convert_options=pacsv.ConvertOptions(
                 column_types={name: pa.binary() for name in header},
@@ -429,6 +430,8 @@ def _jsonl_row(raw: bytes) -> dict[str, Any] | RowProblem:
         return RowProblem("bad_row", f"not valid JSON ({exc.msg})")
     except RowProblem as problem:
         return problem
+    except (ValueError, RecursionError) as exc:  # a 5000-digit number, nesting 100k deep
+        return RowProblem("bad_row", f"not a JSON row this reader takes ({type(exc).__name__})")
     if not isinstance(row, dict):
         return RowProblem("bad_row", "each line must be a JSON object")
     return row
