@@ -258,8 +258,11 @@ def check_duration(duration_s: float | None, config: MediaConfig) -> None:
 
 
 def _looks_like_mp4(path: Path) -> bool:
-    with open(path, "rb") as handle:
-        return handle.read(12)[4:8] == b"ftyp"
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(12)[4:8] == b"ftyp"
+    except OSError:
+        return False
 
 
 # -- frames ----------------------------------------------------------------------------------
