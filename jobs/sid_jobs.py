@@ -77,15 +77,18 @@ def command_promote_sids(args: argparse.Namespace) -> int:
 
 def command_assign_sids(args: argparse.Namespace) -> int:
     from pipelines.commit import new_run_id
+    from pipelines.context import RunContext
     from pipelines.crosswalk import churn_summary
     from pipelines.promotion import code_onto_current
     from pipelines.refit_policy import check_refit_allowed
     from schemas.store import DeltaStore
+    from transforms.config import load_config
 
-    config, encoder = _settings(args)
-    store = DeltaStore(args.lake)
-    check_refit_allowed(store, config.semantic_ids, encoder)  # routine: never a surprise refit
-    version, coded = code_onto_current(store, config.semantic_ids, encoder, new_run_id())
+    context = RunContext(load_config(args.config, args.overrides), DeltaStore(args.lake))
+    encoder = context.encoder
+    # routine: never a surprise refit
+    check_refit_allowed(context.store, context.config.semantic_ids, encoder)
+    version, coded = code_onto_current(context, new_run_id())
     if version is None:
         print(f"no codebook and fewer than 2 embeddings from {encoder}: nothing to code")
     else:

@@ -1,11 +1,6 @@
-"""Commit what engine tasks staged, after reconciling it with the plan. Shared by every
-engine, so the tables come out the same.
-
-Reconciliation: every planned task must have left a completion marker, every file a marker
-names must exist with the rows it says, and the marker's items must add up (items in =
-enriched + failed + skipped). Anything else fails the run before a row is committed, with a
-message that names the missing tasks and where their staging should have been.
-"""
+"""Commit what engine tasks staged, once ``pipelines.staging`` reconciled it with the plan,
+and the run's summary and ``runs`` row. Shared by every engine, so the tables come out the
+same."""
 
 from __future__ import annotations
 
@@ -16,35 +11,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import pyarrow.parquet as pq
-
+from pipelines.failures import RunFailed
+from pipelines.staging import TaskMarker, staged_files
 from schemas.rows import utc_now
 from schemas.store import DeltaStore, parquet_dataset
-from transforms import storage
 from transforms.config import Config
 from transforms.errors import INPUT_ERROR_CODES
 from transforms.stage import add_stats
 
 logger = logging.getLogger(__name__)
 FEATURE_TABLES = ("descriptions", "embeddings", "semantic_ids", "codebooks", "errors", "runs")
-
-
-class RunFailed(RuntimeError):
-    """The run ended ``failed``: the CLI exits 1 with this message."""
-
-    run_status = "failed"
-
-
-class SidStepFailed(RunFailed):
-    """Fitting the lake's first codebook failed (not for want of embeddings): the enriched
-    items are committed, but the run ends ``sids_failed``."""
-
-    run_status = "sids_failed"
-
-
-class ReconciliationError(RunFailed):
-    """Items went missing between the plan and the commit: the run fails, nothing is lost
-    silently."""
 
 
 class ErrorRateExceeded(RunFailed):
@@ -85,15 +61,15 @@ class RunSummary:
     notes: list[str] = field(default_factory=list)
     finished_at: datetime | None = None
 
-    def count(self, marker: dict[str, Any]) -> None:
-        """Add one committed task's counts."""
-        self.items += marker["items"]
-        self.succeeded += marker["enriched"]
-        self.failed += marker["failed"]
-        self.skipped += marker["skipped"]
-        self.stage_stats = add_stats(self.stage_stats, marker["stage_stats"])
-        self.runtime = add_runtime(self.runtime, marker.get("runtime") or {})
-        for code, count in marker["errors_by_code"].items():
+    def count(self, marker: TaskMarker) -> None:
+        """Add one committed enrich task's counts."""
+        self.items += marker.items
+        self.succeeded += marker.enriched or 0
+        self.failed += marker.failed or 0
+        self.skipped += marker.skipped or 0
+        self.stage_stats = add_stats(self.stage_stats, marker.stage_stats)
+        self.runtime = add_runtime(self.runtime, marker.runtime)
+        for code, count in marker.errors_by_code.items():
             self.errors_by_code[code] = self.errors_by_code.get(code, 0) + count
 
     @property
@@ -145,82 +121,13 @@ def add_runtime(total: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def staged_rows(uri: str) -> int | None:
-    """Rows in a staged Parquet file (its footer only), None if the file is gone."""
-    fs, path = storage.resolve(uri)
-    try:
-        with fs.open_input_file(path) as handle:
-            return pq.ParquetFile(handle).metadata.num_rows
-    except (FileNotFoundError, OSError):
-        return None
-
-
-def finished_markers(
-    staging: str, wave: str, planned: dict[str, int | None]
-) -> dict[str, dict[str, Any]]:
-    """The markers of a wave's planned tasks, reconciled (see ``reconcile``)."""
-    from pipelines.tasks import read_marker
-
-    markers = {task_id: read_marker(staging, wave, task_id) for task_id in planned}
-    found = {task_id: m for task_id, m in markers.items() if m is not None}
-    reconcile(staging, wave, planned, found)
-    return found
-
-
-def reconcile(
-    staging: str, wave: str, planned: dict[str, int | None], markers: dict[str, dict[str, Any]]
-) -> None:
-    """Raise ``ReconciliationError`` unless every planned task (task_id → items, None when
-    the plan cannot know) finished, its items add up and its staged files hold what its
-    marker says."""
-    problems, lost = [], 0
-    for task_id, items in planned.items():
-        marker = markers.get(task_id)
-        if marker is None:
-            problems.append(f"task {task_id} ({items or 'unknown'} items) left no marker")
-            lost += items or 0
-            continue
-        items = marker["items"] if items is None else items
-        if marker["items"] != items or _accounted(marker) not in (None, items):
-            problems.append(
-                f"task {task_id} planned {items} items but accounted for "
-                f"{_accounted(marker)} of {marker['items']} read"
-            )
-            lost += max(0, items - (_accounted(marker) or 0))
-        for table, staged in marker["files"].items():
-            found = staged_rows(staged["uri"])
-            if found != staged["rows"]:
-                problems.append(
-                    f"task {task_id}: {staged['uri']} should hold {staged['rows']} {table} "
-                    f"rows but {'is missing' if found is None else f'holds {found}'}"
-                )
-                lost += staged["rows"] if table in ("descriptions", "errors") else 0
-    if problems:
-        raise ReconciliationError(
-            f"{lost} of {sum(n or 0 for n in planned.values())} items are missing: their "
-            f"staged output should be under {staging} (each task writes its Parquet there "
-            f"and a marker under _tasks/{wave}/), on storage that the driver and every "
-            "worker share. "
-            + "; ".join(problems[:10])
-            + ("" if len(problems) <= 10 else f"; and {len(problems) - 10} more problems")
-        )
-
-
-def _accounted(marker: dict[str, Any]) -> int | None:
-    if "enriched" not in marker:
-        return None
-    return marker["enriched"] + marker["failed"] + marker["skipped"]
-
-
 def commit_enriched(
-    store: DeltaStore, markers: list[dict[str, Any]], summary: RunSummary, max_items: int
+    store: DeltaStore, markers: list[TaskMarker], summary: RunSummary, max_items: int
 ) -> None:
     """MERGE the staged rows of finished enrich tasks, streamed from their files, about
     ``max_items`` items per MERGE (a MERGE's memory follows its rows). Within each group the
     description rows go last: they mark an item done for the next run, so a crash between
     these commits leaves the item to be redone, never half-written."""
-    from pipelines.tasks import staged_files
-
     for group in marker_groups(markers, max_items):
         descriptions, errors = staged_files(group, "descriptions"), staged_files(group, "errors")
         store.merge_files("embeddings", staged_files(group, "embeddings"))
@@ -247,16 +154,16 @@ def known_failures(store: DeltaStore, error_files: list[str]) -> int:
     )
 
 
-def marker_groups(markers: list[dict[str, Any]], max_items: int) -> list[list[dict[str, Any]]]:
+def marker_groups(markers: list[TaskMarker], max_items: int) -> list[list[TaskMarker]]:
     """Consecutive markers, grouped to at most ``max_items`` items (one task at least)."""
-    groups: list[list[dict[str, Any]]] = []
+    groups: list[list[TaskMarker]] = []
     size = 0
     for marker in markers:
-        if not groups or size + marker["items"] > max_items:
+        if not groups or size + marker.items > max_items:
             groups.append([])
             size = 0
         groups[-1].append(marker)
-        size += marker["items"]
+        size += marker.items
     return groups
 
 

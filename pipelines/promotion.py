@@ -17,7 +17,8 @@ HR@10 of the two-tower model on all users and on cold-start items, tolerance 0.0
 the config (method, levels, codebook size, encoder), else the first one a run fitted.
 
 ``enrich fit-sids`` (``refit``) and ``enrich assign-sids`` (``code_onto_current``) live here
-too: they fit and code through ``pipelines.sids`` and put codebooks into use.
+too: they fit through ``pipelines.sids`` and code through a run's own Semantic-ID waves
+(``pipelines.sid_waves``), and put codebooks into use.
 """
 
 from __future__ import annotations
@@ -35,17 +36,16 @@ from pipelines.codebooks import (
     embedding_matrix,
     embeddings_of,
     fit_sample,
-    pinned_codebook,
     record,
     require_embeddings,
     seeded_sample,
     settings_mismatch,
 )
-from pipelines.crosswalk import record_crosswalk
-from pipelines.sids import assign_semantic_ids, fit_codebook, fit_codebook_on, uncoded_items
+from pipelines.context import RunContext
+from pipelines.sid_waves import assign_sids
+from pipelines.sids import fit_codebook, fit_codebook_on, uncoded_ids
 from schemas.rows import utc_now
 from schemas.store import DeltaStore
-from schemas.tables import LINEAGE_COLUMNS
 from transforms.config import EvaluateConfig, SemanticIdConfig
 from transforms.errors import UsageError
 from transforms.semantic_ids import Codebook
@@ -203,22 +203,26 @@ def promote(
     return decision
 
 
-def code_onto_current(
-    store: DeltaStore, config: SemanticIdConfig, encoder: str, run_id: str
-) -> tuple[str | None, int]:
+def code_onto_current(context: RunContext, run_id: str) -> tuple[str | None, int]:
     """``enrich assign-sids``: give every embedded item a SID from the current codebook (new
     items a run left uncoded, or every item after a promotion). Fits one, as a run would, if
     there is none. Returns (codebook version, items coded)."""
-    codebook = pinned_codebook(store, config, encoder)
+    store, config, encoder = context.store, context.config.semantic_ids, context.encoder
+    codebook = context.pinned
     if codebook is None:
         if embeddings_of(store, encoder, ["item_id"]).num_rows < 2:
             return None, 0
         codebook = fit_codebook(store, config, encoder, run_id)
-    items = uncoded_items(store, encoder, codebook.version, exclude=set())
-    rows = assign_semantic_ids(store, codebook, items, run_id, config.prefix_hash_buckets)
-    record_crosswalk(store, rows, run_id)
-    store.merge("semantic_ids", rows)
-    return codebook.version, len(rows)
+    coded = assign_sids(
+        store,
+        codebook,
+        encoder,
+        run_id,
+        only=uncoded_ids(store, encoder, codebook.version),
+        hash_buckets=config.prefix_hash_buckets,
+        staging_uri=context.config.run.staging_uri,
+    )
+    return codebook.version, coded
 
 
 def refit(
@@ -229,13 +233,14 @@ def refit(
     assign: bool,
     promote_mode: str = "never",
     evaluation: EvaluateConfig | None = None,
+    staging_uri: str | None = None,
 ) -> tuple[Codebook, int, Decision | None]:
     """``enrich fit-sids``: always a new codebook version, recorded as a candidate that runs
     do not pin until it is promoted (``promote_mode``: never, if-no-worse or always;
     ``evaluation`` adds its evaluation gate). ``assign`` re-codes every embedded item with it
-    once promoted. Returns the codebook, the items re-coded and the promotion decision (None
-    if not asked)."""
-    embedded = embeddings_of(store, encoder, ["item_id", "embedding", *LINEAGE_COLUMNS])
+    once promoted (staged under ``staging_uri``, default the lake's). Returns the codebook,
+    the items re-coded and the promotion decision (None if not asked)."""
+    embedded = embeddings_of(store, encoder, ["item_id", "embedding"])
     previous = current_codebook(store, config, encoder)
     codebook = fit_codebook_on(fit_sample(embedded, config, encoder), config, encoder, previous)
     row = {**codebook.to_row(), "run_id": run_id, "updated_at": utc_now()}
@@ -247,9 +252,12 @@ def refit(
     )
     if not assign or decision is None or not decision.promoted:
         return codebook, 0, decision
-    rows = assign_semantic_ids(
-        store, codebook, embedded.to_pylist(), run_id, config.prefix_hash_buckets
+    coded = assign_sids(
+        store,
+        codebook,
+        encoder,
+        run_id,
+        hash_buckets=config.prefix_hash_buckets,
+        staging_uri=staging_uri,
     )
-    record_crosswalk(store, rows, run_id)
-    store.merge("semantic_ids", rows)
-    return codebook, len(rows), decision
+    return codebook, coded, decision

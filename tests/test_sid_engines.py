@@ -7,10 +7,11 @@ import random
 import numpy as np
 import pytest
 
-from pipelines.commit import finished_markers
 from pipelines.engines import make_engine
-from pipelines.sids import assign_semantic_ids, fit_codebook_on
-from pipelines.tasks import SidTask, SidWaveJob, StagedParts, code_task, dedup_task, staged_files
+from pipelines.sid_waves import assign_sids, code_wave, dedup_wave
+from pipelines.sids import code_items, fit_codebook_on, sid_rows
+from pipelines.staging import Staging
+from pipelines.tasks import SidTask, SidWaveJob
 from schemas import DeltaStore
 from schemas.rows import embedding_row, utc_now
 from schemas.store import parquet_dataset
@@ -80,7 +81,10 @@ def coded_lake(tmp_path_factory):
     codebook = fit_codebook_on(vectors, config, ENCODER)
     store = DeltaStore(tmp_path_factory.mktemp("sid-engines") / "lake")
     store.merge("codebooks", [{**codebook.to_row(), "run_id": "fit", "updated_at": utc_now()}])
-    store.merge("semantic_ids", assign_semantic_ids(store, codebook, _items(vectors[:30], 0), "r1"))
+    store.merge(
+        "embeddings", [embedding_row(item, "r1", utc_now()) for item in _items(vectors[:30], 0)]
+    )
+    assert assign_sids(store, codebook, ENCODER, "r1") == 30
     moved = vectors[20:60].copy()
     moved[:10] = -moved[:10]  # items 20-29 come back with new embeddings
     return store, codebook, _items(moved, 20)
@@ -93,23 +97,35 @@ def _comparable(rows):
     )
 
 
-def engine_assignment(engine, store, codebook, items, staging) -> list[dict]:
-    """The engine's SID waves over staged embeddings: code tasks, then one dedup task per
-    codes bucket (3 buckets, so the group-by really is partitioned)."""
-    parts = StagedParts(staging, "test", "00000")
-    parts.write("embeddings", [embedding_row(item, "r2", utc_now()) for item in items])
-    embeddings = parts.close()["embeddings"]["uri"]
-    wave = SidWaveJob(store.lake, staging, "r2", codebook.version, ENCODER, 3, 64, 0)
-    runner = make_engine(engine)
-    runner.run(code_task, wave, [SidTask("c0", files=(embeddings,))])
-    coded = finished_markers(staging, "code", {"c0": len(items)})
-    wave = SidWaveJob(
-        **{**wave.__dict__, "code_files": tuple(staged_files([coded["c0"]], "sid_codes"))}
+def in_process_assignment(store, codebook, items, run_id, hash_buckets) -> list[dict]:
+    """The answer the waves must give: every item coded, then one global settle-and-dedup
+    against every SID held under the codebook."""
+    coded = code_items(codebook, items)
+    held = {
+        r["item_id"]: (tuple(r["codes"]), r["dedup"])
+        for r in store.read("semantic_ids").to_pylist()
+        if r["codebook_version"] == codebook.version
+    }
+    assigned = settle_and_dedup(
+        {item["item_id"]: item["codes"] for item in coded},
+        {item["item_id"]: item["choices"] for item in coded},
+        held,
     )
-    tasks = [SidTask(f"b{b}", bucket=b) for b in range(3)]
-    runner.run(dedup_task, wave, tasks)
-    done = finished_markers(staging, "dedup", {t.task_id: None for t in tasks})
-    files = staged_files(list(done.values()), "semantic_ids")
+    return sid_rows(codebook, coded, assigned, run_id, hash_buckets)
+
+
+def engine_assignment(engine, store, codebook, items, staging_uri) -> list[dict]:
+    """The engine's SID waves over staged embeddings: a code task, then one dedup task per
+    codes bucket (3 buckets, so the group-by really is partitioned)."""
+    staging = Staging(staging_uri)
+    parts = staging.parts("test", "00000")
+    parts.write("embeddings", [embedding_row(item, "r2", utc_now()) for item in items])
+    embeddings = parts.close()["embeddings"].uri
+    held = store.version("semantic_ids")
+    wave = SidWaveJob(store.lake, staging.uri, "r2", codebook.version, ENCODER, 3, 64, held)
+    runner = make_engine(engine)
+    code_files = code_wave(runner, staging, wave, [SidTask("c0", files=(embeddings,))])
+    files = dedup_wave(runner, staging, wave, code_files)
     return parquet_dataset(files).to_table().to_pylist()
 
 
@@ -117,7 +133,7 @@ def engine_assignment(engine, store, codebook, items, staging) -> list[dict]:
 @pytest.mark.parametrize("engine", ["local", "beam", "spark"])
 def test_engine_assignment_matches_in_process(coded_lake, engine, tmp_path):
     store, codebook, items = coded_lake
-    expected = assign_semantic_ids(store, codebook, items, "r2", hash_buckets=64)
+    expected = in_process_assignment(store, codebook, items, "r2", hash_buckets=64)
     got = engine_assignment(engine, store, codebook, items, str(tmp_path / "staging"))
     assert _comparable(got) == _comparable(expected)
     sids = [row["sid"] for row in expected]

@@ -45,6 +45,7 @@ class LocalEngine:
         return DeltaStore(lake)
 
 
-def _counts(marker: dict[str, Any]) -> str:
+def _counts(marker: Any) -> str:
+    """A task marker's counts (``pipelines.staging.TaskMarker``; the SID waves count only items)."""
     keys = ("items", "enriched", "failed", "skipped")
-    return ", ".join(f"{marker[k]} {k}" for k in keys if k in marker)
+    return ", ".join(f"{getattr(marker, k)} {k}" for k in keys if getattr(marker, k) is not None)
