@@ -295,3 +295,17 @@ def test_a_run_over_hostile_rows_exits_0_and_reconciles(tmp_path):
     assert all(row["stage"] == "manifest" for row in errors.values())
     assert described["long-title"]["prompt_truncated"] == ["title"]
     assert described["book"]["prompt_truncated"] == []
+
+
+def test_a_data_uri_is_refused_as_a_scheme_not_a_missing_file(tmp_path):
+    from transforms.config import MediaConfig
+    from transforms.media import confine
+    from transforms.stage import StageError
+
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"item_id": "d", "uri": "data:video/mp4;base64,AAAA"}) + "\n")
+    [record] = read_input(manifest)
+    assert record["uri"] == "data:video/mp4;base64,AAAA"  # kept as written, not a local path
+    with pytest.raises(StageError) as refused:
+        confine(record["uri"], MediaConfig())
+    assert refused.value.code == "scheme_not_allowed"

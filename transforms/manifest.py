@@ -635,7 +635,7 @@ def _resolved_uri(uri: str, base: str) -> str:
     """``uri`` as written when it has a scheme or is absolute; else relative to ``base``
     (lexically: symlinks are the media stage's to resolve and confine, and a link loop there
     is one item's error, not the manifest's)."""
-    is_uri = "://" in uri or uri[:5].lower() == "file:"
+    is_uri = "://" in uri or storage.scheme_of(uri) != "file" or uri[:5].lower() == "file:"
     if is_uri or Path(uri).is_absolute():
         return uri
     return os.path.normpath(os.path.join(base, uri)) if storage.is_local(base) else f"{base}/{uri}"
