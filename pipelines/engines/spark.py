@@ -196,8 +196,9 @@ class SparkEngine:
             logger.info("spark: %s: %s", func.__name__, why)
             rdd = rdd.withResources(profile) if profile is not None else rdd
         self.placements = rdd.map(SparkTask(func, job)).collect()
-        by_gpu = Counter(",".join(p["gpus"]) or "none" for p in self.placements)
-        logger.info("spark: %s: %d tasks by GPU: %s", func.__name__, len(tasks), dict(by_gpu))
+        if needs.gpus:
+            by_gpu = Counter(",".join(p["gpus"]) or "none" for p in self.placements)
+            logger.info("spark: %s: tasks by GPU address: %s", func.__name__, dict(by_gpu))
         logger.debug("spark placements of %s: %s", func.__name__, self.placements)
 
     def commit_store(self, lake: str) -> DeltaStore:
