@@ -56,10 +56,6 @@ class TaskRunner:
         return self.func(self.job, task, self.attempt() if self.attempt else 0)
 
 
-# Describer backends whose model runs in a server the task only calls (vLLM, SGLang, TGI).
-SERVED_BACKENDS = frozenset({"openai"})
-
-
 @dataclass(frozen=True)
 class WaveResources:
     """What each task of a wave asks its engine for (``wave_resources``)."""
@@ -72,14 +68,13 @@ class WaveResources:
 
 def runs_model_on_gpu(stage: Any) -> bool:
     """Whether ``stage`` loads a GPU model in the task's own process: it declares
-    ``resources = "gpu"``, is enabled, is not pinned to the CPU, and is not a client of a
-    served model."""
+    ``resources = "gpu"`` (a client of a served model declares "cpu"), is enabled and is not
+    pinned to the CPU."""
     config = stage.config
     return (
         stage.resources == "gpu"
         and getattr(config, "enabled", True)
         and getattr(config, "device", "auto") != "cpu"
-        and getattr(config, "backend", None) not in SERVED_BACKENDS
     )
 
 

@@ -39,6 +39,7 @@ def jpeg_data_url(frame: np.ndarray, quality: int) -> str:
 
 class OpenAIDescriber(Describer):
     backend = "openai"
+    resources = "cpu"  # the model runs in the server: the task's executor needs no GPU
 
     def load(self) -> None:
         import httpx
