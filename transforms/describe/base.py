@@ -8,7 +8,7 @@ from functools import cached_property
 from typing import Any
 
 from transforms.config import DescribeConfig
-from transforms.describe.grounding import evidence_vocabulary, grounding
+from transforms.describe.grounding import evidence_vocabulary, grounding, sentences
 from transforms.describe.prompt import (
     PROMPT_FIELDS,
     PromptBudget,
@@ -27,16 +27,12 @@ SMALL_MODEL_PARAMS = 4e9
 MODEL_SIZE = re.compile(r"(?<![0-9a-z.])(\d+(?:\.\d+)?)([bm])(?![a-z])", re.IGNORECASE)
 
 
-# A sentence: up to its end mark, with a closing quote or bracket (and its own end mark) kept.
-SENTENCE_END = re.compile(r"[^.!?]+[.!?]+(?:[\"'”’)\]]+[.!?]*)?")
-
-
 def tidy_description(text: str) -> str:
-    """Collapse whitespace, drop a trailing half sentence, keep at most MAX_SENTENCES."""
+    """Collapse whitespace, drop a trailing half sentence, keep at most MAX_SENTENCES (a
+    quoted passage counts as part of its sentence, so the cap never cuts a quote open)."""
     text = re.sub(r"\s+", " ", text).strip()
-    sentences = SENTENCE_END.findall(text)
-    if sentences:
-        text = " ".join(s.strip() for s in sentences[:MAX_SENTENCES])
+    if whole := sentences(text, complete=True):
+        text = " ".join(whole[:MAX_SENTENCES])
     return text
 
 

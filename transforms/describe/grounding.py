@@ -17,7 +17,10 @@ from transforms.describe.prompt import describe_audio, describe_visuals, is_text
 from transforms.stage import Record
 
 WORD = re.compile(r"[a-z][a-z'-]*")
-SENTENCE = re.compile(r"[^.!?]+[.!?]+|[^.!?]+$")
+# A sentence piece: up to its end mark, with a closing quote or bracket (and its own end mark)
+# kept; or a trailing piece with no end mark. ``sentences`` glues pieces inside a quote back.
+SENTENCE_PIECE = re.compile(r"[^.!?]+[.!?]+(?:[\"'”’)\]]+[.!?]*)?|[^.!?]+$")
+COMPLETE = re.compile(r"[.!?][\"'”’)\]]*[.!?]*$")
 MAX_TAGS_NAMED = 3
 MAX_GENERATED_SENTENCES = 2
 MIN_TAG_SHARE = 0.25
@@ -207,13 +210,38 @@ def grounding(text: str, vocabulary: frozenset[str]) -> float:
     return sum(supported(w, vocabulary) for w in claims) / len(claims)
 
 
-def sentences(text: str) -> list[str]:
-    return [s.strip() for s in SENTENCE.findall(text) if s.strip()]
+def open_quote(text: str) -> bool:
+    """Whether ``text`` leaves a double quote open (straight or curly)."""
+    return text.count('"') % 2 == 1 or text.count("“") > text.count("”")
+
+
+def sentences(text: str, *, complete: bool = False) -> list[str]:
+    """The sentences of ``text``, a quoted passage whole inside its sentence (its end marks
+    do not end the sentence), in the text's own characters. ``complete``: only sentences
+    that end with an end mark and close their quotes (a cut-off tail is dropped)."""
+    found: list[str] = []
+    start = None
+    for piece in SENTENCE_PIECE.finditer(text):
+        start = piece.start() if start is None else start
+        if not open_quote(text[start : piece.end()]):
+            found.append(text[start : piece.end()].strip())
+            start = None
+    if start is not None:  # a quote that never closes: its tail is one unfinished sentence
+        found.append(text[start:].strip())
+    if complete:
+        found = [s for s in found if COMPLETE.search(s) and not open_quote(s)]
+    return [s for s in found if s]
 
 
 def grounded_sentences(text: str, vocabulary: frozenset[str], minimum: float) -> list[str]:
-    """The sentences of ``text`` whose grounding reaches ``minimum`` (the first two)."""
-    kept = [s for s in sentences(text) if grounding(s, vocabulary) >= minimum]
+    """The whole sentences of ``text`` that make a claim the evidence supports (grounding of
+    at least ``minimum``), the first two. A piece with no claim (a stray quote, "Yes.") or
+    an unclosed quote is not a sentence worth keeping."""
+    kept = [
+        s
+        for s in sentences(text, complete=True)
+        if content_words(s) and grounding(s, vocabulary) >= minimum
+    ]
     return kept[:MAX_GENERATED_SENTENCES]
 
 
