@@ -180,6 +180,14 @@ class DescribeConfig(_Section):
         description="offline: generated sentences whose content words are less supported by "
         "the evidence than this are dropped",
     )
+    generated_sentences: int = Field(
+        0,
+        ge=0,
+        le=4,
+        description="offline: sentences the small LLM may add (kept only when grounded and "
+        "stating evidence the template text does not); 0 = none and no LLM load, the default: "
+        "SmolLM2-135M's sentences were measured to never pass the filter",
+    )
     batch_size: int = Field(4, ge=1, le=1024)
     endpoint: str = Field("http://127.0.0.1:8000/v1", description="openai: base URL ending in /v1")
     api_key_env: str | None = Field(

@@ -114,7 +114,7 @@ _STOPWORD_TEXT = """
     second seconds long length lasting lasts minute minutes content contains mostly mainly
     likely possibly perhaps style look looks scene scenes shot shots part parts first last
     across throughout overall set setting kind type something it's way thing things cut cuts
-    item items"""
+    item items none"""
 STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 
 
@@ -185,17 +185,35 @@ def evidence_text(record: Record) -> str:
         record.get("ocr_text") or "",
         describe_visuals(record.get("frame_stats") or {}),
         describe_audio(record),
-        "vertical" if (record.get("height") or 0) > (record.get("width") or 0) else "horizontal",
+        orientation(record),
         *tag_words,
         *shot_words,
     ]
     return " ".join(parts)
 
 
+def orientation(record: Record) -> str:
+    """ "vertical" or "horizontal"; empty without a picture (a text-only or audio item)."""
+    if not record.get("width"):
+        return ""
+    return "vertical" if (record.get("height") or 0) > record["width"] else "horizontal"
+
+
+def word_stems(text: str) -> frozenset[str]:
+    """The words of ``text`` and their stems."""
+    return frozenset(v for w in words(text) for v in variants(w))
+
+
 def evidence_vocabulary(record: Record) -> frozenset[str]:
     """The evidence's words and their stems."""
-    vocabulary = words(evidence_text(record))
-    return frozenset(v for w in vocabulary for v in variants(w))
+    return word_stems(evidence_text(record))
+
+
+def unstated_evidence(record: Record, stated: str) -> frozenset[str]:
+    """The evidence's content words that ``stated`` (the text built from the evidence) does
+    not already say: the only claims a generated sentence can add and still be grounded."""
+    said = word_stems(stated)
+    return frozenset(w for w in content_words(evidence_text(record)) if not supported(w, said))
 
 
 def supported(word: str, vocabulary: frozenset[str]) -> bool:
@@ -233,16 +251,26 @@ def sentences(text: str, *, complete: bool = False) -> list[str]:
     return [s for s in found if s]
 
 
-def grounded_sentences(text: str, vocabulary: frozenset[str], minimum: float) -> list[str]:
+def grounded_sentences(
+    text: str,
+    vocabulary: frozenset[str],
+    minimum: float,
+    *,
+    adds: frozenset[str] | None = None,
+    limit: int = MAX_GENERATED_SENTENCES,
+) -> list[str]:
     """The whole sentences of ``text`` that make a claim the evidence supports (grounding of
-    at least ``minimum``), the first two. A piece with no claim (a stray quote, "Yes.") or
-    an unclosed quote is not a sentence worth keeping."""
+    at least ``minimum``), the first ``limit``; with ``adds``, only those that say one of
+    these words. A piece with no claim (a stray quote, "Yes.") or an unclosed quote is not a
+    sentence worth keeping."""
     kept = [
         s
         for s in sentences(text, complete=True)
-        if content_words(s) and grounding(s, vocabulary) >= minimum
+        if content_words(s)
+        and grounding(s, vocabulary) >= minimum
+        and (adds is None or any(supported(w, word_stems(s)) for w in adds))
     ]
-    return kept[:MAX_GENERATED_SENTENCES]
+    return kept[:limit]
 
 
 def named_tags(record: Record) -> list[str]:
@@ -257,10 +285,20 @@ def _join(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
+def single_quoted_marks(text: str) -> str:
+    """``text`` with its double quotes made single, so it cannot leave a quote open."""
+    return re.sub(r'["“”]', "'", text)
+
+
+def quoted(text: str) -> str:
+    """``text`` in double quotes that nothing inside it can close early or leave open."""
+    return f'"{single_quoted_marks(text)}"'
+
+
 def opening_sentence(record: Record) -> str:
     """The opening sentence: the title and the visual tags worth naming, from the evidence."""
     title = (record.get("title") or "").strip().rstrip(".")
-    titled = f' titled "{title}"' if title else ""
+    titled = f" titled {quoted(title)}" if title else ""
     if is_text_only(record):
         return f"This item{titled} has no media; it is described from its metadata."
     if tags := named_tags(record):
@@ -276,7 +314,7 @@ def template_sentences(record: Record) -> list[str]:
     without media gets its tags instead: it has no picture, length or audio to state."""
     if is_text_only(record):
         tags = [t.strip() for t in record.get("tags") or [] if t.strip()]
-        return [f"Tags: {', '.join(tags)}."] if tags else []
+        return [f"Tags: {single_quoted_marks(', '.join(tags))}."] if tags else []
     parts = []
     if stats := record.get("frame_stats"):
         parts.append(f"the picture is {describe_visuals(stats)}")

@@ -1,13 +1,18 @@
 """The offline describer: grounded sentences from the clip's evidence, plus what a small text
-LLM writes that the evidence supports.
+LLM writes that the evidence supports and the evidence text does not already say.
 
-The LLM never sees the pixels: it reads the transcript, OCR text, metadata (title, tags and the
-manifest's text), frame statistics and the visual tags of an ImageNet classifier. An item
-without media is described from its metadata alone. Its sentences are kept only when their
-content words are supported by that evidence (``describe.min_sentence_grounding``); the rest
-of the text is stated from the evidence by templates. With ``append_signals`` the description
-ends with the quoted text, transcript and on-screen text, so the embedding carries what was
-written, said and shown.
+The text is stated from the evidence by templates: an opening from the title and visual tags,
+one sentence of picture, shots, length and audio, and with ``append_signals`` the quoted text,
+transcript and on-screen text, so the embedding carries what was written, said and shown. An
+item without media is described from its metadata alone.
+
+With ``describe.generated_sentences`` > 0 a small LLM (it never sees the pixels: it reads the
+same facts) may add sentences. One is kept only when its content words are supported by the
+evidence (``describe.min_sentence_grounding``) and it names evidence the template text does
+not. An item whose evidence is all stated already is not sent to the model: nothing it wrote
+could be kept. Each item is generated alone, so its text never depends on its batch-mates
+(left padding changes greedy tokens). The default is 0 (no model load): SmolLM2-135M's
+sentences were measured never to pass the filter (bench/results/describe.json).
 """
 
 from __future__ import annotations
@@ -18,12 +23,21 @@ import shutil
 import time
 from pathlib import Path
 
-from transforms.describe.base import Describer, tidy_description, tokenizer_control_tokens
+from transforms.describe.base import (
+    MAX_SENTENCES,
+    Describer,
+    generated_length,
+    tidy_description,
+    tokenizer_control_tokens,
+)
 from transforms.describe.grounding import (
     evidence_vocabulary,
     grounded_sentences,
     opening_sentence,
+    quoted,
+    sentences,
     template_sentences,
+    unstated_evidence,
 )
 from transforms.describe.prompt import RenderedPrompt
 from transforms.models import cache_dir, pick_device, resolve_model
@@ -31,6 +45,9 @@ from transforms.stage import Record, stable_hash
 
 logger = logging.getLogger(__name__)
 QUOTE_CHARS = 300
+# How the text is put together; bump when the same evidence and model give different text.
+# 2: quote-safe sentences; generation opt-in, per item, kept only when it adds evidence.
+COMPOSITION_VERSION = 2
 
 
 def load_causal_lm(model_path: str, gguf_file: str | None, revision: str | None = None):
@@ -76,11 +93,30 @@ def _cached_gguf_conversion(model_path: str, gguf_file: str) -> Path:
     return target
 
 
-def grounded_description(record: Record, generated: str, minimum: float) -> str:
-    """The opening from the evidence, the generated sentences it supports, the evidence's
-    other facts, in that order."""
-    kept = grounded_sentences(generated, evidence_vocabulary(record), minimum)
-    return " ".join([opening_sentence(record), *kept, *template_sentences(record)])
+def grounded_description(
+    record: Record, generated: str, minimum: float, *, append_signals: bool = True, limit: int = 2
+) -> str:
+    """The opening from the evidence, the generated sentences it supports that add to the
+    evidence text, the evidence's other facts, and (``append_signals``) the quoted signals."""
+    stated = evidence_description(record, append_signals=append_signals)
+    kept = grounded_sentences(
+        generated,
+        evidence_vocabulary(record),
+        minimum,
+        adds=unstated_evidence(record, stated),
+        limit=limit,
+    )
+    return evidence_description(record, kept, append_signals=append_signals)
+
+
+def evidence_description(
+    record: Record, generated: list[str] = (), *, append_signals: bool = True
+) -> str:
+    """The text stated from the evidence, with ``generated`` sentences after the opening."""
+    parts = [opening_sentence(record), *generated, *template_sentences(record)]
+    if append_signals:
+        parts.append(signals_sentence(record))
+    return " ".join(p for p in parts if p)
 
 
 def signals_sentence(record: Record) -> str:
@@ -88,20 +124,23 @@ def signals_sentence(record: Record) -> str:
     paraphrased."""
     parts = []
     if text := (record.get("text") or "").strip():
-        parts.append(f'Text: "{text[:QUOTE_CHARS]}".')
+        parts.append(f"Text: {quoted(text[:QUOTE_CHARS])}.")
     if transcript := (record.get("transcript") or "").strip():
-        parts.append(f'Speech: "{transcript[:QUOTE_CHARS]}".')
+        parts.append(f"Speech: {quoted(transcript[:QUOTE_CHARS])}.")
     if ocr := (record.get("ocr_text") or "").strip():
-        parts.append(f'On-screen text: "{ocr[:QUOTE_CHARS]}".')
+        parts.append(f"On-screen text: {quoted(ocr[:QUOTE_CHARS])}.")
     return " ".join(parts)
 
 
 class OfflineDescriber(Describer):
-    """Batched greedy generation with left padding, from fenced prompt facts."""
+    """Evidence text, plus grounded sentences of a small LLM (greedy, one item per call)."""
 
     backend = "offline"
 
     def load(self) -> None:
+        if not self.config.generated_sentences:  # nothing will be generated: no model
+            self._model = None
+            return
         import torch
 
         tokenizer, self._model = load_causal_lm(
@@ -111,6 +150,13 @@ class OfflineDescriber(Describer):
         self._device = pick_device(self.config.device)
         dtype = torch.bfloat16 if self._device == "cuda" else torch.float32
         self._model.to(self._device, dtype=dtype).eval()
+
+    def fingerprint_fields(self) -> dict:
+        return {
+            **super().fingerprint_fields(),
+            "generated_sentences": self.config.generated_sentences,
+            "composition": COMPOSITION_VERSION,
+        }
 
     def use_tokenizer(self, tokenizer) -> None:
         """Pad on the left, and keep the tokenizer's control tokens out of item data."""
@@ -131,25 +177,46 @@ class OfflineDescriber(Describer):
         )
         return text + prompt.answer_prefix
 
-    def run_batch(self, records: list[Record]) -> None:
+    def process_item(self, record: Record) -> None:
+        """Describe one item; the model runs only when a sentence of it could be kept."""
+        started = time.perf_counter()
+        prompt = self.render(record)
+        append = self.config.append_signals
+        stated = evidence_description(record, append_signals=append)
+        # Generated sentences fill only the room tidy_description's cap leaves the quotes.
+        room = min(self.config.generated_sentences, MAX_SENTENCES - len(sentences(stated)))
+        generated, prompt_tokens, new_tokens = "", 0, 0
+        if room > 0 and getattr(self, "_model", None) and unstated_evidence(record, stated):
+            generated, prompt_tokens, new_tokens = self.generate(prompt)
+        minimum = self.config.min_sentence_grounding
+        text = (
+            grounded_description(record, generated, minimum, append_signals=append, limit=room)
+            if generated
+            else stated
+        )
+        self.attach(
+            record,
+            prompt,
+            text,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=new_tokens,
+            started=started,
+        )
+
+    def generate(self, prompt: RenderedPrompt) -> tuple[str, int, int]:
+        """Greedy text for one prompt (no padding, so no batch-mate changes it), with its
+        prompt and new-token counts."""
         import torch
 
-        started = time.perf_counter()
         tokenizer = self._model_tokenizer
-        prompts = [self.render(r) for r in records]
-        inputs = tokenizer(
-            [self.chat_text(p) for p in prompts], return_tensors="pt", padding=True
-        ).to(self._device)
+        inputs = tokenizer([self.chat_text(prompt)], return_tensors="pt").to(self._device)
         with torch.inference_mode():
             output = self._model.generate(**inputs, **self.generate_kwargs(tokenizer.pad_token_id))
-        new_tokens = output[:, inputs["input_ids"].shape[1] :]
-        texts = []
-        for record, prompt, tokens in zip(records, prompts, new_tokens, strict=True):
-            generated = tidy_description(
-                prompt.answer_prefix + " " + tokenizer.decode(tokens, skip_special_tokens=True)
-            )
-            prose = grounded_description(record, generated, self.config.min_sentence_grounding)
-            texts.append(
-                f"{prose} {signals_sentence(record)}" if self.config.append_signals else prose
-            )
-        self.attach_generated(records, prompts, texts, inputs, output, started)
+        tokens = output[0, inputs["input_ids"].shape[1] :]
+        text = tokenizer.decode(tokens, skip_special_tokens=True)
+        eos = self._model.generation_config.eos_token_id
+        return (
+            tidy_description(f"{prompt.answer_prefix} {text}"),
+            inputs["input_ids"].shape[1],
+            generated_length(tokens, eos),
+        )
