@@ -11,6 +11,13 @@ median of ``REPEATS`` runs with min and max. Writes bench/results/describe.json.
 
     python bench/describe.py            # everything
     python bench/describe.py --visual   # only the visual stage and before/after figures
+    python bench/describe.py --offline  # only the offline describer's kept rate and demo wall
+
+``--offline``: how many of SmolLM2-135M's sentences the grounding filter keeps, on the demo
+clips and on clips with known content from tests/media_factory.py, for two tasks (describe the
+item with the offline_v3 prompt; restate its title, speech and on-screen text in one
+sentence); and the demo's wall time (``enrich run`` with configs/demo.yaml, median of
+``DEMO_RUNS``) with the default (no generation) and with ``describe.generated_sentences=2``.
 """
 
 from __future__ import annotations
@@ -186,6 +193,174 @@ def visual_and_grounding() -> dict:
     return {"visual_stage": visual_throughput(), "offline_describer": before_after()}
 
 
+DEMO_RUNS = 3
+RESTATE_SYSTEM = (
+    "You restate facts about a video in one short plain sentence. Use only words that appear "
+    "in the facts. Do not add anything the facts do not say."
+)
+
+
+def generated_clips(folder: Path) -> list[dict]:
+    """Clips with known speech, on-screen text and pictures (tests/media_factory.py)."""
+    from tests.media_factory import lavfi_clip, speech_clip, synth_video
+
+    speech = [
+        ("weather", "Today will be sunny with a light wind from the west.", "WEATHER REPORT"),
+        ("cooking", "Add two cups of flour and stir the batter slowly.", "PANCAKE RECIPE"),
+        ("guitar", "This guitar lesson shows three simple chords.", "LESSON ONE"),
+    ]
+    rows = [
+        {"item_id": f"gen/{name}", "uri": str(speech_clip(folder / f"{name}.mp4", said, shown))}
+        | {"title": f"{name.title()} video", "tags": [name]}
+        for name, said, shown in speech
+    ]
+    patterns = lavfi_clip(folder / "patterns.mp4", ["testsrc", "mandelbrot", "smptebars"])
+    rows += [
+        {"item_id": "gen/patterns", "uri": str(patterns), "title": "Test patterns", "tags": []},
+        {"item_id": "gen/tone", "uri": str(synth_video(folder / "tone.mp4")), "title": None},
+    ]
+    return [{"tags": [], "text": None, **row} for row in rows]
+
+
+def offline_corpus(folder: Path) -> list[dict]:
+    """The demo clips and the generated clips, through the demo config's stages up to visual."""
+    from jobs.demo_media import build_demo_corpus
+    from transforms.config import load_config
+    from transforms.pipeline import build_stages
+
+    manifest = build_demo_corpus(folder / "demo")
+    rows = [{"text": None, **json.loads(line)} for line in manifest.read_text().splitlines()]
+    (folder / "gen").mkdir()
+    rows += generated_clips(folder / "gen")
+    config = load_config(ROOT / "configs" / "demo.yaml")
+    config.media.allowed_roots = [str(folder)]
+    for stage in build_stages(config)[:4]:
+        stage.process_batch(rows)
+    return [r for r in rows if not r.get("error")]
+
+
+def restate_prompt(record: dict):
+    """The restating task: one sentence from the title, speech and on-screen text."""
+    from transforms.describe.prompt import RenderedPrompt, quote
+
+    facts = {
+        "title": record.get("title"),
+        "speech": record.get("transcript"),
+        "on-screen text": record.get("ocr_text"),
+        "tags": ", ".join(record.get("tags") or []),
+    }
+    lines = "\n".join(f"{name}: {quote(value)}" for name, value in facts.items() if value)
+    user = f"Facts:\n{lines}\nIn one sentence, say what the video is about, using these words."
+    return RenderedPrompt(RESTATE_SYSTEM, user, "The video is about")
+
+
+def kept_counts(record: dict, generated: str) -> dict:
+    """The generated sentences, those the filter keeps, and those also naming new evidence."""
+    from transforms.describe.grounding import (
+        content_words,
+        evidence_vocabulary,
+        grounded_sentences,
+        sentences,
+        unstated_evidence,
+    )
+    from transforms.describe.offline import evidence_description
+
+    vocabulary = evidence_vocabulary(record)
+    adds = unstated_evidence(record, evidence_description(record))
+    return {
+        "sentences": sum(bool(content_words(s)) for s in sentences(generated, complete=True)),
+        "grounded": len(grounded_sentences(generated, vocabulary, 0.75, limit=99)),
+        "kept": len(grounded_sentences(generated, vocabulary, 0.75, adds=adds, limit=99)),
+    }
+
+
+def kept_rates() -> dict:
+    """Per task and corpus: sentences generated, grounded and kept, and generation seconds."""
+    from transforms.config import load_config
+    from transforms.describe import build_describer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        records = offline_corpus(Path(tmp))
+    describe = load_config(ROOT / "configs" / "demo.yaml").describe
+    stage = build_describer(describe.model_copy(update={"generated_sentences": 2}))
+    stage.setup()
+    tasks = {"describe_offline_v3": stage.render, "restate_title_speech": restate_prompt}
+    result: dict = {}
+    for task, prompt_of in tasks.items():
+        for record in records:
+            corpus = "generated" if record["item_id"].startswith("gen/") else "demo"
+            started = time.perf_counter()
+            generated, _, tokens = stage.generate(prompt_of(record))
+            seconds = time.perf_counter() - started
+            counts = {**kept_counts(record, generated), "tokens": tokens, "seconds": seconds}
+            totals = result.setdefault(task, {}).setdefault(corpus, {"items": 0})
+            totals["items"] += 1
+            for name, value in counts.items():
+                totals[name] = round(totals.get(name, 0) + value, 1)
+    for corpora in result.values():
+        for totals in corpora.values():
+            totals["kept_rate"] = round(totals["kept"] / max(1, totals["sentences"]), 3)
+    print(f"kept rates: {result}")
+    return result
+
+
+def demo_wall(overrides: list[str], runs: int) -> dict:
+    """``enrich run`` of the demo (``--force``): wall seconds and per-stage seconds."""
+    import subprocess
+
+    walls, stages, kept = [], {}, []
+    with tempfile.TemporaryDirectory() as tmp:
+        from jobs.demo_media import build_demo_corpus
+
+        manifest = build_demo_corpus(Path(tmp) / "media", with_bad_inputs=True)
+        for run in range(runs):
+            summary = Path(tmp) / f"summary{run}.json"
+            command = [sys.executable, "-m", "jobs.cli", "run", "--input", str(manifest)]
+            command += ["--lake", f"{tmp}/lake", "--config", str(ROOT / "configs" / "demo.yaml")]
+            command += ["--force", "--no-report", "--summary-json", str(summary)]
+            command += [arg for override in overrides for arg in ("--set", override)]
+            started = time.perf_counter()
+            subprocess.run(command, check=True, cwd=ROOT, capture_output=True)
+            walls.append(time.perf_counter() - started)
+            for name, stats in json.loads(summary.read_text())["stage_stats"].items():
+                stages.setdefault(name, []).append(stats["seconds"])
+            kept.append(stray_quotes(f"{tmp}/lake"))
+    return {
+        "overrides": overrides,
+        "wall_s": spread(walls),
+        "stage_s_median": {name: round(statistics.median(s), 1) for name, s in stages.items()},
+        "descriptions_with_an_open_quote": max(kept),
+    }
+
+
+def stray_quotes(lake: str) -> int:
+    """Descriptions in the lake that leave a double quote open."""
+    from schemas.store import DeltaStore
+    from transforms.describe.grounding import open_quote
+
+    rows = DeltaStore(lake).read("descriptions").to_pylist()
+    return sum(open_quote(r["description"]) for r in rows)
+
+
+def offline_describer() -> dict:
+    result = {
+        "kept_sentences": kept_rates(),
+        "demo_default": demo_wall([], DEMO_RUNS),
+        "demo_generating_2_sentences": demo_wall(["describe.generated_sentences=2"], 1),
+    }
+    print(f"offline describer: {result}")
+    return result
+
+
+def main_offline_only() -> None:
+    """Refresh only the offline describer's kept rates and demo wall times."""
+    path = ROOT / "bench" / "results" / "describe.json"
+    result = json.loads(path.read_text()) if path.is_file() else {"benchmark": "describe"}
+    result["offline_generation"] = {**result.get("offline_generation", {}), **offline_describer()}
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result["offline_generation"], indent=2))
+
+
 def main() -> None:
     from tests.tiny_vlm import build_tiny_llava
     from transforms.config import DescribeConfig
@@ -235,4 +410,9 @@ def main_visual_only() -> None:
 
 
 if __name__ == "__main__":
-    main_visual_only() if "--visual" in sys.argv[1:] else main()
+    if "--visual" in sys.argv[1:]:
+        main_visual_only()
+    elif "--offline" in sys.argv[1:]:
+        main_offline_only()
+    else:
+        main()
