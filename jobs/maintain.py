@@ -319,6 +319,7 @@ def staging_plan(store, root: str, staging_days: float, now: datetime) -> list[S
 
 # -- the command --------------------------------------------------------------------------------
 def command_maintain(args: argparse.Namespace) -> int:
+    from pipelines.staging import staging_root
     from schemas.store import DeltaStore
     from schemas.tables import TABLES
     from transforms import storage
@@ -336,7 +337,7 @@ def command_maintain(args: argparse.Namespace) -> int:
     reports = [
         maintain_table(store, name, args, release, pinned) for name in TABLES if store.exists(name)
     ]
-    root = args.staging_uri or storage.join(store.lake, "_staging")
+    root = staging_root(store.lake, args.staging_uri)
     staging = staging_plan(store, root, args.staging_days, datetime.now(UTC))
     for folder in staging:
         if folder.delete and not args.dry_run:

@@ -122,6 +122,11 @@ def staged_rows(uri: str) -> int | None:
         return None
 
 
+def staging_root(lake: str, staging_uri: str | None = None) -> str:
+    """Where runs stage: on the lake's storage unless ``run.staging_uri`` says where."""
+    return staging_uri or storage.join(lake, "_staging")
+
+
 class Staging:
     """One run's staging folder. Tasks build one from the folder's URI to write their parts
     and marker; the driver keeps one for the run, which reconciles each task once (as it is
@@ -133,8 +138,7 @@ class Staging:
 
     @classmethod
     def for_run(cls, lake: str, run_id: str, staging_uri: str | None = None) -> Staging:
-        """A run's staging: on the lake's storage unless ``run.staging_uri`` says where."""
-        return cls(storage.join(staging_uri or storage.join(lake, "_staging"), run_id))
+        return cls(storage.join(staging_root(lake, staging_uri), run_id))
 
     # -- the plan ------------------------------------------------------------------------------
     def check_plan(self, plan: dict[str, Any], resume: bool) -> None:

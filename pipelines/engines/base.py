@@ -9,9 +9,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from pipelines.staging import TaskMarker
 from schemas.store import DeltaStore
 
-TaskFunction = Callable[[Any, Any, int], dict[str, Any]]
+TaskFunction = Callable[[Any, Any, int], TaskMarker]
 
 
 class Engine(Protocol):
@@ -29,7 +30,7 @@ class Engine(Protocol):
         func: TaskFunction,
         job: Any,
         tasks: list[Any],
-        on_done: Callable[[dict[str, Any]], None] | None = None,
+        on_done: Callable[[TaskMarker], None] | None = None,
     ) -> None:
         """Run ``func(job, task, attempt)`` for every task; raise if any task failed."""
 
@@ -52,7 +53,7 @@ class TaskRunner:
     def __init__(self, func: TaskFunction, job: Any, attempt: Callable[[], int] | None = None):
         self.func, self.job, self.attempt = func, job, attempt
 
-    def __call__(self, task: Any) -> dict[str, Any]:
+    def __call__(self, task: Any) -> TaskMarker:
         return self.func(self.job, task, self.attempt() if self.attempt else 0)
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from pipelines.staging import TaskMarker
 from schemas.store import DeltaStore
 from transforms.errors import UsageError
 
@@ -45,7 +46,7 @@ class LocalEngine:
         return DeltaStore(lake)
 
 
-def _counts(marker: Any) -> str:
-    """A task marker's counts (``pipelines.staging.TaskMarker``; the SID waves count only items)."""
+def _counts(marker: TaskMarker) -> str:
+    """A task marker's counts (the Semantic-ID waves count only items)."""
     keys = ("items", "enriched", "failed", "skipped")
     return ", ".join(f"{getattr(marker, k)} {k}" for k in keys if getattr(marker, k) is not None)
