@@ -6,7 +6,8 @@ never waits for the CPU.
 
 - Every stage runs in threads of its own (``lanes`` of them: a served describer keeps one
   request per lane in flight, so ``describe.concurrency`` requests are out all the time).
-  Threads suit the work: decord, ffmpeg, onnxruntime, torch and HTTP all release the GIL.
+  Threads suit work that releases the GIL (onnxruntime, torch, CTranslate2, HTTP); a stage
+  whose work holds it (the media stage) runs its lanes in worker processes (``ProcessStage``).
 - A lane takes a batch as soon as ``batch_size`` items are waiting, or whatever has arrived
   ``max_wait_s`` after the first one: batches span chunk boundaries, and a slow trickle never
   stalls a half-full batch.
@@ -25,10 +26,14 @@ project's venv, see ``bench/gpu_throughput.py``) can run it. Stages are duck-typ
 
 from __future__ import annotations
 
+import multiprocessing
+import pickle
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -244,6 +249,70 @@ class _Stream:
         self.budget.release(size)
 
 
+class ProcessStage:
+    """A stage whose batches run in worker processes: for work that holds the GIL (the media
+    stage's Python-level frame work), which threads would serialize. Each lane hands its batch
+    to a pool of ``processes`` spawned workers (one pool per process, reused by every task and
+    config; a worker unpickles a stage once and keeps the last few), and copies the results
+    back into the caller's items, keeping their identity. A stage with ``take_stats`` and
+    ``add_stats`` gets its workers' counters back."""
+
+    def __init__(self, stage: Any, processes: int):
+        self.stage, self.name, self.processes = stage, stage.name, processes
+        self.blob = pickle.dumps(stage)
+
+    def stream_shape(self) -> tuple[int, int]:
+        return stream_shape(self.stage)[0], self.processes
+
+    def process_batch(self, batch: list[Any]) -> list[Any]:
+        pool = _process_pool(self.processes)
+        try:
+            done, stats = pool.submit(_run_in_worker, self.blob, batch).result()
+        except BrokenProcessPool:
+            _drop_pool(pool)  # a worker died: the next batch starts a fresh pool
+            raise
+        for mine, theirs in zip(batch, done, strict=True):
+            mine.clear()
+            mine.update(theirs)
+        if stats is not None:
+            self.stage.add_stats(stats)
+        return batch
+
+
+_POOL: list[tuple[int, ProcessPoolExecutor]] = []  # this process's pool, and its size
+_POOL_LOCK = threading.Lock()
+_WORKER_STAGES: dict[bytes, Any] = {}  # in a pool worker: stages by their pickle
+WORKER_STAGES_KEPT = 4
+
+
+def _process_pool(processes: int) -> ProcessPoolExecutor:
+    with _POOL_LOCK:
+        if _POOL and _POOL[0][0] != processes:
+            _POOL.pop()[1].shutdown(wait=False, cancel_futures=True)
+        if not _POOL:
+            context = multiprocessing.get_context("spawn")  # forking under threads deadlocks
+            _POOL.append((processes, ProcessPoolExecutor(processes, mp_context=context)))
+        return _POOL[0][1]
+
+
+def _drop_pool(pool: ProcessPoolExecutor) -> None:
+    with _POOL_LOCK:
+        if _POOL and _POOL[0][1] is pool:
+            _POOL.pop()
+
+
+def _run_in_worker(blob: bytes, batch: list[Any]) -> tuple[list[Any], Any]:
+    """In a pool worker: run ``batch`` through the pickled stage (unpickled once, set up on
+    first use), and hand back its counters."""
+    if blob not in _WORKER_STAGES:
+        while len(_WORKER_STAGES) >= WORKER_STAGES_KEPT:
+            _WORKER_STAGES.pop(next(iter(_WORKER_STAGES)))
+        _WORKER_STAGES[blob] = pickle.loads(blob)
+    stage = _WORKER_STAGES[blob]
+    done = stage.process_batch(batch)
+    return done, stage.take_stats() if hasattr(stage, "take_stats") else None
+
+
 def run_stream(
     items: Iterable[Any],
     stages: Sequence[Any],
@@ -281,4 +350,11 @@ def run_stream(
     return stream.report
 
 
-__all__ = ["ByteBudget", "StreamOptions", "StreamReport", "run_stream", "stream_shape"]
+__all__ = [
+    "ByteBudget",
+    "ProcessStage",
+    "StreamOptions",
+    "StreamReport",
+    "run_stream",
+    "stream_shape",
+]

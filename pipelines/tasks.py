@@ -13,6 +13,7 @@ of codes → ``semantic_ids`` rows with stable dedup suffixes: the group-by on c
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
@@ -29,7 +30,7 @@ from pipelines.codebooks import load_codebook
 from pipelines.incremental import split_done
 from pipelines.sids import code_items, group_sid_rows
 from pipelines.staging import StagedParts, Staging, TaskMarker
-from pipelines.stream import StreamOptions, run_stream
+from pipelines.stream import ProcessStage, StreamOptions, run_stream
 from schemas.rows import table_rows
 from schemas.store import DeltaStore, parquet_dataset
 from schemas.tables import LINEAGE_COLUMNS, SID_CODES, TABLES
@@ -42,6 +43,7 @@ from transforms.stage import Record, Stage, has_error, mark_error, stats_delta
 
 logger = logging.getLogger(__name__)
 ENRICH_TABLES = ("embeddings", "errors", "descriptions")  # commit order: descriptions last
+MAX_AUTO_PREP_PROCESSES = 4
 
 
 # -- per-process state: stages and models load once per worker process -------------------------
@@ -215,7 +217,26 @@ def run_serial(config: Config, stages: list[Stage], chunks, on_done) -> dict[str
 def run_streaming(config: Config, stages: list[Stage], chunks, on_done) -> dict[str, Any]:
     """Items flow through the stages on bounded queues (``pipelines.stream``)."""
     items = (record for chunk in chunks for record in chunk)
-    return run_stream(items, stages, on_done, stream_options(config, stages)).as_dict()
+    options = stream_options(config, stages)
+    processes = prep_processes(config)
+    stages = [
+        ProcessStage(stage, processes) if in_processes(stage, processes) else stage
+        for stage in stages
+    ]
+    return run_stream(items, stages, on_done, options).as_dict()
+
+
+def prep_processes(config: Config) -> int:
+    """Worker processes for stages that hold the GIL (``run.prep_processes``)."""
+    if config.run.prep_processes is not None:
+        return config.run.prep_processes
+    return min(os.cpu_count() or 1, MAX_AUTO_PREP_PROCESSES)
+
+
+def in_processes(stage: Stage, processes: int) -> bool:
+    """A stage that holds the GIL runs in worker processes, unless it carries injected faults
+    (a crash fault must take the engine's worker, as a real crash would)."""
+    return processes > 0 and stage.holds_gil and stage.runtime.faults is None
 
 
 def stream_options(config: Config, stages: list[Stage]) -> StreamOptions:

@@ -1,12 +1,14 @@
 """The streaming runtime (pipelines/stream.py): stages overlap, batches fill or time out,
 lanes keep several batches in flight, the media budget holds, and a failure stops the stream."""
 
+import os
 import threading
 import time
 
 import pytest
 
-from pipelines.stream import StreamOptions, run_stream
+from pipelines.stream import ProcessStage, StreamOptions, run_stream
+from transforms.stage import Stage
 
 WAIT_S = 10.0  # a generous bound for events that must happen; never reached when correct
 
@@ -149,3 +151,23 @@ def test_a_raising_source_is_raised():
 
     with pytest.raises(OSError, match="vanished"):
         run_stream(source(), [Recorder("a")], lambda item: None)
+
+
+
+class PidStage(Stage):
+    """A stage whose work would hold the GIL: records which process ran each item."""
+
+    name = "pid"
+    holds_gil = True
+
+    def process_item(self, record):
+        record["pid"] = os.getpid()
+
+
+def test_a_stage_that_holds_the_gil_runs_in_worker_processes_with_its_counters():
+    stage = PidStage(None, batch_size=2)
+    done = []
+    run_stream(items(6), [ProcessStage(stage, processes=2)], done.append)
+    assert sorted(item["n"] for item in done) == list(range(6))
+    assert all(item["pid"] != os.getpid() for item in done)  # ran in a worker process
+    assert stage.stats.processed == 6  # the workers' counters came back to the task's copy

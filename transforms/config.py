@@ -434,6 +434,14 @@ class RunConfig(_Section):
         "the last stage that reads them, at their in-memory size; the media stage waits "
         "while it is full",
     )
+    prep_processes: int | None = Field(
+        None,
+        ge=0,
+        le=64,
+        description="streaming: worker processes for a stage whose work holds the GIL (the "
+        "media stage); null = the machine's cores, at most 4; 0 = threads in the task's "
+        "process. A stage with injected run.faults always stays in the task's process",
+    )
     max_wait_ms: float = Field(
         50.0,
         ge=0,
@@ -449,7 +457,6 @@ class RunConfig(_Section):
         "size is abandoned and its items retried alone; an item over it gets stage_timeout",
     )
     faults: dict[str, FaultSpec] = Field({}, description="stage name → injected faults (tests)")
-
     gpus_per_task: float = Field(
         1.0,
         ge=0,

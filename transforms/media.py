@@ -572,6 +572,7 @@ class MediaStage(Stage):
     """Confine + probe + frames + audio + frame statistics for each record."""
 
     name = "media"
+    holds_gil = True  # frame sampling, resizing and statistics are Python and numpy work
     needs = frozenset({"item_id", "uri"})
     adds = frozenset(
         {

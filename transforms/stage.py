@@ -169,6 +169,9 @@ class Stage:
 
     name: str = "stage"
     resources: str = "cpu"  # "cpu" or "gpu": a hint for the engine adapters
+    # True: the work holds the GIL, so the streaming runtime runs it in worker processes
+    # (run.prep_processes) rather than threads.
+    holds_gil: bool = False
     # The record fields the stage reads, and those it adds to every record it does not mark
     # failed (a value may be None). A test walks the configured chains against these.
     needs: frozenset[str] = frozenset()
@@ -224,6 +227,20 @@ class Stage:
                     self.stats.processed += 1
         self._log_progress()
         return records
+
+    def take_stats(self) -> StageStats:
+        """This stage's counters, reset: a worker process hands them to the task's copy."""
+        with _STATS_LOCK:
+            stats, self.stats = self.stats, StageStats()
+        return stats
+
+    def add_stats(self, stats: StageStats) -> None:
+        """Add counters taken from this stage's copy in a worker process."""
+        with _STATS_LOCK:
+            self.stats.processed += stats.processed
+            self.stats.failed += stats.failed
+            self.stats.seconds += stats.seconds
+            self.stats.errors_by_code.update(stats.errors_by_code)
 
     def stream_shape(self) -> tuple[int, int]:
         """(batch size, lanes) for the streaming runtime (``pipelines.stream``): one lane of
