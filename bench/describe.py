@@ -7,7 +7,10 @@ so the figure is the batching machinery, not a real VLM's speed). The visual sta
 with the offline_v1 prompt and no visual context; "after" is offline_v2 with the visual tags in
 the prompt and the grounding filter (its own cost is also timed alone). Timed figures are the
 median of ``REPEATS`` runs with min and max. Writes bench/results/describe.json. Goal: batched
-≥ 3× batch=1 in items/s; the ratio printed last is goal / worst speed-up (≤ 1.0 passes).
+≥ 3× batch=1 in items/s for the transformers backend; the ratio printed last is goal / its
+speed-up (≤ 1.0 passes). The offline describer, when it generates
+(``describe.generated_sentences``), runs one item per call so its text never depends on the
+batch: its batch=8 figure is reported, not held to the goal.
 
     python bench/describe.py            # everything
     python bench/describe.py --visual   # only the visual stage and before/after figures
@@ -177,7 +180,7 @@ def before_after() -> dict:
     """Offline describer items/s at batch=ITEMS: v1 prompt without tags vs v2 with tags."""
     from transforms.config import DescribeConfig
 
-    base = {"max_new_tokens": 32, "min_new_tokens": 32}
+    base = {"max_new_tokens": 32, "min_new_tokens": 32, "generated_sentences": 2}
     before = DescribeConfig(**base, prompt_version="offline_v1", visual_context="off")
     after = DescribeConfig(**base)
     result = {
@@ -194,6 +197,14 @@ def visual_and_grounding() -> dict:
 
 
 DEMO_RUNS = 3
+HEADLINE = [
+    "transformers_tiny_llava.speedup",
+    "offline_generation.kept_sentences.describe_offline_v3.demo.kept_rate",
+    "offline_generation.kept_sentences.restate_title_speech.generated.kept_rate",
+    "offline_generation.demo_before_change.wall_s.median",
+    "offline_generation.demo_default.wall_s.median",
+    "offline_generation.demo_generating_2_sentences.wall_s.median",
+]
 RESTATE_SYSTEM = (
     "You restate facts about a video in one short plain sentence. Use only words that appear "
     "in the facts. Do not add anything the facts do not say."
@@ -352,11 +363,20 @@ def offline_describer() -> dict:
     return result
 
 
+def kept_from_before() -> dict:
+    """The recorded run of the code before the change (this script cannot rerun old code)."""
+    path = ROOT / "bench" / "results" / "describe.json"
+    recorded = json.loads(path.read_text()) if path.is_file() else {}
+    before = recorded.get("offline_generation", {}).get("demo_before_change")
+    return {"demo_before_change": before} if before else {}
+
+
 def main_offline_only() -> None:
     """Refresh only the offline describer's kept rates and demo wall times."""
     path = ROOT / "bench" / "results" / "describe.json"
     result = json.loads(path.read_text()) if path.is_file() else {"benchmark": "describe"}
     result["offline_generation"] = {**result.get("offline_generation", {}), **offline_describer()}
+    result["headline"] = HEADLINE
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result["offline_generation"], indent=2))
 
@@ -366,7 +386,9 @@ def main() -> None:
     from transforms.config import DescribeConfig
 
     results = {
-        "offline_smollm2": compare("offline", DescribeConfig(max_new_tokens=48, min_new_tokens=48))
+        "offline_smollm2": compare(
+            "offline", DescribeConfig(max_new_tokens=48, min_new_tokens=48, generated_sentences=2)
+        )
     }
     with tempfile.TemporaryDirectory() as tmp:
         folder = build_tiny_llava(Path(tmp))
@@ -381,16 +403,17 @@ def main() -> None:
                 max_images=4,
             ),
         )
-    worst = min(r["speedup"] for r in results.values())
+    speedup = results["transformers_tiny_llava"]["speedup"]  # offline generates per item
     results["visual_and_grounding"] = visual_and_grounding()
+    results["offline_generation"] = {**kept_from_before(), **offline_describer()}
     result = {
         "benchmark": "describe",
         "items": ITEMS,
         "device": "cpu",
         **results,
-        "goal": f"speed-up >= {GOAL_SPEEDUP}x",
-        "worst_speedup": worst,
-        "ratio": round(GOAL_SPEEDUP / worst, 3),
+        "goal": f"transformers batch={ITEMS} speed-up >= {GOAL_SPEEDUP}x",
+        "headline": HEADLINE,
+        "ratio": round(GOAL_SPEEDUP / speedup, 3),
     }
     (ROOT / "bench" / "results" / "describe.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
