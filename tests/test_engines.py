@@ -12,13 +12,16 @@ from schemas import DeltaStore, read_table
 from tests.parity import assert_same, comparable
 
 pytestmark = pytest.mark.slow
-# batch_size=1 for the describer: left padding in a batch is numerically close to, but not
-# bitwise equal with, an unpadded prompt, and each engine batches differently.
+# batch_size=1 for the describer and the encoder: padding in a batch is numerically close to,
+# but not bitwise equal with, an unpadded input, and each engine and runtime batches
+# differently (the streaming runtime batches items as they arrive).
 SETTINGS = [
     "--set",
     "describe.max_new_tokens=16",
     "--set",
     "describe.batch_size=1",
+    "--set",
+    "encode.batch_size=1",
     "--set",
     "ocr.max_frames=1",
 ]
