@@ -142,30 +142,32 @@ def test_a_token_budget_the_template_cannot_meet_fails_fast():
         build_describer(DescribeConfig(max_prompt_tokens=64))
 
 
+TEXT_ITEM = {
+    "media_kind": "text",
+    "duration_s": None,
+    "width": None,
+    "height": None,
+    "fps": None,
+    "has_audio": False,
+    "audio_rms": None,
+    "transcript": None,
+    "ocr_text": None,
+    "frame_stats": {},
+    "visual_tags": [],
+    "frames": [],
+    "frames_sampled": 0,
+    "visual_shots": [],
+    "tags": ["books"],
+    "text": "A guide to growing tomatoes on a balcony.",
+}
+
+
 @pytest.mark.slow
 def test_the_offline_describer_reads_a_huge_title_within_budget_and_records_the_cut():
     """A real SmolLM2 batch: the 8,000-word title costs about what a short one does."""
-    text_item = {
-        "media_kind": "text",
-        "duration_s": None,
-        "width": None,
-        "height": None,
-        "fps": None,
-        "has_audio": False,
-        "audio_rms": None,
-        "transcript": None,
-        "ocr_text": None,
-        "frame_stats": {},
-        "visual_tags": [],
-        "frames": [],
-        "frames_sampled": 0,
-        "visual_shots": [],
-        "tags": ["books"],
-        "text": "A guide to growing tomatoes on a balcony.",
-    }
     records = [
-        {**text_item, "item_id": "huge", "title": HUGE_TITLE},
-        {**text_item, "item_id": "short", "title": "Balcony tomatoes"},
+        {**TEXT_ITEM, "item_id": "huge", "title": HUGE_TITLE},
+        {**TEXT_ITEM, "item_id": "short", "title": "Balcony tomatoes"},
     ]
     config = DescribeConfig(max_new_tokens=8, generated_sentences=1, append_signals=False)
     build_describer(config).process_batch(records)  # the unquoted text is left to generate from
@@ -173,3 +175,11 @@ def test_the_offline_describer_reads_a_huge_title_within_budget_and_records_the_
     assert "error" not in huge and "error" not in short and short["prompt_tokens"] > 50
     assert huge["prompt_truncated"] == ["title"] and short["prompt_truncated"] == []
     assert huge["prompt_tokens"] < short["prompt_tokens"] + 300  # real tokens, not 8,000 words
+
+
+def test_a_huge_title_is_cut_in_the_offline_description_too():
+    records = [{**TEXT_ITEM, "item_id": "huge", "title": HUGE_TITLE}]
+    build_describer(DescribeConfig()).process_batch(records)  # the default: no generation
+    [huge] = records
+    assert "error" not in huge
+    assert len(huge["description"]) < 1000 and "[truncated]" in huge["description"]

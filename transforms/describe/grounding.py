@@ -13,7 +13,13 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from transforms.describe.prompt import describe_audio, describe_visuals, is_text_only
+from transforms.describe.prompt import (
+    PromptBudget,
+    clipped,
+    describe_audio,
+    describe_visuals,
+    is_text_only,
+)
 from transforms.stage import Record
 
 WORD = re.compile(r"[a-z][a-z'-]*")
@@ -297,7 +303,7 @@ def quoted(text: str) -> str:
 
 def opening_sentence(record: Record) -> str:
     """The opening sentence: the title and the visual tags worth naming, from the evidence."""
-    title = (record.get("title") or "").strip().rstrip(".")
+    title = clipped((record.get("title") or "").strip().rstrip("."), PromptBudget.title)
     titled = f" titled {quoted(title)}" if title else ""
     if is_text_only(record):
         return f"This item{titled} has no media; it is described from its metadata."
