@@ -157,7 +157,9 @@ def summarize(args, prep: list[float], regimes: dict, runs: dict) -> dict:
         / streaming["server_bound"]["items_per_s"]["median"],
         "server_bound_idle": streaming["server_bound"]["endpoint_idle_fraction"]["median"]
         / IDLE_GOAL,
-        "prep_bound_throughput": PREP_GOAL * rate / streaming["prep_bound"]["items_per_s"]["median"],
+        "prep_bound_throughput": PREP_GOAL
+        * rate
+        / streaming["prep_bound"]["items_per_s"]["median"],
     }
     return {
         "benchmark": "throughput",

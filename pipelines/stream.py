@@ -130,9 +130,10 @@ class _Stream:
         self.held: dict[int, int] = {}  # id(item) → bytes counted against the budget
         self.shapes = [stream_shape(stage) for stage in self.stages]
         self.queues = [queue.Queue(maxsize=self._depth(k)) for k in range(len(self.stages) + 1)]
-        self.report = StreamReport(
-            stages={s.name: LaneStats(lanes=lanes) for s, (_, lanes) in zip(stages, self.shapes)}
-        )
+        lanes = {
+            stage.name: shape[1] for stage, shape in zip(self.stages, self.shapes, strict=True)
+        }
+        self.report = StreamReport(stages={name: LaneStats(lanes=n) for name, n in lanes.items()})
         self.lanes_left = [lanes for _, lanes in self.shapes]
         self._lock = threading.Lock()
         last = len(self.stages) - 1

@@ -89,7 +89,7 @@ def test_runs_record_the_engine_and_the_same_stage_counts(lakes):
     for name, lake in lakes.items():
         [run] = read_table(lake, "runs").to_pylist()
         assert run["engine"] == engines[name] and run["succeeded"] == 6 and run["failed"] == 2
-        assert json.loads(run["stage_stats_json"])["describe"]["seconds"] > 0, engine
+        assert json.loads(run["stage_stats_json"])["describe"]["seconds"] > 0, name
         counts[name] = stage_counts(run)
     assert counts["local"]["media"] == (6, 2, {"empty_file": 1, "not_found": 1})
     assert counts["local"]["encode"] == (6, 0, {})

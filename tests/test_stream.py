@@ -61,7 +61,9 @@ def test_a_later_stage_works_on_item_n_while_an_earlier_one_works_on_item_n_plus
             second_started.set()
 
     done = []
-    run_stream(items(3), [Recorder("a", on_batch=first), Recorder("b", on_batch=second)], done.append)
+    run_stream(
+        items(3), [Recorder("a", on_batch=first), Recorder("b", on_batch=second)], done.append
+    )
     assert len(done) == 3
 
 
@@ -151,7 +153,6 @@ def test_a_raising_source_is_raised():
 
     with pytest.raises(OSError, match="vanished"):
         run_stream(source(), [Recorder("a")], lambda item: None)
-
 
 
 class PidStage(Stage):
