@@ -179,6 +179,14 @@ def summarize(args, prep: list[float], regimes: dict, runs: dict) -> dict:
             "prep_bound": f"items/s >= {PREP_GOAL} x the prep rate",
         },
         "ratios": {name: round(value, 3) for name, value in ratios.items()},
+        "headline": [
+            "regimes.server_bound.capacity_items_per_s",
+            "figures.server_bound.streaming.items_per_s.median",
+            "figures.server_bound.serial.items_per_s.median",
+            "figures.server_bound.streaming.endpoint_idle_fraction.median",
+            "prep_items_per_s.median",
+            "figures.prep_bound.streaming.items_per_s.median",
+        ],
         "ratio": round(max(ratios.values()), 3),
     }
 
