@@ -48,6 +48,7 @@ class AsrStage(Stage):
             "language": c.language,
             "beam_size": c.beam_size,
             "vad": c.vad_filter,
+            "temperature": 0.0,
         }
 
     def load(self) -> None:
@@ -86,6 +87,7 @@ class AsrStage(Stage):
                 beam_size=self.config.beam_size,
                 vad_filter=self.config.vad_filter,
                 condition_on_previous_text=False,
+                temperature=0.0,  # no sampling fallback: the same audio gives the same text
             )
             kept = [
                 {
