@@ -26,6 +26,7 @@ project's venv, see ``bench/gpu_throughput.py``) can run it. Stages are duck-typ
 
 from __future__ import annotations
 
+import copy
 import multiprocessing
 import pickle
 import queue
@@ -260,7 +261,10 @@ class ProcessStage:
 
     def __init__(self, stage: Any, processes: int):
         self.stage, self.name, self.processes = stage, stage.name, processes
-        self.blob = pickle.dumps(stage)
+        shipped = copy.copy(stage)
+        if hasattr(shipped, "take_stats"):
+            shipped.take_stats()  # the workers count from zero, not from this task's totals
+        self.blob = pickle.dumps(shipped)
 
     def stream_shape(self) -> tuple[int, int]:
         return stream_shape(self.stage)[0], self.processes

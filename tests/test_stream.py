@@ -172,3 +172,5 @@ def test_a_stage_that_holds_the_gil_runs_in_worker_processes_with_its_counters()
     assert sorted(item["n"] for item in done) == list(range(6))
     assert all(item["pid"] != os.getpid() for item in done)  # ran in a worker process
     assert stage.stats.processed == 6  # the workers' counters came back to the task's copy
+    run_stream(items(4), [ProcessStage(stage, processes=2)], done.append)
+    assert stage.stats.processed == 10  # a second stream adds only its own items
