@@ -8,6 +8,7 @@ is the demo clips repeated; the prep ahead of the describer is the media stage (
 visual tags off, so the prep rate is high enough on 2 cores to make both regimes reachable).
 
 Two regimes, sized from the prep stages' own rate P (the media stage alone over the corpus):
+P runs the media stage alone as the streaming runtime does (its worker processes).
 - server-bound (C/L = P/2): goal items/s >= 0.9 C/L, and the endpoint has fewer than C
   requests in service for at most 10% of the time after its first request;
 - prep-bound (C/L = 4P): goal items/s >= 0.85 P.
@@ -53,19 +54,22 @@ def corpus(folder: Path, items: int) -> Path:
 
 
 def prep_rate(manifest: Path) -> float:
-    """Items/s of the prep stages alone (the media stage), in this process."""
+    """Items/s of the prep stages alone (the media stage), run as a streaming task runs
+    them (in ``run.prep_processes`` worker processes), with nothing after them."""
+    from pipelines.stream import ProcessStage, run_stream
+    from pipelines.tasks import in_processes, prep_processes, release_media
     from transforms.config import load_config
     from transforms.manifest import read_input
-    from transforms.media import MediaStage
+    from transforms.media import MediaStage, fetch_input
 
     config = load_config(ROOT / "configs" / "demo.yaml")
-    stage = MediaStage(config.media)
+    stage, processes = MediaStage(config.media), prep_processes(config)
+    prep = ProcessStage(stage, processes) if in_processes(stage, processes) else stage
     records = read_input(manifest)
     started = time.perf_counter()
-    for begin in range(0, len(records), stage.batch_size):
-        batch = stage.process_batch(records[begin : begin + stage.batch_size])
-        for record in batch:
-            record.pop("frames", None), record.pop("audio", None)
+    for record in records:
+        fetch_input(record, config.media)
+    run_stream(records, [prep], release_media)
     return len(records) / (time.perf_counter() - started)
 
 
