@@ -203,3 +203,53 @@ def test_the_report_thumbnail_obeys_the_same_limits(bombs, ceiling_mb, name, rea
 def test_the_report_thumbnail_of_a_wide_frame_is_scaled(bombs, ceiling_mb):
     out = run_child(str(bombs["wide_under_limit"]), "thumbnail", ceiling_mb)
     assert out["frame"] is True and out["peak_mb"] < ceiling_mb
+
+
+def test_one_run_over_hostile_rows_and_bombs_enriches_the_good_and_codes_the_bad(
+    bombs, tmp_path, capsys
+):
+    """The issue's corpus in one ``enrich run``: bad manifest rows, media bombs, a title with
+    terminal escapes. Exit 0; every bad row or file is one errors row with a registered code;
+    items in = enriched + failed + skipped; nothing raw reaches the terminal."""
+    from jobs.cli import main
+    from schemas.store import DeltaStore
+    from tests.test_hostile_rows import CHEAP, RUN_ROWS
+    from transforms.errors import ERROR_CODES
+
+    media = {  # bomb → expected error code (None: enriched, bounded)
+        "frame_6_digits": "frame_too_large",
+        "frame_7_digits": "frame_too_large",
+        "audio_10h": "too_long",
+        "still_10h": "too_long",
+        "audio_1h": None,
+        "wide_under_limit": None,
+    }
+    rows = [line for line, _ in RUN_ROWS]
+    rows += [json.dumps({"item_id": name, "uri": str(bombs[name])}) for name in media]
+    rows.append(json.dumps({"item_id": "esc\x1b[2J", "title": "t\x1b]0;owned\x07", "text": "x"}))
+    manifest, lake, summary = tmp_path / "m.jsonl", tmp_path / "lake", tmp_path / "s.json"
+    manifest.write_text("".join(row + "\n" for row in rows))
+    argv = ["run", "--input", str(manifest), "--lake", str(lake), "--no-report"]
+    argv += ["--config", "configs/demo.yaml", "--summary-json", str(summary)]
+    roots = json.dumps([str(tmp_path), str(bombs["audio_1h"].parent)])
+    settings = [*CHEAP, f"media.allowed_roots={roots}"]
+    assert main([*argv, *(arg for s in settings for arg in ("--set", s))]) == 0
+    counts = json.loads(summary.read_text())
+    assert (
+        counts["items"] == len(rows) == counts["succeeded"] + counts["failed"] + counts["skipped"]
+    )
+    store = DeltaStore(lake)
+    errors = {r["item_id"]: r["code"] for r in store.read("errors").to_pylist()}
+    described = set(store.read("descriptions").column("item_id").to_pylist())
+    expected_bad = {i: c for i, c in media.items() if c} | {
+        item_id: code
+        for item_id, code in zip(
+            ["nul", "tags", "surrogate", "nan", "m.jsonl#row-8"],
+            ["bad_field", "bad_field", "bad_field", "bad_field", "bad_row"],
+            strict=True,
+        )
+    }
+    assert errors == expected_bad and set(errors.values()) <= set(ERROR_CODES)
+    assert {i for i, c in media.items() if c is None} | {"esc\x1b[2J"} <= described
+    assert len(described) + len(errors) == len(rows)
+    assert "\x1b" not in capsys.readouterr().out
