@@ -98,6 +98,14 @@ class AsrConfig(_Section):
     language: str | None = Field(None, description="None = detect (multilingual models)")
     beam_size: int = Field(1, ge=1, le=10)
     vad_filter: bool = True
+    no_speech_threshold: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="a segment whose no-speech probability is above this and whose mean "
+        "log-probability is below -1 is dropped as a hallucination (Whisper's own test, "
+        "stricter than its 0.6)",
+    )
     batch_size: int = Field(4, ge=1, le=1024)
 
 

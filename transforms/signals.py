@@ -49,6 +49,7 @@ class AsrStage(Stage):
             "beam_size": c.beam_size,
             "vad": c.vad_filter,
             "temperature": 0.0,
+            "no_speech_threshold": c.no_speech_threshold,
         }
 
     def load(self) -> None:
@@ -88,6 +89,7 @@ class AsrStage(Stage):
                 vad_filter=self.config.vad_filter,
                 condition_on_previous_text=False,
                 temperature=0.0,  # no sampling fallback: the same audio gives the same text
+                no_speech_threshold=self.config.no_speech_threshold,
             )
             kept = [
                 {
