@@ -51,6 +51,8 @@ def lakes(demo_corpus, tmp_path_factory):
             "--set",
             f"run.runtime={runtime}",
         ]
+        if engine == "spark":
+            restart_spark()  # a session an earlier test started would ignore SAME_THREADS
         assert main(argv) == 0, lake
     return {lake: base / lake for lake, _, _ in RUNS}
 
