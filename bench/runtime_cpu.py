@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from throughput import spread  # noqa: E402 - bench/ is this script's folder
 
 RSS_SLACK_MB = 300
 CONFIG = ROOT / "configs" / "demo.yaml"
@@ -116,14 +117,6 @@ def hd_memory(folder: Path, clips: int, prefetch_mb: int) -> dict:
     figures["ceiling_mb"] = round(figures["models_mb"] + prefetch_mb + RSS_SLACK_MB, 1)
     figures["prefetch_mb"] = prefetch_mb
     return figures
-
-
-def spread(values: list[float]) -> dict:
-    return {
-        "median": round(statistics.median(values), 3),
-        "min": round(min(values), 3),
-        "max": round(max(values), 3),
-    }
 
 
 def main() -> None:
