@@ -19,7 +19,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -222,24 +222,21 @@ def run_streaming(config: Config, stages: list[Stage], chunks, on_done) -> dict[
     processes = prep_processes(config)
     moved = [in_processes(stage, processes) for stage in stages]
     stages = [ProcessStage(s, processes) if m else s for s, m in zip(stages, moved, strict=True)]
-    with torch_threads(host_threads(processes) if any(moved) else None):
+    with torch_threads(host_threads(processes)) if any(moved) else nullcontext():
         return run_stream(items, stages, on_done, options).as_dict()
 
 
 def host_threads(processes: int) -> int:
     """The cores left to this process's model stages while ``processes`` worker processes
     decode: at least one. torch's OpenMP threads spin at every barrier, so on cores the
-    decoders already hold they slowed encoding about 2x (bench/throughput.py)."""
+    decoders already held they slowed encoding about 3x (bench/throughput.py's shape)."""
     return max(1, (os.cpu_count() or 1) - processes)
 
 
 @contextmanager
-def torch_threads(threads: int | None):
-    """torch's intra-op threads set to ``threads`` for the block (None: unchanged). Thread
-    count does not change torch's CPU results here (checked bit for bit on the encoder)."""
-    if threads is None:
-        yield
-        return
+def torch_threads(threads: int):
+    """torch's intra-op threads capped at ``threads`` for the block. Thread count does not
+    change torch's CPU results here (checked bit for bit on the encoder)."""
     import torch
 
     before = torch.get_num_threads()
