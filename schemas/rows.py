@@ -58,6 +58,13 @@ DESCRIPTION_FIELDS = (
     "grounding",
     "frame_count",
     "audio_error",
+    "audio_events",
+    "loudness_lufs",
+    "silence_share",
+    "audio_model",
+    "describe_video_input",
+    "describe_audio_input",
+    "describe_frames",
 )
 EMBEDDING_FIELDS = ("item_id", "embedding", "encoded_text_sha")
 ERROR_FIELDS = ("item_id", "uri", "content_sha256", "pipeline_fingerprint")

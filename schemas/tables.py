@@ -107,6 +107,22 @@ DESCRIPTIONS = pa.schema(
         pa.field("grounding", pa.float32()),
         pa.field("frame_count", pa.int64()),  # frames in the source video (0: audio or text)
         pa.field("audio_error", pa.string()),  # why an unreadable audio track was skipped
+        # What the clip sounds like (transforms/audio.py): speech, singing, music segments
+        pa.field(
+            "audio_events",
+            pa.list_(
+                pa.struct(
+                    [("label", pa.string()), ("start_s", pa.float32()), ("end_s", pa.float32())]
+                )
+            ),
+        ),
+        pa.field("loudness_lufs", pa.float32()),  # integrated loudness (ITU-R BS.1770), LUFS
+        pa.field("silence_share", pa.float32()),  # share of 100 ms windows below silence_dbfs
+        pa.field("audio_model", pa.string()),
+        # How the describer was shown the item (transforms/describe/base.py ShownInputs)
+        pa.field("describe_video_input", pa.string()),
+        pa.field("describe_audio_input", pa.string()),
+        pa.field("describe_frames", pa.int32()),
         *[f for f in _LINEAGE if f.name != "encoder"],
     ]
 )

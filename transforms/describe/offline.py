@@ -26,6 +26,7 @@ from pathlib import Path
 from transforms.describe.base import (
     MAX_SENTENCES,
     Describer,
+    ShownInputs,
     generated_length,
     tidy_description,
     tokenizer_control_tokens,
@@ -150,6 +151,12 @@ class OfflineDescriber(Describer):
         self._device = pick_device(self.config.device)
         dtype = torch.bfloat16 if self._device == "cuda" else torch.float32
         self._model.to(self._device, dtype=dtype).eval()
+
+    def input_fingerprint(self) -> dict[str, str]:
+        return {}  # it never sees pixels nor hears the waveform: the input modes do not apply
+
+    def shown_inputs(self, record: Record) -> ShownInputs:
+        return ShownInputs("none", "transcript", 0)
 
     def fingerprint_fields(self) -> dict:
         return {
