@@ -37,7 +37,12 @@ ERROR_CODES: dict[str, str] = {
     "not_a_file": "the input path is a directory or another non-regular file",
     "ocr_failed": "on-screen text recognition raised on this item",
     "asr_failed": "speech recognition raised on this item",
+    "audio_failed": "audio event detection (speech, singing, music) or loudness raised on "
+    "this item",
     "describe_failed": "the describer produced no usable description",
+    "describe_input_refused": "the describer endpoint refused the request's video or audio "
+    "input (HTTP 400 with video_url or audio parts): serve a model that takes it, raise vLLM's "
+    "--limit-mm-per-prompt, or set describe.video_input=frames / audio_input=transcript",
     "describe_timeout": "the describer endpoint did not answer in time, after all retries",
     "describer_unavailable": "the describer endpoint kept answering 429 or 5xx, after all retries",
     "out_of_memory": "the describer ran out of accelerator memory even at batch size 1",
