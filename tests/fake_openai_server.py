@@ -2,18 +2,40 @@
 
 It is scripted per request: answer normally, return 429 or 500, or hang past the client's
 timeout. It validates every image part as a real base64 JPEG and records what it saw.
+
+Two modes for the multimodal API, both off by default:
+- ``validate``: every content part is checked against vLLM's chat schema (``text``,
+  ``image_url``, ``video_url``, ``input_audio``, ``audio_url``: required keys, data URL
+  prefixes, base64 that decodes, JPEG frames that PIL opens, WAV that soundfile reads) and the
+  request's ``media_io_kwargs``; a bad part gets a 400 naming it, as vLLM answers.
+- ``refuse_video``: a request with a ``video_url`` part gets vLLM's 400 for a model that does
+  not take video.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import io
 import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from PIL import Image
+import soundfile
+from PIL import Image, UnidentifiedImageError
+
+# vLLM's content part types (vllm/entrypoints/chat_utils.py) and the key each one nests its
+# payload under; media_io_kwargs is keyed by modality.
+PART_KEYS = {
+    "text": "text",
+    "image_url": "image_url",
+    "video_url": "video_url",
+    "input_audio": "input_audio",
+    "audio_url": "audio_url",
+}
+MODALITIES = {"image", "video", "audio"}
+REFUSED_VIDEO = "video input is not supported by this model"
 
 
 class FakeOpenAI:
@@ -31,6 +53,8 @@ class FakeOpenAI:
         self.capacity: int | None = None  # see serve_with_capacity
         self.slots: threading.Semaphore | None = None
         self.occupancy: list[tuple[float, int]] = []  # (monotonic time, slots busy after it)
+        self.validate = False  # check every part against vLLM's schema; 400 on a bad one
+        self.refuse_video = False  # 400 to any request with a video_url part
         handler = type("Handler", (_Handler,), {"fake": self})
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -94,15 +118,23 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self, fake: FakeOpenAI) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         auth = self.headers.get("Authorization")
-        images = [
-            _check_jpeg(part["image_url"]["url"])
+        parts = [
+            part
             for message in body["messages"]
             if isinstance(message["content"], list)
             for part in message["content"]
-            if part["type"] == "image_url"
         ]
+        if fake.validate and (problem := schema_problem(body)):
+            with fake.lock:
+                fake.requests.append({"auth": auth, "body": body, "problem": problem})
+            return self._send(400, vllm_error(problem))
+        images = [_check_jpeg(p["image_url"]["url"]) for p in parts if p["type"] == "image_url"]
+        videos = [lenient(video_summary, part) for part in parts if part["type"] == "video_url"]
+        audio = [lenient(audio_summary, part) for part in parts if part["type"] in AUDIO_TYPES]
         with fake.lock:
-            fake.requests.append({"auth": auth, "images": images, "body": body})
+            fake.requests.append(
+                {"auth": auth, "images": images, "videos": videos, "audio": audio, "body": body}
+            )
         if self.path != "/v1/chat/completions":
             return self._send(404, {"error": "not found"})
         if fake.api_key and auth != f"Bearer {fake.api_key}":
@@ -114,6 +146,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, {"choices": []})
         if action == "echo_auth":
             return self._send(400, {"error": {"message": f"credential {auth} not allowed"}})
+        if fake.refuse_video and videos:
+            return self._send(400, vllm_error(REFUSED_VIDEO))
         if action in ("429", "500"):
             return self._send(
                 int(action),
@@ -121,9 +155,8 @@ class _Handler(BaseHTTPRequestHandler):
                 {"Retry-After": "0"} if action == "429" else {},
             )
         title = next(p["text"] for p in body["messages"][1]["content"] if p["type"] == "text")
-        text = (
-            f"a clip with {len(images)} frames about {title.split('title: ')[1].splitlines()[0]}."
-        )
+        shown = len(images) + sum(v.get("frames", 0) for v in videos)
+        text = f"a clip with {shown} frames about {title.split('title: ')[1].splitlines()[0]}."
         self._send(
             200,
             {
@@ -137,7 +170,7 @@ class _Handler(BaseHTTPRequestHandler):
                     }
                 ],
                 "usage": {
-                    "prompt_tokens": 100 + len(images),
+                    "prompt_tokens": 100 + shown,
                     "completion_tokens": 17,
                     "total_tokens": 117,
                 },
@@ -165,3 +198,130 @@ def _check_jpeg(url: str) -> tuple[int, int]:
     image = Image.open(io.BytesIO(base64.b64decode(url[len(prefix) :], validate=True)))
     assert image.format == "JPEG"
     return image.size
+
+
+AUDIO_TYPES = ("input_audio", "audio_url")
+
+
+class BadPart(ValueError):
+    """A content part vLLM would refuse; its message says which and why."""
+
+
+def vllm_error(message: str) -> dict:
+    return {"error": {"message": message, "type": "BadRequestError", "code": 400}}
+
+
+def schema_problem(body: dict) -> str | None:
+    """Why vLLM would refuse this request's content parts or media_io_kwargs; None if fine."""
+    try:
+        for message in body["messages"]:
+            content = message["content"]
+            if isinstance(content, list):
+                for index, part in enumerate(content):
+                    check_part(part, index)
+            elif not isinstance(content, str):
+                raise BadPart(f"{message['role']} content is neither a string nor a part list")
+        check_media_io_kwargs(body.get("media_io_kwargs"))
+    except BadPart as exc:
+        return str(exc)
+    return None
+
+
+def check_part(part: dict, index: int) -> None:
+    kind = part.get("type")
+    if kind not in PART_KEYS:
+        raise BadPart(f"part {index}: unknown part type {kind!r}")
+    if PART_KEYS[kind] not in part:
+        raise BadPart(f"part {index}: a {kind} part needs a {PART_KEYS[kind]!r} key")
+    if kind == "text":
+        if not isinstance(part["text"], str):
+            raise BadPart(f"part {index}: text must be a string")
+    elif kind == "image_url":
+        jpeg_size(payload_of(url_of(part, "image_url"), "data:image/jpeg;base64,"))
+    elif kind == "video_url":
+        video_summary(part)
+    else:
+        audio_summary(part)
+
+
+def url_of(part: dict, key: str) -> str:
+    url = part[key].get("url") if isinstance(part[key], dict) else None
+    if not isinstance(url, str):
+        raise BadPart(f"a {key} part needs {{'url': str}}")
+    return url
+
+
+def payload_of(url: str, prefix: str) -> bytes:
+    if not url.startswith(prefix):
+        raise BadPart(f"expected a {prefix}... data URL, got {url[:32]!r}")
+    return b64(url[len(prefix) :])
+
+
+def b64(text: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise BadPart(f"base64 does not decode: {exc}") from None
+
+
+def jpeg_size(data: bytes) -> tuple[int, int]:
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise BadPart("not an image") from None
+    if image.format != "JPEG":
+        raise BadPart(f"a {image.format} image where a JPEG belongs")
+    return image.size
+
+
+def video_summary(part: dict) -> dict:
+    """vLLM's ``video/jpeg`` form: base64 JPEG frames joined by commas (VideoMediaIO)."""
+    url = url_of(part, "video_url")
+    prefix = "data:video/jpeg;base64,"
+    if not url.startswith(prefix):
+        raise BadPart(f"expected a {prefix}<frame>,<frame>,... data URL, got {url[:32]!r}")
+    sizes = [jpeg_size(b64(frame)) for frame in url[len(prefix) :].split(",")]
+    return {"frames": len(sizes), "sizes": sizes}
+
+
+def audio_summary(part: dict) -> dict:
+    """``input_audio`` {data, format} or ``audio_url`` with a WAV data URL."""
+    if part["type"] == "input_audio":
+        spec = part["input_audio"]
+        if not isinstance(spec, dict) or not isinstance(spec.get("data"), str):
+            raise BadPart("an input_audio part needs {'data': base64 str, 'format': str}")
+        if spec.get("format") not in ("wav", "mp3"):
+            raise BadPart(f"input_audio format must be wav or mp3, not {spec.get('format')!r}")
+        data = b64(spec["data"])
+    else:
+        data = payload_of(url_of(part, "audio_url"), "data:audio/wav;base64,")
+    try:
+        samples, rate = soundfile.read(io.BytesIO(data), dtype="float32")
+    except soundfile.LibsndfileError as exc:
+        raise BadPart(f"audio does not parse: {exc}") from None
+    info = soundfile.info(io.BytesIO(data))
+    return {"samples": len(samples), "rate": rate, "subtype": info.subtype, "waveform": samples}
+
+
+def check_media_io_kwargs(kwargs: object) -> None:
+    if kwargs is None:
+        return
+    if not isinstance(kwargs, dict) or not all(isinstance(v, dict) for v in kwargs.values()):
+        raise BadPart("media_io_kwargs must map a modality to a dict of settings")
+    if unknown := set(kwargs) - MODALITIES:
+        raise BadPart(f"media_io_kwargs has unknown modalities {sorted(unknown)}")
+    video = kwargs.get("video", {})
+    fps = video.get("fps", 1)
+    if not isinstance(fps, (int, float)) or fps <= 0:
+        raise BadPart(f"media_io_kwargs.video.fps must be a positive number, not {fps!r}")
+    frames = video.get("num_frames", 32)
+    if not isinstance(frames, int) or frames == 0 or frames < -1:
+        raise BadPart("media_io_kwargs.video.num_frames must be > 0 or -1")
+
+
+def lenient(summary, part: dict) -> dict:
+    """Outside validate mode a bad video or audio part is recorded, not refused."""
+    try:
+        return summary(part)
+    except (BadPart, KeyError, TypeError, AttributeError) as exc:
+        return {"error": str(exc)}

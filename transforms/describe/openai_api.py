@@ -1,9 +1,12 @@
 """The ``openai`` backend: any OpenAI-compatible ``/v1/chat/completions`` endpoint.
 
-vLLM, SGLang and TGI all serve this wire format. Frames go as base64 JPEG ``image_url`` parts.
-Requests run on a bounded thread pool, with a timeout each, and 429 / 5xx / timeouts are
-retried with exponential backoff (honouring ``Retry-After``). The API key is read from the
-environment variable that config names; it is never logged and never written to a table.
+vLLM, SGLang and TGI all serve this wire format. Frames go as base64 JPEG ``image_url`` parts;
+with ``describe.video_input=video`` they go as one ``video_url`` part, and with
+``describe.audio_input=audio`` the waveform goes as an ``input_audio`` WAV part, in the forms
+vLLM documents (see ``video_part`` and ``audio_part``). Requests run on a bounded thread pool,
+with a timeout each, and 429 / 5xx / timeouts are retried with exponential backoff (honouring
+``Retry-After``). The API key is read from the environment variable that config names; it is
+never logged and never written to a table.
 """
 
 from __future__ import annotations
@@ -20,15 +23,22 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from transforms.describe.base import Describer, pick_frames
+from transforms.config import DescribeConfig
+from transforms.describe.base import PLAIN_INPUTS, Describer, ShownInputs, pick_frames
 from transforms.describe.prompt import RenderedPrompt
 from transforms.errors import UsageError
 from transforms.redact import redact_text, redact_url, shown_env_name
-from transforms.stage import Record, StageError
+from transforms.stage import Record, StageError, StageRuntime
 
 logger = logging.getLogger(__name__)
 RETRYABLE = {408, 409, 425, 429, 500, 502, 503, 504}
 MAX_BACKOFF_S = 60.0
+SAMPLE_RATE = 16_000  # the media stage's waveform (media.sample_rate)
+MEDIA_PART_TYPES = frozenset({"video_url", "input_audio", "audio_url"})
+# What goes on the wire in each non-plain mode; in the fingerprint, so a change of form is a
+# new describer version.
+VIDEO_ENCODING = "video_url:video/jpeg-frames+media_io_kwargs.video(fps,num_frames)"
+AUDIO_ENCODING = "input_audio:wav-pcm16-16k"
 
 
 def jpeg_data_url(frame: np.ndarray, quality: int) -> str:
@@ -37,9 +47,97 @@ def jpeg_data_url(frame: np.ndarray, quality: int) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
+def jpeg_base64(frame: np.ndarray, quality: int) -> str:
+    return jpeg_data_url(frame, quality).removeprefix("data:image/jpeg;base64,")
+
+
+def sampled_fps(timestamps: list[float]) -> float:
+    """The rate of the sampled frames, from their times: (n - 1) gaps over their span. One
+    frame, or frames without distinct times, read as 1 fps (vLLM's own default)."""
+    if len(timestamps) < 2 or timestamps[-1] <= timestamps[0]:
+        return 1.0
+    return round((len(timestamps) - 1) / (timestamps[-1] - timestamps[0]), 4)
+
+
+def video_part(frames: list[np.ndarray], quality: int) -> dict[str, Any]:
+    """The frames as one vLLM ``video_url`` part: a ``data:video/jpeg;base64,`` URL whose
+    payload is the frames' base64 JPEGs joined by commas.
+
+    Followed: vLLM ``vllm/multimodal/media/video.py`` (``VideoMediaIO.load_base64``: media type
+    ``video/jpeg`` splits the data on "," and decodes each part as a JPEG frame;
+    ``encode_base64`` writes the same form) and the ``video_url`` part of
+    ``examples/online_serving/openai_chat_completion_client_for_multimodal.py``."""
+    joined = ",".join(jpeg_base64(f, quality) for f in frames)
+    return {"type": "video_url", "video_url": {"url": "data:video/jpeg;base64," + joined}}
+
+
+def video_timing(timestamps: list[float]) -> dict[str, Any]:
+    """The request's ``media_io_kwargs`` for that video: its frame rate and frame count.
+
+    vLLM reads ``media_io_kwargs.video.fps`` into the jpeg-sequence video's metadata (frame i at
+    i / fps), from which Qwen2.5-VL's processor takes ``second_per_grid_ts`` and Qwen3-VL its
+    timestamps; ``num_frames`` keeps a server default (``--media-io-kwargs``) from cutting the
+    frame list short (same file, ``VideoMediaIO.merge_kwargs`` / ``load_base64``). A server
+    older than that field ignores it, with a warning, and assumes 1 fps."""
+    return {"video": {"fps": sampled_fps(timestamps), "num_frames": len(timestamps)}}
+
+
+def audio_part(waveform: np.ndarray) -> dict[str, Any]:
+    """The 16 kHz waveform as an ``input_audio`` part: a base64 16-bit PCM WAV, ``format`` wav.
+
+    Followed: vLLM ``docs/features/multimodal_inputs.md`` (Audio Inputs: ``input_audio`` with
+    base64 ``data`` and ``format``, OpenAI's own audio part; vLLM also takes ``audio_url``) and
+    ``run_audio`` in the example above."""
+    import soundfile
+
+    buffer = io.BytesIO()
+    samples = np.clip(np.asarray(waveform, dtype=np.float32), -1.0, 1.0)
+    soundfile.write(buffer, samples, SAMPLE_RATE, format="WAV", subtype="PCM_16")
+    data = base64.b64encode(buffer.getvalue()).decode()
+    return {"type": "input_audio", "input_audio": {"data": data, "format": "wav"}}
+
+
+def carries_media(payload: dict[str, Any]) -> list[str]:
+    """The video and audio part types in a chat request (empty for image and text only)."""
+    found = {
+        part.get("type")
+        for message in payload.get("messages", [])
+        if isinstance(message.get("content"), list)
+        for part in message["content"]
+    }
+    return sorted(found & MEDIA_PART_TYPES)
+
+
+def refused_input(kinds: list[str], status_text: str) -> StageError:
+    """A 400 to a request with video or audio parts: what was refused and what to change."""
+    refused = " and ".join("video" if k == "video_url" else "audio" for k in kinds)
+    switches = []
+    if "video_url" in kinds:
+        switches.append("describe.video_input=frames")
+    if {"input_audio", "audio_url"} & set(kinds):
+        switches.append("describe.audio_input=transcript")
+    return StageError(
+        "describe_input_refused",
+        f"the endpoint refused the request's {refused} input ({status_text}): serve a model "
+        f"that takes {refused}, raise vLLM's --limit-mm-per-prompt, or set " + " / ".join(switches),
+    )
+
+
 class OpenAIDescriber(Describer):
     backend = "openai"
     resources = "cpu"  # the model runs in the server: the task's executor needs no GPU
+
+    def __init__(self, config: DescribeConfig, runtime: StageRuntime | None = None):
+        super().__init__(config, runtime=runtime)
+        # auto sends frames and the transcript: the client cannot know what the served model
+        # takes (describe.video_input / audio_input)
+        self.sends_video = config.video_input == "video"
+        self.sends_audio = config.audio_input == "audio"
+        # declared, so the streaming runtime keeps these media columns until this stage ran
+        self.needs = self.needs | {
+            *(["frame_timestamps_s"] if self.sends_video else []),
+            *(["audio"] if self.sends_audio else []),
+        }
 
     def load(self) -> None:
         import httpx
@@ -57,11 +155,32 @@ class OpenAIDescriber(Describer):
         logging.getLogger("httpx").setLevel(logging.WARNING)
 
     def fingerprint_fields(self) -> dict[str, Any]:
-        return {
+        fields = {
             **super().fingerprint_fields(),
             "endpoint": redact_url(self.config.endpoint),  # stored in runs: no credentials
             "jpeg_quality": self.config.jpeg_quality,
         }
+        if self.sends_video:
+            fields["video_encoding"] = VIDEO_ENCODING
+        if self.sends_audio:
+            fields["audio_encoding"] = AUDIO_ENCODING
+        return fields
+
+    def input_fingerprint(self) -> dict[str, str]:
+        """The modes as sent, not as configured: ``auto`` sends frames and the transcript, so
+        it keeps the fingerprint that lakes written before these settings existed carry."""
+        sent = {
+            "video_input": "video" if self.sends_video else "frames",
+            "audio_input": "audio" if self.sends_audio else "transcript",
+        }
+        return {key: mode for key, mode in sent.items() if mode != PLAIN_INPUTS[key]}
+
+    def shown_inputs(self, record: Record) -> ShownInputs:
+        """What the request carried: the frames as images or as one video, and the waveform."""
+        frames = len(pick_frames(record.get("frames") or [], self.config.max_images))
+        video = ("video" if self.sends_video else "frames") if frames else "none"
+        audio = "audio" if self.sends_audio and has_waveform(record) else "transcript"
+        return ShownInputs(video, audio, frames)
 
     def stream_shape(self) -> tuple[int, int]:
         """One request per lane and ``concurrency`` lanes: the streaming runtime keeps that
@@ -77,11 +196,7 @@ class OpenAIDescriber(Describer):
             list(pool.map(lambda r: self._guard_item(r, self.describe_one, r), records))
 
     def payload(self, record: Record, prompt: RenderedPrompt) -> dict[str, Any]:
-        frames = pick_frames(record.get("frames") or [], self.config.max_images)
-        content: list[dict[str, Any]] = [
-            {"type": "image_url", "image_url": {"url": jpeg_data_url(f, self.config.jpeg_quality)}}
-            for f in frames
-        ]
+        content, media_io_kwargs = self.media_parts(record)
         content.append({"type": "text", "text": prompt.user})
         messages = [
             {"role": "system", "content": prompt.system},
@@ -89,13 +204,35 @@ class OpenAIDescriber(Describer):
         ]
         if prompt.answer_prefix:
             messages.append({"role": "assistant", "content": prompt.answer_prefix})
-        return {
+        body = {
             "model": self.config.model,
             "messages": messages,
             "max_tokens": self.config.max_new_tokens,
             "temperature": self.config.temperature,
             "seed": self.config.seed,
         }
+        if media_io_kwargs:
+            body["media_io_kwargs"] = media_io_kwargs
+        return body
+
+    def media_parts(self, record: Record) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """The user message's picture and sound parts, and the ``media_io_kwargs`` they need."""
+        quality = self.config.jpeg_quality
+        frames = record.get("frames") or []
+        picked = pick_frames(list(range(len(frames))), self.config.max_images)
+        parts: list[dict[str, Any]] = []
+        media_io_kwargs: dict[str, Any] = {}
+        if picked and self.sends_video:
+            parts.append(video_part([frames[i] for i in picked], quality))
+            media_io_kwargs = video_timing(picked_times(record, picked))
+        else:
+            parts += [
+                {"type": "image_url", "image_url": {"url": jpeg_data_url(frames[i], quality)}}
+                for i in picked
+            ]
+        if self.sends_audio and has_waveform(record):
+            parts.append(audio_part(record["audio"]))
+        return parts, media_io_kwargs
 
     def describe_one(self, record: Record) -> None:
         started = time.perf_counter()
@@ -140,6 +277,8 @@ class OpenAIDescriber(Describer):
             if response.status_code == 200:
                 return response.json()
             last = f"HTTP {response.status_code}: {redact_text(response.text[:200])}"
+            if response.status_code == 400 and (kinds := carries_media(payload)):
+                raise refused_input(kinds, last)
             if response.status_code not in RETRYABLE:
                 raise StageError("describe_failed", last)
             retry_after = response.headers.get("retry-after")
@@ -151,3 +290,16 @@ class OpenAIDescriber(Describer):
             return min(MAX_BACKOFF_S, float(retry_after))
         base = self.config.backoff_s * 2 ** (attempt - 1)
         return min(MAX_BACKOFF_S, base * (0.5 + random.random()))
+
+
+def has_waveform(record: Record) -> bool:
+    audio = record.get("audio")
+    return audio is not None and np.asarray(audio).size > 0
+
+
+def picked_times(record: Record, picked: list[int]) -> list[float]:
+    """The picked frames' times; without (or with too few) recorded times, 1 s apart."""
+    times = record.get("frame_timestamps_s") or []
+    if len(times) <= max(picked):
+        return [float(i) for i in range(len(picked))]
+    return [float(times[i]) for i in picked]
