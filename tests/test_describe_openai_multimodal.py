@@ -9,6 +9,8 @@ import pytest
 
 from tests.fake_openai_server import REFUSED_VIDEO, FakeOpenAI, schema_problem
 from tests.test_describe_openai import KEY, clip, describer
+from transforms.config import load_config
+from transforms.describe import build_describer
 from transforms.describe.openai_api import jpeg_data_url
 
 RATE = 16_000
@@ -184,3 +186,14 @@ def test_frames_and_transcript_modes_send_no_audio_for_an_audio_only_clip(monkey
 def test_the_test_server_refuses_parts_outside_vllms_schema(part, problem):
     body = {"messages": [{"role": "user", "content": [part, {"type": "text", "text": "t"}]}]}
     assert problem in schema_problem(body)
+
+
+@pytest.mark.parametrize(
+    ("name", "sends"),
+    [("production.vllm.yaml", (True, False)), ("production.vllm-omni.yaml", (True, True))],
+)
+def test_the_vllm_examples_validate_and_send_what_they_say(name, sends):
+    config = load_config(f"configs/{name}")
+    stage = build_describer(config.describe)
+    assert (stage.sends_video, stage.sends_audio) == sends
+    assert stage.needs >= {"frame_timestamps_s"}
