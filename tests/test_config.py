@@ -64,7 +64,7 @@ def test_fingerprint_changes_with_any_value():
 def test_production_examples_validate(name):
     config = load_config(f"configs/{name}")
     assert config.describe.backend in ("transformers", "openai")
-    assert config.describe.resolved_prompt_version == "v3"
+    assert config.describe.resolved_prompt_version == "v4"
 
 
 def test_redaction_masks_credentials_but_keeps_variable_names(monkeypatch):

@@ -61,7 +61,7 @@ def test_frames_arrive_as_jpegs_and_lineage_is_recorded(monkeypatch):
         assert record["served_model"] == "served/vlm-7b"
         assert (record["prompt_tokens"], record["description_tokens"]) == (104, 17)
         assert record["describer"] == "openai:Qwen/Qwen2.5-VL-7B-Instruct@main"
-        assert record["prompt_version"] == "v3"
+        assert record["prompt_version"] == "v4"
     assert all(r["images"] == [(64, 48)] * 4 for r in server.requests)
     assert all(r["auth"] == f"Bearer {KEY}" for r in server.requests)
 

@@ -48,7 +48,7 @@ def test_batched_generation_describes_every_clip_with_lineage(tiny_vlm_dir, clip
         assert record["description_tokens"] == 24  # min_new_tokens = max_new_tokens
         assert record["prompt_tokens"] > 3 * 16  # three images of 16 patch tokens each
         assert record["describer"] == f"transformers:{tiny_vlm_dir}@local"
-        assert record["prompt_version"] == "v3" and len(record["prompt_sha"]) == 16
+        assert record["prompt_version"] == "v4" and len(record["prompt_sha"]) == 16
         assert record["describe_latency_ms"] > 0
     assert stage.stats.processed == 3
 

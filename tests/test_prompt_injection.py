@@ -45,7 +45,7 @@ each_field = pytest.mark.parametrize("field", FIELDS)
 each_template_field = pytest.mark.parametrize(
     ("version", "field"),
     [(v, f) for v in ("offline_v1", "v1") for f in FIELDS if f != "text"]
-    + [(v, f) for v in ("offline_v3", "v3") for f in FIELDS],
+    + [(v, f) for v in ("offline_v3", "v3", "v4") for f in FIELDS],
 )
 
 

@@ -248,6 +248,6 @@ def test_visual_context_is_on_for_small_models_and_in_the_prompt():
         "text": None,
         "visual_tags": [{"label": "suit", "score": 0.21, "share": 1.0}],
     }
-    for version in ("offline_v2", "v2", "offline_v3", "v3"):
+    for version in ("offline_v2", "v2", "offline_v3", "v3", "v4"):
         prompt = load_prompt(version).render(item_facts(record, 100))
         assert 'visual tags: "suit (score 0.21, in 100% of frames)"' in prompt.user

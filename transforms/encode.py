@@ -36,11 +36,7 @@ class EncodeStage(Stage):
         return encoder_id(self.config)
 
     def fingerprint_fields(self) -> dict:
-        return {
-            "model": self.config.model,
-            "revision": model_revision(self.config.model),
-            "text": self.config.text,
-        }
+        return {"revision": model_revision(self.config.model)}
 
     def load(self) -> None:
         from sentence_transformers import SentenceTransformer

@@ -600,18 +600,6 @@ class MediaStage(Stage):
     def __init__(self, config: MediaConfig, runtime: StageRuntime | None = None):
         super().__init__(config, batch_size=config.batch_size, runtime=runtime)
 
-    def fingerprint_fields(self) -> dict:
-        c = self.config
-        return {
-            "sampling": c.sampling,
-            "num_frames": c.num_frames,
-            "fps": c.fps,
-            "max_side": c.max_side,
-            "sample_rate": c.sample_rate,
-            "max_audio_s": c.max_audio_s,
-            **({"shot_threshold": c.shot_threshold} if c.sampling == "shots" else {}),
-        }
-
     def process_item(self, record: Record) -> None:
         if not has_media(record):
             record.update(no_media(), file_size=None, local_path=None, media_kind=TEXT_ONLY)

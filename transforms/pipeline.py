@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from transforms.audio import AudioEventStage
 from transforms.config import Config
 from transforms.describe import Describer, build_describer
 from transforms.encode import EncodeStage
@@ -14,8 +15,9 @@ from transforms.visual import VisualTagStage
 
 
 def build_stages(config: Config, task_attempt: int = 0) -> list[Stage]:
-    """media → asr → ocr → visual → describe → encode; Semantic IDs run after (a global fit).
-    ``task_attempt`` (which try of its engine task this is) matters only to injected faults."""
+    """media → asr → audio → ocr → visual → describe → encode; Semantic IDs run after (a
+    global fit). ``task_attempt`` (which try of its engine task this is) matters only to
+    injected faults."""
 
     def runtime(name: str) -> StageRuntime:
         spec = config.run.faults.get(name)
@@ -28,6 +30,7 @@ def build_stages(config: Config, task_attempt: int = 0) -> list[Stage]:
     return [
         MediaStage(config.media, runtime(MediaStage.name)),
         AsrStage(config.asr, runtime(AsrStage.name)),
+        AudioEventStage(config.audio, runtime(AudioEventStage.name)),
         OcrStage(config.ocr, runtime(OcrStage.name)),
         VisualTagStage(config.visual, runtime(VisualTagStage.name)),
         build_describer(config.describe, runtime(Describer.name)),

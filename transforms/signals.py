@@ -40,17 +40,7 @@ class AsrStage(Stage):
         super().__init__(config, batch_size=config.batch_size, runtime=runtime)
 
     def fingerprint_fields(self) -> dict:
-        c = self.config
-        return {
-            "enabled": c.enabled,
-            "model": c.model,
-            "revision": model_revision(c.model),
-            "language": c.language,
-            "beam_size": c.beam_size,
-            "vad": c.vad_filter,
-            "temperature": 0.0,
-            "no_speech_threshold": c.no_speech_threshold,
-        }
+        return {"revision": model_revision(self.config.model), "temperature": 0.0}
 
     def load(self) -> None:
         if not self.config.enabled:
@@ -168,14 +158,8 @@ class OcrStage(Stage):
         super().__init__(config, batch_size=config.batch_size, runtime=runtime)
 
     def fingerprint_fields(self) -> dict:
-        c = self.config
         return {
-            "enabled": c.enabled,
             "engine": model_revision("pypi:rapidocr_onnxruntime"),
-            "max_frames": c.max_frames,
-            "min_confidence": c.min_confidence,
-            "min_chars": c.min_chars,
-            "max_lines": c.max_lines,
             "word_gap_ratio": WORD_GAP_RATIO,
         }
 

@@ -201,11 +201,16 @@ class Stage:
         """Subclasses load their models here."""
 
     def fingerprint_fields(self) -> dict[str, Any]:
-        """Everything that changes this stage's output (model id, revision, parameters)."""
+        """What changes this stage's output that its config section's settings do not say:
+        model revisions, code versions, resolved or composed values. A key here replaces the
+        setting of that name."""
         return {}
 
     def fingerprint(self) -> str:
-        return stable_hash({"stage": self.name, **self.fingerprint_fields()})
+        """The config section's fingerprinted settings (every one not tagged otherwise, see
+        ``transforms.config.UNFINGERPRINTED``) with ``fingerprint_fields``."""
+        settings = self.config.fingerprinted() if hasattr(self.config, "fingerprinted") else {}
+        return stable_hash({"stage": self.name, **settings, **self.fingerprint_fields()})
 
     # -- processing --------------------------------------------------------------------------
     def process_batch(self, records: list[Record] | pa.RecordBatch) -> list[Record]:

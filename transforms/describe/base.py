@@ -162,23 +162,12 @@ class Describer(Stage):
         return f"{self.backend}:{self.config.model}@{self.revision}"
 
     def fingerprint_fields(self) -> dict[str, Any]:
-        c = self.config
         return {
             "describer": self.describer_id,
             "prompt_version": self.prompt.version,
             "prompt_sha": self.prompt.sha,
-            "max_new_tokens": c.max_new_tokens,
-            "min_new_tokens": c.min_new_tokens,
-            "temperature": c.temperature,
-            "repetition_penalty": c.repetition_penalty,
-            "seed": c.seed,
-            "max_images": c.max_images,
-            "max_transcript_chars": c.max_transcript_chars,
             "prompt_budget": self.budget.as_dict(),
-            "append_signals": c.append_signals,
-            "gguf": c.gguf_file,
             "visual_context": self.visual_context,
-            "min_sentence_grounding": c.min_sentence_grounding,
             **self.input_fingerprint(),
         }
 

@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 QUOTE_CHARS = 300
 # How the text is put together; bump when the same evidence and model give different text.
 # 2: quote-safe sentences; generation opt-in, per item, kept only when it adds evidence.
-COMPOSITION_VERSION = 3  # 3: a long title is cut in the opening, as in the prompt
+COMPOSITION_VERSION = 4  # 3: a long title is cut in the opening; 4: the sound from audio events
 
 
 def load_causal_lm(model_path: str, gguf_file: str | None, revision: str | None = None):
@@ -161,7 +161,6 @@ class OfflineDescriber(Describer):
     def fingerprint_fields(self) -> dict:
         return {
             **super().fingerprint_fields(),
-            "generated_sentences": self.config.generated_sentences,
             "composition": COMPOSITION_VERSION,
         }
 

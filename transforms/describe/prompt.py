@@ -24,6 +24,7 @@ from pathlib import Path
 
 import jinja2
 
+from transforms.audio import describe_sound
 from transforms.errors import UsageError
 from transforms.manifest import TEXT_ONLY
 from transforms.stage import Record
@@ -285,10 +286,14 @@ def is_text_only(record: Record) -> bool:
 
 
 def describe_audio(record: Record) -> str:
+    """What the clip sounds like: the audio stage's events when it ran, else whether there is
+    speech (a transcript) or other sound."""
     if is_text_only(record):
         return NO_MEDIA
     if not declared(record, "has_audio"):
         return "no audio track"
+    if sound := describe_sound(record):
+        return sound
     if declared(record, "transcript"):
         return "contains speech"
     return (
