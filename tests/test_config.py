@@ -60,7 +60,9 @@ def test_fingerprint_changes_with_any_value():
     assert Config().fingerprint() == Config().fingerprint()
 
 
-@pytest.mark.parametrize("name", ["production.transformers.yaml", "production.vllm.yaml"])
+@pytest.mark.parametrize(
+    "name", ["production.transformers.yaml", "production.vllm.yaml", "production.vllm-omni.yaml"]
+)
 def test_production_examples_validate(name):
     config = load_config(f"configs/{name}")
     assert config.describe.backend in ("transformers", "openai")
