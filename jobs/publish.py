@@ -41,6 +41,7 @@ def release_row(
     store, label: str, run: dict[str, Any], validation: dict[str, Any], note: str
 ) -> dict[str, Any]:
     """The ``releases`` row pinning the table versions ``validation`` checked."""
+    from schemas.rows import release_row as build_release_row
     from schemas.rows import utc_now
 
     versions = json.loads(validation["table_versions_json"])
@@ -55,16 +56,16 @@ def release_row(
             "semantic_ids", version=versions["semantic_ids"], columns=["codebook_version"]
         )
         codebooks.update(sids.column("codebook_version").to_pylist())
-    return {
-        "release_id": label,
-        "table_versions_json": json.dumps(versions, sort_keys=True),
-        "codebook_versions_json": json.dumps(dict(codebooks), sort_keys=True),
-        "row_counts_json": json.dumps(counts, sort_keys=True),
-        "note": note,
-        "run_id": run["run_id"],
-        "validation_id": validation["validation_id"],
-        "updated_at": utc_now(),
-    }
+    return build_release_row(
+        release_id=label,
+        table_versions=versions,
+        codebook_versions=dict(codebooks),
+        row_counts=counts,
+        note=note,
+        run_id=run["run_id"],
+        validation_id=validation["validation_id"],
+        now=utc_now(),
+    )
 
 
 def passed_validation(store, run_id: str) -> dict[str, Any]:

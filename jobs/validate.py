@@ -225,22 +225,18 @@ def record_validation(
 ) -> str:
     """The ``validations`` row of this verdict; returns its id."""
     from pipelines.commit import new_run_id
-    from schemas.rows import utc_now
+    from schemas.rows import utc_now, validation_row
 
     validation_id = new_run_id()
-    store.merge(
-        "validations",
-        [
-            {
-                "validation_id": validation_id,
-                "run_id": run["run_id"],
-                "passed": all(c.ok for c in checks),
-                "table_versions_json": json.dumps(versions, sort_keys=True),
-                "checks_json": json.dumps([asdict(c) for c in checks], default=str),
-                "updated_at": utc_now(),
-            }
-        ],
+    row = validation_row(
+        validation_id=validation_id,
+        run_id=run["run_id"],
+        passed=all(c.ok for c in checks),
+        table_versions=versions,
+        checks_json=json.dumps([asdict(c) for c in checks], default=str),
+        now=utc_now(),
     )
+    store.merge("validations", [row])
     return validation_id
 
 

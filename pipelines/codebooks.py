@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from schemas.rows import codebook_row as build_codebook_row
 from schemas.rows import utc_now
 from schemas.store import DeltaStore
 from transforms.config import SemanticIdConfig
@@ -180,24 +181,24 @@ def fit_sample(table: pa.Table, config: SemanticIdConfig, encoder: str) -> np.nd
 # -- record -------------------------------------------------------------------------------------
 def record_fitted(store: DeltaStore, codebook: Codebook, run_id: str) -> int | None:
     """The codebooks row of a fit; returns the table version of that commit."""
-    row = {**codebook.to_row(), "run_id": run_id, "updated_at": utc_now()}
-    return store.merge("codebooks", [row])
+    return store.merge("codebooks", [fitted_row(codebook, run_id)])
+
+
+def fitted_row(codebook: Codebook, run_id: str) -> dict[str, Any]:
+    """The codebooks row of a codebook fitted in ``run_id`` (no promotion status yet)."""
+    return build_codebook_row(codebook.to_row(), run_id=run_id, now=utc_now())
 
 
 def record(store: DeltaStore, row: dict[str, Any], status: str, note: str) -> None:
     """Write a promotion status (candidate, promoted, refused, superseded) and its note to
     the row."""
     promoted_at = utc_now() if status == "promoted" else row.get("promoted_at")
-    store.merge(
-        "codebooks",
-        [
-            {
-                **row,
-                "promotion_status": status,
-                "promoted_at": promoted_at,
-                "promotion_note": note,
-                "updated_at": utc_now(),
-            }
-        ],
+    stamped = build_codebook_row(
+        row,
+        now=utc_now(),
+        promotion_status=status,
+        promoted_at=promoted_at,
+        promotion_note=note,
     )
+    store.merge("codebooks", [stamped])
     logger.info("codebook %s: %s (%s)", row["codebook_version"], status, note)

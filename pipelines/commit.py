@@ -4,7 +4,6 @@ same."""
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -13,8 +12,9 @@ from typing import Any
 
 from pipelines.failures import RunFailed
 from pipelines.staging import TaskMarker, staged_files
-from schemas.rows import utc_now
+from schemas.rows import ERROR_IDENTITY, error_identity, run_row, utc_now
 from schemas.store import DeltaStore, parquet_dataset
+from schemas.tables import ERROR_CODE, TABLES, RunStatus
 from transforms.config import Config
 from transforms.errors import INPUT_ERROR_CODES
 from transforms.stage import add_stats
@@ -57,7 +57,7 @@ class RunSummary:
     table_versions: dict[str, int | None] = field(default_factory=dict)
     missing_input: int = 0
     known_failures: int = 0  # failed again with the same code on the same content
-    status: str = "running"
+    status: str = RunStatus.RUNNING
     notes: list[str] = field(default_factory=list)
     finished_at: datetime | None = None
 
@@ -144,13 +144,13 @@ def known_failures(store: DeltaStore, error_files: list[str]) -> int:
     (``INPUT_ERROR_CODES``) on the same content."""
     if not error_files or not store.exists("errors"):
         return 0
-    columns = ["item_id", "code", "content_sha256"]
+    columns = list(ERROR_IDENTITY)
     staged = parquet_dataset(error_files).to_table(columns=columns)
-    held = store.read("errors", columns=columns, keys=staged.column("item_id").to_pylist())
-    before = {(r["item_id"], r["code"], r["content_sha256"]) for r in held.to_pylist()}
+    keys = staged.column(TABLES["errors"].key).to_pylist()
+    before = set(map(error_identity, store.read("errors", columns=columns, keys=keys).to_pylist()))
     return sum(
-        r["code"] in INPUT_ERROR_CODES and (r["item_id"], r["code"], r["content_sha256"]) in before
-        for r in staged.to_pylist()
+        row[ERROR_CODE] in INPUT_ERROR_CODES and error_identity(row) in before
+        for row in staged.to_pylist()
     )
 
 
@@ -178,29 +178,11 @@ def record_run(store: DeltaStore, config: Config, summary: RunSummary) -> None:
     summary.table_versions = {
         name: store.version(name) for name in FEATURE_TABLES if name != "runs"
     }
-    store.merge(
-        "runs",
-        [
-            {
-                "run_id": summary.run_id,
-                "status": summary.status,
-                "engine": summary.engine,
-                "input": summary.input,
-                "started_at": summary.started_at,
-                "finished_at": summary.finished_at,
-                "items": summary.items,
-                "succeeded": summary.succeeded,
-                "skipped": summary.skipped,
-                "failed": summary.failed,
-                "missing_input": summary.missing_input,
-                "config_fingerprint": config.fingerprint(),
-                "config_json": config.redacted_json(),
-                "stage_fingerprints_json": json.dumps(summary.stage_fingerprints, sort_keys=True),
-                "stage_stats_json": json.dumps(summary.stage_stats, sort_keys=True),
-                "table_versions_json": json.dumps(summary.table_versions, sort_keys=True),
-                "codebook_version": summary.codebook_version,
-                "tool_version": tool_version,
-                "updated_at": utc_now(),
-            }
-        ],
+    row = run_row(
+        summary,
+        config_fingerprint=config.fingerprint(),
+        config_json=config.redacted_json(),
+        tool_version=tool_version,
+        now=utc_now(),
     )
+    store.merge("runs", [row])

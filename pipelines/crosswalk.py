@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pyarrow.compute as pc
 
-from schemas.rows import utc_now
+from schemas.rows import crosswalk_row, utc_now
 from schemas.store import DeltaStore
 from transforms.semantic_ids.churn import CHURN_LEVELS, churn, crosswalk_rows
 
@@ -37,7 +37,7 @@ def record_crosswalk(
     old = [before[row["item_id"]] for row in moved]
     rows = crosswalk_rows([row["item_id"] for row in moved], old, moved)
     now = utc_now()
-    store.merge("sid_crosswalk", [{**row, "run_id": run_id, "updated_at": now} for row in rows])
+    store.merge("sid_crosswalk", [crosswalk_row(row, run_id=run_id, now=now) for row in rows])
     return churn(codes_of(old), codes_of(moved))
 
 

@@ -26,6 +26,7 @@ from pipelines.staging import Staging, TaskMarker
 from pipelines.tasks import EnrichJob, enrich_task
 from schemas.rows import utc_now
 from schemas.store import DeltaStore
+from schemas.tables import RunStatus
 from transforms import storage
 from transforms.config import Config
 from transforms.manifest import InputShard, ManifestError, plan_inputs
@@ -80,9 +81,9 @@ def run_pipeline(
             run_sid_waves(runner, store, context, staging, job, markers, summary)
         staging.delete()
         summary.check_error_rate(config.run.max_error_rate)
-        summary.status = "succeeded"
+        summary.status = RunStatus.SUCCEEDED
     except BaseException as exc:
-        summary.status = getattr(exc, "run_status", "failed")
+        summary.status = getattr(exc, "run_status", RunStatus.FAILED)
         raise
     finally:
         summary.finished_at = utc_now()
@@ -187,6 +188,6 @@ def _record_final(store: DeltaStore, config: Config, summary: RunSummary) -> Non
     try:
         record_run(store, config, summary)
     except Exception:
-        if summary.status == "succeeded":
+        if summary.status == RunStatus.SUCCEEDED:
             raise
         logger.exception("could not record failed run %s", summary.run_id)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from schemas.rows import utc_now
+from schemas.rows import evaluation_row, utc_now
 from schemas.store import DeltaStore
 from transforms.config import Config, EvaluateConfig
 from transforms.errors import UsageError
@@ -217,33 +217,30 @@ def evaluation_rows(run: EvaluationRun) -> list[dict[str, Any]]:
         for representation, slices in representations.items():
             missing = run.evaluation.coverage.get(representation.replace("_shuffled", ""), {})
             for name, result in slices.items():
-                rows.append(
-                    {
-                        "evaluation_key": f"{run.evaluation_id}/{model}/{representation}/{name}",
-                        "evaluation_id": run.evaluation_id,
-                        "model": model,
-                        "representation": representation,
-                        "slice": name,
-                        **_mean_std(result),
-                        "per_seed_json": json.dumps({m: result[m]["seeds"] for m in METRIC_NAMES}),
-                        "seeds": list(run.config.seeds),
-                        "cases": result["cases"],
-                        "items_without_features": missing.get("items_without_features"),
-                        "cold_items_without_features": missing.get("cold_items_without_features"),
-                        "interactions": run.interactions,
-                        "release_id": run.release,
-                        "table_versions_json": json.dumps(lineage["table_versions"]),
-                        "codebook_version": lineage.get("codebook_version"),
-                        "describer": lineage.get("describer"),
-                        "prompt_version": lineage.get("prompt_version"),
-                        "encoder": lineage.get("encoder"),
-                        "config_hash": run.config_hash,
-                        "config_json": json.dumps(run.config.model_dump(mode="json")),
-                        "counts_json": json.dumps(run.evaluation.counts),
-                        "run_id": run.evaluation_id,
-                        "updated_at": now,
-                    }
-                )
+                fields = {
+                    "evaluation_key": f"{run.evaluation_id}/{model}/{representation}/{name}",
+                    "evaluation_id": run.evaluation_id,
+                    "model": model,
+                    "representation": representation,
+                    "slice": name,
+                    **_mean_std(result),
+                    "per_seed_json": json.dumps({m: result[m]["seeds"] for m in METRIC_NAMES}),
+                    "seeds": list(run.config.seeds),
+                    "cases": result["cases"],
+                    "items_without_features": missing.get("items_without_features"),
+                    "cold_items_without_features": missing.get("cold_items_without_features"),
+                    "interactions": run.interactions,
+                    "release_id": run.release,
+                    "table_versions_json": json.dumps(lineage["table_versions"]),
+                    "codebook_version": lineage.get("codebook_version"),
+                    "describer": lineage.get("describer"),
+                    "prompt_version": lineage.get("prompt_version"),
+                    "encoder": lineage.get("encoder"),
+                    "config_hash": run.config_hash,
+                    "config_json": json.dumps(run.config.model_dump(mode="json")),
+                    "counts_json": json.dumps(run.evaluation.counts),
+                }
+                rows.append(evaluation_row(fields, run_id=run.evaluation_id, now=now))
     return rows
 
 

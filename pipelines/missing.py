@@ -13,9 +13,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.commit import RunSummary
-from schemas.rows import utc_now
+from schemas.rows import error_row, utc_now
 from schemas.store import DeltaStore
 from transforms.manifest import InputShard
+from transforms.stage import mark_error
 
 logger = logging.getLogger(__name__)
 MISSING_CODE = "missing_input"
@@ -59,6 +60,24 @@ def reappeared(store: DeltaStore, folders: dict[str, set[str]]) -> list[str]:
     return back
 
 
+def missing_rows(ids: list[str], uris: list[str], what: str, run_id: str) -> list[dict]:
+    """One ``errors`` row (code ``missing_input``) per vanished item."""
+    now = utc_now()
+    return [
+        error_row(
+            mark_error(
+                {"item_id": item_id, "uri": uri},
+                "input",
+                MISSING_CODE,
+                f"{uri} is no longer in the input folder; {what}",
+            ),
+            run_id,
+            now,
+        )
+        for item_id, uri in zip(ids, uris, strict=True)
+    ]
+
+
 def handle_missing_inputs(
     store: DeltaStore, shards: list[InputShard], summary: RunSummary, action: str
 ) -> None:
@@ -78,23 +97,7 @@ def handle_missing_inputs(
         what = "its features were deleted (run.on_missing_input=delete)"
     else:
         what = "its features are still served; run.on_missing_input=delete retires them"
-    now = utc_now()
-    store.merge(
-        "errors",
-        [
-            {
-                "item_id": item_id,
-                "uri": uri,
-                "stage": "input",
-                "code": MISSING_CODE,
-                "message": f"{uri} is no longer in the input folder; {what}",
-                "content_sha256": None,
-                "run_id": summary.run_id,
-                "updated_at": now,
-            }
-            for item_id, uri in zip(ids, gone.column("uri").to_pylist(), strict=True)
-        ],
-    )
+    store.merge("errors", missing_rows(ids, gone.column("uri").to_pylist(), what, summary.run_id))
     summary.notes.append(
         f"{len(ids)} items of the input folder are gone since earlier runs: {what}"
     )

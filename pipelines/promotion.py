@@ -36,6 +36,7 @@ from pipelines.codebooks import (
     embedding_matrix,
     embeddings_of,
     fit_sample,
+    fitted_row,
     record,
     require_embeddings,
     seeded_sample,
@@ -44,7 +45,6 @@ from pipelines.codebooks import (
 from pipelines.context import RunContext
 from pipelines.sid_waves import assign_sids
 from pipelines.sids import fit_codebook, fit_codebook_on, uncoded_ids
-from schemas.rows import utc_now
 from schemas.store import DeltaStore
 from transforms.config import EvaluateConfig, SemanticIdConfig
 from transforms.errors import UsageError
@@ -243,8 +243,12 @@ def refit(
     embedded = embeddings_of(store, encoder, ["item_id", "embedding"])
     previous = current_codebook(store, config, encoder)
     codebook = fit_codebook_on(fit_sample(embedded, config, encoder), config, encoder, previous)
-    row = {**codebook.to_row(), "run_id": run_id, "updated_at": utc_now()}
-    record(store, row, "candidate", f"fitted by enrich fit-sids in run {run_id}")
+    record(
+        store,
+        fitted_row(codebook, run_id),
+        "candidate",
+        f"fitted by enrich fit-sids in run {run_id}",
+    )
     decision = (
         None
         if promote_mode == "never"

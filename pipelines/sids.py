@@ -15,12 +15,13 @@ from pipelines.codebooks import (
     auto_choice,
     embeddings_of,
     fit_sample,
+    fitted_row,
     record,
     record_fitted,
     sample_keys,
 )
 from pipelines.codebooks import pinned_codebook as pinned_codebook  # callers import it here
-from schemas.rows import utc_now
+from schemas.rows import semantic_id_row, utc_now
 from schemas.store import DeltaStore
 from schemas.tables import LINEAGE_COLUMNS
 from transforms.config import SemanticIdConfig
@@ -62,7 +63,7 @@ def settle_first_fit(
         # fit), so they share one codebook and one row; superseding it would retire both.
         return codebook
     note = f"a concurrent run fitted {winner['codebook_version']} first; this run adopted it"
-    record(store, {**codebook.to_row(), "run_id": run_id}, "superseded", note)
+    record(store, fitted_row(codebook, run_id), "superseded", note)
     return Codebook.from_row(winner)
 
 
@@ -181,19 +182,18 @@ def sid_rows(
         codes, suffix = assigned[item["item_id"]]
         ngrams = prefix_ngrams(codes)
         rows.append(
-            {
-                "item_id": item["item_id"],
-                "codes": list(codes),
-                "dedup": suffix,
-                "sid": sid_string(codes, suffix),
-                "codebook_version": codebook.version,
-                "prefix_ngrams": ngrams,
-                "prefix_hashes": hashed(ngrams, hash_buckets) if hash_buckets else None,
-                "sid_pieces": pieces.pieces(codes) if pieces else None,
-                **{k: item.get(k) for k in LINEAGE_COLUMNS},
-                "run_id": run_id,
-                "updated_at": now,
-            }
+            semantic_id_row(
+                item,
+                codes=list(codes),
+                dedup=suffix,
+                sid=sid_string(codes, suffix),
+                codebook_version=codebook.version,
+                prefix_ngrams=ngrams,
+                prefix_hashes=hashed(ngrams, hash_buckets) if hash_buckets else None,
+                sid_pieces=pieces.pieces(codes) if pieces else None,
+                run_id=run_id,
+                now=now,
+            )
         )
     return rows
 

@@ -32,9 +32,23 @@ from pipelines.incremental import split_done
 from pipelines.sids import code_items, group_sid_rows
 from pipelines.staging import StagedParts, Staging, TaskMarker
 from pipelines.stream import ProcessStage, StreamOptions, run_stream
-from schemas.rows import table_rows
+from schemas.rows import error_codes, sid_code_row, table_rows
 from schemas.store import DeltaStore, parquet_dataset
-from schemas.tables import LINEAGE_COLUMNS, SID_CODES, TABLES
+from schemas.tables import (
+    BUCKET,
+    CHOICES,
+    CODEBOOK_VERSION,
+    CODES,
+    CONTENT_SHA256,
+    DEDUP,
+    EMBEDDING,
+    ENCODER,
+    ITEM_ID,
+    LINEAGE_COLUMNS,
+    PIPELINE_FINGERPRINT,
+    SID_CODES,
+    TABLES,
+)
 from schemas.upsert import string_filter
 from transforms.config import Config
 from transforms.manifest import InputShard, read_shard
@@ -45,6 +59,8 @@ from transforms.stage import Record, Stage, has_error, mark_error, stats_delta
 logger = logging.getLogger(__name__)
 ENRICH_TABLES = ("embeddings", "errors", "descriptions")  # commit order: descriptions last
 MAX_AUTO_PREP_PROCESSES = 4
+# The SID waves' names (staging markers), not the errors.code / semantic_ids.dedup columns.
+CODE_WAVE, DEDUP_WAVE = "code", "dedup"
 
 
 # -- per-process state: stages and models load once per worker process -------------------------
@@ -160,15 +176,15 @@ class Selection:
 
     def fetch(self, record: Record) -> None:
         """Hash the item's input (an item the manifest already refused keeps its error)."""
-        record["pipeline_fingerprint"] = self.job.fingerprint
+        record[PIPELINE_FINGERPRINT] = self.job.fingerprint
         self.fetched.append(record)
         if has_error(record):
-            record.setdefault("content_sha256", None)
+            record.setdefault(CONTENT_SHA256, None)
             return
         try:
             fetch_input(record, self.media, self.job.cache_dir)
         except Exception as exc:  # noqa: BLE001 - one item's input must not sink the task
-            record.setdefault("content_sha256", None)
+            record.setdefault(CONTENT_SHA256, None)
             mark_error(record, "media", "read_failed", f"{type(exc).__name__}: {exc}")
 
     def release_all(self) -> None:
@@ -292,7 +308,7 @@ def stage_rows(parts: StagedParts, records: list[Record], job: EnrichJob) -> Cou
     if job.codebook_version and rows["embeddings"]:
         codebook = load_codebook(job.lake, job.codebook_version)
         parts.write("sid_codes", coded_rows(codebook, rows["embeddings"], job.sid_buckets))
-    return Counter(row["code"] for row in rows["errors"])
+    return error_codes(rows["errors"])
 
 
 # -- Semantic IDs: code (wave 2, after a fit) and dedup by codes bucket (wave 3) ----------------
@@ -308,11 +324,11 @@ def sid_bucket(codes: np.ndarray, buckets: int) -> np.ndarray:
 def coded_rows(codebook: Any, items: list[dict[str, Any]], buckets: int) -> list[dict[str, Any]]:
     """``sid_codes`` rows: each item's codes under the pinned codebook, and its bucket."""
     coded = code_items(codebook, items)
-    matrix = np.asarray([item["codes"] for item in coded], dtype=np.int64)
-    for item, bucket in zip(coded, sid_bucket(matrix, buckets), strict=True):
-        item["codes"], item["choices"] = list(item["codes"]), list(item["choices"])
-        item["bucket"] = int(bucket)
-    return coded
+    matrix = np.asarray([item[CODES] for item in coded], dtype=np.int64)
+    return [
+        sid_code_row(item, bucket)
+        for item, bucket in zip(coded, sid_bucket(matrix, buckets), strict=True)
+    ]
 
 
 @dataclass(frozen=True)
@@ -342,22 +358,22 @@ class SidWaveJob:
 def code_task(job: SidWaveJob, task: SidTask, attempt: int = 0) -> TaskMarker:
     """Code embedded items of ``job.encoder`` with the pinned codebook; stage ``sid_codes``."""
     staging = Staging(job.staging)
-    if done := staging.read_marker("code", task.task_id):
+    if done := staging.read_marker(CODE_WAVE, task.task_id):
         return done
-    columns = ["item_id", "embedding", *LINEAGE_COLUMNS]
-    where = string_filter("encoder", job.encoder)
+    columns = [ITEM_ID, EMBEDDING, *LINEAGE_COLUMNS]
+    where = string_filter(ENCODER, job.encoder)
     if task.only is not None:
-        where = where & string_filter("item_id", list(task.only))
+        where = where & string_filter(ITEM_ID, list(task.only))
     items = (
         parquet_dataset(list(task.files), TABLES["embeddings"].schema)
         .to_table(columns=columns, filter=where)
         .to_pylist()
     )
-    parts = staging.parts("code", task.task_id)
+    parts = staging.parts(CODE_WAVE, task.task_id)
     if items:
         codebook = load_codebook(job.lake, job.codebook_version)
         parts.write("sid_codes", coded_rows(codebook, items, job.buckets))
-    return staging.finish(TaskMarker("code", task.task_id, len(items), parts.close(), attempt))
+    return staging.finish(TaskMarker(CODE_WAVE, task.task_id, len(items), parts.close(), attempt))
 
 
 def dedup_task(job: SidWaveJob, task: SidTask, attempt: int = 0) -> TaskMarker:
@@ -366,16 +382,16 @@ def dedup_task(job: SidWaveJob, task: SidTask, attempt: int = 0) -> TaskMarker:
     move within their choices, then take the lowest free suffix, exactly as a single global
     pass would)."""
     staging = Staging(job.staging)
-    if done := staging.read_marker("dedup", task.task_id):
+    if done := staging.read_marker(DEDUP_WAVE, task.task_id):
         return done
     staged = parquet_dataset(list(job.code_files), SID_CODES)
-    coded_now = set(staged.to_table(columns=["item_id"])["item_id"].to_pylist())
-    mine = staged.to_table(filter=pc.field("bucket") == task.bucket).to_pylist()
+    coded_now = set(staged.to_table(columns=[ITEM_ID])[ITEM_ID].to_pylist())
+    mine = staged.to_table(filter=pc.field(BUCKET) == task.bucket).to_pylist()
     held = held_assignments(job, task.bucket)
     group: dict[tuple[int, ...], list[tuple[dict | None, dict]]] = {}
     for item in mine:
-        held_now = held.get(item["item_id"])
-        key, entry = dedup_entry(item["item_id"], item["codes"], held_now, item["choices"])
+        held_now = held.get(item[ITEM_ID])
+        key, entry = dedup_entry(item[ITEM_ID], item[CODES], held_now, item[CHOICES])
         group.setdefault(key, []).append((item, entry))
     for item_id, assignment in held.items():  # held in this bucket, not re-coded now
         if item_id not in coded_now:
@@ -385,9 +401,9 @@ def dedup_task(job: SidWaveJob, task: SidTask, attempt: int = 0) -> TaskMarker:
     codebook = load_codebook(job.lake, job.codebook_version)
     for entries in group.values():
         rows.extend(group_sid_rows(codebook, entries, job.run_id, job.hash_buckets))
-    parts = staging.parts("dedup", task.task_id)
-    parts.write("semantic_ids", sorted(rows, key=lambda r: r["item_id"]))
-    return staging.finish(TaskMarker("dedup", task.task_id, len(mine), parts.close(), attempt))
+    parts = staging.parts(DEDUP_WAVE, task.task_id)
+    parts.write("semantic_ids", sorted(rows, key=lambda r: r[ITEM_ID]))
+    return staging.finish(TaskMarker(DEDUP_WAVE, task.task_id, len(mine), parts.close(), attempt))
 
 
 def held_assignments(job: SidWaveJob, bucket: int) -> dict[str, tuple[tuple[int, ...], int]]:
@@ -399,21 +415,21 @@ def held_assignments(job: SidWaveJob, bucket: int) -> dict[str, tuple[tuple[int,
     table = store.read(
         "semantic_ids",
         version=job.held_version,
-        columns=["item_id", "codes", "dedup", "codebook_version"],
+        columns=[ITEM_ID, CODES, DEDUP, CODEBOOK_VERSION],
     )
-    table = table.filter(pc.equal(table["codebook_version"], job.codebook_version))
+    table = table.filter(pc.equal(table[CODEBOOK_VERSION], job.codebook_version))
     if table.num_rows == 0:
         return {}
-    codes = np.asarray(table["codes"].to_pylist(), dtype=np.int64)
-    staged_ids = parquet_dataset(list(job.code_files), SID_CODES).to_table(columns=["item_id"])
+    codes = np.asarray(table[CODES].to_pylist(), dtype=np.int64)
+    staged_ids = parquet_dataset(list(job.code_files), SID_CODES).to_table(columns=[ITEM_ID])
     keep = pc.or_(
         pa.array(sid_bucket(codes, job.buckets) == bucket),
-        pc.is_in(table["item_id"], value_set=staged_ids["item_id"]),
+        pc.is_in(table[ITEM_ID], value_set=staged_ids[ITEM_ID]),
     )
     table = table.filter(keep)
     return {
-        r["item_id"]: (tuple(r["codes"]), r["dedup"])
-        for r in table.select(["item_id", "codes", "dedup"]).to_pylist()
+        r[ITEM_ID]: (tuple(r[CODES]), r[DEDUP])
+        for r in table.select([ITEM_ID, CODES, DEDUP]).to_pylist()
     }
 
 

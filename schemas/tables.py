@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 import pyarrow as pa
 
@@ -331,3 +332,35 @@ TABLES: dict[str, TableSpec] = {
         TableSpec("sid_crosswalk", SID_CROSSWALK, "crosswalk_key"),
     )
 }
+
+
+def column(table: str, name: str) -> str:
+    """``name``, if ``table`` (or the staged ``sid_codes``) has that column. Modules outside
+    schemas/ name the columns they read through these constants, so a renamed column fails
+    at import instead of reading nothing."""
+    schema = SID_CODES if table == "sid_codes" else TABLES[table].schema
+    if name not in schema.names:
+        raise KeyError(f"table '{table}' has no column '{name}'")
+    return name
+
+
+ITEM_ID = column("descriptions", "item_id")
+EMBEDDING = column("embeddings", "embedding")
+ENCODER = column("embeddings", "encoder")
+CONTENT_SHA256 = column("errors", "content_sha256")
+PIPELINE_FINGERPRINT = column("errors", "pipeline_fingerprint")
+ERROR_CODE = column("errors", "code")
+CODES = column("semantic_ids", "codes")
+DEDUP = column("semantic_ids", "dedup")
+CODEBOOK_VERSION = column("semantic_ids", "codebook_version")
+CHOICES = column("sid_codes", "choices")
+BUCKET = column("sid_codes", "bucket")
+
+
+class RunStatus(StrEnum):
+    """The values of ``runs.status``."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SIDS_FAILED = "sids_failed"

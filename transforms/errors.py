@@ -35,6 +35,9 @@ ERROR_CODES: dict[str, str] = {
     "(install its fsspec package)",
     "read_failed": "the input exists but could not be read from its storage",
     "not_a_file": "the input path is a directory or another non-regular file",
+    "missing_input": "an item an earlier run enriched from a media-folder input is no longer "
+    "in that folder (stage input; not counted in the run's items): its features stay served "
+    "unless run.on_missing_input=delete, and the row is removed when the file comes back",
     "ocr_failed": "on-screen text recognition raised on this item",
     "asr_failed": "speech recognition raised on this item",
     "audio_failed": "audio event detection (speech, singing, music) or loudness raised on "
@@ -87,5 +90,6 @@ INPUT_ERROR_CODES = frozenset(
         "scheme_not_allowed",
         "scheme_not_supported",
         "not_a_file",
+        "missing_input",  # the folder's listing decides it, the same on every run
     }
 )
