@@ -151,3 +151,23 @@ def test_an_injected_crash_spares_the_retried_task():
     spec = FaultSpec(crash_items=["a"])
     stage = Doubler(config={}, runtime=StageRuntime(faults=FaultInjector(spec, task_attempt=1)))
     assert stage.process_batch([{"item_id": "a", "x": 1}])[0]["y"] == 2
+
+
+class DeclaredDoubler(Doubler):
+    needs = frozenset({"x"})
+    adds = frozenset({"y", "z"})  # z is declared but never added
+
+
+def test_the_suite_checks_every_batch_against_needs_and_adds():
+    """Under the tests (ENRICH_CHECK_FIELDS=1) a stage that reads a field no one added, or
+    leaves out one it declares, fails loudly: a chain bug, not an item's error row."""
+    from transforms.stage import CHECK_FIELDS, FieldContractError
+
+    assert CHECK_FIELDS
+    stage = DeclaredDoubler(config={}, batch_size=2)
+    with pytest.raises(FieldContractError, match=r"adds: record 'a' lacks \['z'\]"):
+        stage.process_batch([{"item_id": "a", "x": 1}])
+    with pytest.raises(FieldContractError, match=r"needs: record 'b' lacks \['x'\]"):
+        stage.process_batch([{"item_id": "b"}])
+    failed = {"item_id": "c", "error": {"stage": "media", "code": "not_found", "message": ""}}
+    assert stage.process_batch([failed]) == [failed]  # a failed item stops where it failed

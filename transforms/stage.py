@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import threading
 import time
 from collections import Counter
@@ -58,6 +59,28 @@ def join_abandoned(timeout_s: float) -> int:
 # and counters add up. Module locks, because a stage is pickled (a lock is not picklable).
 _SETUP_LOCK = threading.RLock()
 _STATS_LOCK = threading.Lock()
+
+
+# ``ENRICH_CHECK_FIELDS=1`` (the test suite sets it): every batch is checked against the
+# stage's contract, the fields it ``needs`` before and the fields it ``adds`` after.
+CHECK_FIELDS = os.environ.get("ENRICH_CHECK_FIELDS") == "1"
+
+
+class FieldContractError(AssertionError):
+    """A stage read a field no earlier stage added, or did not add one it declares: a bug in
+    the stage chain, not in the item, so it is raised instead of becoming an error row."""
+
+
+def check_fields(stage: str, records: list[Record], fields: frozenset[str], when: str) -> None:
+    """Raise ``FieldContractError`` naming each of ``fields`` a live record lacks."""
+    for record in records:
+        if has_error(record):
+            continue  # a failed item stops where it failed
+        if missing := sorted(fields - record.keys()):
+            raise FieldContractError(
+                f"{stage} {when}: record {record.get('item_id')!r} lacks {missing} "
+                "(see Stage.needs / Stage.adds)"
+            )
 
 
 class StageError(Exception):
@@ -220,8 +243,12 @@ class Stage:
         live = [r for r in records if not has_error(r)]
         started = time.perf_counter()
         if live:  # a batch of failed items passes through without loading the models
+            if CHECK_FIELDS:
+                check_fields(self.name, live, self.needs, "needs")
             self.setup()
             self._run_guarded(live)
+            if CHECK_FIELDS:
+                check_fields(self.name, live, self.adds, "adds")
         with _STATS_LOCK:
             self.stats.seconds += time.perf_counter() - started
             for record in live:
