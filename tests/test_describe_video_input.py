@@ -5,6 +5,7 @@ and frames mode keeping today's prompt byte for byte."""
 import numpy as np
 import pytest
 import soundfile
+import torch
 
 from tests.chain import without_signals
 from tests.tiny_qwen import (
@@ -103,7 +104,9 @@ def tower_calls(tower):
     names = list(inspect.signature(tower.forward).parameters)
     calls = []
     tower.register_forward_pre_hook(
-        lambda module, args, kwargs: calls.append({**dict(zip(names, args)), **kwargs}),
+        lambda module, args, kwargs: calls.append(
+            {**dict(zip(names, args, strict=False)), **kwargs}
+        ),
         with_kwargs=True,
     )
     return calls
@@ -215,6 +218,18 @@ def test_video_input_on_a_model_without_video_is_a_usage_error(tiny_vlm_dir):
     )
     with pytest.raises(UsageError, match="takes no video"):
         stage.setup()
+
+
+def test_an_omni_checkpoint_loads_as_its_thinker_with_its_weights(tiny_qwen_omni_dir):
+    from safetensors.torch import load_file
+
+    stage = describer(tiny_qwen_omni_dir, qwen2_5_omni_processor)
+    stage.setup()
+    assert type(stage._model).__name__ == "Qwen2_5OmniThinkerForConditionalGeneration"
+    saved = load_file(tiny_qwen_omni_dir / "model.safetensors")
+    assert torch.equal(stage._model.lm_head.weight, saved["thinker.lm_head.weight"])
+    conv = stage._model.model.audio_tower.conv1.weight
+    assert torch.equal(conv, saved["thinker.audio_tower.conv1.weight"])
 
 
 def test_omni_describes_a_clip_it_can_only_hear(tiny_qwen_omni_dir, tone):

@@ -40,10 +40,41 @@ FRAME_PIXELS = {"shortest_edge": 28 * 28, "longest_edge": 56 * 56}  # at most 4 
 MEL_BINS = 16
 # More plain words than control tokens, so random weights mostly generate words (a description
 # must keep 20 characters once control tokens are dropped).
-EXTRA_WORDS = (
-    "dog bird car road tree sky sun rain snow river bridge house street light music song voice "
-    "man woman child phone screen table chair window door water boat train bus bike ball game"
-).split()
+EXTRA_WORDS = [
+    "dog",
+    "bird",
+    "car",
+    "road",
+    "tree",
+    "sky",
+    "sun",
+    "rain",
+    "snow",
+    "river",
+    "bridge",
+    "house",
+    "street",
+    "light",
+    "music",
+    "song",
+    "voice",
+    "man",
+    "woman",
+    "child",
+    "phone",
+    "screen",
+    "table",
+    "chair",
+    "window",
+    "door",
+    "water",
+    "boat",
+    "train",
+    "bus",
+    "bike",
+    "ball",
+    "game",
+]
 
 
 def chat_template(tokens: dict[str, str]) -> str:

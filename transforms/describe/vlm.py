@@ -162,6 +162,8 @@ class ItemMedia:
 
 class TransformersDescriber(Describer):
     backend = "transformers"
+    # Settled by use_processor at load; until then an item is taken as it always was.
+    video_mode, audio_mode, _audio_keyword = "frames", "transcript", "audio"
 
     def load(self) -> None:
         path = resolve_model(self.config.model)
@@ -172,6 +174,7 @@ class TransformersDescriber(Describer):
             self._model.to(self._device)
 
     def load_processor(self, path: str) -> Any:
+        """The model's processor (tokenizer, image / video processors, feature extractor)."""
         from transformers import AutoProcessor
 
         return AutoProcessor.from_pretrained(path, revision=self.config.revision)
