@@ -275,3 +275,13 @@ def test_a_model_that_cannot_hear_still_refuses_a_sound_only_clip(tiny_qwen_vl_d
     [out] = stage.process_batch(fresh([tone]))
     assert out["error"]["code"] == "describe_failed"
     assert "no frames" in out["error"]["message"]
+
+
+def test_omni_with_frames_input_sees_images_and_still_hears(tiny_qwen_omni_dir, clips):
+    stage = describer(tiny_qwen_omni_dir, qwen2_5_omni_processor, video_input="frames")
+    calls = model_calls(stage)
+    [bunny] = stage.process_batch(fresh(clips)[:1])
+    assert "error" not in bunny, bunny.get("error")
+    assert (bunny["describe_video_input"], bunny["describe_audio_input"]) == ("frames", "audio")
+    assert set(calls[0]["mm_encoder_outputs"]) == {"image"}
+    assert calls[0]["input_features"] is not None
