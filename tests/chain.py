@@ -1,7 +1,9 @@
-"""Records as a run hands them to the describer when ASR, OCR and visual tags are off: the real
+"""Records as a run hands them to the describer when ASR, audio events, OCR and visual tags are
+off: the real
 disabled stages add their (empty) fields, so a describer test needs no hand-written fields."""
 
-from transforms.config import AsrConfig, OcrConfig, VisualConfig
+from transforms.audio import AudioEventStage
+from transforms.config import AsrConfig, AudioConfig, OcrConfig, VisualConfig
 from transforms.signals import AsrStage, OcrStage
 from transforms.visual import VisualTagStage
 
@@ -9,6 +11,7 @@ from transforms.visual import VisualTagStage
 def without_signals(records: list[dict]) -> list[dict]:
     for stage in (
         AsrStage(AsrConfig(enabled=False)),
+        AudioEventStage(AudioConfig(enabled=False)),
         OcrStage(OcrConfig(enabled=False)),
         VisualTagStage(VisualConfig(enabled=False)),
     ):

@@ -1,5 +1,6 @@
 """The transformers backend on a tiny random-weight LLaVA: real processor, template, generate."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -7,7 +8,7 @@ from tests.chain import without_signals
 from transforms.config import DescribeConfig, MediaConfig
 from transforms.describe import build_describer
 from transforms.describe.vlm import TransformersDescriber
-from transforms.media import MediaStage
+from transforms.media import MediaStage, no_media
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +91,16 @@ def test_out_of_memory_at_batch_one_marks_only_those_items(tiny_vlm_dir, clips):
 
 def test_audio_only_items_are_refused_not_guessed(tiny_vlm_dir, clips):
     stage = build_describer(vlm_config(tiny_vlm_dir))
-    [audio_only] = without_signals([{"item_id": "podcast", "frames": [], "title": "talk"}])
+    sound = {"audio": np.zeros(16000, np.float32), "has_audio": True, "duration_s": 1.0}
+    podcast = {
+        **no_media(),
+        **sound,
+        "item_id": "podcast",
+        "title": "talk",
+        "tags": [],
+        "text": None,
+    }
+    [audio_only] = without_signals([podcast])
     out = stage.process_batch([audio_only, fresh(clips)[0]])
     assert out[0]["error"]["code"] == "describe_failed" and "description" in out[1]
 
