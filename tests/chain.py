@@ -1,6 +1,6 @@
 """Records as a run hands them to the describer when ASR, audio events, OCR and visual tags are
-off: the real
-disabled stages add their (empty) fields, so a describer test needs no hand-written fields."""
+off: the real disabled stages add their (empty) fields, so a describer test needs no
+hand-written fields."""
 
 from transforms.audio import AudioEventStage
 from transforms.config import AsrConfig, AudioConfig, OcrConfig, VisualConfig
