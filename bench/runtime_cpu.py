@@ -59,7 +59,7 @@ CHILD = r"""
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 from pipelines.tasks import release_media, run_streaming
-from transforms.config import load_config
+from core.config import load_config
 from transforms.manifest import read_input
 from transforms.media import fetch_input
 from transforms.pipeline import build_stages

@@ -84,7 +84,7 @@ def sentences() -> list[str]:
 
 def text_data() -> np.ndarray:
     """The sentences through the pipeline's encode stage, cached by content and encoder."""
-    from transforms.config import EncodeConfig
+    from core.config import EncodeConfig
     from transforms.encode import EncodeStage
 
     texts, config = sentences(), EncodeConfig(batch_size=256)
@@ -136,7 +136,7 @@ def summarize(codes: np.ndarray, reconstruction: np.ndarray, x: np.ndarray, seco
 
 
 def run_rq_kmeans(x: np.ndarray) -> tuple[dict, np.ndarray]:
-    from transforms.config import SemanticIdConfig
+    from core.config import SemanticIdConfig
     from transforms.semantic_ids.rq_kmeans import fit_rq_kmeans
 
     config = SemanticIdConfig()

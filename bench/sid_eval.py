@@ -9,7 +9,7 @@ the pipeline's encode stage into a real Delta lake. Codebooks: `enrich fit-sids 
 
 (i) Frozen vs aligned. The aligned encoder is `enrich fit-encoder` (MultipleNegativesRanking
 loss on co-interaction pairs) trained on the evaluation's TRAINING interactions only: the
-split is rebuilt with the evaluation's own code (`transforms.evaluate.split`) and
+split is rebuilt with the evaluation's own code (`evaluation.split`) and
 `training_log` keeps each user's warm history before the held-out last item, so no test
 target and no cold item's interaction reaches the encoder; the bench checks that every
 evaluation reports the same split. `enrich reencode` re-makes a copy of the lake with it and
@@ -70,8 +70,8 @@ def config_file(path: Path, vocab: int, representations: list[str], model: str |
 def training_interactions(interactions, item_ids: list[str], out: Path) -> dict[str, int]:
     """Write the evaluation split's training log (no held-out or cold interaction) to
     ``out``; the split's counts, which every evaluation must report too."""
-    from transforms.config import EvaluateConfig
-    from transforms.evaluate.split import leave_last_out, training_log
+    from core.config import EvaluateConfig
+    from evaluation.split import leave_last_out, training_log
 
     settings = EvaluateConfig(**EVALUATE)
     split = leave_last_out(

@@ -68,7 +68,7 @@ def package_descriptions(index_text: str) -> list[str]:
 
 def encode_cached(texts: list[str], name: str) -> np.ndarray:
     """``texts`` through the pipeline's encode stage, cached by content and encoder."""
-    from transforms.config import EncodeConfig
+    from core.config import EncodeConfig
     from transforms.encode import EncodeStage
 
     config = EncodeConfig(batch_size=128)

@@ -56,9 +56,9 @@ def corpus(folder: Path, items: int) -> Path:
 def prep_rate(manifest: Path) -> float:
     """Items/s of the prep stages alone (the media stage), run as a streaming task runs
     them (in ``run.prep_processes`` worker processes), with nothing after them."""
+    from core.config import load_config
     from pipelines.stream import ProcessStage, run_stream
     from pipelines.tasks import in_processes, prep_processes, release_media
-    from transforms.config import load_config
     from transforms.manifest import read_input
     from transforms.media import MediaStage, fetch_input
 

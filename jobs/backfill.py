@@ -18,7 +18,7 @@ import sys
 from datetime import date, timedelta
 from pathlib import Path
 
-from transforms.errors import UsageError
+from core.errors import UsageError
 
 logger = logging.getLogger("enrich.backfill")
 
@@ -32,7 +32,7 @@ def day_range(start: str, end: str) -> list[str]:
 
 def partition_manifests(root: str, day: str) -> list[str]:
     """The manifest files of one day's partition, on any storage."""
-    from transforms import storage
+    from core import storage
     from transforms.manifest import MANIFEST_FORMATS
 
     folder = storage.join(root, f"dt={day}")
@@ -67,11 +67,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from core.config import load_config
+    from core.redact import install_log_redaction
     from jobs.common import confine_to, offline_env
     from pipelines.commit import new_run_id
     from pipelines.driver import run_pipeline
-    from transforms.config import load_config
-    from transforms.redact import install_log_redaction
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

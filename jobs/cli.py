@@ -11,12 +11,12 @@ import sys
 import time
 from pathlib import Path
 
+from core.config import load_config
+from core.errors import UsageError
+from core.redact import install_log_redaction, redact_text, shown
 from jobs.common import add_config_args, confine_to, offline_env
 from pipelines.commit import ErrorRateExceeded, RunFailed
 from schemas.store import LakeError, LakeWriteError
-from transforms.config import load_config
-from transforms.errors import UsageError
-from transforms.redact import install_log_redaction, redact_text, shown
 from transforms.stage import join_abandoned
 
 logger = logging.getLogger("enrich")

@@ -40,7 +40,7 @@ def add_lake_command(commands, name: str, help: str, handler) -> argparse.Argume
 def confine_to(config, input_uri: str) -> None:
     """Unless configured, inputs may only come from the ``--input``'s own folder (a local
     folder or a URI prefix), and the ``--input``'s own URI scheme is allowed."""
-    from transforms import storage
+    from core import storage
 
     if not config.media.allowed_roots:
         root = storage.normalize(str(input_uri))

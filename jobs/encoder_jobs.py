@@ -14,8 +14,8 @@ from pathlib import Path
 
 def add_parsers(commands) -> None:
     """Register ``enrich fit-encoder`` and ``enrich reencode``."""
+    from evaluation.encoder_tuning import TuningSettings
     from jobs.common import add_config_args, add_lake_command
-    from transforms.encoder_tuning import TuningSettings
 
     defaults = TuningSettings()
     fit = commands.add_parser(
@@ -57,10 +57,10 @@ def add_parsers(commands) -> None:
 
 
 def command_fit_encoder(args: argparse.Namespace) -> int:
+    from core.config import load_config
+    from evaluation.encoder_tuning import TuningSettings
     from pipelines.encoder_versions import fit_encoder
     from schemas.store import DeltaStore
-    from transforms.config import load_config
-    from transforms.encoder_tuning import TuningSettings
 
     config = load_config(args.config, args.overrides)
     interactions = args.interactions or config.evaluate.interactions
@@ -91,10 +91,10 @@ def command_fit_encoder(args: argparse.Namespace) -> int:
 
 
 def command_reencode(args: argparse.Namespace) -> int:
+    from core.config import load_config
     from pipelines.commit import new_run_id
     from pipelines.encoder_versions import reencode
     from schemas.store import DeltaStore
-    from transforms.config import load_config
 
     config = load_config(args.config, args.overrides)
     encoded, failed, encoder = reencode(DeltaStore(args.lake), config, new_run_id())

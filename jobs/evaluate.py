@@ -4,7 +4,7 @@ Trains small SASRec and two-tower models with each item representation (ID only;
 description embedding; SID tokens as codes + prefix n-grams, codes alone or SentencePiece
 pieces; ID + metadata embedding) over fixed seeds, reports
 HR@10, nDCG@10 and Recall@50 on all users, cold-start items and long-tail items, and records
-the results with their lineage in the ``evaluations`` table. See ``transforms.evaluate``.
+the results with their lineage in the ``evaluations`` table. See ``evaluation``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import json
 import math
 from pathlib import Path
 
-from transforms.errors import UsageError
+from core.errors import UsageError
 
 
 def add_parser(commands) -> None:
@@ -102,9 +102,9 @@ def print_coverage(run) -> None:
 
 
 def command_evaluate(args: argparse.Namespace) -> int:
+    from core.config import load_config
     from pipelines.commit import new_run_id
     from pipelines.evaluation import record, run_evaluation
-    from transforms.config import load_config
 
     config = load_config(args.config, args.overrides)
     interactions = args.interactions or config.evaluate.interactions

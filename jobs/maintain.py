@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from transforms.errors import UsageError
+from core.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ def protected_retention(
 # -- one table ----------------------------------------------------------------------------------
 def stored_files(store, name: str) -> int:
     """Data files of a table on storage, referenced or not (the log not counted)."""
-    from transforms import storage
+    from core import storage
 
     files = storage.list_files(store.path(name))
     return sum(1 for f in files if "/_delta_log/" not in f and f.endswith(".parquet"))
@@ -272,7 +272,7 @@ def maintain_table(
 # -- staging ------------------------------------------------------------------------------------
 def _age(run: dict[str, Any] | None, uri: str, now: datetime) -> timedelta:
     """How long ago a run ended (or started); for an unrecorded run, its newest staged file."""
-    from transforms import storage
+    from core import storage
 
     when = run and (run.get("finished_at") or run.get("started_at"))
     if when is None:
@@ -288,7 +288,7 @@ def _age(run: dict[str, Any] | None, uri: str, now: datetime) -> timedelta:
 
 def staging_plan(store, root: str, staging_days: float, now: datetime) -> list[StagingFolder]:
     """Every run's staging folder under ``root``, with whether to delete it and why."""
-    from transforms import storage
+    from core import storage
 
     runs = {
         r["run_id"]: r
@@ -319,10 +319,10 @@ def staging_plan(store, root: str, staging_days: float, now: datetime) -> list[S
 
 # -- the command --------------------------------------------------------------------------------
 def command_maintain(args: argparse.Namespace) -> int:
+    from core import storage
     from pipelines.staging import staging_root
     from schemas.store import DeltaStore
     from schemas.tables import TABLES
-    from transforms import storage
 
     check_retention(args.retention_hours, args.force)
     if args.target_file_mb < 1:

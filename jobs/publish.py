@@ -5,10 +5,7 @@ A release is one row of the ``releases`` table, keyed by its label (e.g. the day
 latest validation, which must have passed; commits that landed since are not in the release),
 the run and validation it follows, the codebook versions its SIDs come from, and row counts.
 Publishing the same label again replaces the row, so a rerun is safe. Readers pin versions
-with ``release_versions``:
-
-    versions = release_versions("s3://bucket/lake", "2026-11-01")
-    read_table("s3://bucket/lake", "semantic_ids", version=versions["semantic_ids"])
+with ``schemas.releases.release_versions``.
 """
 
 from __future__ import annotations
@@ -17,10 +14,9 @@ import argparse
 import json
 import re
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
-from transforms.errors import UsageError
+from core.errors import UsageError
 
 LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
@@ -90,16 +86,6 @@ def _key(name: str) -> str:
     from schemas.tables import TABLES
 
     return TABLES[name].key
-
-
-def release_versions(lake: str | Path, label: str) -> dict[str, int | None]:
-    """Consumer API: the table versions recorded for release ``label``."""
-    from schemas.store import DeltaStore
-
-    rows = DeltaStore(lake).read_or_empty("releases", keys=[label]).to_pylist()
-    if not rows:
-        raise UsageError(f"release '{label}' is not in the releases table of {lake}")
-    return json.loads(rows[0]["table_versions_json"])
 
 
 def command_publish(args: argparse.Namespace) -> int:

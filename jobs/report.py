@@ -22,6 +22,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core import storage
+from core.config import MediaConfig
+from core.errors import UsageError
 from pipelines.codebooks import (
     embedding_matrix,
     embeddings_of,
@@ -31,9 +34,6 @@ from pipelines.codebooks import (
 )
 from pipelines.crosswalk import churn_summary
 from schemas.store import DeltaStore
-from transforms import storage
-from transforms.config import MediaConfig
-from transforms.errors import UsageError
 from transforms.stage import StageError
 
 logger = logging.getLogger(__name__)

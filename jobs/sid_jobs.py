@@ -38,7 +38,7 @@ def add_parsers(commands) -> None:
 
 
 def _settings(args: argparse.Namespace):
-    from transforms.config import load_config
+    from core.config import load_config
     from transforms.encode import EncodeStage
 
     config = load_config(args.config, args.overrides)
@@ -76,13 +76,13 @@ def command_promote_sids(args: argparse.Namespace) -> int:
 
 
 def command_assign_sids(args: argparse.Namespace) -> int:
+    from core.config import load_config
     from pipelines.commit import new_run_id
     from pipelines.context import RunContext
     from pipelines.crosswalk import churn_summary
     from pipelines.promotion import code_onto_current
     from pipelines.refit_policy import check_refit_allowed
     from schemas.store import DeltaStore
-    from transforms.config import load_config
 
     context = RunContext(load_config(args.config, args.overrides), DeltaStore(args.lake))
     encoder = context.encoder

@@ -26,7 +26,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from transforms.errors import UsageError
+from core.errors import UsageError
 
 FAILED_EXIT = 1
 # The tables a release pins: the versions validate checked.

@@ -18,11 +18,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core.config import SemanticIdConfig
+from core.errors import UsageError
 from schemas.rows import codebook_row as build_codebook_row
 from schemas.rows import utc_now
 from schemas.store import DeltaStore
-from transforms.config import SemanticIdConfig
-from transforms.errors import UsageError
 from transforms.semantic_ids import Codebook, TooFewEmbeddings
 
 logger = logging.getLogger(__name__)

@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from core.config import Config
+from core.errors import INPUT_ERROR_CODES
 from pipelines.failures import RunFailed
 from pipelines.staging import TaskMarker, staged_files
 from schemas.rows import ERROR_IDENTITY, error_identity, run_row, utc_now
 from schemas.store import DeltaStore, parquet_dataset
 from schemas.tables import ERROR_CODE, TABLES, RunStatus
-from transforms.config import Config
-from transforms.errors import INPUT_ERROR_CODES
 from transforms.stage import add_stats
 
 logger = logging.getLogger(__name__)

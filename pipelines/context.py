@@ -7,10 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
+from core.config import Config
 from pipelines.codebooks import pinned_codebook
 from pipelines.incremental import pipeline_fingerprint
 from schemas.store import DeltaStore
-from transforms.config import Config
 from transforms.encode import encoder_id
 from transforms.pipeline import build_stages, stage_fingerprints
 from transforms.semantic_ids import Codebook

@@ -14,7 +14,7 @@ import logging
 import os
 from pathlib import Path
 
-from transforms import storage
+from core import storage
 
 logger = logging.getLogger(__name__)
 RESERVE_BYTES = 1 << 20  # a runs row MERGE with its log entry takes tens of KiB

@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 import time
 
+from core import storage
+from core.config import Config
 from pipelines.commit import RunSummary, commit_enriched, record_run
 from pipelines.context import RunContext
 from pipelines.disk_reserve import release_space, reserve_space
@@ -27,8 +29,6 @@ from pipelines.tasks import EnrichJob, enrich_task
 from schemas.rows import utc_now
 from schemas.store import DeltaStore
 from schemas.tables import RunStatus
-from transforms import storage
-from transforms.config import Config
 from transforms.manifest import InputShard, ManifestError, plan_inputs
 
 logger = logging.getLogger(__name__)

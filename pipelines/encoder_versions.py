@@ -11,13 +11,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from pipelines.incremental import pipeline_fingerprint
-from schemas.rows import embedding_row, error_row, utc_now
-from schemas.store import DeltaStore
-from transforms import storage
-from transforms.config import Config, EncodeConfig
-from transforms.encode import EncodeStage, encoded_text
-from transforms.encoder_tuning import (
+from core import storage
+from core.config import Config, EncodeConfig
+from evaluation.data import read_interactions
+from evaluation.encoder_tuning import (
     TuningSettings,
     co_interaction_pairs,
     fine_tune,
@@ -27,7 +24,10 @@ from transforms.encoder_tuning import (
     tuned_manifest,
     tuned_version,
 )
-from transforms.evaluate.data import read_interactions
+from pipelines.incremental import pipeline_fingerprint
+from schemas.rows import embedding_row, error_row, utc_now
+from schemas.store import DeltaStore
+from transforms.encode import EncodeStage, encoded_text
 from transforms.models import resolve_model
 from transforms.pipeline import build_stages, stage_fingerprints
 from transforms.stage import has_error

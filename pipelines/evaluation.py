@@ -1,5 +1,5 @@
 """``enrich evaluate`` over a lake: read the features at pinned versions, train the small
-recommenders of ``transforms.evaluate``, and record the results with their lineage in the
+recommenders of ``evaluation``, and record the results with their lineage in the
 ``evaluations`` table.
 
 The codebook gate (``pipelines.promotion``) uses ``compare_codebooks``: the same evaluation
@@ -17,11 +17,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from schemas.rows import evaluation_row, utc_now
-from schemas.store import DeltaStore
-from transforms.config import Config, EvaluateConfig
-from transforms.errors import UsageError
-from transforms.evaluate.data import (
+from core.config import Config, EvaluateConfig
+from core.errors import UsageError
+from core.hashing import stable_hash
+from evaluation.data import (
     ItemFeatures,
     embedding_map,
     encode_texts,
@@ -30,9 +29,10 @@ from transforms.evaluate.data import (
     sid_ngram_tokens,
     sid_representation_tokens,
 )
-from transforms.evaluate.harness import Evaluation, evaluate
-from transforms.evaluate.train import METRIC_NAMES
-from transforms.stage import stable_hash
+from evaluation.harness import Evaluation, evaluate
+from evaluation.train import METRIC_NAMES
+from schemas.rows import evaluation_row, utc_now
+from schemas.store import DeltaStore
 
 logger = logging.getLogger(__name__)
 FEATURE_TABLES = ("descriptions", "embeddings", "semantic_ids", "codebooks")
@@ -84,7 +84,7 @@ def resolve_versions(store, release: str | None, versions: dict[str, int]) -> di
     if unknown:
         raise UsageError(f"--versions {unknown}: tables are {', '.join(FEATURE_TABLES)}")
     if release:
-        from jobs.publish import release_versions  # the releases table's reader
+        from schemas.releases import release_versions
 
         pinned = release_versions(store.lake, release)
         return {name: pinned.get(name) for name in FEATURE_TABLES}

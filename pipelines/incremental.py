@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.hashing import stable_hash
 from schemas.store import DeltaStore
 from transforms.manifest import METADATA_FIELDS
-from transforms.stage import Record, stable_hash
+from transforms.stage import Record
 
 
 def pipeline_fingerprint(stage_fingerprints: dict[str, str]) -> str:

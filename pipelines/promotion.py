@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from core.config import EvaluateConfig, SemanticIdConfig
+from core.errors import UsageError
 from pipelines.codebooks import (
     codebook_row,
     current_codebook,
@@ -46,8 +48,6 @@ from pipelines.context import RunContext
 from pipelines.sid_waves import assign_sids
 from pipelines.sids import fit_codebook, fit_codebook_on, uncoded_ids
 from schemas.store import DeltaStore
-from transforms.config import EvaluateConfig, SemanticIdConfig
-from transforms.errors import UsageError
 from transforms.semantic_ids import Codebook
 from transforms.semantic_ids.churn import churn
 

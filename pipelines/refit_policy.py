@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.config import SemanticIdConfig
+from core.errors import UsageError
 from pipelines.codebooks import auto_choice
 from schemas.store import DeltaStore
-from transforms.config import SemanticIdConfig
-from transforms.errors import UsageError
 
 SHOWN = 3  # codebooks named in the refusal, newest first
 

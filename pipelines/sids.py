@@ -11,6 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core.config import SemanticIdConfig
+from core.hashing import stable_hash
 from pipelines.codebooks import (
     auto_choice,
     embeddings_of,
@@ -24,13 +26,11 @@ from pipelines.codebooks import pinned_codebook as pinned_codebook  # callers im
 from schemas.rows import semantic_id_row, utc_now
 from schemas.store import DeltaStore
 from schemas.tables import LINEAGE_COLUMNS
-from transforms.config import SemanticIdConfig
 from transforms.models import pick_device
 from transforms.semantic_ids import Codebook, fit_rq_kmeans, sid_string
 from transforms.semantic_ids.churn import aligned
 from transforms.semantic_ids.dedup import dedup_group
 from transforms.semantic_ids.features import SidPieces, hashed, prefix_ngrams, train_sentencepiece
-from transforms.stage import stable_hash
 
 logger = logging.getLogger(__name__)
 

@@ -24,11 +24,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from core import storage
+from core.errors import UsageError
 from pipelines.failures import ReconciliationError
 from schemas.store import is_storage_error, lake_write_error, rows_to_table
 from schemas.tables import SID_CODES, TABLES
-from transforms import storage
-from transforms.errors import UsageError
 
 STAGED_SCHEMAS = {**{name: spec.schema for name, spec in TABLES.items()}, "sid_codes": SID_CODES}
 PROBLEMS_SHOWN = 10

@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core.config import Config
 from pipelines.codebooks import load_codebook
 from pipelines.incremental import split_done
 from pipelines.sids import code_items, group_sid_rows
@@ -50,7 +51,6 @@ from schemas.tables import (
     TABLES,
 )
 from schemas.upsert import string_filter
-from transforms.config import Config
 from transforms.manifest import InputShard, read_shard
 from transforms.media import MEDIA_COLUMNS, fetch_input, release_input
 from transforms.semantic_ids.dedup import dedup_entry

@@ -13,8 +13,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from core.errors import checked_code
 from schemas.tables import LINEAGE_COLUMNS, SID_CODES, TABLES
-from transforms.errors import checked_code
 from transforms.stage import ERROR_KEY, Record, has_error
 
 # Stamped by the run on every row, never read from a record.

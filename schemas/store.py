@@ -31,10 +31,10 @@ with contextlib.suppress(NotImplementedError):  # pyarrow's own jemalloc pool, l
 from deltalake import CommitProperties, DeltaTable, Schema, write_deltalake  # noqa: E402
 from deltalake.exceptions import CommitFailedError
 
+from core import storage
+from core.errors import UsageError
 from schemas import upsert
 from schemas.tables import SCHEMA_VERSION, TABLES, TableSpec
-from transforms import storage
-from transforms.errors import UsageError
 
 logger = logging.getLogger(__name__)
 

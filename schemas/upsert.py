@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 from deltalake import DeltaTable
 from deltalake.transaction import AddAction, CommitProperties, RemoveAction
 
-from transforms import storage
+from core import storage
 
 TARGET_FILE_BYTES = 128 * 2**20  # new files roll over at about this much Arrow data
 JOB_BYTES = 64 * 2**20  # a large batch is written as parallel files of about this size

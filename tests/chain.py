@@ -2,8 +2,8 @@
 off: the real disabled stages add their (empty) fields, so a describer test needs no
 hand-written fields."""
 
+from core.config import AsrConfig, AudioConfig, OcrConfig, VisualConfig
 from transforms.audio import AudioEventStage
-from transforms.config import AsrConfig, AudioConfig, OcrConfig, VisualConfig
 from transforms.signals import AsrStage, OcrStage
 from transforms.visual import VisualTagStage
 

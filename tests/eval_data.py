@@ -63,8 +63,8 @@ def interactions(items: list[dict], users: int = 320, length: int = 12, seed: in
 def write_lake(lake, items: list[dict]) -> None:
     """``descriptions`` and ``embeddings`` rows for ``items`` in a real Delta lake; the
     embeddings come from the project's sentence encoder over each description."""
+    from core.config import EncodeConfig
     from schemas import DeltaStore
-    from transforms.config import EncodeConfig
     from transforms.encode import EncodeStage
 
     stage = EncodeStage(EncodeConfig())

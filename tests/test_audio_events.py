@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.config import AudioConfig
 from transforms.audio import (
     AudioEventStage,
     clean_events,
@@ -18,7 +19,6 @@ from transforms.audio import (
     integrated_loudness,
     silence_share,
 )
-from transforms.config import AudioConfig
 
 RATE = 16000
 MELODY_HZ = [261.6, 329.6, 392.0, 523.3, 392.0, 329.6, 293.7, 261.6]
@@ -233,7 +233,7 @@ def test_describe_sound_phrases_from_events():
 # -- the demo corpus -----------------------------------------------------------------------------
 @needs_espeak
 def test_demo_corpus_speech_clips_are_heard_as_speech(demo_corpus):
-    from transforms.config import MediaConfig
+    from core.config import MediaConfig
     from transforms.media import MediaStage
 
     manifest = Path(demo_corpus) / "manifest.jsonl"

@@ -6,11 +6,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from core.config import SemanticIdConfig
+from core.errors import UsageError
 from pipelines import codebooks
 from pipelines.sids import fit_codebook_on
 from schemas.store import DeltaStore
-from transforms.config import SemanticIdConfig
-from transforms.errors import UsageError
 
 ENCODER = "test-encoder"
 CONFIG = SemanticIdConfig(levels=2, codebook_size=4, kmeans_iters=3, sentencepiece_vocab=0)

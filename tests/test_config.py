@@ -1,6 +1,6 @@
 import pytest
 
-from transforms.config import Config, ConfigError, load_config
+from core.config import Config, ConfigError, load_config
 
 
 def test_defaults_need_no_file():
@@ -70,7 +70,7 @@ def test_production_examples_validate(name):
 
 
 def test_redaction_masks_credentials_but_keeps_variable_names(monkeypatch):
-    from transforms.redact import redact_config, redact_text
+    from core.redact import redact_config, redact_text
 
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI-K7MDENG")
     config = {

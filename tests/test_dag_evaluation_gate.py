@@ -5,12 +5,12 @@ evaluation gate, and nothing is re-coded."""
 import pytest
 import yaml
 
+from core.config import EncodeConfig
 from jobs.cli import main
 from schemas import DeltaStore
 from tests.sid_lake import codebook_rows
 from tests.test_dags import ROOT, airflow_env, dag_test  # noqa: F401 (a fixture)
 from tests.test_evaluation_gate import gate_settings, log_following_first_codes, seed_isotropic
-from transforms.config import EncodeConfig
 from transforms.encode import EncodeStage
 
 pytestmark = [pytest.mark.slow, pytest.mark.airflow, pytest.mark.long]  # make test-long

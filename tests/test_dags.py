@@ -245,7 +245,7 @@ def test_daily_dag_fails_at_validate_when_too_many_items_error(
 
 @pytest.mark.long  # the refit and backfill jobs have their own tests in make test
 def test_sid_refit_refuses_a_k2_codebook_and_promotes_a_sound_one(airflow_env, tmp_path):
-    from transforms.config import EncodeConfig
+    from core.config import EncodeConfig
     from transforms.encode import EncodeStage
 
     lake = tmp_path / "lake"

@@ -3,7 +3,7 @@ no generation whose text could not be kept, no stray quotes, the same text in an
 
 import pytest
 
-from transforms.config import AsrConfig, DescribeConfig, MediaConfig, OcrConfig, VisualConfig
+from core.config import AsrConfig, DescribeConfig, MediaConfig, OcrConfig, VisualConfig
 from transforms.describe import build_describer
 from transforms.describe.base import tidy_description
 from transforms.describe.grounding import evidence_vocabulary, grounded_sentences, open_quote

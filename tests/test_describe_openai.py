@@ -5,10 +5,10 @@ import logging
 import numpy as np
 import pytest
 
+from core.config import DescribeConfig
+from core.errors import UsageError
 from tests.fake_openai_server import FakeOpenAI
-from transforms.config import DescribeConfig
 from transforms.describe import build_describer
-from transforms.errors import UsageError
 
 KEY = "sk-test-SECRET-1234567890"
 

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from core.config import load_config
 from tests.fake_openai_server import REFUSED_VIDEO, FakeOpenAI, schema_problem
 from tests.test_describe_openai import KEY, clip, describer
-from transforms.config import load_config
 from transforms.describe import build_describer
 from transforms.describe.openai_api import jpeg_data_url
 

@@ -7,6 +7,8 @@ import pytest
 import soundfile
 import torch
 
+from core.config import DescribeConfig, MediaConfig
+from core.errors import UsageError
 from tests.chain import without_signals
 from tests.tiny_qwen import (
     build_tiny_qwen2_5_omni,
@@ -14,10 +16,8 @@ from tests.tiny_qwen import (
     qwen2_5_omni_processor,
     qwen2_5_vl_processor,
 )
-from transforms.config import DescribeConfig, MediaConfig
 from transforms.describe.base import pick_frames
 from transforms.describe.vlm import TransformersDescriber, video_timeline
-from transforms.errors import UsageError
 from transforms.media import MediaStage
 
 MAX_IMAGES = 3  # of 4 sampled frames: an odd count, which Qwen's temporal patch of 2 pads

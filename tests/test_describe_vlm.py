@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from core.config import DescribeConfig, MediaConfig
 from tests.chain import without_signals
-from transforms.config import DescribeConfig, MediaConfig
 from transforms.describe import build_describer
 from transforms.describe.vlm import TransformersDescriber
 from transforms.media import MediaStage, no_media

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core import storage
+from core.config import EncodeConfig
+from evaluation.encoder_tuning import ENCODER_MANIFEST, publish_encoder
 from jobs.cli import main
 from schemas import DeltaStore
 from tests.test_fit_encoder import item_texts, seed_descriptions, write_interactions
-from transforms import storage
-from transforms.config import EncodeConfig
 from transforms.encode import EncodeStage
-from transforms.encoder_tuning import ENCODER_MANIFEST, publish_encoder
 from transforms.models import ModelNotAvailable, resolve_model
 
 FAST_FIT = ["--epochs", "1", "--batch-size", "8", "--window", "1", "--seed", "0"]

@@ -1,4 +1,4 @@
-"""Error codes as a contract: one documented list (transforms/errors.py) that the README
+"""Error codes as a contract: one documented list (core/errors.py) that the README
 matches, every code produced by some path, and no undocumented code can be written."""
 
 import re
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from transforms.config import MediaConfig
-from transforms.errors import ERROR_CODES, INPUT_ERROR_CODES
+from core.config import MediaConfig
+from core.errors import ERROR_CODES, INPUT_ERROR_CODES
 from transforms.media import check_file
 from transforms.stage import StageError, mark_error
 

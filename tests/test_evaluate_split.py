@@ -5,8 +5,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from transforms.evaluate.split import leave_last_out
-from transforms.evaluate.train import metrics
+from evaluation.split import leave_last_out
+from evaluation.train import metrics
 
 
 def log(rows: list[tuple[str, str, int]]) -> pa.Table:
@@ -50,7 +50,7 @@ def test_metrics_for_one_target_per_case():
 
 
 def test_csv_interactions_with_iso_times_and_a_rating_threshold(tmp_path):
-    from transforms.evaluate.data import read_interactions
+    from evaluation.data import read_interactions
 
     path = tmp_path / "log.csv"
     path.write_text(

@@ -14,11 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from core.config import EncodeConfig
 from jobs.cli import main
 from jobs.sid_jobs import REFUSED_EXIT
 from schemas import DeltaStore
 from tests.sid_lake import codebook_rows
-from transforms.config import EncodeConfig
 from transforms.encode import EncodeStage
 
 pytestmark = pytest.mark.slow

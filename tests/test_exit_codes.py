@@ -212,7 +212,7 @@ def test_inspect_prints_table_values_with_control_characters_escaped(tmp_path, c
 def test_log_lines_escape_control_characters(caplog):
     import logging
 
-    from transforms.redact import RedactingFilter
+    from core.redact import RedactingFilter
 
     record = logging.LogRecord(
         "t", logging.WARNING, __file__, 1, "item %s\nfailed", (EVIL_ID,), None

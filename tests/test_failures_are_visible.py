@@ -5,12 +5,12 @@ against a local fake server, so a run costs decoding and the real sentence encod
 
 import pytest
 
+from core.config import EncodeConfig
 from jobs.cli import main
 from schemas.rows import utc_now
 from schemas.store import DeltaStore
 from tests.fake_openai_server import FakeOpenAI
 from tests.test_truthful_runs import clips, one_line_error, run_argv
-from transforms.config import EncodeConfig
 from transforms.encode import encoder_id
 
 pytestmark = pytest.mark.slow

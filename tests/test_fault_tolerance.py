@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from deltalake import DeltaTable
 
+from core.config import FaultSpec
 from jobs.cli import main
 from schemas import DeltaStore, read_table
 from schemas.rows import utc_now
 from schemas.store import LakeWriteError
 from tests.media_factory import run_ffmpeg
-from transforms.config import FaultSpec
 from transforms.stage import fault_chosen
 
 pytestmark = pytest.mark.slow

@@ -1,6 +1,6 @@
 """Stage fingerprints derived from the config: every setting of a stage's section moves its
 stage's fingerprint unless the setting is tagged as not changing what is written
-(transforms/config.py UNFINGERPRINTED), and the lakes of the previous release keep theirs."""
+(core/config.py UNFINGERPRINTED), and the lakes of the previous release keep theirs."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import typing
 import pytest
 from pydantic import ValidationError
 
-from transforms.config import UNFINGERPRINTED, Config, field_tags, load_config
-from transforms.errors import UsageError
+from core.config import UNFINGERPRINTED, Config, field_tags, load_config
+from core.errors import UsageError
 from transforms.pipeline import build_stages, stage_fingerprints
 
 BACKENDS = ("offline", "transformers", "openai")

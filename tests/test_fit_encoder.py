@@ -9,15 +9,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.cli import main
-from pipelines.encoder_versions import config_fingerprint
-from schemas import DeltaStore
-from transforms.config import load_config
-from transforms.encoder_tuning import (
+from core.config import load_config
+from evaluation.encoder_tuning import (
     TuningSettings,
     batches_without_repeats,
     co_interaction_pairs,
 )
+from jobs.cli import main
+from pipelines.encoder_versions import config_fingerprint
+from schemas import DeltaStore
 
 TOPICS = [
     "a chef slices onions for a soup",

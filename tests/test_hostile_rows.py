@@ -298,7 +298,7 @@ def test_a_run_over_hostile_rows_exits_0_and_reconciles(tmp_path):
 
 
 def test_a_data_uri_is_refused_as_a_scheme_not_a_missing_file(tmp_path):
-    from transforms.config import MediaConfig
+    from core.config import MediaConfig
     from transforms.media import confine
     from transforms.stage import StageError
 

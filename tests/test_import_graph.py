@@ -1,5 +1,10 @@
-"""No import cycles among the project's packages (``transforms``, ``schemas``, ``pipelines``,
-``jobs``).
+"""The project's packages import downward only, in layers, and without cycles.
+
+Layers, lowest first (``LAYERS``): ``core`` (config, storage, errors, hashing, redaction: no
+project imports), ``transforms`` (the stage logic), ``schemas`` (tables, rows, the store and
+the release reader), ``evaluation`` (recommenders and encoder tuning), ``pipelines`` (runs,
+engines, commits), ``jobs`` (the CLI), ``dags`` (Airflow). A module imports its own layer or
+lower ones.
 
 The rule: every ``import`` counts, at module level and inside functions alike. A lazy import
 only delays a cycle; the two modules still cannot be understood, tested or moved apart. Lazy
@@ -16,7 +21,8 @@ import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("transforms", "schemas", "pipelines", "jobs")
+LAYERS = ("core", "transforms", "schemas", "evaluation", "pipelines", "jobs", "dags")
+PACKAGES = LAYERS
 
 
 def module_files(root: Path, packages: tuple[str, ...]) -> dict[str, Path]:
@@ -103,6 +109,33 @@ def test_the_packages_import_each_other_without_a_cycle():
     assert len(graph) > 50 and graph["pipelines.driver"], "the graph missed the project's modules"
     cycle = find_cycle(graph)
     assert cycle is None, f"import cycle: {describe(cycle, graph)}"
+
+
+def upward_imports(graph: dict[str, dict[str, int]]) -> list[str]:
+    """Each import of a higher layer, as "importer (line n) -> imported"."""
+    layer = {package: rank for rank, package in enumerate(LAYERS)}
+    return [
+        f"{module} (line {line}) -> {target}"
+        for module, edges in sorted(graph.items())
+        for target, line in sorted(edges.items())
+        if layer[target.split(".")[0]] > layer[module.split(".")[0]]
+    ]
+
+
+def test_every_import_goes_down_the_layers():
+    graph = import_graph(REPO, PACKAGES)
+    assert {module.split(".")[0] for module in graph} == set(LAYERS)
+    assert upward_imports(graph) == []
+
+
+def test_an_upward_import_is_found_and_named(tmp_path):
+    for package in ("core", "pipelines"):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text("")
+    (tmp_path / "core" / "config.py").write_text("def f():\n    from pipelines.driver import run\n")
+    (tmp_path / "pipelines" / "driver.py").write_text("from core.config import f\n")
+    graph = import_graph(tmp_path, ("core", "pipelines"))
+    assert upward_imports(graph) == ["core.config (line 2) -> pipelines.driver"]
 
 
 def test_a_cycle_through_a_relative_lazy_import_is_found_and_named(tmp_path):

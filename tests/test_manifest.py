@@ -112,8 +112,8 @@ def test_csv_ids_and_titles_are_read_as_written(tmp_path):
 
 
 def test_paths_and_uris_go_through_one_storage_layer(tmp_path):
-    from transforms import storage
-    from transforms.config import MediaConfig
+    from core import storage
+    from core.config import MediaConfig
     from transforms.media import confine
     from transforms.stage import StageError
 

@@ -200,7 +200,7 @@ def test_nfc_and_nfd_ids_in_one_manifest_exit_2(tmp_path, capsys):
 
 # -- file:// URIs ------------------------------------------------------------------------------
 def test_file_uris_are_kept_as_uris_and_other_hosts_are_refused(tmp_path):
-    from transforms import storage
+    from core import storage
 
     (tmp_path / "m.jsonl").write_text(
         f'{{"item_id": "single", "uri": "file:{tmp_path}/a%20b.mp4"}}\n'

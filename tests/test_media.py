@@ -3,7 +3,7 @@ import random
 import numpy as np
 import pytest
 
-from transforms.config import MediaConfig
+from core.config import MediaConfig
 from transforms.media import MediaStage, frame_statistics, resize_max_side, uniform_indices
 
 

@@ -25,7 +25,7 @@ POLL_S = 0.05
 # fork or vfork inherits the parent's high-water mark, so run_child polls the whole tree.)
 CHILD = """
 import json, resource, sys
-from transforms.config import MediaConfig
+from core.config import MediaConfig
 from transforms.media import MediaStage
 from jobs.report import first_frame
 uri, mode, settings = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
@@ -211,10 +211,10 @@ def test_one_run_over_hostile_rows_and_bombs_enriches_the_good_and_codes_the_bad
     """The issue's corpus in one ``enrich run``: bad manifest rows, media bombs, a title with
     terminal escapes. Exit 0; every bad row or file is one errors row with a registered code;
     items in = enriched + failed + skipped; nothing raw reaches the terminal."""
+    from core.errors import ERROR_CODES
     from jobs.cli import main
     from schemas.store import DeltaStore
     from tests.test_hostile_rows import CHEAP, RUN_ROWS
-    from transforms.errors import ERROR_CODES
 
     media = {  # bomb → expected error code (None: enriched, bounded)
         "frame_6_digits": "frame_too_large",

@@ -6,12 +6,12 @@ from datetime import UTC, datetime
 import pytest
 import yaml
 
+from core.config import EncodeConfig, SemanticIdConfig
 from jobs.cli import main
-from jobs.publish import release_versions
 from pipelines.sids import fit_codebook, pinned_codebook
 from schemas import DeltaStore
+from schemas.releases import release_versions
 from tests.sid_lake import codebook_rows, seed_lake
-from transforms.config import EncodeConfig, SemanticIdConfig
 from transforms.encode import EncodeStage
 
 pytestmark = pytest.mark.slow

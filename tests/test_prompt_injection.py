@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from transforms.config import DescribeConfig
+from core.config import DescribeConfig
 from transforms.describe.prompt import (
     KNOWN_CONTROL_TOKENS,
     PromptTemplate,

@@ -4,7 +4,7 @@ the lake holds when publish runs (the daily DAG runs assign-sids and other jobs 
 import json
 
 from jobs.cli import main
-from jobs.publish import release_versions
+from schemas.releases import release_versions
 from schemas.rows import utc_now
 from schemas.store import DeltaStore
 

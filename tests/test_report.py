@@ -17,6 +17,7 @@ import pytest
 import soundfile
 from PIL import Image
 
+from core.config import Config, SemanticIdConfig
 from jobs.cli import main
 from jobs.report import (
     REPORT_SECTIONS,
@@ -30,7 +31,6 @@ from pipelines.sid_waves import assign_sids
 from pipelines.sids import fit_codebook
 from schemas.rows import description_row, embedding_row, error_row
 from schemas.store import DeltaStore
-from transforms.config import Config, SemanticIdConfig
 from transforms.semantic_ids import Codebook
 from transforms.semantic_ids.metrics import codebook_health
 

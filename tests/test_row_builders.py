@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import ERROR_CODES, checked_code
 from pipelines.commit import RunSummary
 from pipelines.missing import handle_missing_inputs
 from schemas import rows
 from schemas.rows import RowShapeError, checked_row, description_row, error_row
 from schemas.store import DeltaStore
 from schemas.tables import SID_CODES, TABLES
-from transforms.errors import ERROR_CODES, checked_code
 from transforms.manifest import InputShard
 from transforms.stage import mark_error
 

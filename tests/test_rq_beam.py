@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from transforms.semantic_ids import Codebook, fit_rq_kmeans
-from transforms.semantic_ids.beam import beam_quantize, greedy_quantize
+from transforms.semantic_ids.beam_search import beam_quantize, greedy_quantize
 from transforms.semantic_ids.rq_kmeans import refit_levels
 
 LEVELS, K, DIM = 3, 8, 16

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from core import storage
 from jobs.cli import main
 from schemas import read_table
 from tests.parity import assert_matches_reference, assert_same
-from transforms import storage
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 ROOT = Path(__file__).resolve().parents[1]

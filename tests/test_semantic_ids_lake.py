@@ -6,11 +6,11 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
+from core.config import EncodeConfig, SemanticIdConfig
 from jobs.cli import main
 from pipelines.sid_waves import assign_sids
 from pipelines.sids import fit_codebook, pinned_codebook
 from schemas import DeltaStore
-from transforms.config import EncodeConfig, SemanticIdConfig
 from transforms.encode import EncodeStage
 from transforms.semantic_ids import Codebook
 from transforms.semantic_ids.features import hashed

@@ -4,8 +4,8 @@ the codebook's slack, and SIDs that are held never move."""
 import numpy as np
 import pytest
 
+from core.config import SemanticIdConfig
 from pipelines.sids import fit_codebook_on
-from transforms.config import SemanticIdConfig
 from transforms.semantic_ids.collisions import MAX_CHOICES, last_level_choices, settle_last_level
 from transforms.semantic_ids.dedup import settle_and_dedup
 

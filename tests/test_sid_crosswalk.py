@@ -3,13 +3,13 @@ its churn figures reach the lake, the promotion decision and the report."""
 
 import pytest
 
+from core.config import EncodeConfig
 from jobs.cli import main
 from jobs.report import render_report
 from pipelines.crosswalk import churn_summary
 from schemas import DeltaStore
 from schemas.rows import utc_now
 from tests.sid_lake import seed_lake
-from transforms.config import EncodeConfig
 from transforms.encode import EncodeStage
 
 pytestmark = pytest.mark.slow

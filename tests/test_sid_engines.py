@@ -7,6 +7,7 @@ import random
 import numpy as np
 import pytest
 
+from core.config import SemanticIdConfig
 from pipelines.engines import make_engine
 from pipelines.sid_waves import assign_sids, code_wave, dedup_wave
 from pipelines.sids import code_items, fit_codebook_on, sid_rows
@@ -15,7 +16,6 @@ from pipelines.tasks import SidTask, SidWaveJob
 from schemas import DeltaStore
 from schemas.rows import embedding_row, utc_now
 from schemas.store import parquet_dataset
-from transforms.config import SemanticIdConfig
 from transforms.semantic_ids.dedup import dedup_entry, dedup_group, settle_and_dedup
 
 ENCODER = "test-encoder"

@@ -6,17 +6,17 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipelines.evaluation import check_sid_pieces, sid_tokens_by_representation
-from transforms.config import ConfigError, EvaluateConfig, SemanticIdConfig, load_config
-from transforms.errors import UsageError
-from transforms.evaluate.data import (
+from core.config import ConfigError, EvaluateConfig, SemanticIdConfig, load_config
+from core.errors import UsageError
+from evaluation.data import (
     ItemFeatures,
     sid_code_tokens,
     sid_ngram_tokens,
     sid_piece_tokens,
 )
-from transforms.evaluate.harness import item_inputs
-from transforms.evaluate.split import leave_last_out, training_log
+from evaluation.harness import item_inputs
+from evaluation.split import leave_last_out, training_log
+from pipelines.evaluation import check_sid_pieces, sid_tokens_by_representation
 from transforms.semantic_ids.features import SidPieces, train_sentencepiece
 
 

@@ -5,9 +5,9 @@ import re
 import numpy as np
 import pytest
 
+from core.config import AsrConfig, MediaConfig, OcrConfig
 from jobs.demo_media import package_dir
 from tests.media_factory import run_ffmpeg, speech_clip
-from transforms.config import AsrConfig, MediaConfig, OcrConfig
 from transforms.media import MediaStage
 from transforms.signals import AsrStage, OcrStage, merge_ocr_lines
 

@@ -5,7 +5,7 @@ import time
 import pyarrow as pa
 import pytest
 
-from transforms.config import Config, FaultSpec
+from core.config import Config, FaultSpec
 from transforms.faults import FaultInjector
 from transforms.pipeline import build_stages
 from transforms.stage import Stage, StageError, StageRuntime

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from core.config import MediaConfig, load_config
 from schemas.rows import DESCRIPTION_FIELDS, EMBEDDING_FIELDS, ERROR_FIELDS, table_rows
 from schemas.store import rows_to_table
 from schemas.tables import LINEAGE_COLUMNS, TABLES
 from tests.media_factory import synth_video
-from transforms.config import MediaConfig, load_config
 from transforms.describe.prompt import PROMPT_FIELDS, MissingField, item_facts
 from transforms.media import MediaStage, Probe
 from transforms.pipeline import INPUT_FIELDS, build_stages, unproduced_fields

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from apache_beam.transforms.resources import AcceleratorHint, MinRamHint
 
+from core.config import load_config
 from jobs.cli import main
 from pipelines.engines import spark as spark_engine
 from pipelines.engines.base import WaveResources, wave_resources
@@ -20,7 +21,6 @@ from pipelines.engines.beam import BeamEngine, task_step
 from pipelines.engines.spark import gpu_profile, pin_gpus
 from pipelines.tasks import EnrichJob, SidWaveJob, enrich_task
 from schemas import read_table
-from transforms.config import load_config
 
 SERVED = ["describe.backend=openai", "describe.model=served-vlm"]
 

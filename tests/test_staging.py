@@ -9,6 +9,7 @@ import pytest
 
 import pipelines.context
 import pipelines.staging
+from core.config import Config, load_config
 from jobs.common import confine_to
 from pipelines.context import RunContext
 from pipelines.driver import run_pipeline
@@ -19,7 +20,6 @@ from schemas.rows import error_row, utc_now
 from schemas.store import DeltaStore
 from tests.fake_openai_server import FakeOpenAI
 from tests.test_truthful_runs import cheap, clips
-from transforms.config import Config, load_config
 from transforms.encode import encoder_id
 from transforms.stage import ERROR_KEY
 

@@ -201,7 +201,7 @@ def test_a_media_folder_gives_every_record_a_text_field(tmp_path):
 
 
 def test_a_text_items_content_hash_is_its_metadata_and_reads_no_file(tmp_path):
-    from transforms.config import MediaConfig
+    from core.config import MediaConfig
 
     record = {"item_id": "t", "uri": None, "title": "T", "tags": ["a"], "text": "x"}
     record["published_at"] = None
@@ -222,7 +222,7 @@ def test_the_text_is_evidence_so_sentences_about_it_are_kept():
 
 
 def test_the_report_says_a_text_item_has_no_frame_to_show():
+    from core.config import MediaConfig
     from jobs.report import first_frame
-    from transforms.config import MediaConfig
 
     assert first_frame(None, "text", MediaConfig()) == (None, "text only (no media)")

@@ -225,8 +225,8 @@ def codebook_rows(lake: Path) -> list[dict]:
 def test_the_loser_of_a_first_fit_race_adopts_the_winners_codebook(tmp_path):
     """Deterministic: a run that found no codebook fits and commits after another run's fit
     landed (the window the race opens); it must adopt the earlier one."""
+    from core.config import load_config
     from pipelines.sids import first_codebook, pinned_codebook, record_fitted, settle_first_fit
-    from transforms.config import load_config
     from transforms.encode import encoder_id
     from transforms.semantic_ids import Codebook
 

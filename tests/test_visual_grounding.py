@@ -12,8 +12,8 @@ import json
 import numpy as np
 import pytest
 
+from core.config import Config, DescribeConfig, VisualConfig
 from tests.media_factory import lavfi_clip
-from transforms.config import Config, DescribeConfig, VisualConfig
 from transforms.describe.base import wants_visual_context
 from transforms.describe.grounding import (
     content_words,
@@ -207,8 +207,8 @@ def test_shot_sampling_gives_every_shot_a_frame():
 
 @pytest.mark.slow
 def test_shots_sampling_covers_a_short_shot_uniform_misses(tmp_path):
+    from core.config import MediaConfig
     from tests.media_factory import run_ffmpeg
-    from transforms.config import MediaConfig
     from transforms.media import MediaStage
 
     clip = tmp_path / "flash.mp4"  # 4.4 s of bars with a 0.4 s mandelbrot flash at 1.8 s

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from transforms.config import AudioConfig
+from core.config import AudioConfig
 from transforms.models import model_revision
 from transforms.stage import Record, Stage, StageError, StageRuntime
 

@@ -7,7 +7,7 @@ from functools import cached_property
 
 import numpy as np
 
-from transforms.config import EncodeConfig
+from core.config import EncodeConfig
 from transforms.models import model_revision, pick_device, resolve_model
 from transforms.stage import Record, Stage, StageError, StageRuntime
 

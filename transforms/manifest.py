@@ -48,8 +48,8 @@ import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from transforms import storage
-from transforms.errors import UsageError
+from core import storage
+from core.errors import UsageError
 from transforms.stage import ERROR_KEY, Record, has_error, mark_error
 
 logger = logging.getLogger(__name__)

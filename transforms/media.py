@@ -4,7 +4,7 @@ Every item's memory is bounded before anything is decoded: the probe reads libav
 fields (no text parsing), a frame over ``media.max_pixels`` or a file over
 ``media.max_duration_s`` is refused, ``get_batch`` reads only the chosen indices, large frames
 are scaled inside the decoder, and audio is decoded only up to ``media.max_audio_s``. Every
-failure maps to a documented error code (``transforms.errors``); a file with no audio track is
+failure maps to a documented error code (``core.errors``); a file with no audio track is
 not an error (``has_audio=False``).
 An item without a uri (a manifest's text-only item) reads no file: it gets no frames and no
 audio (``media_kind="text"``), and its content hash is the hash of its metadata.
@@ -25,8 +25,8 @@ import numpy as np
 import pyarrow.fs as pafs
 from PIL import Image
 
-from transforms import storage
-from transforms.config import MediaConfig
+from core import storage
+from core.config import MediaConfig
 from transforms.manifest import TEXT_ONLY, metadata_sha256
 from transforms.stage import Record, Stage, StageError, StageRuntime
 

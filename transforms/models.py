@@ -12,15 +12,16 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import importlib.util
+import json
 import os
 import shutil
 from pathlib import Path
 from uuid import uuid4
 
-from transforms import storage
-from transforms.encoder_tuning import ENCODER_MANIFEST, tuned_version
+from core import storage
 
 PYPI_PREFIX = "pypi:"
+ENCODER_MANIFEST = "encoder.json"  # written beside an encoder that ``enrich fit-encoder`` tuned
 
 
 class ModelNotAvailable(RuntimeError):
@@ -118,3 +119,12 @@ def cache_dir() -> Path:
     path = Path(root)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def tuned_version(folder: str) -> str | None:
+    """The ``encoder_version`` of a tuned encoder folder (a local path or a storage URI), or
+    None for any other model."""
+    manifest = storage.join(folder, ENCODER_MANIFEST)
+    if not storage.exists(manifest):
+        return None
+    return json.loads(storage.read_bytes(manifest)).get("encoder_version")

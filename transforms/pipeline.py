@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from core.config import Config
 from transforms.audio import AudioEventStage
-from transforms.config import Config
 from transforms.describe import Describer, build_describer
 from transforms.encode import EncodeStage
 from transforms.faults import FaultInjector

@@ -9,7 +9,7 @@ from difflib import SequenceMatcher
 
 import numpy as np
 
-from transforms.config import AsrConfig, OcrConfig
+from core.config import AsrConfig, OcrConfig
 from transforms.models import model_revision, pick_device, resolve_model
 from transforms.stage import Record, Stage, StageError, StageRuntime
 

@@ -9,8 +9,6 @@ through untouched, so one bad clip never blocks the rest of its batch.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import threading
@@ -22,8 +20,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from transforms.errors import checked_code
-from transforms.redact import redact_text
+from core.errors import checked_code
+from core.hashing import stable_hash
+from core.redact import redact_text
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +83,7 @@ def check_fields(stage: str, records: list[Record], fields: frozenset[str], when
 
 
 class StageError(Exception):
-    """A per-item failure with a documented error code (see ``transforms.errors``)."""
+    """A per-item failure with a documented error code (see ``core.errors``)."""
 
     def __init__(self, code: str, message: str):
         super().__init__(f"{code}: {message}")
@@ -160,12 +159,6 @@ def has_error(record: Record) -> bool:
     return bool(record.get(ERROR_KEY))
 
 
-def stable_hash(payload: Any, length: int = 16) -> str:
-    """sha256 of the canonical JSON of ``payload``, truncated to ``length`` hex chars."""
-    blob = json.dumps(payload, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:length]
-
-
 def fault_chosen(spec: Any, item_id: str) -> bool:
     """Whether ``run.faults`` picks this item to raise (a stable hash of seed and item_id)."""
     return int(stable_hash([spec.seed, item_id]), 16) / 16**16 < spec.fail_fraction
@@ -231,7 +224,7 @@ class Stage:
 
     def fingerprint(self) -> str:
         """The config section's fingerprinted settings (every one not tagged otherwise, see
-        ``transforms.config.UNFINGERPRINTED``) with ``fingerprint_fields``."""
+        ``core.config.UNFINGERPRINTED``) with ``fingerprint_fields``."""
         settings = self.config.fingerprinted() if hasattr(self.config, "fingerprinted") else {}
         return stable_hash({"stage": self.name, **settings, **self.fingerprint_fields()})
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transforms.config import VisualConfig
+from core.config import VisualConfig
 from transforms.media import shot_starts
 from transforms.models import model_revision, pick_device
 from transforms.stage import Record, Stage, StageRuntime

@@ -9,8 +9,8 @@ and the tasks, once, for every engine. Adding an engine is one module here.
 
 from __future__ import annotations
 
+from core.errors import UsageError
 from pipelines.engines.base import Engine
-from transforms.errors import UsageError
 
 ENGINES = ("local", "beam", "spark")
 

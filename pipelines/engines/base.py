@@ -87,7 +87,7 @@ def wave_resources(job: Any) -> WaveResources:
     config_json = getattr(job, "config_json", None)
     if config_json is None:
         return WaveResources()
-    from transforms.config import Config
+    from core.config import Config
     from transforms.pipeline import build_stages
 
     config = Config.model_validate_json(config_json)

@@ -11,9 +11,9 @@ from typing import Any
 
 from tqdm import tqdm
 
+from core.errors import UsageError
 from pipelines.staging import TaskMarker
 from schemas.store import DeltaStore
-from transforms.errors import UsageError
 
 logger = logging.getLogger(__name__)
 

@@ -23,10 +23,10 @@ import time
 from collections import Counter
 from typing import Any
 
+from core.errors import UsageError
 from pipelines.engines.base import TaskRunner, WaveResources, batched_items_per_task, wave_resources
 from schemas.spark import SparkDeltaStore, delta_spark_ready
 from schemas.store import DeltaStore
-from transforms.errors import UsageError
 
 logger = logging.getLogger(__name__)
 # Storage settings that executors need to reach the same object store as the driver. Keys

@@ -4,9 +4,9 @@ Backends: ``offline`` (a text LLM over the signals, the demo default), ``transfo
 in-process VLM) and ``openai`` (any OpenAI-compatible server such as vLLM).
 """
 
-from transforms.config import DescribeConfig
+from core.config import DescribeConfig
+from core.errors import UsageError
 from transforms.describe.base import Describer
-from transforms.errors import UsageError
 from transforms.stage import StageRuntime
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from transforms.config import DescribeConfig
+from core.config import DescribeConfig
 from transforms.describe.grounding import evidence_vocabulary, grounding, sentences
 from transforms.describe.prompt import (
     PROMPT_FIELDS,

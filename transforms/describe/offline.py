@@ -23,6 +23,7 @@ import shutil
 import time
 from pathlib import Path
 
+from core.hashing import stable_hash
 from transforms.describe.base import (
     MAX_SENTENCES,
     Describer,
@@ -42,7 +43,7 @@ from transforms.describe.grounding import (
 )
 from transforms.describe.prompt import RenderedPrompt
 from transforms.models import cache_dir, pick_device, resolve_model
-from transforms.stage import Record, stable_hash
+from transforms.stage import Record
 
 logger = logging.getLogger(__name__)
 QUOTE_CHARS = 300

@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from transforms.config import DescribeConfig
+from core.config import DescribeConfig
+from core.errors import UsageError
+from core.redact import redact_text, redact_url, shown_env_name
 from transforms.describe.base import PLAIN_INPUTS, Describer, ShownInputs, pick_frames
 from transforms.describe.prompt import RenderedPrompt
-from transforms.errors import UsageError
-from transforms.redact import redact_text, redact_url, shown_env_name
 from transforms.stage import Record, StageError, StageRuntime
 
 logger = logging.getLogger(__name__)

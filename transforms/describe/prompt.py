@@ -24,8 +24,8 @@ from pathlib import Path
 
 import jinja2
 
+from core.errors import UsageError
 from transforms.audio import describe_sound
-from transforms.errors import UsageError
 from transforms.manifest import TEXT_ONLY
 from transforms.stage import Record
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from core.errors import UsageError
 from transforms.describe.base import (
     Describer,
     ShownInputs,
@@ -30,7 +31,6 @@ from transforms.describe.base import (
     tokenizer_control_tokens,
 )
 from transforms.describe.prompt import RenderedPrompt, is_text_only
-from transforms.errors import UsageError
 from transforms.models import pick_device, resolve_model
 from transforms.stage import Record, StageError, mark_error
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from transforms.semantic_ids.beam import beam_quantize
+from transforms.semantic_ids.beam_search import beam_quantize
 from transforms.semantic_ids.collisions import last_level_choices, settle_batch
 
 

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from transforms.semantic_ids.beam import smallest
+from transforms.semantic_ids.beam_search import smallest
 
 MAX_CHOICES = 8
 CHUNK_ITEMS = 8192  # bounds the (items × K) distance block

@@ -16,7 +16,7 @@ import logging
 
 import numpy as np
 
-from transforms.semantic_ids.beam import beam_quantize, reconstruct_sum
+from transforms.semantic_ids.beam_search import beam_quantize, reconstruct_sum
 from transforms.semantic_ids.codebook import Codebook, TooFewEmbeddings
 from transforms.semantic_ids.metrics import codebook_health
 

@@ -11,8 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms import storage
-from transforms.errors import UsageError
+from core import storage
+from core.errors import UsageError
 
 logger = logging.getLogger(__name__)
 

@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from transforms.config import EvaluateConfig
-from transforms.errors import UsageError
-from transforms.evaluate.data import SID_REPRESENTATIONS, ItemFeatures
-from transforms.evaluate.models import ItemInputs, build_model
-from transforms.evaluate.split import SLICES, Split, leave_last_out
-from transforms.evaluate.train import METRIC_NAMES, fit, metrics, ranks
+from core.config import EvaluateConfig
+from core.errors import UsageError
+from evaluation.data import SID_REPRESENTATIONS, ItemFeatures
+from evaluation.models import ItemInputs, build_model
+from evaluation.split import SLICES, Split, leave_last_out
+from evaluation.train import METRIC_NAMES, fit, metrics, ranks
 
 logger = logging.getLogger(__name__)
 

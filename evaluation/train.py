@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from transforms.evaluate.split import Cases
+from evaluation.split import Cases
 
 METRIC_NAMES = ("hr@10", "ndcg@10", "recall@50")
 

@@ -20,15 +20,15 @@ from pydantic import (
     model_validator,
 )
 
-from transforms.errors import UsageError
-from transforms.redact import (
+from core.errors import UsageError
+from core.hashing import stable_hash
+from core.redact import (
     ENV_NAME,
     SECRET_KEY,
     redact_config,
     redact_text,
     register_secret_env,
 )
-from transforms.stage import stable_hash
 
 
 class ConfigError(UsageError):

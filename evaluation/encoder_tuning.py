@@ -22,11 +22,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from transforms import storage
+from core import storage
+from transforms.models import ENCODER_MANIFEST, tuned_version
 
 logger = logging.getLogger(__name__)
 
-ENCODER_MANIFEST = "encoder.json"
 QUERY_COLUMNS = ("query", "item_id")
 
 
@@ -212,10 +212,3 @@ def tuned_manifest(
     }
 
 
-def tuned_version(folder: str) -> str | None:
-    """The ``encoder_version`` of a tuned encoder folder (a local path or a storage URI), or
-    None for any other model."""
-    manifest = storage.join(folder, ENCODER_MANIFEST)
-    if not storage.exists(manifest):
-        return None
-    return json.loads(storage.read_bytes(manifest)).get("encoder_version")

@@ -65,7 +65,7 @@ def checked_code(code: str) -> str:
         return ErrorCode(code).value
     except ValueError:
         raise ValueError(
-            f"unknown error code '{code}': add it to transforms/errors.py (and the README)"
+            f"unknown error code '{code}': add it to core/errors.py (and the README)"
         ) from None
 
 

@@ -1,0 +1,2 @@
+"""The layer under every other: configuration, storage, errors, hashing and redaction.
+It imports nothing from the project."""
