@@ -24,7 +24,7 @@ NOW = datetime(2026, 12, 3, tzinfo=UTC)
 STAMPS = frozenset({"run_id", "updated_at"})
 TABLE_COLUMNS = {name: frozenset(spec.schema.names) for name, spec in TABLES.items()}
 ALL_COLUMNS = frozenset().union(*TABLE_COLUMNS.values(), SID_CODES.names)
-SCANNED = ("pipelines", "jobs", "transforms")
+SCANNED = ("core", "transforms", "evaluation", "pipelines", "jobs", "dags")
 # Dicts that look like rows and are not: each with the reason.
 NOT_ROWS = {
     "jobs/backfill.py": "prints one JSON line per day (its counts) for the operator; no table",
