@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from core.errors import UsageError
+from core.errors import RUN_MAX_ERROR_RATE, UsageError
 from core.hashing import stable_hash
 from core.redact import (
     ENV_NAME,
@@ -554,11 +554,14 @@ class RunConfig(_Section):
         None, description="worker-local folder for remote media copies (default: temp dir)"
     )
     max_error_rate: float = Field(
-        0.5,
+        RUN_MAX_ERROR_RATE,
         ge=0.0,
         le=1.0,
         description="a run whose failed / (enriched + failed) is above this ends 'failed' "
-        "(exit 1); what succeeded is still committed",
+        "(exit 1); what succeeded is still committed. Known failures (an input error code "
+        "repeated on the same content) are not counted. Lenient (0.5) because it catches a "
+        "broken dependency, not bad files; `enrich validate` gates a release at 0.1, known "
+        "failures counted (core.errors.error_rate)",
     )
     on_missing_input: Literal["report", "delete"] = Field(
         "report",
@@ -674,7 +677,7 @@ def _format_validation_error(exc: ValidationError, origin: str) -> str:
 YAML_NODE_BUDGET = 10_000  # nodes a config may hold once its aliases are expanded
 
 
-class _RefusedYaml(yaml.YAMLError):
+class _RefusedYaml(ConfigError, yaml.YAMLError):
     """Valid YAML that no config should be: a duplicate key, a recursive or exploding alias."""
 
 

@@ -1,13 +1,43 @@
-"""The documented per-item error codes. Every ``errors`` table row carries one of these, and
-every one is produced by some path (tests/test_error_codes.py checks both, and the README).
-Also ``UsageError``, the one channel for bad arguments and configs."""
+"""The project's exceptions and the documented per-item error codes.
+
+Every exception the project raises is an ``EnrichError`` (tests/test_error_hierarchy.py checks
+it). Its class says what the CLI and the ``runs`` row make of it, as delta-rs's ``DeltaError``
+subclasses do: ``exit_code`` (2 for bad usage, before anything is written; 1 for a failure of
+the data, the storage or the run) and ``run_status`` (the ``runs.status`` a run that raised it
+ends with). Builtin bases (``OSError``, ``ValueError``, ...) stay as second bases, so callers
+that catch those keep working.
+
+Every ``errors`` table row carries one of ``ERROR_CODES``, and every one is produced by some
+path (tests/test_error_codes.py checks both, and the README)."""
 
 from enum import StrEnum
+from typing import ClassVar
 
 
-class UsageError(Exception):
+class EnrichError(Exception):
+    """The root of the project's exceptions: a failure of the data, the storage or the run
+    (exit 1, the run ends ``failed``) unless a subclass says otherwise."""
+
+    exit_code: ClassVar[int] = 1
+    run_status: ClassVar[str] = "failed"  # a schemas.tables.RunStatus value (core imports none)
+
+
+class UsageError(EnrichError):
     """A bad argument, config or input given by the user: the CLI exits 2 with this one-line
     message, no traceback. Data and storage failures are never UsageErrors (they exit 1)."""
+
+    exit_code = 2
+
+
+def exit_code_of(exc: BaseException) -> int:
+    """The CLI's exit code for ``exc``: its class's, and 1 for what is not ours (a bug, a
+    library's error, an interrupt)."""
+    return exc.exit_code if isinstance(exc, EnrichError) else EnrichError.exit_code
+
+
+def run_status_of(exc: BaseException) -> str:
+    """The ``runs.status`` of a run that ``exc`` ended: its class's, else ``failed``."""
+    return exc.run_status if isinstance(exc, EnrichError) else EnrichError.run_status
 
 
 ERROR_CODES: dict[str, str] = {
@@ -93,3 +123,28 @@ INPUT_ERROR_CODES = frozenset(
         "missing_input",  # the folder's listing decides it, the same on every run
     }
 )
+
+
+# Two limits on one rate, on purpose. The run's gate is a tripwire for a broken dependency (the
+# describer endpoint down, a model that fails every item): it must not fail a run over a corpus
+# that holds some bad files, so it is lenient. ``enrich validate`` gates a release: a release
+# serves what it holds, so it asks for nine items in ten.
+RUN_MAX_ERROR_RATE = 0.5  # run.max_error_rate
+VALIDATE_MAX_ERROR_RATE = 0.1  # enrich validate --max-error-rate
+
+
+def error_rate(succeeded: int, failed: int, known_failures: int = 0) -> float:
+    """The share of processed items that failed: ``failed / (succeeded + failed)``, 0.0 when
+    nothing was processed (unchanged items are skipped, not processed).
+
+    The rule about known failures: ``known_failures`` are items among ``failed`` whose error
+    repeats the lake's row for the item with an input-decided code (``INPUT_ERROR_CODES``) on
+    the same content (``schemas.rows.ERROR_IDENTITY``); every other code (an endpoint down, a
+    timeout, a crash) always counts. They are taken out of both counts, because a rerun that
+    meets a known bad file again learns nothing new. The
+    run's gate passes them (``RunSummary.known_failures``); ``enrich validate`` passes none,
+    because a release lacks a known bad file as much as a new one (and the ``runs`` row does
+    not keep the count). The limits: ``RUN_MAX_ERROR_RATE`` and ``VALIDATE_MAX_ERROR_RATE``."""
+    new_failures = failed - known_failures
+    processed = succeeded + new_failures
+    return new_failures / processed if processed else 0.0

@@ -23,11 +23,13 @@ from urllib.parse import unquote, urlparse
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from core.errors import EnrichError
+
 READ_CHUNK_BYTES = 4 << 20
 logger = logging.getLogger(__name__)
 
 
-class StorageError(OSError):
+class StorageError(EnrichError, OSError):
     """A path that cannot be used at all (a bad scheme, a file:// URI naming another host)."""
 
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from core.config import load_config
-from core.errors import UsageError
+from core.errors import UsageError, exit_code_of
 from core.redact import install_log_redaction, redact_text, shown
 from jobs.common import add_config_args, confine_to, offline_env
 from pipelines.commit import ErrorRateExceeded, RunFailed
@@ -150,7 +150,7 @@ def _main(argv: list[str] | None) -> int:
     try:
         return _dispatch(args)
     except UsageError as exc:  # bad arguments or config: one line, nothing to debug
-        return _fail(exc, 2)
+        return _fail(exc, exc.exit_code)
     except RunFailed as exc:
         return _fail_with_cause(exc, f"the run failed: {exc}", args.verbose)
     except LakeWriteError as exc:
@@ -173,11 +173,11 @@ def _fail(message: object, code: int) -> int:
 
 
 def _fail_with_cause(exc: Exception, message: str, debug: bool) -> int:
-    """Exit 1 for a failure of the data or the storage: its cause, and with ``-v`` the
-    traceback (through logging, so secrets are masked)."""
+    """A failure of the data or the storage: its cause, and with ``-v`` the traceback
+    (through logging, so secrets are masked); the exit code its class carries (1)."""
     if debug:
         logger.error("traceback of the failure:", exc_info=exc)
-    return _fail(message, 1)
+    return _fail(message, exit_code_of(exc))
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from core.config import Config
-from core.errors import INPUT_ERROR_CODES
+from core.errors import INPUT_ERROR_CODES, error_rate
 from pipelines.failures import RunFailed
 from pipelines.staging import TaskMarker, staged_files
 from schemas.rows import ERROR_IDENTITY, error_identity, run_row, utc_now
@@ -74,12 +74,9 @@ class RunSummary:
 
     @property
     def error_rate(self) -> float:
-        """New failures among the items this run processed. Unchanged items are not
-        processed; an item that failed before with the same code on the same content (a
-        known bad file, retried each run) is not news."""
-        new_failures = self.failed - self.known_failures
-        processed = self.succeeded + new_failures
-        return new_failures / processed if processed else 0.0
+        """``core.errors.error_rate`` without the known failures (a known bad file, retried
+        each run, is not news)."""
+        return error_rate(self.succeeded, self.failed, self.known_failures)
 
     def check_error_rate(self, limit: float) -> None:
         """Raise ``ErrorRateExceeded`` when the error rate is over ``limit``."""

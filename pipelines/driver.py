@@ -17,6 +17,7 @@ import time
 
 from core import storage
 from core.config import Config
+from core.errors import run_status_of
 from pipelines.commit import RunSummary, commit_enriched, record_run
 from pipelines.context import RunContext
 from pipelines.disk_reserve import release_space, reserve_space
@@ -83,7 +84,7 @@ def run_pipeline(
         summary.check_error_rate(config.run.max_error_rate)
         summary.status = RunStatus.SUCCEEDED
     except BaseException as exc:
-        summary.status = getattr(exc, "run_status", RunStatus.FAILED)
+        summary.status = RunStatus(run_status_of(exc))  # its class says which
         raise
     finally:
         summary.finished_at = utc_now()

@@ -1,13 +1,13 @@
-"""How a run fails: each exception carries the ``runs.status`` the driver records for it, and
-the CLI exits 1 with its message."""
+"""How a run fails: each exception's class carries the ``runs.status`` the driver records for
+it (``run_status``), and the CLI exits 1 with its message (``exit_code``)."""
 
 from __future__ import annotations
 
+from core.errors import EnrichError
 
-class RunFailed(RuntimeError):
+
+class RunFailed(EnrichError, RuntimeError):
     """The run ended ``failed``: the CLI exits 1 with this message."""
-
-    run_status = "failed"
 
 
 class SidStepFailed(RunFailed):

@@ -16,7 +16,7 @@ from pipelines.failures import SidStepFailed
 from pipelines.sids import first_codebook, uncoded_ids
 from pipelines.staging import Staging, TaskMarker, staged_files
 from pipelines.tasks import EnrichJob, SidTask, SidWaveJob, code_task, dedup_task
-from schemas.store import DeltaStore, LakeError, LakeWriteError, active_files, parquet_dataset
+from schemas.store import DeltaStore, LakeError, active_files, parquet_dataset
 from transforms.semantic_ids import Codebook, TooFewEmbeddings
 
 CODE_FILES_PER_TASK = 8
@@ -120,7 +120,7 @@ def fit_first_codebook(
     except TooFewEmbeddings as exc:
         summary.notes.append(f"semantic_ids skipped: {exc}")
         return None
-    except (LakeError, LakeWriteError, OSError):
+    except (LakeError, OSError):  # LakeWriteError is a LakeError
         raise  # storage, not the fit
     except Exception as exc:
         raise SidStepFailed(

@@ -13,7 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from core.errors import checked_code
+from core.errors import EnrichError, checked_code
 from schemas.tables import LINEAGE_COLUMNS, SID_CODES, TABLES
 from transforms.stage import ERROR_KEY, Record, has_error
 
@@ -26,7 +26,7 @@ PROMOTION_COLUMNS = ("promotion_status", "promoted_at", "promotion_note")
 ERROR_IDENTITY = ("item_id", "code", "content_sha256")
 
 
-class RowShapeError(ValueError):
+class RowShapeError(EnrichError, ValueError):
     """A row's keys do not match its table's columns: a bug in the code that built it."""
 
 

@@ -32,7 +32,7 @@ from deltalake import CommitProperties, DeltaTable, Schema, write_deltalake  # n
 from deltalake.exceptions import CommitFailedError
 
 from core import storage
-from core.errors import UsageError
+from core.errors import EnrichError, UsageError
 from schemas import upsert
 from schemas.tables import SCHEMA_VERSION, TABLES, TableSpec
 
@@ -52,21 +52,23 @@ def _spec(name: str) -> TableSpec:
     return TABLES[name]
 
 
-class SchemaMismatch(ValueError):
+class SchemaMismatch(EnrichError, ValueError):
     """A write would change a column's type: only additive (new nullable column) evolution."""
 
 
-class LakeError(RuntimeError):
-    """A table of the lake cannot be read (a corrupt ``_delta_log``): a storage error. The
-    message names the path and the cause."""
+class LakeError(EnrichError, RuntimeError):
+    """A table of the lake cannot be read (a corrupt ``_delta_log``) or written: a storage
+    error (exit 1). The message names the path and the cause."""
 
 
 class NotALake(LakeError, UsageError):
     """``--lake`` names no usable lake (a file, or a folder that holds none of our tables):
     a usage error."""
 
+    exit_code = UsageError.exit_code
 
-class LakeWriteError(RuntimeError):
+
+class LakeWriteError(LakeError):
     """The lake's storage refused a write (disk full, permissions, read-only). Delta commits
     are atomic: nothing of the failed write is visible, and every table stays readable at its
     previous version."""

@@ -49,7 +49,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from core import storage
-from core.errors import UsageError
+from core.errors import EnrichError, UsageError
 from transforms.stage import ERROR_KEY, Record, has_error, mark_error
 
 logger = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ class ManifestError(UsageError):
     """The input itself is unusable (not one item in it): fail fast."""
 
 
-class RowProblem(ValueError):
+class RowProblem(EnrichError, ValueError):
     """One row, or one of its fields, that cannot be read as written: the row becomes an error
     record with ``code`` (a registered error code); ``partial`` holds what was read of it."""
 

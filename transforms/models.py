@@ -19,12 +19,13 @@ from pathlib import Path
 from uuid import uuid4
 
 from core import storage
+from core.errors import EnrichError
 
 PYPI_PREFIX = "pypi:"
 ENCODER_MANIFEST = "encoder.json"  # written beside an encoder that ``enrich fit-encoder`` tuned
 
 
-class ModelNotAvailable(RuntimeError):
+class ModelNotAvailable(EnrichError, RuntimeError):
     """A configured model cannot be found; the message says what to install or set."""
 
 

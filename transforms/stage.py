@@ -20,7 +20,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from core.errors import checked_code
+from core.errors import EnrichError, checked_code
 from core.hashing import stable_hash
 from core.redact import redact_text
 
@@ -65,9 +65,11 @@ _STATS_LOCK = threading.Lock()
 CHECK_FIELDS = os.environ.get("ENRICH_CHECK_FIELDS") == "1"
 
 
-class FieldContractError(AssertionError):
+class FieldContractError(EnrichError, AssertionError):
     """A stage read a field no earlier stage added, or did not add one it declares: a bug in
-    the stage chain, not in the item, so it is raised instead of becoming an error row."""
+    the stage chain, not in the item, so it is raised instead of becoming an error row, and
+    a run that meets it fails (exit 1). Still an ``AssertionError``: it is the debug-mode
+    check of an invariant (``ENRICH_CHECK_FIELDS``)."""
 
 
 def check_fields(stage: str, records: list[Record], fields: frozenset[str], when: str) -> None:
@@ -82,8 +84,11 @@ def check_fields(stage: str, records: list[Record], fields: frozenset[str], when
             )
 
 
-class StageError(Exception):
-    """A per-item failure with a documented error code (see ``core.errors``)."""
+class StageError(EnrichError):
+    """A per-item failure with a documented error code (see ``core.errors``): the stage
+    catches it and the item becomes an error row, so it never ends a run by itself. Code
+    outside a stage that lets one through (``enrich report`` reading a sample) fails like
+    any data error: exit 1, run ``failed``."""
 
     def __init__(self, code: str, message: str):
         super().__init__(f"{code}: {message}")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import jinja2
 
-from core.errors import UsageError
+from core.errors import EnrichError, UsageError
 from transforms.audio import describe_sound
 from transforms.manifest import TEXT_ONLY
 from transforms.stage import Record
@@ -264,7 +264,7 @@ PROMPT_FIELDS = frozenset(
 NO_MEDIA = "none (no media)"
 
 
-class MissingField(KeyError):
+class MissingField(EnrichError, KeyError):
     """A record lacks a field the prompt reads: a stage that declares it did not add it."""
 
 

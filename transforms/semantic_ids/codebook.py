@@ -14,11 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from core.errors import EnrichError
 from transforms.semantic_ids.beam_search import beam_quantize
 from transforms.semantic_ids.collisions import last_level_choices, settle_batch
 
 
-class TooFewEmbeddings(ValueError):
+class TooFewEmbeddings(EnrichError, ValueError):
     """The corpus is too small to fit a codebook (fewer than 2 embeddings): a run notes it and
     goes on; any other failure of a fit is an error."""
 
