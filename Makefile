@@ -21,6 +21,8 @@ $(STAMP): pyproject.toml | $(PY)
 	# rapidocr pulls opencv-python, which needs libGL; the headless build provides the same cv2.
 	$(PY) -m pip uninstall --quiet --yes opencv-python
 	$(PY) -m pip install --quiet --no-deps --force-reinstall opencv-python-headless==5.0.0.93
+	# The docs site's builder: tests/test_docs.py runs `mkdocs build --strict`.
+	$(PY) -m pip install --quiet mkdocs==1.6.1 mkdocs-material==9.8.1
 	touch $(STAMP)
 
 demo: $(STAMP)
