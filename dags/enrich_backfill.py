@@ -5,7 +5,9 @@ plan_days → backfill_day (mapped: one SparkSubmitOperator per day) → assign_
 Trigger it with params ``start`` and ``end`` (YYYY-MM-DD, inclusive) and optionally
 ``force`` (reprocess unchanged items too). Each day runs jobs/backfill.py --partitions DAY,
 which MERGEs into the lake and skips unchanged items, so rerunning a range (or retrying one
-day) is safe. Days run one at a time unless ``ENRICH_BACKFILL_PARALLEL_DAYS`` says otherwise.
+day) is safe. It passes ``--require-describer``: the config (Variable ``enrich_config``) must
+name a describer, or each day fails (exit 2) rather than run the offline demo describer.
+Days run one at a time unless ``ENRICH_BACKFILL_PARALLEL_DAYS`` says otherwise.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from enrich_common import (
     FILTERS,
     LAKE,
     MACROS,
+    REQUIRE_DESCRIBER,
     SPARK_CONN_ID,
     setting,
     spark_env,
@@ -48,6 +51,7 @@ def plan_days(params: dict | None = None) -> list[list[str]]:
     params = params or {}
     common = ["--manifests", setting("manifests"), "--lake", setting("lake")]
     common += ["--config", setting("config")] + (["--force"] if params.get("force") else [])
+    common.append(REQUIRE_DESCRIBER)  # the config must name the describer: never the demo one
     return [[*common, "--partitions", day] for day in days_between(params["start"], params["end"])]
 
 

@@ -18,7 +18,10 @@ DEFAULTS: dict[str, str] = {
     "lake": "/data/enrich/lake",  # Delta lake: a directory or object-store URI
     "manifests": "/data/enrich/manifests",  # root of dt=YYYY-MM-DD manifest partitions
     "manifest_name": "manifest.jsonl",  # the file the daily sensor waits for in a partition
-    "config": "",  # YAML config for every job; "" = the documented defaults
+    # YAML config for every job; "" = the documented defaults, with which the run tasks stop
+    # (exit 2): a DAG enriches only with a describer that the config names (describe.backend,
+    # describe.model), never the offline demo one by default
+    "config": "",
     "cli": "enrich",  # the enrich executable on the worker (a venv path or a wrapper)
     "backfill_app": "",  # jobs/backfill.py for spark-submit; "" = the installed package's
     "pyspark_python": "",  # Python of the Spark driver and executors; "" = the worker's
@@ -97,3 +100,5 @@ FILTERS = {"sh": shlex.quote}
 CLI = "{{ setting('cli') }}"
 LAKE = "--lake {{ setting('lake') | sh }}"
 CONFIG = "--config {{ setting('config') | sh }}"
+# Every task that enriches refuses the demo describer unless the config names a describer.
+REQUIRE_DESCRIBER = "--require-describer"

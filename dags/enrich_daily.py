@@ -6,7 +6,9 @@ wait_for_partition → run_pipeline → assign_sids → validate → publish →
 - run_pipeline: the engine is ``ENRICH_DAILY_ENGINE`` (parse time): ``spark`` (default) runs
   jobs/backfill.py for the day through SparkSubmitOperator on connection ``spark_default``;
   ``local`` runs ``enrich run`` in a BashOperator; ``beam`` runs ``enrich run --engine beam``
-  with the Variable ``enrich_beam_options`` (e.g. Dataflow runner options).
+  with the Variable ``enrich_beam_options`` (e.g. Dataflow runner options). It passes
+  ``--require-describer``: unless the config (Variable ``enrich_config``) names a describer,
+  the task fails (exit 2) instead of running the offline demo describer.
 - assign_sids: codes any embedded item the run left without a SID from the current codebook.
 - validate: ``enrich validate`` (error rate, row counts, SID coverage and unique fraction);
   it fails the DAG run, never retried, and publish does not happen. It records the table
@@ -36,6 +38,7 @@ from enrich_common import (
     FS_CONN_ID,
     LAKE,
     MACROS,
+    REQUIRE_DESCRIBER,
     SPARK_CONN_ID,
     spark_env,
 )
@@ -66,6 +69,7 @@ def run_pipeline_task():
                 "{{ setting('config') }}",
                 "--partitions",
                 DAY,
+                REQUIRE_DESCRIBER,
             ],
             name="enrich-daily-" + DAY,
             properties_file="{{ setting('spark_properties_file') }}",
@@ -82,7 +86,7 @@ def run_pipeline_task():
     return BashOperator(
         task_id="run_pipeline",
         bash_command=f"{CLI} run --input {{{{ ({MANIFEST_EXPR}) | sh }}}} {LAKE} {CONFIG} "
-        f"--engine {DAILY_ENGINE}{engine_args}",
+        f"--engine {DAILY_ENGINE} {REQUIRE_DESCRIBER}{engine_args}",
         execution_timeout=timeout,
     )
 

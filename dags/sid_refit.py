@@ -5,7 +5,7 @@ fit_candidate → promote_if_no_worse → recode_items
 - fit_candidate: ``enrich fit-sids`` records a new codebook version as a candidate (runs do not
   use it). The ``fit_set`` param adds ``--set`` overrides for this fit only, e.g.
   ``semantic_ids.fit_sample=50000`` or ``semantic_ids.seed=3``.
-- promote_if_no_worse: ``enrich promote-sids --if-no-worse`` scores the candidate and the
+- promote_if_no_worse: ``enrich promote-sids --promote if-no-worse`` scores the candidate and the
   current codebook on the same embeddings (unique fraction before dedup, reconstruction MSE,
   code entropy) and promotes it only when it is no worse, with the configured settings. Either
   way the decision and its figures go into the candidate's ``codebooks`` row. A refusal marks
@@ -58,8 +58,8 @@ with DAG(
     )  # its last stdout line, the new version, is the XCom
     promote_if_no_worse = BashOperator(
         task_id="promote_if_no_worse",
-        bash_command=f"{CLI} promote-sids {LAKE} {CONFIG} --if-no-worse"
-        " --version {{ ti.xcom_pull(task_ids='fit_candidate') | sh }}"
+        bash_command=f"{CLI} promote-sids {LAKE} {CONFIG} --promote if-no-worse"
+        " --codebook {{ ti.xcom_pull(task_ids='fit_candidate') | sh }}"
         " --note 'sid_refit {{ run_id }}'",
         skip_on_exit_code=REFUSED_EXIT,
         retries=0,

@@ -1,12 +1,12 @@
 """spark-submit entry point: enrich a date range (or a list) of daily manifest partitions.
 
-Manifests live as ``<manifests>/dt=YYYY-MM-DD/*.jsonl|csv|parquet``. Each day runs through the
-Spark engine and MERGEs into the lake, so rerunning a day is safe: unchanged items are skipped
-and nothing is duplicated.
-
-    spark-submit --master yarn jobs/backfill.py --manifests s3://bucket/manifests \\
-        --lake s3://bucket/lake --config configs/production.vllm.yaml \\
-        --start 2026-11-01 --end 2026-11-07
+Manifests live as ``<manifests>/dt=YYYY-MM-DD/*.jsonl|csv|parquet``. Each day is one run of
+``enrich run`` (the Spark engine by default) and MERGEs into the lake, so rerunning a day is
+safe: unchanged items are skipped and nothing is duplicated. The job takes the options of
+``enrich run`` (``--config``, ``--set``, ``--engine-arg``, ``--resume``, ``--force``,
+``--json``, ``--report``, ``--require-describer``, ...), runs each day through the same code,
+prints the same summary (then one JSON line per day, for schedulers) and exits with the same
+codes: 0, 1 when a day fails (the days after it are not run), 2 for bad usage.
 """
 
 from __future__ import annotations
@@ -21,13 +21,26 @@ from pathlib import Path
 from core.errors import UsageError
 
 logger = logging.getLogger("enrich.backfill")
+EXAMPLES = """examples:
+  spark-submit --master yarn jobs/backfill.py --manifests s3://bucket/manifests \\
+      --lake s3://bucket/lake --config configs/production.vllm.yaml \\
+      --start 2026-11-01 --end 2026-11-07 --require-describer
+  spark-submit jobs/backfill.py --manifests manifests --lake lake --partitions 2026-11-02 \\
+      --resume 20261102T000000Z-1a2b3c4d"""
 
 
 def day_range(start: str, end: str) -> list[str]:
-    first, last = date.fromisoformat(start), date.fromisoformat(end)
+    first, last = _day(start, "--start"), _day(end, "--end")
     if last < first:
         raise UsageError(f"--end {end} is before --start {start}")
     return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+
+
+def _day(text: str, flag: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"{flag} {text!r}: write the day as YYYY-MM-DD") from None
 
 
 def partition_manifests(root: str, day: str) -> list[str]:
@@ -43,72 +56,73 @@ def partition_manifests(root: str, day: str) -> list[str]:
     ]
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from jobs.common import add_config_args  # late: __main__ first puts the checkout on sys.path
+def build_parser() -> argparse.ArgumentParser:
+    """``enrich run``'s options but ``--input``, plus the partitions to run."""
+    from jobs.cli import add_run_options  # late: __main__ first puts the checkout on sys.path
+    from jobs.common import EnrichParser, forget_warnings
 
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    forget_warnings()
+    parser = EnrichParser(prog="backfill.py", description=__doc__, epilog=EXAMPLES)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument(
-        "--manifests", required=True, help="folder (path or URI) of dt=YYYY-MM-DD partitions"
+        "--manifests",
+        required=True,
+        metavar="FOLDER",
+        help="folder (path or URI) of dt=YYYY-MM-DD partitions",
     )
-    parser.add_argument("--lake", required=True)
-    add_config_args(parser)
-    parser.add_argument("--start", help="first day, YYYY-MM-DD")
-    parser.add_argument("--end", help="last day (inclusive); default: --start")
+    parser.add_argument("--start", metavar="DAY", help="first day, YYYY-MM-DD")
+    parser.add_argument("--end", metavar="DAY", help="last day (inclusive); default: --start")
     parser.add_argument(
-        "--partitions", nargs="*", default=[], help="explicit days instead of a range"
+        "--partitions", nargs="*", default=[], metavar="DAY", help="explicit days instead"
     )
-    parser.add_argument("--force", action="store_true")
-    args = parser.parse_args(argv)
-    if not args.partitions and not args.start:
-        parser.error("give --start [--end] or --partitions DAY ...")
-    return args
+    add_run_options(parser, default_engine="spark")
+    parser.set_defaults(handler=command_backfill, json_lists_runs=True)
+    return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    from core.config import load_config
-    from core.redact import install_log_redaction
-    from jobs.common import confine_to, offline_env
-    from pipelines.commit import new_run_id
-    from pipelines.driver import run_pipeline
+def selected_days(args: argparse.Namespace) -> list[str]:
+    """The days asked for, checked before any work (exit 2)."""
+    if args.partitions and args.start:
+        raise UsageError("give --start [--end] or --partitions DAY ..., not both")
+    if args.partitions:
+        days = [_day(day, "--partitions").isoformat() for day in args.partitions]
+    elif args.start:
+        days = day_range(args.start, args.end or args.start)
+    else:
+        raise UsageError("give --start [--end] or --partitions DAY ...")
+    if len(days) > 1 and args.resume:
+        raise UsageError("--resume RUN_ID finishes one run: give the one day it ran")
+    if len(days) > 1 and args.report:
+        raise UsageError("--report FILE names one report: with several days, leave it out")
+    return days
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    install_log_redaction()
-    offline_env()
-    args = parse_args(argv)
-    config = load_config(args.config, args.overrides)
-    confine_to(config, args.manifests)
-    days = args.partitions or day_range(args.start, args.end or args.start)
+
+def command_backfill(args: argparse.Namespace) -> int:
+    """Each day with a manifest: one run, as ``enrich run`` does it."""
+    from jobs.cli import run_config, run_once
+
+    days = selected_days(args)
+    config = run_config(args, args.manifests)
+    finished: list[dict] = []
     for day in days:
         manifests = partition_manifests(args.manifests, day)
         if not manifests:
             logger.warning("dt=%s: no manifest, nothing to do", day)
             continue
-        summary = run_pipeline(
-            config,
-            manifests,
-            args.lake,
-            new_run_id(),
-            input_label=f"dt={day}",
-            engine="spark",
-            force=args.force,
-        )
-        print(
-            json.dumps(
-                {
-                    "day": day,
-                    "run_id": summary.run_id,
-                    "items": summary.items,
-                    "succeeded": summary.succeeded,
-                    "skipped": summary.skipped,
-                    "failed": summary.failed,
-                }
-            )
-        )
+        run_once(args, config.model_copy(deep=True), manifests, f"dt={day}", args.resume, finished)
+        print(json.dumps({"day": day, **day_line(finished[-1])}))
     return 0
+
+
+def day_line(summary: dict) -> dict:
+    """The figures a scheduler reads from a day's JSON line."""
+    return {key: summary[key] for key in ("run_id", "items", "succeeded", "skipped", "failed")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from jobs.cli import main as enrich_main
+
+    return enrich_main(argv, parser=build_parser())
 
 
 if __name__ == "__main__":

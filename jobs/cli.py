@@ -1,5 +1,5 @@
-"""The ``enrich`` command line: run, report, inspect, fit-sids, promote-sids, assign-sids,
-validate, publish, maintain and evaluate."""
+"""The ``enrich`` command line: enrich videos into Delta tables, look at them, release them,
+manage their Semantic IDs, measure the features, and maintain the lake."""
 
 from __future__ import annotations
 
@@ -14,7 +14,17 @@ from pathlib import Path
 from core.config import load_config
 from core.errors import UsageError, exit_code_of
 from core.redact import install_log_redaction, redact_text, shown
-from jobs.common import add_config_args, confine_to, offline_env
+from jobs.common import (
+    EnrichParser,
+    add_config_args,
+    add_json_out,
+    add_lake_arg,
+    add_renamed,
+    confine_to,
+    forget_warnings,
+    offline_env,
+    print_deprecations,
+)
 from pipelines.commit import ErrorRateExceeded, RunFailed
 from schemas.store import LakeError, LakeWriteError
 from transforms.stage import join_abandoned
@@ -24,24 +34,107 @@ ENGINES = ("local", "beam", "spark")
 ABANDONED_WAIT_S = 10.0  # how long an exiting CLI waits for timed-out stage calls to end
 
 
+# Workflow order: what `enrich --help` lists, and the order a newcomer meets them.
+WORKFLOW = """commands in workflow order:
+  enrich:        run
+  look:          inspect, report
+  release:       validate, publish
+  Semantic IDs:  fit-sids, promote-sids, assign-sids
+  measure, tune: evaluate, fit-encoder, reencode
+  operate:       maintain
+`enrich COMMAND --help` shows a command's options, their defaults and examples."""
+EXAMPLES = {
+    "run": """examples:
+  enrich run --input demo_media/manifest.jsonl --lake lake
+  enrich run --input s3://bucket/videos/ --lake s3://bucket/lake --config prod.yaml \\
+      --engine spark --engine-arg master=spark://head:7077 --require-describer
+  enrich run --input manifest.jsonl --lake lake --json run.json \\
+      --resume 20261101T000000Z-1a2b3c4d   # finish an interrupted run""",
+    "inspect": """examples:
+  enrich inspect --lake lake
+  enrich inspect --lake lake --table descriptions --columns item_id,description --limit 5
+  enrich inspect --lake lake --table semantic_ids --table-version 3
+  enrich inspect --lake lake --table runs --history""",
+    "report": """examples:
+  enrich report --lake lake --out report.html
+  enrich report --lake lake --run-id 20261101T000000Z-1a2b3c4d --out day.html""",
+    "validate": """examples:
+  enrich validate --lake lake
+  enrich validate --lake lake --for-input dt=2026-11-01 --max-error-rate 0.05 --json checks.json""",
+    "publish": """examples:
+  enrich publish --lake lake --label 2026-11-01 --for-input dt=2026-11-01 --note "daily\"""",
+    "fit-sids": """examples:
+  enrich fit-sids --lake lake --promote never        # a candidate codebook
+  enrich fit-sids --lake lake --promote if-no-worse --assign --json refit.json""",
+    "promote-sids": """examples:
+  enrich promote-sids --lake lake --codebook rq_kmeans-20261101T000000-1a2b3c4d \\
+      --promote if-no-worse""",
+    "assign-sids": """examples:
+  enrich assign-sids --lake lake --config prod.yaml""",
+    "evaluate": """examples:
+  enrich evaluate --lake lake --interactions interactions.parquet
+  enrich evaluate --lake lake --release 2026-11-02 --against-release 2026-11-01 --json eval.json""",
+    "fit-encoder": """examples:
+  enrich fit-encoder --lake lake --interactions interactions.parquet --epochs 2
+  enrich reencode --lake lake --set encode.model=lake/_encoders/<version>""",
+    "reencode": """examples:
+  enrich reencode --lake lake --set encode.model=lake/_encoders/<version>""",
+    "maintain": """examples:
+  enrich maintain --lake lake --dry-run
+  enrich maintain --lake lake --retention-hours 24 --allow-unsafe-retention""",
+}
+
+
+def version_line() -> str:
+    """The package version and the ``tool_version`` that runs record in the runs table."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        tool_version = version("video-enrich")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        tool_version = "dev"
+    return f"enrich (video-enrich) {tool_version}; runs record tool_version={tool_version}"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="enrich", description=__doc__)
+    forget_warnings()  # a new command line: its old spellings warn once each
+    parser = EnrichParser(prog="enrich", description=__doc__, epilog=WORKFLOW)
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=version_line(),
+        help="print the package version (the tool_version runs record) and exit",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from jobs import encoder_jobs, evaluate, maintain, publish, sid_jobs, validate
 
     run = commands.add_parser("run", help="enrich a directory of videos or a manifest")
     run.add_argument(
         "--input", required=True, help="media directory, or .jsonl/.csv/.parquet manifest"
     )
-    run.add_argument("--lake", required=True, help="directory (or URI) of the Delta tables")
-    add_config_args(run)
-    run.add_argument("--engine", default="local", choices=ENGINES)
-    run.add_argument("--summary-json", help="also write the run summary to this JSON file")
-    run.add_argument(
-        "--report", help="write the HTML run report here (default: <lake>/_reports/<run_id>.html)"
-    )
-    run.add_argument("--no-report", action="store_true", help="do not write the run report")
-    run.add_argument(
+    add_run_options(run, default_engine="local")
+    run.set_defaults(handler=command_run)
+    add_inspect_parser(commands)
+    add_report_parser(commands)
+    validate.add_parser(commands)
+    publish.add_parser(commands)
+    add_fit_sids_parser(commands)
+    sid_jobs.add_parsers(commands)
+    evaluate.add_parser(commands)
+    encoder_jobs.add_parsers(commands)
+    maintain.add_parser(commands)
+    for name, command in commands.choices.items():
+        command.epilog = EXAMPLES.get(name, command.epilog)
+    return parser
+
+
+def add_run_options(parser: argparse.ArgumentParser, default_engine: str) -> None:
+    """Everything ``enrich run`` takes but its input: the Spark backfill job takes the same."""
+    add_lake_arg(parser)
+    add_config_args(parser)
+    parser.add_argument("--engine", default=default_engine, choices=ENGINES, help="the engine")
+    parser.add_argument(
         "--engine-arg",
         dest="engine_args",
         action="append",
@@ -50,26 +143,41 @@ def build_parser() -> argparse.ArgumentParser:
         help="passed to the engine: Beam pipeline options "
         "(--engine-arg=--runner=DataflowRunner) or Spark (master=..., key=value conf)",
     )
-    run.add_argument(
+    parser.add_argument(
         "--resume",
         metavar="RUN_ID",
         help="finish an interrupted run (same input and settings): tasks it finished are "
         "committed from their staging, not redone",
     )
-    run.add_argument(
+    parser.add_argument(
         "--refit-sids",
         action="store_true",
         help="allow the run to fit a new codebook (and re-code the lake) when none of the "
         "lake's codebooks fits the config (semantic_ids.refit=allow)",
     )
-    run.add_argument(
+    parser.add_argument(
         "--force",
         action="store_true",
         help="reprocess every item, even those unchanged since their last run",
     )
+    parser.add_argument(
+        "--require-describer",
+        action="store_true",
+        help="refuse (exit 2) to run the demo describer: the config or a --set must name "
+        "describe.backend or describe.model (schedulers pass this)",
+    )
+    add_json_out(parser, "the run summary")
+    parser.add_argument(
+        "--report",
+        metavar="FILE",
+        help="write the HTML run report here (default: <lake>/_reports/<run_id>.html)",
+    )
+    parser.add_argument("--no-report", action="store_true", help="do not write the run report")
 
+
+def add_fit_sids_parser(commands) -> None:
     fit = commands.add_parser("fit-sids", help="fit a new Semantic-ID codebook version")
-    fit.add_argument("--lake", required=True)
+    add_lake_arg(fit)
     add_config_args(fit)
     fit.add_argument(
         "--assign",
@@ -80,43 +188,55 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument(
         "--promote",
         choices=("never", "if-no-worse", "always"),
-        help="make it the codebook runs pin: never (default; a candidate), if-no-worse than the "
-        "current one on the same embeddings, or always",
+        help="make it the codebook runs pin: never (the default without --assign; a "
+        "candidate), if-no-worse than the current one on the same embeddings, or always",
     )
-    fit.add_argument("--summary-json", help="also write the version, metrics and decision here")
-    from jobs import encoder_jobs, evaluate, maintain, publish, sid_jobs, validate
+    add_json_out(fit, "the version, metrics and decision")
+    fit.set_defaults(handler=command_fit_sids)
 
-    validate.add_parser(commands)
-    publish.add_parser(commands)
-    maintain.add_parser(commands)
-    sid_jobs.add_parsers(commands)
-    evaluate.add_parser(commands)
-    encoder_jobs.add_parsers(commands)
 
+def add_report_parser(commands) -> None:
     report = commands.add_parser("report", help="write the HTML report of a run")
-    report.add_argument("--lake", required=True)
-    report.add_argument("--out", required=True, help="HTML file to write")
+    add_lake_arg(report)
+    add_config_args(report, reads=None)
+    report.add_argument("--out", required=True, metavar="FILE", help="HTML file to write")
     report.add_argument("--run-id", help="the run to report on (default: the latest)")
+    report.set_defaults(handler=command_report)
 
+
+def add_inspect_parser(commands) -> None:
     inspect = commands.add_parser("inspect", help="print a table (or list the tables)")
-    inspect.add_argument("--lake", required=True)
+    add_lake_arg(inspect)
+    add_config_args(inspect, reads=None)
     inspect.add_argument("--table", help="table name; omit to list tables with versions and rows")
-    inspect.add_argument("--version", type=int, help="read this table version (time travel)")
-    inspect.add_argument("--limit", type=int, default=20)
+    add_renamed(
+        inspect,
+        "--table-version",
+        "--version",
+        type=int,
+        metavar="N",
+        help="read this table version (time travel)",
+    )
+    inspect.add_argument("--limit", type=int, default=20, help="rows (or versions) to print")
     inspect.add_argument(
         "--history",
         action="store_true",
         help="list the table's versions: time, operation, changes, rows",
     )
     inspect.add_argument("--columns", help="comma-separated columns to show")
-    return parser
+    inspect.set_defaults(handler=command_inspect)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
     """Run one ``enrich`` command; its exit code. With ``argv`` None this is the process's
     entry point (the ``enrich`` script, ``python -m jobs.cli``), so it also makes sure that
-    work a stage timeout abandoned cannot change that exit code at interpreter exit."""
-    code = _main(argv)
+    work a stage timeout abandoned cannot change that exit code at interpreter exit.
+    ``parser``: another entry point's (the Spark backfill job's), whose arguments name their
+    ``handler``; the same logging, failures and exit codes apply."""
+    try:
+        code = _main(argv, parser)
+    finally:
+        print_deprecations()
     if argv is None:
         _exit_past_abandoned_work(code)
     return code
@@ -137,8 +257,8 @@ def _exit_past_abandoned_work(code: int) -> None:
     os._exit(code)
 
 
-def _main(argv: list[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+def _main(argv: list[str] | None, parser: argparse.ArgumentParser | None = None) -> int:
+    args = (parser or build_parser()).parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -181,49 +301,77 @@ def _fail_with_cause(exc: Exception, message: str, debug: bool) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    if args.command == "run":
-        return command_run(args)
-    if args.command == "report":
-        return command_report(args)
-    if args.command == "fit-sids":
-        return command_fit_sids(args)
-    if hasattr(args, "handler"):  # validate, publish, maintain, promote-sids, assign-sids, ...
-        return args.handler(args)
-    return command_inspect(args)
+    if getattr(args, "check_config", False):  # one config serves every task: a bad one exits 2
+        load_config(args.config, args.overrides)
+    return args.handler(args)
 
 
 def command_run(args: argparse.Namespace) -> int:
-    from pipelines.commit import new_run_id
-    from pipelines.driver import run_pipeline
+    config = run_config(args, args.input)
+    run_once(args, config, args.input, str(args.input), args.resume, [])
+    return 0
 
+
+def run_config(args: argparse.Namespace, input_uri: str):
+    """The settings of a run (config, ``--set``, ``--refit-sids``, the input's confinement),
+    and every check that can refuse it before any work is done (exit 2)."""
     config = load_config(args.config, args.overrides)
     if args.refit_sids:
         config.semantic_ids.refit = "allow"
-    confine_to(config, args.input)
-    check_writable(args.summary_json, "--summary-json")
-    run_id = args.resume or new_run_id()
-    logger.info("run %s: %s into %s", run_id, args.input, args.lake)
+    if args.require_describer:
+        require_describer(config)
+    confine_to(config, input_uri)
+    check_writable(args.json_out, "--json")
+    return config
+
+
+def require_describer(config) -> None:
+    """Refuse the default describer unless the settings chose it: a scheduler must not run
+    the offline demo (evidence text, no VLM) over a catalog by accident."""
+    if not config.describe.model_fields_set & {"backend", "model"}:
+        raise UsageError(
+            "--require-describer: no describer is named, so this would run the offline demo "
+            "describer; set describe.backend and describe.model in the config (e.g. backend: "
+            "openai for a vLLM endpoint)"
+        )
+
+
+def run_once(
+    args: argparse.Namespace,
+    config,
+    inputs,
+    input_label: str,
+    resume_id: str | None,
+    finished: list[dict],
+) -> None:
+    """One run of ``inputs`` into ``--lake``: the pipeline, then its summary (stdout and
+    ``--json``) and run report; ``finished`` collects the summaries of this process's runs.
+    ``enrich run`` and the Spark backfill job both run through here."""
+    from pipelines.commit import new_run_id
+    from pipelines.driver import run_pipeline
+
+    run_id = resume_id or new_run_id()
+    logger.info("run %s: %s into %s", run_id, input_label, args.lake)
     started = time.perf_counter()
     try:
         summary = run_pipeline(
             config,
-            args.input,
+            inputs,
             args.lake,
             run_id,
-            input_label=str(args.input),
+            input_label=input_label,
             engine=args.engine,
             force=args.force,
             engine_args=args.engine_args,
-            resume=bool(args.resume),
+            resume=bool(resume_id),
         )
     except ErrorRateExceeded as exc:  # a finished run that failed: its summary still helps
-        _finish(args, exc.summary, time.perf_counter() - started)
+        _finish(args, exc.summary, time.perf_counter() - started, finished)
         raise
     except Exception:
         _run_report(args, run_id)  # what the failed run committed, if the lake is readable
         raise
-    _finish(args, summary, time.perf_counter() - started)
-    return 0
+    _finish(args, summary, time.perf_counter() - started, finished)
 
 
 def check_writable(path: str | None, flag: str) -> None:
@@ -242,13 +390,14 @@ def check_writable(path: str | None, flag: str) -> None:
         target.unlink()
 
 
-def _finish(args: argparse.Namespace, summary, elapsed: float) -> None:
-    """The summary (stdout and ``--summary-json``) and the run report."""
+def _finish(args: argparse.Namespace, summary, elapsed: float, finished: list[dict]) -> None:
+    """The summary (stdout and ``--json``: one run's object, or the list of a backfill's
+    runs) and the run report."""
     print_summary(summary, args.lake, elapsed)
-    if args.summary_json:
-        Path(args.summary_json).write_text(
-            json.dumps(_summary_dict(summary, elapsed), indent=2, default=str)
-        )
+    finished.append(_summary_dict(summary, elapsed))
+    if args.json_out:
+        payload = finished if getattr(args, "json_lists_runs", False) else finished[-1]
+        Path(args.json_out).write_text(json.dumps(payload, indent=2, default=str))
     _run_report(args, summary.run_id)
 
 
@@ -341,7 +490,7 @@ def command_fit_sids(args: argparse.Namespace) -> int:
     if args.assign and promote == "never":
         raise UsageError("--assign re-codes every item with the new codebook: drop --promote never")
     config = load_config(args.config, args.overrides)
-    check_writable(args.summary_json, "--summary-json")
+    check_writable(args.json_out, "--json")
     encoder = EncodeStage(config.encode).encoder_id
     codebook, assigned, decision = refit(
         DeltaStore(args.lake),
@@ -364,9 +513,9 @@ def command_fit_sids(args: argparse.Namespace) -> int:
     elif decision is None:
         print(
             "existing SIDs unchanged; a candidate until promoted: "
-            f"enrich promote-sids --version {codebook.version}"
+            f"enrich promote-sids --codebook {codebook.version}"
         )
-    if args.summary_json:
+    if args.json_out:
         summary = {
             "codebook_version": codebook.version,
             "metrics": codebook.metrics,
@@ -374,7 +523,7 @@ def command_fit_sids(args: argparse.Namespace) -> int:
             "promotion_note": decision.note if decision else None,
             "assigned": assigned,
         }
-        Path(args.summary_json).write_text(json.dumps(summary, indent=2, default=str))
+        Path(args.json_out).write_text(json.dumps(summary, indent=2, default=str))
     print(codebook.version)  # the last line alone: for scripts and Airflow XCom
     return REFUSED_EXIT if decision is not None and not decision.promoted else 0
 
@@ -428,7 +577,7 @@ def command_inspect(args: argparse.Namespace) -> int:
     if args.history:
         return print_history(store, args.table, args.limit)
     columns = args.columns.split(",") if args.columns else None
-    data = store.read(args.table, version=args.version, columns=columns)
+    data = store.read(args.table, version=args.table_version, columns=columns)
     hidden = [
         c
         for c in ("embedding", "weights_npz", "sentencepiece_model", "config_json")
@@ -442,7 +591,9 @@ def command_inspect(args: argparse.Namespace) -> int:
         "display.max_columns", None, "display.width", 200, "display.max_colwidth", 60
     ):  # lists and dicts print their strings' repr; the last pass catches anything else
         print(shown(frame.to_string(index=False), keep="\n"))
-    version = args.version if args.version is not None else store.version(args.table)
+    version = args.table_version
+    if version is None:
+        version = store.version(args.table)
     print(f"({data.num_rows} rows, version {version})")
     return 0
 

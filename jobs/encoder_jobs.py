@@ -15,14 +15,14 @@ from pathlib import Path
 def add_parsers(commands) -> None:
     """Register ``enrich fit-encoder`` and ``enrich reencode``."""
     from evaluation.encoder_tuning import TuningSettings
-    from jobs.common import add_config_args, add_lake_command
+    from jobs.common import add_config_args, add_json_out, add_lake_arg, add_lake_command
 
     defaults = TuningSettings()
     fit = commands.add_parser(
         "fit-encoder",
         help="fine-tune the sentence encoder on co-interactions; save a new encoder version",
     )
-    fit.add_argument("--lake", required=True, help="the lake whose descriptions are item text")
+    add_lake_arg(fit, help="the lake whose descriptions are item text")
     fit.add_argument(
         "--interactions",
         help="Parquet/CSV with user_id, item_id, timestamp (default: evaluate.interactions)",
@@ -30,21 +30,26 @@ def add_parsers(commands) -> None:
     fit.add_argument("--queries", help="optional Parquet/CSV of (query, item_id) search pairs")
     fit.add_argument(
         "--out",
+        metavar="FOLDER",
         help="folder or storage URI (s3://...) for the tuned model "
         "(default: <lake>/_encoders/<version>)",
     )
-    fit.add_argument("--epochs", type=int, default=defaults.epochs)
-    fit.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    fit.add_argument("--lr", type=float, default=defaults.lr)
+    fit.add_argument("--epochs", type=int, default=defaults.epochs, help="passes over the pairs")
+    fit.add_argument(
+        "--batch-size", type=int, default=defaults.batch_size, help="pairs per training step"
+    )
+    fit.add_argument("--lr", type=float, default=defaults.lr, help="learning rate")
     fit.add_argument(
         "--window",
         type=int,
         default=defaults.window,
         help="items at most this many steps apart in a user's history form a pair",
     )
-    fit.add_argument("--max-pairs", type=int, default=defaults.max_pairs)
-    fit.add_argument("--seed", type=int, default=defaults.seed)
-    fit.add_argument("--summary-json", help="also write the version and figures here")
+    fit.add_argument(
+        "--max-pairs", type=int, default=defaults.max_pairs, help="training pairs kept at most"
+    )
+    fit.add_argument("--seed", type=int, default=defaults.seed, help="sampling and init seed")
+    add_json_out(fit, "the version and figures")
     add_config_args(fit)
     fit.set_defaults(handler=command_fit_encoder)
 
@@ -58,6 +63,7 @@ def add_parsers(commands) -> None:
 
 def command_fit_encoder(args: argparse.Namespace) -> int:
     from core.config import load_config
+    from core.errors import UsageError
     from evaluation.encoder_tuning import TuningSettings
     from pipelines.encoder_versions import fit_encoder
     from schemas.store import DeltaStore
@@ -65,7 +71,7 @@ def command_fit_encoder(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     interactions = args.interactions or config.evaluate.interactions
     if not interactions:
-        raise ValueError("give --interactions URI (or set evaluate.interactions in the config)")
+        raise UsageError("give --interactions URI (or set evaluate.interactions in the config)")
     settings = TuningSettings(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -84,8 +90,8 @@ def command_fit_encoder(args: argparse.Namespace) -> int:
         f"`enrich reencode --lake {args.lake} --set encode.model={tuned.folder}` and "
         "`enrich fit-sids` for its codebook"
     )
-    if args.summary_json:
-        Path(args.summary_json).write_text(json.dumps(vars(tuned), indent=2))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(vars(tuned), indent=2))
     print(tuned.folder)  # the last line alone: for scripts and Airflow XCom
     return 0
 

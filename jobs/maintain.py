@@ -6,7 +6,7 @@ For every table present:
    (delta-rs ``optimize.compact``; the rows do not change, a new version is committed);
 2. VACUUM: files that no version inside the retention needs are deleted. The retention
    (``--retention-hours``, default 168 = 7 days) is extended per table so the table versions
-   pinned by the newest release stay readable; under 168 h it needs ``--force``;
+   pinned by the newest release stay readable; under 168 h it needs ``--allow-unsafe-retention``;
 3. checkpoint: a Parquet checkpoint of the log, so readers need not replay every JSON commit
    (after VACUUM: a checkpoint leaves out tombstones older than the table's retention, and
    VACUUM only deletes files it still knows as tombstones); ``--cleanup-logs`` also deletes
@@ -70,18 +70,23 @@ def add_parser(commands) -> None:
     parser = commands.add_parser(
         "maintain", help="compact, checkpoint and VACUUM every table; delete dead staging"
     )
-    parser.add_argument("--lake", required=True)
+    from jobs.common import add_config_args, add_lake_arg, add_renamed
+
+    add_lake_arg(parser)
+    add_config_args(parser, reads="run.staging_uri: where the runs stage")
     parser.add_argument(
-        "--target-file-mb", type=int, default=128, help="compaction target file size; default 128"
+        "--target-file-mb", type=int, default=128, help="compaction target file size"
     )
     parser.add_argument(
         "--retention-hours",
         type=int,
         default=SAFE_RETENTION_HOURS,
-        help="VACUUM keeps what versions of the last N hours need (default 168 = 7 days); "
+        help="VACUUM keeps what versions of the last N hours need (168 = 7 days); "
         "extended per table to keep the newest release readable",
     )
-    parser.add_argument(
+    add_renamed(
+        parser,
+        "--allow-unsafe-retention",
         "--force",
         action="store_true",
         help="allow --retention-hours under 168 (breaks older time-travel reads)",
@@ -95,11 +100,11 @@ def add_parser(commands) -> None:
         "--staging-days",
         type=float,
         default=7,
-        help="keep a failed run's staging (for enrich run --resume) this long; default 7",
+        help="keep a failed run's staging (for enrich run --resume) this many days",
     )
     parser.add_argument(
         "--staging-uri",
-        help="the runs' staging root, if run.staging_uri is set (default <lake>/_staging)",
+        help="the runs' staging root (default: run.staging_uri of --config, else <lake>/_staging)",
     )
     parser.add_argument("--dry-run", action="store_true", help="print what would be done only")
     parser.set_defaults(handler=command_maintain)
@@ -113,9 +118,10 @@ def check_retention(hours: int, force: bool) -> None:
         raise UsageError(
             f"--retention-hours {hours} is under {SAFE_RETENTION_HOURS} h (7 days): VACUUM "
             f"would delete the files of table versions older than {hours} h, so time-travel "
-            "reads (as_of, --version) and releases older than that stop working, and queries "
-            "running now may lose files mid-read. Pass --force to do it anyway (the newest "
-            "release stays protected)"
+            "reads (as_of, --table-version) and releases older than that stop working, and queries "
+            "running now may lose files mid-read. Pass --allow-unsafe-retention (formerly --force) "
+            "to do it anyway "
+            "(the newest release stays protected)"
         )
 
 
@@ -263,7 +269,7 @@ def maintain_table(
         store.table(name), name, release, pinned.get(name), args.retention_hours, now
     )
     report.retention_hours, report.retention_why = hours, why
-    vacuum(store, name, hours, args.force, args.dry_run, report)
+    vacuum(store, name, hours, args.allow_unsafe_retention, args.dry_run, report)
     checkpoint(store, name, pinned.get(name), args.cleanup_logs, args.dry_run, report)
     report.stored_after = stored_files(store, name)
     return report
@@ -320,11 +326,13 @@ def staging_plan(store, root: str, staging_days: float, now: datetime) -> list[S
 # -- the command --------------------------------------------------------------------------------
 def command_maintain(args: argparse.Namespace) -> int:
     from core import storage
+    from core.config import load_config
     from pipelines.staging import staging_root
     from schemas.store import DeltaStore
     from schemas.tables import TABLES
 
-    check_retention(args.retention_hours, args.force)
+    check_retention(args.retention_hours, args.allow_unsafe_retention)
+    staging_uri = args.staging_uri or load_config(args.config, args.overrides).run.staging_uri
     if args.target_file_mb < 1:
         raise UsageError(f"--target-file-mb {args.target_file_mb}: must be 1 or more")
     store = DeltaStore(args.lake)
@@ -337,7 +345,7 @@ def command_maintain(args: argparse.Namespace) -> int:
     reports = [
         maintain_table(store, name, args, release, pinned) for name in TABLES if store.exists(name)
     ]
-    root = staging_root(store.lake, args.staging_uri)
+    root = staging_root(store.lake, staging_uri)
     staging = staging_plan(store, root, args.staging_days, datetime.now(UTC))
     for folder in staging:
         if folder.delete and not args.dry_run:
@@ -370,7 +378,7 @@ def print_summary(
         for note in r.notes:
             print(f"  {r.name}: {note}")
     print(
-        f"A table version stays readable (as_of, --version, an older release) only while the "
+        f"A table version stays readable (as_of, --table-version, an older release) only while the "
         f"commits that replaced its files are younger than the retention ({args.retention_hours}"
         " h, or longer where extended above); only the newest release is kept readable "
         "however old it is."

@@ -23,10 +23,12 @@ LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 def add_parser(commands) -> None:
     """Register ``enrich publish``."""
+    from jobs.common import add_config_args, add_lake_arg
     from jobs.validate import add_run_selection
 
     parser = commands.add_parser("publish", help="record the table versions of a release")
-    parser.add_argument("--lake", required=True)
+    add_lake_arg(parser)
+    add_config_args(parser, reads=None)
     parser.add_argument("--label", required=True, help="release id, e.g. the day 2026-11-01")
     add_run_selection(parser)
     parser.add_argument("--note", default="", help="free text kept with the release")

@@ -11,21 +11,37 @@ REFUSED_EXIT = 3  # a refusal is a decision, not an error; schedulers may treat 
 
 def add_parsers(commands) -> None:
     """Register ``enrich promote-sids`` and ``enrich assign-sids``."""
-    from jobs.common import add_config_args, add_lake_command
+    from jobs.common import (
+        add_alias_for_value,
+        add_config_args,
+        add_lake_arg,
+        add_lake_command,
+        add_renamed,
+    )
 
     promote = commands.add_parser(
         "promote-sids", help="make a codebook version the one runs pin (recorded)"
     )
-    promote.add_argument("--lake", required=True)
-    promote.add_argument("--version", required=True, help="the codebook version to promote")
-    add_config_args(promote)
-    promote.add_argument(
-        "--if-no-worse",
-        action="store_true",
-        help=f"promote only if its health metrics are no worse than the current codebook's "
-        f"on the same embeddings, and, with evaluate.interactions set, its SIDs serve the "
-        f"evaluation's recommenders no worse (exit {REFUSED_EXIT} if refused)",
+    add_lake_arg(promote)
+    add_renamed(
+        promote,
+        "--codebook",
+        "--version",
+        required=True,
+        metavar="VERSION",
+        help="the codebook version to promote",
     )
+    add_config_args(promote)
+    when = promote.add_argument(
+        "--promote",
+        choices=("if-no-worse", "always"),
+        default="always",
+        help=f"always, or if-no-worse: only if its health metrics are no worse than the "
+        f"current codebook's on the same embeddings, and, with evaluate.interactions set, its "
+        f"SIDs serve the evaluation's recommenders no worse (exit {REFUSED_EXIT} if refused); "
+        f"the same choice as fit-sids --promote",
+    )
+    add_alias_for_value(promote, "--if-no-worse", when, "if-no-worse")
     promote.add_argument("--note", default="", help="why; kept in the codebooks row")
     promote.set_defaults(handler=command_promote_sids)
 
@@ -58,17 +74,16 @@ def command_promote_sids(args: argparse.Namespace) -> int:
     from schemas.store import DeltaStore
 
     config, encoder = _settings(args)
-    mode = "if-no-worse" if args.if_no_worse else "always"
     decision = promote(
         DeltaStore(args.lake),
         config.semantic_ids,
         encoder,
-        args.version,
-        mode,
+        args.codebook,
+        args.promote,
         args.note,
         evaluation=config.evaluate,
     )
-    print_decision(args.version, decision)
+    print_decision(args.codebook, decision)
     if not decision.promoted:
         return REFUSED_EXIT
     print("runs now pin it; `enrich assign-sids` re-codes the existing items onto it")

@@ -44,35 +44,41 @@ class Check:
 
 def add_parser(commands) -> None:
     """Register ``enrich validate``."""
+    from jobs.common import add_config_args, add_json_out, add_lake_arg
+
     parser = commands.add_parser("validate", help="check a run before publishing it")
-    parser.add_argument("--lake", required=True)
+    add_lake_arg(parser)
+    add_config_args(parser, reads=None)
     add_run_selection(parser)
     parser.add_argument(
         "--max-error-rate",
         type=float,
         default=VALIDATE_MAX_ERROR_RATE,
-        help=f"default {VALIDATE_MAX_ERROR_RATE} (failed / processed, known failures counted)",
+        help="failed / processed, known failures counted",
     )
-    parser.add_argument("--min-rows", type=int, default=1, help="default 1")
-    parser.add_argument("--min-sid-coverage", type=float, default=1.0, help="default 1.0")
+    parser.add_argument("--min-rows", type=int, default=1, help="items of the run with rows")
+    parser.add_argument(
+        "--min-sid-coverage", type=float, default=1.0, help="embedded items with a SID"
+    )
     parser.add_argument(
         "--min-unique-fraction",
         type=float,
         default=0.05,
-        help="unique fraction of SID codes before dedup; default 0.05",
+        help="unique fraction of SID codes before dedup",
     )
     parser.add_argument(
         "--max-stale-features",
         type=int,
         default=0,
-        help="items still described although their input file vanished; default 0",
+        help="items still described although their input file vanished",
     )
+    add_json_out(parser, "the verdict, the checks and the versions checked")
     parser.set_defaults(handler=command_validate)
 
 
 def add_run_selection(parser: argparse.ArgumentParser) -> None:
     """``--run-id ID|latest`` and ``--for-input TEXT`` (shared with ``enrich publish``)."""
-    parser.add_argument("--run-id", default="latest", help="a run id, or 'latest' (default)")
+    parser.add_argument("--run-id", default="latest", help="a run id, or 'latest'")
     parser.add_argument(
         "--for-input",
         help="only runs whose input contains this text, e.g. dt=2026-11-01",
@@ -163,9 +169,7 @@ def run_checks(
     stale = stale_features(store, versions)
     return [
         Check("status", run["status"], "succeeded", run["status"] == "succeeded"),
-        Check(
-            "error_rate", rate, f"<= {args.max_error_rate}", rate <= args.max_error_rate
-        ),
+        Check("error_rate", rate, f"<= {args.max_error_rate}", rate <= args.max_error_rate),
         Check(
             "rows (enriched + unchanged)",
             run["succeeded"] + run["skipped"],
@@ -218,11 +222,29 @@ def command_validate(args: argparse.Namespace) -> int:
         print(f"  {mark} {check.name:<34} {check.value!s:<12} (want {check.limit})")
     failed = [c.name for c in checks if not c.ok]
     validation_id = record_validation(store, run, versions, checks)
+    if args.json_out:
+        write_verdict(args.json_out, run, validation_id, versions, checks)
     if failed:
         print(f"validate: FAILED ({', '.join(failed)}); fix the run or the thresholds first")
         return FAILED_EXIT
     print(f"validate: ok (validation {validation_id}; publish pins {json.dumps(versions)})")
     return 0
+
+
+def write_verdict(
+    path: str, run: dict[str, Any], validation_id: str, versions: dict, checks: list[Check]
+) -> None:
+    """The verdict as JSON, for schedulers: the same figures as the printed checks."""
+    from pathlib import Path
+
+    verdict = {
+        "run_id": run["run_id"],
+        "validation_id": validation_id,
+        "passed": all(c.ok for c in checks),
+        "checks": [asdict(c) for c in checks],
+        "table_versions": versions,
+    }
+    Path(path).write_text(json.dumps(verdict, indent=2, default=str))
 
 
 def record_validation(
