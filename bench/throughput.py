@@ -97,7 +97,7 @@ def run_once(manifest: Path, lake: Path, runtime: str, hold_s: float, items: int
             f"describe.concurrency={2 * SLOTS}",  # above the server's slots: its queue never drains
             f"describe.batch_size={2 * SLOTS}",
             f"run.runtime={runtime}",
-            f"run.commit_every={items}",  # one task: the stream is not cut at task boundaries
+            f"run.items_per_task={items}",  # one task: the stream is not cut at task boundaries
         ]
         summary = lake.with_suffix(".json")
         argv = ["run", "--input", str(manifest), "--lake", str(lake), "--force"]

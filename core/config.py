@@ -7,6 +7,7 @@ documented default, so ``enrich run`` works with no config at all (the offline d
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +30,8 @@ from core.redact import (
     redact_text,
     register_secret_env,
 )
+
+logger = logging.getLogger(__name__)
 
 
 class ConfigError(UsageError):
@@ -529,10 +532,39 @@ class FaultSpec(_Section):
     seed: int = 0
 
 
+# Keys renamed in a release: old name -> new name. The old one is still read, with a message.
+RUN_RENAMED_KEYS = {"commit_every": "items_per_task"}
+
+
+def renamed_keys(data: Any, section: str, renamed: dict[str, str]) -> Any:
+    """``data`` (a section's raw mapping) with each renamed key under its new name; a
+    deprecation message names both. Setting both is refused: which one wins would be a guess."""
+    if not isinstance(data, dict) or not renamed.keys() & data.keys():
+        return data
+    data = dict(data)
+    for old, new in renamed.items():
+        if old not in data:
+            continue
+        if new in data:
+            raise ValueError(f"{section}.{old} was renamed {section}.{new}: set only {new}")
+        logger.warning("config: %s.%s is deprecated; use %s.%s", section, old, section, new)
+        data[new] = data.pop(old)
+    return data
+
+
 class RunConfig(_Section):
-    commit_every: int = Field(
-        64, ge=1, description="local engine: items per task (the unit retried and resumed)"
+    items_per_task: int = Field(
+        64,
+        ge=1,
+        description="local engine: items per task (the unit retried and resumed); was "
+        "run.commit_every, still read with a deprecation message",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, data: Any) -> Any:
+        return renamed_keys(data, "run", RUN_RENAMED_KEYS)
+
     commit_items: int = Field(
         8192,
         ge=1,

@@ -178,7 +178,7 @@ def fit_sample(table: pa.Table, config: SemanticIdConfig, encoder: str) -> np.nd
     return embedding_matrix(table.take(keep))
 
 
-# -- record -------------------------------------------------------------------------------------
+# -- writing codebook rows ---------------------------------------------------------------------
 def record_fitted(store: DeltaStore, codebook: Codebook, run_id: str) -> int | None:
     """The codebooks row of a fit; returns the table version of that commit."""
     return store.merge("codebooks", [fitted_row(codebook, run_id)])
@@ -189,7 +189,7 @@ def fitted_row(codebook: Codebook, run_id: str) -> dict[str, Any]:
     return build_codebook_row(codebook.to_row(), run_id=run_id, now=utc_now())
 
 
-def record(store: DeltaStore, row: dict[str, Any], status: str, note: str) -> None:
+def set_promotion_status(store: DeltaStore, row: dict[str, Any], status: str, note: str) -> None:
     """Write a promotion status (candidate, promoted, refused, superseded) and its note to
     the row."""
     promoted_at = utc_now() if status == "promoted" else row.get("promoted_at")

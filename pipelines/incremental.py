@@ -38,17 +38,27 @@ def split_done(
     keys = [r["item_id"] for r in records]
     known = store.read("descriptions", version=version, columns=columns, keys=keys)
     done_keys = {
-        (row["item_id"], row["content_sha256"], row["pipeline_fingerprint"], said(row, metadata))
+        (
+            row["item_id"],
+            row["content_sha256"],
+            row["pipeline_fingerprint"],
+            comparable_metadata(row, metadata),
+        )
         for row in known.to_pylist()
     }
     todo, done = [], []
     for record in records:
-        key = (record["item_id"], record["content_sha256"], fingerprint, said(record, metadata))
+        key = (
+            record["item_id"],
+            record["content_sha256"],
+            fingerprint,
+            comparable_metadata(record, metadata),
+        )
         (done if record["content_sha256"] and key in done_keys else todo).append(record)
     return todo, done
 
 
-def said(item: dict[str, Any], fields: list[str]) -> tuple:
+def comparable_metadata(item: dict[str, Any], fields: list[str]) -> tuple:
     """What the input says of an item (``fields`` of its metadata), comparable between a
     record and its stored row: an edited title or tags is new content."""
     return tuple(tuple(item.get(f) or ()) if f == "tags" else item.get(f) for f in fields)

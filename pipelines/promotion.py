@@ -39,9 +39,9 @@ from pipelines.codebooks import (
     embeddings_of,
     fit_sample,
     fitted_row,
-    record,
     require_embeddings,
     seeded_sample,
+    set_promotion_status,
     settings_mismatch,
 )
 from pipelines.context import RunContext
@@ -199,7 +199,7 @@ def promote(
     row = codebook_row(store, version)
     decision = decide(store, config, encoder, row, mode, evaluation)
     text = decision.note + (f" ({note})" if note else "")
-    record(store, row, "promoted" if decision.promoted else "refused", text)
+    set_promotion_status(store, row, "promoted" if decision.promoted else "refused", text)
     return decision
 
 
@@ -243,7 +243,7 @@ def refit(
     embedded = embeddings_of(store, encoder, ["item_id", "embedding"])
     previous = current_codebook(store, config, encoder)
     codebook = fit_codebook_on(fit_sample(embedded, config, encoder), config, encoder, previous)
-    record(
+    set_promotion_status(
         store,
         fitted_row(codebook, run_id),
         "candidate",

@@ -18,9 +18,9 @@ from pipelines.codebooks import (
     embeddings_of,
     fit_sample,
     fitted_row,
-    record,
     record_fitted,
     sample_keys,
+    set_promotion_status,
 )
 from pipelines.codebooks import pinned_codebook as pinned_codebook  # callers import it here
 from schemas.rows import semantic_id_row, utc_now
@@ -63,7 +63,7 @@ def settle_first_fit(
         # fit), so they share one codebook and one row; superseding it would retire both.
         return codebook
     note = f"a concurrent run fitted {winner['codebook_version']} first; this run adopted it"
-    record(store, fitted_row(codebook, run_id), "superseded", note)
+    set_promotion_status(store, fitted_row(codebook, run_id), "superseded", note)
     return Codebook.from_row(winner)
 
 

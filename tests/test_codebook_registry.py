@@ -53,9 +53,9 @@ def test_current_prefers_the_promoted_codebook_and_never_a_candidate(tmp_path):
     second = fitted(store, "run-2", seed=2)
     assert codebooks.current_codebook(store, CONFIG, ENCODER).version == first.version
     candidate_row = {**codebooks.codebook_row(store, second.version)}
-    codebooks.record(store, candidate_row, "candidate", "fitted by fit-sids")
+    codebooks.set_promotion_status(store, candidate_row, "candidate", "fitted by fit-sids")
     assert codebooks.current_codebook(store, CONFIG, ENCODER).version == first.version
-    codebooks.record(store, candidate_row, "promoted", "on request")
+    codebooks.set_promotion_status(store, candidate_row, "promoted", "on request")
     assert codebooks.current_codebook(store, CONFIG, ENCODER).version == second.version
     assert codebooks.codebook_row(store, second.version)["promotion_note"] == "on request"
     named = CONFIG.model_copy(update={"codebook_version": first.version})

@@ -172,3 +172,18 @@ def test_ints_still_fill_float_keys_and_yaml_booleans_fill_flags():
         False,
         {"describe": 3.0},
     )
+
+
+def test_run_commit_every_is_read_as_items_per_task_with_a_deprecation_message(tmp_path, caplog):
+    path = tmp_path / "config.yaml"
+    path.write_text("run:\n  commit_every: 7\n")
+    with caplog.at_level("WARNING", logger="core.config"):
+        from_file = load_config(str(path), [])
+        from_override = load_config(None, ["run.commit_every=9"])
+    assert (from_file.run.items_per_task, from_override.run.items_per_task) == (7, 9)
+    assert (
+        caplog.messages.count("config: run.commit_every is deprecated; use run.items_per_task") == 2
+    )
+    assert "commit_every" not in from_file.model_dump()["run"]
+    with pytest.raises(ConfigError, match="renamed run.items_per_task: set only items_per_task"):
+        load_config(None, ["run.commit_every=9", "run.items_per_task=3"])

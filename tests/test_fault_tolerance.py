@@ -42,7 +42,7 @@ FAST = [
     # VLM's near-identical texts make the codebook flip on 1e-7 differences of a padded batch
     "encode.batch_size=1",
     "--set",
-    f"run.commit_every={CHUNK}",
+    f"run.items_per_task={CHUNK}",
     "--set",
     "run.commit_interval_s=0",  # each task committed as it ends: the kill lands between them
     "--set",

@@ -160,7 +160,7 @@ def test_the_local_engine_reconciles_each_task_once(tmp_path, monkeypatch):
     lookups = spy_on_codebook_lookups(monkeypatch)
     with FakeOpenAI() as server:
         settings = [arg for arg in cheap(server.url) if arg != "--set"]
-        config = load_config(None, [*settings, "run.commit_every=1"])
+        config = load_config(None, [*settings, "run.items_per_task=1"])
         confine_to(config, str(folder))
         lake = str(tmp_path / "lake")
         summary = run_pipeline(config, str(folder), lake, "run1", str(folder))

@@ -1,6 +1,6 @@
 """The local engine: tasks one after another in this process; the baseline for tests and
-benchmarks. It reports each task as it ends (``run.commit_every`` items a task), and the driver
-commits finished tasks together by size and time (``run.commit_items``,
+benchmarks. It reports each task as it ends (``run.items_per_task`` items a task), and the
+driver commits finished tasks together by size and time (``run.commit_items``,
 ``run.commit_interval_s``), so a crash loses at most that interval's work."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class LocalEngine:
         return 1
 
     def items_per_task(self, config: Any) -> int:
-        return config.run.commit_every
+        return config.run.items_per_task
 
     def run(self, func, job, tasks, on_done=None) -> None:
         with tqdm(total=len(tasks), unit="task", disable=not self.progress) as bar:
