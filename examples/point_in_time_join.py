@@ -11,8 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
-from schemas import read_pandas
-from schemas.store import DeltaStore
+from video_enrich import DeltaStore, read_pandas
 
 FEATURES = "semantic_ids"
 

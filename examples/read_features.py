@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import polars as pl
 
-from schemas import read_pandas, read_table
+from video_enrich import read_pandas, read_table
 
 
 def main(lake: str) -> None:
