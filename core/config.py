@@ -58,6 +58,14 @@ def admission(default: Any = ..., **kwargs: Any) -> Any:
     return Field(default, json_schema_extra={"fingerprint": "admission"}, **kwargs)
 
 
+def prompt_budget(default: int, description: str) -> Any:
+    """A describe data field's character budget; fingerprinted in the describer's
+    ``prompt_budget``."""
+    return Field(
+        default, ge=0, description=description, json_schema_extra={"fingerprint_by": "stage"}
+    )
+
+
 def field_tags(field: Any) -> dict[str, Any]:
     return field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
 
@@ -248,37 +256,12 @@ class DescribeConfig(_Section):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = operational("auto")
     max_images: int = Field(8, ge=1, le=64, description="frames sent to a VLM per clip")
-    max_title_chars: int = Field(
-        300,
-        ge=0,
-        description="prompt budget: title characters",
-        json_schema_extra={"fingerprint_by": "stage"},
-    )
-    max_tags_chars: int = Field(
-        300,
-        ge=0,
-        description="prompt budget: tags, joined",
-        json_schema_extra={"fingerprint_by": "stage"},
-    )
-    max_text_chars: int = Field(
-        1200,
-        ge=0,
-        description="prompt budget: the manifest's text",
-        json_schema_extra={"fingerprint_by": "stage"},
-    )
+    max_title_chars: int = prompt_budget(300, "prompt budget: title characters")
+    max_tags_chars: int = prompt_budget(300, "prompt budget: tags, joined")
+    max_text_chars: int = prompt_budget(1200, "prompt budget: the manifest's text")
     max_transcript_chars: int = Field(1200, ge=0, description="prompt budget: the transcript")
-    max_ocr_chars: int = Field(
-        600,
-        ge=0,
-        description="prompt budget: on-screen text",
-        json_schema_extra={"fingerprint_by": "stage"},
-    )
-    max_visual_tags_chars: int = Field(
-        600,
-        ge=0,
-        description="prompt budget: visual tags line",
-        json_schema_extra={"fingerprint_by": "stage"},
-    )
+    max_ocr_chars: int = prompt_budget(600, "prompt budget: on-screen text")
+    max_visual_tags_chars: int = prompt_budget(600, "prompt budget: visual tags line")
     max_prompt_tokens: int = Field(
         2048,
         ge=64,
@@ -463,7 +446,7 @@ EVAL_REPRESENTATIONS = (
     "metadata",
     "description_shuffled",
 )
-EVAL_MODELS = ("sasrec", "two_tower")
+EVAL_MODELS = ("sasrec", "two_tower", "tiger")
 EVAL_SLICES = ("all", "cold_start", "long_tail")
 EVAL_METRICS = ("hr@10", "ndcg@10", "recall@50")
 
@@ -478,7 +461,11 @@ class EvaluateConfig(_Section):
         ["id", "description", "sid", "metadata"],
         description="item representations to compare (description_shuffled: a control)",
     )
-    models: list[Literal[EVAL_MODELS]] = Field(["sasrec", "two_tower"])
+    models: list[Literal[EVAL_MODELS]] = Field(
+        ["sasrec", "two_tower"],
+        description="tiger: generative retrieval over SIDs (reads the sid and sid_codes "
+        "representations: codes with and without the dedup token)",
+    )
     seeds: list[int] = Field([0, 1, 2], min_length=1, description="one training per seed")
     split_seed: int = Field(0, description="picks the cold-start items (fixed across seeds)")
     cold_fraction: float = Field(
@@ -502,6 +489,17 @@ class EvaluateConfig(_Section):
         0.5, ge=0.0, lt=1.0, description="ID+content: share of item IDs zeroed per training step"
     )
     threads: int = Field(1, ge=0, description="torch CPU threads (tiny models: 1); 0 = default")
+    tiger_dim: int = Field(64, ge=4, le=1024, description="tiger: encoder-decoder width")
+    tiger_layers: int = Field(2, ge=1, le=8, description="tiger: encoder and decoder layers")
+    tiger_history: int = Field(20, ge=1, le=200, description="tiger: history items it reads")
+    tiger_epochs: int = Field(20, ge=1, le=1000)
+    tiger_lr: float = Field(2e-3, gt=0)
+    tiger_pairs_per_user: int = Field(
+        16, ge=1, description="tiger: training targets per user per epoch (the last always)"
+    )
+    tiger_beam: int = Field(
+        20, ge=1, le=256, description="tiger: beam width (SIDs decoded per case, >= 10)"
+    )
     gate_models: list[Literal[EVAL_MODELS]] = Field(["two_tower"])
     gate_slices: list[Literal[EVAL_SLICES]] = Field(["all", "cold_start"])
     gate_metric: Literal[EVAL_METRICS] = "hr@10"
