@@ -59,16 +59,17 @@ def setting(name: str) -> str:
 
 
 def backfill_app() -> str:
-    """The spark-submit application: the Variable, else jobs/backfill.py of this install."""
-    from importlib.util import find_spec
-
+    """The spark-submit application: the Variable, else jobs/backfill.py of this install.
+    Found through ``video_enrich``, which checks that the worker's ``jobs`` package is ours
+    (another distribution's top-level ``jobs`` would otherwise be submitted)."""
     configured = setting("backfill_app")
     if configured:
         return configured
-    spec = find_spec("jobs.backfill")
-    if spec is None or not spec.origin:
-        raise RuntimeError("video-enrich is not importable here: set Variable enrich_backfill_app")
-    return spec.origin
+    try:
+        from video_enrich import backfill_app as installed_backfill_app
+    except ImportError as exc:  # not installed, or InstallClash naming the culprit
+        raise RuntimeError(f"{exc}; or set Variable enrich_backfill_app") from exc
+    return installed_backfill_app()
 
 
 def pyspark_python() -> str:

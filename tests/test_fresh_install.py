@@ -5,7 +5,9 @@ how to install it."""
 
 import importlib.abc
 import importlib.machinery
+import os
 import re
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -95,3 +97,32 @@ def test_the_console_script_and_the_packages_it_needs_are_installed():
     for package in ("video_enrich", "core", "transforms", "schemas", "evaluation", "pipelines"):
         assert f"{package}*" in include and (ROOT / package / "__init__.py").is_file()
     assert "jobs*" in include
+
+
+def test_the_public_package_imports_nothing_heavy_and_finds_this_installs_backfill_job():
+    code = (
+        "import sys, video_enrich; "
+        "print(video_enrich.backfill_app()); "
+        "print(sorted(m for m in ('schemas', 'pyarrow', 'torch', 'jobs') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    app, heavy = done.stdout.splitlines()
+    assert Path(app) == ROOT / "jobs" / "backfill.py" and heavy == "[]"
+
+
+def test_another_distributions_top_level_package_is_named_not_silently_used(tmp_path):
+    (tmp_path / "jobs").mkdir()  # e.g. a scheduler's own `jobs` package on a shared worker
+    (tmp_path / "jobs" / "__init__.py").write_text("")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    done = subprocess.run(
+        [sys.executable, "-c", "import video_enrich"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("video_enrich.InstallClash: the package 'jobs'")
+    assert str(tmp_path / "jobs") in last
