@@ -7,25 +7,17 @@ INTERACTIONS has columns user_id, item_id, ts (ISO timestamps, UTC).
 """
 
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pandas as pd
 
-from video_enrich import DeltaStore, read_pandas
+from video_enrich import read_pandas
 
 FEATURES = "semantic_ids"
 
 
-def first_commit(lake: str) -> datetime:
-    """When the feature table was created. An ``as_of`` before it still reads version 0
-    (delta-rs clamps to the first version), so earlier days must get no features."""
-    history = DeltaStore(lake).table(FEATURES).history()
-    return datetime.fromtimestamp(min(entry["timestamp"] for entry in history) / 1000, UTC)
-
-
 def features_as_of(lake: str, moment: datetime) -> pd.DataFrame:
-    if moment < first_commit(lake):
-        return pd.DataFrame({"item_id": pd.Series(dtype=str), "sid": pd.Series(dtype=str)})
+    """The SIDs in force at ``moment``: none before the table's first commit."""
     return read_pandas(lake, FEATURES, as_of=moment, columns=["item_id", "sid"])
 
 

@@ -12,7 +12,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +195,16 @@ class StagedFiles:
                     yield batch.cast(self.schema)
 
 
+def predates(table: Any, moment: datetime) -> bool:
+    """Whether ``moment`` (naive = UTC) is before ``table``'s first commit; ``table`` is loaded
+    at the version in force at ``moment`` (so only version 0 can predate it)."""
+    if table.version() != 0:
+        return False
+    first = min(commit["timestamp"] for commit in table.history())  # ms since the epoch
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return aware < datetime.fromtimestamp(first / 1000, tz=UTC)
+
+
 class DeltaStore:
     """All tables of one lake directory (a local path or an object-store URI)."""
 
@@ -369,7 +379,12 @@ class DeltaStore:
             table.load_as_version(as_of)
         held = upsert.table_schema(table).names
         present = None if columns is None else [c for c in columns if c in held]
-        if keys is None:
+        if as_of is not None and predates(table, as_of):
+            # delta-rs gives version 0 for any earlier time, so a point-in-time join would see
+            # features written after its date: the table had no rows yet.
+            empty = upsert.table_schema(table).empty_table()
+            found = empty.select(present) if present is not None else empty
+        elif keys is None:
             found = delta_to_arrow(table, present)
         else:
             files = upsert.TableFiles(table, self.path(name), _spec(name).key)

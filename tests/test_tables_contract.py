@@ -141,3 +141,15 @@ def test_embeddings_read_back_as_fixed_size_float32(lake):
     column = read_table(lake, "embeddings").column("embedding")
     assert str(column.type) == "fixed_size_list<item: float>[8]"
     assert np.allclose(column.combine_chunks().values.to_numpy().reshape(3, 8), vectors)
+
+
+def test_as_of_before_the_first_commit_reads_no_rows(lake):
+    """delta-rs loads version 0 for any earlier time; a point-in-time join on a day before the
+    first run must get no features, not ones written later."""
+    before = datetime.now(UTC)
+    store = DeltaStore(lake)
+    store.merge("descriptions", description_rows("r1", "v1", ["a", "b"]))
+    assert read_table(lake, "descriptions", as_of=before).num_rows == 0
+    assert read_table(lake, "descriptions", as_of=datetime.now(UTC)).num_rows == 2
+    columns = ["item_id", "prompt_version"]
+    assert read_table(lake, "descriptions", as_of=before, columns=columns).column_names == columns
