@@ -72,7 +72,10 @@ def sentence_embeddings():
         for s, a, p in itertools.product(SUBJECTS, ACTIONS, PLACES)
     ]
     stage = EncodeStage(EncodeConfig(batch_size=256))
-    records = [{"item_id": f"item{i:05d}", "description": text} for i, text in enumerate(sentences)]
+    records = [
+        {"item_id": f"item{i:05d}", "title": None, "description": text}
+        for i, text in enumerate(sentences)
+    ]
     stage.process_batch(records)
     return [r["item_id"] for r in records], np.stack([r["embedding"] for r in records])
 
