@@ -80,6 +80,8 @@ class ItemFeatures:
     # SID representation (``SID_REPRESENTATIONS``) → item_id → its tokens
     sid_tokens: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     texts: dict[str, str] = field(default_factory=dict)  # title + tags, for the metadata baseline
+    codes: dict[str, list[int]] = field(default_factory=dict)  # SID codes, for generative retrieval
+    dedup: dict[str, int] = field(default_factory=dict)  # dedup suffix of each SID
     lineage: dict[str, Any] = field(default_factory=dict)
 
 

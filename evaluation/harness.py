@@ -136,6 +136,62 @@ def train_and_rank(model_name: str, inputs: ItemInputs, split: Split, config, se
     return {name: metrics(ranks(model, split.cases[name], config.max_len)) for name in SLICES}
 
 
+TIGER_REPRESENTATIONS = {"sid": True, "sid_codes": False}  # representation → dedup token?
+
+
+def tiger_train_and_rank(catalog, split: Split, config, seed: int) -> dict:
+    """One generative retriever's training: metrics per slice (Recall@50 only with a beam of
+    50 or more, else NaN)."""
+    import torch
+
+    from evaluation.generative import Tiger, fit_tiger, prefix_trie, tiger_ranks
+
+    torch.manual_seed(seed)
+    model = Tiger(
+        catalog.vocab,
+        catalog.levels,
+        config.tiger_history,
+        config.tiger_dim,
+        config.tiger_layers,
+        config.dropout,
+    )
+    fit_tiger(
+        model,
+        split,
+        catalog,
+        epochs=config.tiger_epochs,
+        batch_size=config.batch_size,
+        lr=config.tiger_lr,
+        max_len=config.tiger_history,
+        per_user=config.tiger_pairs_per_user,
+        seed=seed,
+    )
+    trie = prefix_trie(catalog)
+    out = {}
+    for name in SLICES:
+        rank = tiger_ranks(
+            model,
+            split.cases[name],
+            catalog,
+            trie,
+            max_len=config.tiger_history,
+            width=config.tiger_beam,
+        )
+        out[name] = metrics(rank)
+        if config.tiger_beam < 50:
+            out[name]["recall@50"] = float("nan")
+    return out
+
+
+def tiger_runs(representation: str, split: Split, features: ItemFeatures, config) -> list[dict]:
+    """The generative retriever over one SID representation, one run per seed."""
+    from evaluation.generative import sid_catalog
+
+    dedup = features.dedup if TIGER_REPRESENTATIONS[representation] else None
+    catalog = sid_catalog(split, features.codes, dedup)
+    return [tiger_train_and_rank(catalog, split, config, seed) for seed in config.seeds]
+
+
 def aggregate(per_seed: list[dict], cases: dict[str, int]) -> dict[str, dict[str, Any]]:
     """Per slice and metric: mean, std (population) and the per-seed values."""
     out = {}
@@ -149,6 +205,19 @@ def aggregate(per_seed: list[dict], cases: dict[str, int]) -> dict[str, dict[str
                 "seeds": [round(v, 5) for v in values],
             }
     return out
+
+
+def representations_of(model_name: str, config: EvaluateConfig) -> list[str]:
+    """The configured representations a model reads (tiger: only the SID ones it decodes)."""
+    if model_name != "tiger":
+        return list(config.representations)
+    chosen = [r for r in config.representations if r in TIGER_REPRESENTATIONS]
+    if not chosen:
+        raise UsageError(
+            "model 'tiger' decodes Semantic IDs: add sid (with the dedup token) or sid_codes "
+            "(codes only) to evaluate.representations"
+        )
+    return chosen
 
 
 def evaluate(
@@ -177,12 +246,15 @@ def evaluate(
     )
     for model_name in config.models:
         evaluation.results[model_name] = {}
-        for representation in config.representations:
-            inputs = item_inputs(representation, split, features, metadata, config.split_seed)
-            if representation in SID_REPRESENTATIONS:
-                evaluation.sid_vocabulary[representation] = inputs.vocab
+        for representation in representations_of(model_name, config):
             began = time.perf_counter()
-            runs = [train_and_rank(model_name, inputs, split, config, s) for s in config.seeds]
+            if model_name == "tiger":
+                runs = tiger_runs(representation, split, features, config)
+            else:
+                inputs = item_inputs(representation, split, features, metadata, config.split_seed)
+                if representation in SID_REPRESENTATIONS:
+                    evaluation.sid_vocabulary[representation] = inputs.vocab
+                runs = [train_and_rank(model_name, inputs, split, config, s) for s in config.seeds]
             per_run = (time.perf_counter() - began) / len(config.seeds)
             evaluation.seconds_per_training[f"{model_name}/{representation}"] = round(per_run, 2)
             result = aggregate(runs, cases)

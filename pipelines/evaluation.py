@@ -114,9 +114,19 @@ def load_features(store, versions: dict[str, int | None]) -> ItemFeatures:
         table = store.read(
             "semantic_ids",
             version=versions["semantic_ids"],
-            columns=["item_id", "codes", "prefix_ngrams", "sid_pieces", "codebook_version"],
+            columns=[
+                "item_id",
+                "codes",
+                "dedup",
+                "prefix_ngrams",
+                "sid_pieces",
+                "codebook_version",
+            ],
         )
-        features.sid_tokens = sid_tokens_by_representation(table.to_pylist())
+        rows = table.to_pylist()
+        features.sid_tokens = sid_tokens_by_representation(rows)
+        features.codes = {r["item_id"]: list(r["codes"]) for r in rows if r["codes"]}
+        features.dedup = {r["item_id"]: int(r["dedup"] or 0) for r in rows if r["codes"]}
         features.lineage["codebook_version"] = _values(table, "codebook_version")
     if versions.get("descriptions") is not None:
         table = store.read(
