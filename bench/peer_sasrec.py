@@ -170,18 +170,21 @@ def run_peer(seed: int, split, work: Path) -> dict:
     }
 
 
-def peer_main(out: Path) -> None:
-    """``--peer`` mode, inside the peer venv: three seeds of RecBole's SASRec."""
+def peer_main(out: Path, seeds: list[int], epochs: int) -> None:
+    """``--peer`` mode, inside the peer venv: RecBole's SASRec, one training per seed."""
     import torch
 
     torch.set_num_threads(2)
+    PEER["epochs"] = epochs
     split = split_of_movielens()
     with tempfile.TemporaryDirectory(prefix="peer-sasrec-") as tmp:
         work = Path(tmp)
         os.chdir(work)  # RecBole writes log/ and log_tensorboard/ under the working directory
         write_atomic(split, work / "ml100k_split", "ml100k_split")
-        runs = [run_peer(seed, split, work) for seed in SEEDS]
-    out.write_text(json.dumps(runs, indent=2, default=float))
+        runs = []
+        for seed in seeds:
+            runs.append(run_peer(seed, split, work))
+            out.write_text(json.dumps(runs, indent=2, default=float))  # each seed as it ends
 
 
 def ours(settings: dict) -> dict:
@@ -211,16 +214,27 @@ def main() -> None:
     parser.add_argument("--peer", type=Path, help="(inside the peer venv) write its runs here")
     parser.add_argument("--peer-python", default=DEFAULT_PEER_PYTHON)
     parser.add_argument("--before", type=Path, help="an earlier result to keep as 'before'")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    parser.add_argument("--epochs", type=int, default=PEER["epochs"], help="peer's epoch cap")
     args = parser.parse_args()
     if args.peer:
-        peer_main(args.peer)
+        peer_main(args.peer, args.seeds, args.epochs)
         return
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         peer_out = Path(tmp) / "peer.json"
         began = time.perf_counter()
         subprocess.run(
-            [args.peer_python, str(Path(__file__).resolve()), "--peer", str(peer_out)],
+            [
+                args.peer_python,
+                str(Path(__file__).resolve()),
+                "--peer",
+                str(peer_out),
+                "--epochs",
+                str(args.epochs),
+                "--seeds",
+                *map(str, args.seeds),
+            ],
             check=True,
             cwd=ROOT,
         )

@@ -3,7 +3,9 @@ one topic, and an item's title, tags and description name its topic."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -60,43 +62,37 @@ def interactions(items: list[dict], users: int = 320, length: int = 12, seed: in
     return pa.table(rows)
 
 
-def write_lake(lake, items: list[dict]) -> None:
-    """``descriptions`` and ``embeddings`` rows for ``items`` in a real Delta lake; the
-    embeddings come from the project's sentence encoder over each description."""
-    from core.config import EncodeConfig
-    from schemas import DeltaStore
-    from transforms.encode import EncodeStage
-
-    stage = EncodeStage(EncodeConfig())
-    stage.setup()
-    vectors = stage.encode_texts([item["description"] for item in items])
-    now = datetime.now(UTC)
-    lineage = {"run_id": "synthetic", "updated_at": now, "describer": "synthetic:template@1"}
-    store = DeltaStore(lake)
-    store.merge(
-        "descriptions",
-        [
-            {
-                "item_id": i["item_id"],
-                "title": i["title"],
-                "tags": i["tags"],
-                "description": i["description"],
-                "prompt_version": "synthetic_v1",
-                **lineage,
-            }
+def manifest(path: Path, items: list[dict]) -> Path:
+    """A text-only ``enrich run`` manifest: title, tags and the item's text, no media."""
+    path.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "item_id": i["item_id"],
+                    "title": i["title"],
+                    "tags": i["tags"],
+                    "text": i["description"],
+                }
+            )
+            + "\n"
             for i in items
-        ],
+        )
     )
-    store.merge(
-        "embeddings",
-        [
-            {
-                "item_id": i["item_id"],
-                "embedding": v.tolist(),
-                "dim": len(v),
-                "encoder": stage.encoder_id,
-                **lineage,
-            }
-            for i, v in zip(items, vectors, strict=True)
-        ],
-    )
+    return path
+
+
+RUN_SIDS = ("semantic_ids.levels=2", "semantic_ids.codebook_size=8")  # a catalog of ~100s
+
+
+def write_lake(lake: Path, items: list[dict]) -> None:
+    """The items through a real ``enrich run`` (the offline describer, the encoder, a small
+    codebook): the descriptions, embeddings and SIDs the pipeline itself writes. Tests refit
+    the SIDs they evaluate with ``enrich fit-sids``."""
+    from jobs.cli import main
+    from tests.cli_helpers import run_argv
+
+    lake = Path(lake)
+    source = manifest(lake.parent / f"{lake.name}-items.jsonl", items)
+    code = main(run_argv(source, lake, *RUN_SIDS, extra=("--no-report",)))
+    if code != 0:
+        raise RuntimeError(f"enrich run over {source} exited {code}")

@@ -28,9 +28,9 @@ EVAL = {
 def lake(tmp_path_factory):
     root = tmp_path_factory.mktemp("sid-variants")
     items = catalog(items_per_topic=10)
-    write_lake(root / "lake", items)
     config = root / "eval.yaml"
     config.write_text(yaml.safe_dump({"semantic_ids": SIDS, "evaluate": EVAL}))
+    write_lake(root / "lake", items)
     base = ["--lake", str(root / "lake"), "--config", str(config)]
     assert main(["fit-sids", *base, "--assign"]) == 0
     pq.write_table(interactions(items, users=80, length=8), root / "interactions.parquet")
@@ -63,3 +63,20 @@ def test_sid_pieces_on_sids_without_pieces_fails_fast(lake, tmp_path, capsys):
     argv = ["evaluate", "--lake", str(copy), *lake["base"][2:]]
     assert main([*argv, "--interactions", lake["interactions"], "--no-record"]) == 2
     assert "representation 'sid_pieces' needs SentencePiece pieces" in capsys.readouterr().err
+
+
+def test_enrich_evaluate_runs_the_generative_retriever_on_the_lakes_sids(lake, capsys):
+    out = lake["root"] / "tiger.json"
+    settings = [
+        "--set", "evaluate.models=[tiger]",
+        "--set", "evaluate.representations=[sid,sid_codes,id]",
+        "--set", "evaluate.tiger_epochs=1",
+        "--set", "evaluate.tiger_dim=16",
+    ]  # fmt: skip
+    argv = ["evaluate", *lake["base"], "--interactions", lake["interactions"], *settings]
+    assert main([*argv, "--no-record", "--json", str(out)]) == 0
+    [result] = json.loads(out.read_text()).values()
+    assert set(result["results"]["tiger"]) == {"sid", "sid_codes"}  # it decodes SIDs only
+    figures = result["results"]["tiger"]["sid"]["all"]["hr@10"]
+    assert len(figures["seeds"]) == 1 and 0 <= figures["mean"] <= 1
+    assert "tiger" in capsys.readouterr().out
