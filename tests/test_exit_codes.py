@@ -16,25 +16,15 @@ from jobs.cli import main
 from pipelines.disk_reserve import RESERVE_BYTES
 from schemas.rows import utc_now
 from schemas.store import DeltaStore
+from tests.cli_helpers import run_argv
 from tests.test_config import BOMB
 from tests.test_fault_tolerance import fill, small_disk  # noqa: F401 - small_disk: a fixture
 
 REPO = Path(__file__).resolve().parents[1]
-CHEAP = [
-    "asr.enabled=false",
-    "ocr.enabled=false",
-    "visual.enabled=false",
-    "media.num_frames=2",
-    "run.progress=off",
-]
+CHEAP = ("media.num_frames=2",)  # on top of tests.cli_helpers.QUICK
+NO_REPORT = ("--no-report",)
 EVIL_ID = "evil\x1b[2J\x1b]0;pwned\x07\x9b31m"  # clear screen, retitle the window, C1 CSI
 EVIL_SHOWN = "evil\\x1b[2J\\x1b]0;pwned\\x07\\x9b31m"
-
-
-def run_argv(tmp: Path, source: Path, *extra: str, settings: tuple[str, ...] = ()) -> list[str]:
-    overrides = [arg for s in (*CHEAP, *settings) for arg in ("--set", s)]
-    lake = str(tmp / "lake")
-    return ["run", "--input", str(source), "--lake", lake, "--no-report", *overrides, *extra]
 
 
 def text_manifest(tmp: Path) -> Path:
@@ -47,20 +37,22 @@ def config_file(text: str | bytes):
     def argv(tmp: Path) -> list[str]:
         path = tmp / "config.yaml"
         path.write_bytes(text if isinstance(text, bytes) else text.encode())
-        return run_argv(tmp, text_manifest(tmp), "--config", str(path))
+        return run_argv(
+            text_manifest(tmp), tmp / "lake", *CHEAP, extra=(*NO_REPORT, "--config", str(path))
+        )
 
     return argv
 
 
 def override(setting: str):
-    return lambda tmp: run_argv(tmp, text_manifest(tmp), settings=(setting,))
+    return lambda tmp: run_argv(text_manifest(tmp), tmp / "lake", *CHEAP, setting, extra=NO_REPORT)
 
 
 def manifest_file(name: str, content: bytes):
     def argv(tmp: Path) -> list[str]:
         path = tmp / name
         path.write_bytes(content)
-        return run_argv(tmp, path)
+        return run_argv(path, tmp / "lake", *CHEAP, extra=NO_REPORT)
 
     return argv
 
@@ -68,7 +60,12 @@ def manifest_file(name: str, content: bytes):
 def summary_at(relative: str):
     def argv(tmp: Path) -> list[str]:
         (tmp / "a_folder").mkdir(exist_ok=True)
-        return run_argv(tmp, text_manifest(tmp), "--summary-json", str(tmp / relative))
+        return run_argv(
+            text_manifest(tmp),
+            tmp / "lake",
+            *CHEAP,
+            extra=(*NO_REPORT, "--summary-json", str(tmp / relative)),
+        )
 
     return argv
 
@@ -76,7 +73,7 @@ def summary_at(relative: str):
 def run_of_missing_files(tmp: Path) -> list[str]:
     path = tmp / "gone.jsonl"
     path.write_text(json.dumps({"item_id": "gone", "uri": str(tmp / "gone.mp4")}) + "\n")
-    return run_argv(tmp, path)
+    return run_argv(path, tmp / "lake", *CHEAP, extra=NO_REPORT)
 
 
 USAGE_CASES = {
@@ -91,16 +88,26 @@ USAGE_CASES = {
     "nan_timeout": (override("run.stage_timeout_s={describe: .nan}"), "finite"),
     "unknown_key": (override("media.num_framez=2"), "unknown key"),
     "missing_config": (
-        lambda tmp: run_argv(tmp, text_manifest(tmp), "--config", "/no.yaml"),
+        lambda tmp: run_argv(
+            text_manifest(tmp), tmp / "lake", *CHEAP, extra=(*NO_REPORT, "--config", "/no.yaml")
+        ),
         "not found",
     ),
     "summary_json_in_missing_folder": (summary_at("nowhere/summary.json"), "--summary-json"),
     "summary_json_is_a_folder": (summary_at("a_folder"), "--summary-json"),
-    "missing_input": (lambda tmp: run_argv(tmp, tmp / "nope.jsonl"), "does not exist"),
+    "missing_input": (
+        lambda tmp: run_argv(tmp / "nope.jsonl", tmp / "lake", *CHEAP, extra=NO_REPORT),
+        "does not exist",
+    ),
     "zero_byte_csv": (manifest_file("empty.csv", b""), "--input"),
     "not_parquet": (manifest_file("items.parquet", b"item_id,title\na,b\n"), "--input"),
     "unknown_resume_id": (
-        lambda tmp: run_argv(tmp, text_manifest(tmp), "--resume", "20990101T000000Z-nothere"),
+        lambda tmp: run_argv(
+            text_manifest(tmp),
+            tmp / "lake",
+            *CHEAP,
+            extra=(*NO_REPORT, "--resume", "20990101T000000Z-nothere"),
+        ),
         "resume",
     ),
     "inspect_without_a_lake": (lambda tmp: ["inspect", "--lake", str(tmp / "lake")], "lake"),
@@ -121,7 +128,12 @@ def test_a_fifo_manifest_exits_2_without_blocking(tmp_path):
     """Opening a FIFO with no writer blocks forever: in a child process, with a time limit."""
     fifo = tmp_path / "items.jsonl"
     os.mkfifo(fifo)
-    argv = [sys.executable, "-m", "jobs.cli", *run_argv(tmp_path, fifo)]
+    argv = [
+        sys.executable,
+        "-m",
+        "jobs.cli",
+        *run_argv(fifo, tmp_path / "lake", *CHEAP, extra=NO_REPORT),
+    ]
     done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=120)
     assert done.returncode == 2, done.stderr
     assert "not a regular file" in done.stderr
@@ -162,7 +174,11 @@ def test_a_stage_timeout_ends_with_the_runs_exit_code_five_times_of_five(tmp_pat
     outcomes = []
     for attempt in range(5):
         lake = tmp_path / f"lake{attempt}"
-        argv = [*run_argv(tmp_path, source, settings=settings), "--lake", str(lake)]
+        argv = [
+            *run_argv(source, tmp_path / "lake", *CHEAP, *settings, extra=NO_REPORT),
+            "--lake",
+            str(lake),
+        ]
         done = subprocess.run(
             [sys.executable, "-m", "jobs.cli", *argv],
             capture_output=True,
@@ -182,7 +198,10 @@ def test_run_prints_ids_and_messages_with_control_characters_escaped(tmp_path, c
     path = tmp_path / "evil.jsonl"
     row = {"item_id": EVIL_ID, "uri": str(tmp_path / f"{EVIL_ID}.mp4"), "title": EVIL_ID}
     path.write_text(json.dumps(row) + "\n")
-    assert main(run_argv(tmp_path, path, settings=("run.max_error_rate=1.0",))) == 0
+    assert (
+        main(run_argv(path, tmp_path / "lake", *CHEAP, "run.max_error_rate=1.0", extra=NO_REPORT))
+        == 0
+    )
     out, err = capfd.readouterr()
     assert EVIL_SHOWN in out  # the errors row of the missing file names the item
     for stream in (out, err):
@@ -239,7 +258,13 @@ def test_a_disk_that_fills_during_the_run_still_gets_the_closing_runs_row(small_
     )
     filler = threading.Thread(target=fill_once_reserved, args=(lake, small_disk), daemon=True)
     filler.start()
-    code = main([*run_argv(small_disk, source, settings=settings), "--lake", str(lake)])
+    code = main(
+        [
+            *run_argv(source, small_disk / "lake", *CHEAP, *settings, extra=NO_REPORT),
+            "--lake",
+            str(lake),
+        ]
+    )
     filler.join()
     assert code == 1
     assert "the disk is full" in capsys.readouterr().err

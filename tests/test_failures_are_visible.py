@@ -9,8 +9,9 @@ from core.config import EncodeConfig
 from jobs.cli import main
 from schemas.rows import utc_now
 from schemas.store import DeltaStore
+from tests.cli_helpers import run_argv
 from tests.fake_openai_server import FakeOpenAI
-from tests.test_truthful_runs import clips, one_line_error, run_argv
+from tests.test_truthful_runs import clips, one_line_error, served
 from transforms.encode import encoder_id
 
 pytestmark = pytest.mark.slow
@@ -23,7 +24,7 @@ def server():
 
 
 def enrich(source, lake, server, *settings: str, flags: tuple[str, ...] = ()) -> int:
-    return main([*flags, *run_argv(source, lake, server.url, *settings), "--no-report"])
+    return main([*flags, *run_argv(source, lake, *served(server.url), *settings), "--no-report"])
 
 
 def statuses(lake) -> list[str]:
@@ -97,7 +98,7 @@ def test_a_config_change_that_needs_a_refit_is_refused_unless_asked_for(tmp_path
     assert statuses(lake) == ["succeeded"] and store.version("codebooks") == 0
     assert not list(lake.glob("_staging/*/_plan.json"))  # refused before planning any work
 
-    argv = [*run_argv(folder, lake, server.url, "semantic_ids.levels=2"), "--no-report"]
+    argv = [*run_argv(folder, lake, *served(server.url), "semantic_ids.levels=2"), "--no-report"]
     assert main([*argv, "--refit-sids"]) == 0
     versions = set(store.read("codebooks")["codebook_version"].to_pylist())
     [second] = versions - {first}

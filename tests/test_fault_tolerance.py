@@ -18,6 +18,7 @@ from jobs.cli import main
 from schemas import DeltaStore, read_table
 from schemas.rows import utc_now
 from schemas.store import LakeWriteError
+from tests.cli_helpers import run_argv
 from tests.media_factory import run_ffmpeg
 from transforms.stage import fault_chosen
 
@@ -26,28 +27,16 @@ CLIPS = 32
 CHUNK = 4
 SUBJECTS = ["a cat", "a chef", "a skater", "a violinist", "a robot toy", "a magician", "a dog"]
 HANG_AT = 20  # the killed run hangs in describe on this clip; the kill lands there
-FAST = [
-    "--set",
-    "asr.enabled=false",
-    "--set",
-    "ocr.enabled=false",
-    "--set",
-    "visual.enabled=false",
-    "--set",
+FAST = (  # on top of tests.cli_helpers.QUICK
     "media.num_frames=2",
-    "--set",
     "describe.batch_size=1",  # identical text whichever items share a batch
-    "--set",
     # identical embeddings too: the streaming runtime batches as items arrive, and the tiny
     # VLM's near-identical texts make the codebook flip on 1e-7 differences of a padded batch
     "encode.batch_size=1",
-    "--set",
     f"run.items_per_task={CHUNK}",
-    "--set",
     "run.commit_interval_s=0",  # each task committed as it ends: the kill lands between them
-    "--set",
-    "run.progress=off",
-]
+)
+NO_REPORT = ("--no-report",)
 VOLATILE = {"run_id", "updated_at", "describe_latency_ms", "codebook_version"}
 
 
@@ -73,38 +62,19 @@ def corpus(tmp_path_factory):
 # clip's evidence, so every clip's embedding and Semantic ID is its own. The tiny random VLM's
 # near-identical gibberish collapsed the codebook, whose codes then flipped on 1e-7
 # differences between the processes that embedded them.
-EVIDENCE_DESCRIBER: list[str] = []
+EVIDENCE_DESCRIBER: tuple[str, ...] = ()
 
 
 @pytest.fixture(scope="module")
 def tiny_vlm(tiny_vlm_dir):
     """The transformers backend with a tiny random LLaVA: real generate(), fast, greedy."""
-    return [
-        "--set",
+    return (
         "describe.backend=transformers",
-        "--set",
         f"describe.model={tiny_vlm_dir}",
-        "--set",
         "describe.gguf_file=null",
-        "--set",
         "describe.max_new_tokens=12",
-        "--set",
         "describe.max_images=2",
-    ]
-
-
-def run_argv(manifest, lake, describer, *extra):
-    return [
-        "run",
-        "--input",
-        str(manifest),
-        "--lake",
-        str(lake),
-        *FAST,
-        *describer,
-        *extra,
-        "--no-report",
-    ]
+    )
 
 
 def comparable(lake, name):
@@ -142,7 +112,7 @@ def kill_partway(argv, lake, after_rows: int) -> int:
 def reference(corpus, tmp_path_factory):
     """An uninterrupted run: what every interrupted-then-finished run must end as."""
     lake = tmp_path_factory.mktemp("reference") / "lake"
-    assert main(run_argv(corpus, lake, EVIDENCE_DESCRIBER)) == 0
+    assert main(run_argv(corpus, lake, *FAST, *EVIDENCE_DESCRIBER, extra=NO_REPORT)) == 0
     return lake
 
 
@@ -165,13 +135,15 @@ def test_killed_run_resumes_to_the_same_tables_redoing_only_uncommitted_items(
     resumed = tmp_path / "resumed"
 
     hang = json.dumps({"describe": {"hang_items": [f"clip{HANG_AT}"], "hang_s": 600}})
-    killed_argv = run_argv(corpus, resumed, EVIDENCE_DESCRIBER, "--set", f"run.faults={hang}")
+    killed_argv = run_argv(
+        corpus, resumed, *FAST, *EVIDENCE_DESCRIBER, f"run.faults={hang}", extra=NO_REPORT
+    )
     committed = kill_partway(killed_argv, resumed, after_rows=HANG_AT)
     assert committed == HANG_AT  # 5 chunks committed, the 6th was in describe
     [killed] = read_table(resumed, "runs").to_pylist()
     assert killed["status"] == "running"  # never finished: it was killed outright
 
-    assert main(run_argv(corpus, resumed, EVIDENCE_DESCRIBER)) == 0
+    assert main(run_argv(corpus, resumed, *FAST, *EVIDENCE_DESCRIBER, extra=NO_REPORT)) == 0
     runs = {r["run_id"]: r for r in read_table(resumed, "runs").to_pylist()}
     [rerun] = [r for r in runs.values() if r["run_id"] != killed["run_id"]]
     assert rerun["status"] == "succeeded"
@@ -188,7 +160,9 @@ def test_a_crashed_run_resumed_by_its_id_commits_finished_tasks_without_redoing_
     with the uninterrupted run's tables and one succeeded runs row."""
     lake, summary = tmp_path / "lake", tmp_path / "summary.json"
     crash = json.dumps({"media": {"crash_items": ["clip13"]}})
-    argv = run_argv(corpus, lake, EVIDENCE_DESCRIBER, "--set", f"run.faults={crash}")
+    argv = run_argv(
+        corpus, lake, *FAST, *EVIDENCE_DESCRIBER, f"run.faults={crash}", extra=NO_REPORT
+    )
     died = subprocess.run([sys.executable, "-m", "jobs.cli", *argv], capture_output=True)
     assert died.returncode != 0
     [crashed] = read_table(lake, "runs").to_pylist()
@@ -201,7 +175,9 @@ def test_a_crashed_run_resumed_by_its_id_commits_finished_tasks_without_redoing_
     ]
 
     resume = ["--resume", crashed["run_id"], "--summary-json", str(summary)]
-    assert main(run_argv(corpus, lake, EVIDENCE_DESCRIBER, *resume)) == 0
+    assert (
+        main(run_argv(corpus, lake, *FAST, *EVIDENCE_DESCRIBER, extra=(*resume, *NO_REPORT))) == 0
+    )
     [run] = read_table(lake, "runs").to_pylist()
     assert (run["run_id"], run["status"], run["items"]) == (crashed["run_id"], "succeeded", 33)
     notes = json.loads(summary.read_text())["notes"]
@@ -209,7 +185,15 @@ def test_a_crashed_run_resumed_by_its_id_commits_finished_tasks_without_redoing_
     assert not staging.exists()
     assert_same_tables(lake, reference)
     assert (
-        main(run_argv(corpus, lake, EVIDENCE_DESCRIBER, "--resume", "20990101T000000Z-nothere"))
+        main(
+            run_argv(
+                corpus,
+                lake,
+                *FAST,
+                *EVIDENCE_DESCRIBER,
+                extra=("--resume", "20990101T000000Z-nothere", *NO_REPORT),
+            )
+        )
         == 2
     )
 
@@ -223,7 +207,9 @@ def test_injected_describer_faults_retry_then_become_error_rows(corpus, tiny_vlm
     assert failing, "seed 0 picks no item: choose another seed"
     faults = {"describe": {**spec.model_dump(), "fail_attempts": 0}}
     lake = tmp_path / "lake"
-    argv = run_argv(subset, lake, tiny_vlm, "--set", f"run.faults={json.dumps(faults)}")
+    argv = run_argv(
+        subset, lake, *FAST, *tiny_vlm, f"run.faults={json.dumps(faults)}", extra=NO_REPORT
+    )
     argv += ["--set", "run.stage_timeout_s={describe: 8}", "--set", "run.item_retries=2"]
     assert main(argv) == 0
 
@@ -240,7 +226,9 @@ def test_injected_describer_faults_retry_then_become_error_rows(corpus, tiny_vlm
     # transient faults (each chosen item fails its first attempt only) are absorbed by retries
     transient = {"describe": {**spec.model_dump(), "hang_items": [], "fail_attempts": 1}}
     lake2 = tmp_path / "lake2"
-    argv = run_argv(subset, lake2, tiny_vlm, "--set", f"run.faults={json.dumps(transient)}")
+    argv = run_argv(
+        subset, lake2, *FAST, *tiny_vlm, f"run.faults={json.dumps(transient)}", extra=NO_REPORT
+    )
     assert main(argv) == 0
     assert read_table(lake2, "descriptions").num_rows == 10
     assert not DeltaTable.is_deltatable(str(lake2 / "errors"))
@@ -310,10 +298,10 @@ def test_cli_on_a_full_lake_exits_with_a_clear_message(corpus, tiny_vlm, small_d
     lake = small_disk / "lake"
     manifest = corpus.parent / "one.jsonl"
     manifest.write_text(corpus.read_text().splitlines(keepends=True)[0])
-    assert main(run_argv(manifest, lake, tiny_vlm)) == 0
+    assert main(run_argv(manifest, lake, *FAST, *tiny_vlm, extra=NO_REPORT)) == 0
     versions = {n: DeltaStore(lake).version(n) for n in ("descriptions", "embeddings", "runs")}
     fill(small_disk)
-    assert main([*run_argv(manifest, lake, tiny_vlm), "--force"]) == 1
+    assert main([*run_argv(manifest, lake, *FAST, *tiny_vlm, extra=NO_REPORT), "--force"]) == 1
     message = capfd.readouterr().err
     assert "enrich: error: could not write" in message and "the disk is full" in message
     assert "rerun the same command" in message

@@ -14,6 +14,7 @@ import pytest
 
 from schemas.rows import table_rows
 from schemas.tables import ERRORS
+from tests.cli_helpers import run_argv
 from transforms.manifest import ManifestError, plan_input, read_input, read_shard
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -247,14 +248,10 @@ def test_a_file_name_that_is_not_utf8_is_an_error_record(tmp_path):
 
 
 # -- one real run ------------------------------------------------------------------------------
-CHEAP = [
-    "asr.enabled=false",
-    "ocr.enabled=false",
-    "visual.enabled=false",
+CHEAP = (  # on top of tests.cli_helpers.QUICK
     "describe.max_new_tokens=12",
-    "run.progress=off",
     "run.max_error_rate=1.0",  # half the rows are bad on purpose
-]
+)
 RUN_ROWS = [  # raw JSONL line, expected error code (None: enriched)
     ('{"item_id": "book", "title": "Balcony Gardening", "text": "Tomatoes on a balcony."}', None),
     ('{"item_id": "film", "title": "Rings of Saturn", "tags": "space; astronomy"}', None),
@@ -274,11 +271,8 @@ def test_a_run_over_hostile_rows_exits_0_and_reconciles(tmp_path):
 
     manifest, lake, summary = tmp_path / "m.jsonl", tmp_path / "lake", tmp_path / "summary.json"
     manifest.write_text("".join(line + "\n" for line, _ in RUN_ROWS))
-    argv = ["run", "--input", str(manifest), "--lake", str(lake), "--no-report"]
-    argv += ["--config", "configs/demo.yaml", "--summary-json", str(summary)]
-    for setting in CHEAP:
-        argv += ["--set", setting]
-    assert main(argv) == 0
+    demo = ("--no-report", "--config", "configs/demo.yaml", "--summary-json", str(summary))
+    assert main(run_argv(manifest, lake, *CHEAP, extra=demo)) == 0
     counts = json.loads(summary.read_text())
     assert (
         counts["items"]

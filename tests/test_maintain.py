@@ -101,7 +101,7 @@ def year_lake(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def lake(year_lake, tmp_path) -> Path:
+def lake_copy(year_lake, tmp_path) -> Path:
     copy = tmp_path / "lake"
     shutil.copytree(year_lake, copy)
     return copy
@@ -123,8 +123,10 @@ def snapshot(lake: Path) -> dict[str, tuple[int, float]]:
     return {str(p): (p.stat().st_size, p.stat().st_mtime) for p in lake.rglob("*") if p.is_file()}
 
 
-def test_a_year_of_merges_compacts_and_vacuums_but_the_newest_release_stays_readable(lake, capsys):
-    store = DeltaStore(lake)
+def test_a_year_of_merges_compacts_and_vacuums_but_the_newest_release_stays_readable(
+    lake_copy, capsys
+):
+    store = DeltaStore(lake_copy)
     files_before = len(store.table("embeddings").file_uris())
     latest, pinned = store.read("embeddings"), store.read("embeddings", version=PINNED)
     recent = store.read("embeddings", version=DAYS - 4)  # 4 days ago: inside the retention
@@ -134,7 +136,7 @@ def test_a_year_of_merges_compacts_and_vacuums_but_the_newest_release_stays_read
     assert readable(store, OLDER_PINNED) and readable(store, PINNED - 5)
 
     started = time.perf_counter()
-    assert main(["maintain", "--lake", str(lake)]) == 0
+    assert main(["maintain", "--lake", str(lake_copy)]) == 0
     elapsed = time.perf_counter() - started
     out = capsys.readouterr().out
     print(out, f"maintain took {elapsed:.1f}s")
@@ -153,26 +155,26 @@ def test_a_year_of_merges_compacts_and_vacuums_but_the_newest_release_stays_read
     assert not readable(store, PINNED - 5) and not readable(store, OLDER_PINNED)
     assert "release new pins v39" in out and "extended from 168 h" in out
     assert "embeddings" in out and "checkpoint v" in out
-    assert list((lake / "embeddings" / "_delta_log").glob("*.checkpoint.parquet"))
+    assert list((lake_copy / "embeddings" / "_delta_log").glob("*.checkpoint.parquet"))
 
 
-def test_forced_zero_retention_vacuums_everything_but_the_newest_release(lake, capsys):
-    store = DeltaStore(lake)
-    assert main(["maintain", "--lake", str(lake), "--retention-hours", "0", "--force"]) == 0
+def test_forced_zero_retention_vacuums_everything_but_the_newest_release(lake_copy, capsys):
+    store = DeltaStore(lake_copy)
+    assert main(["maintain", "--lake", str(lake_copy), "--retention-hours", "0", "--force"]) == 0
     out = capsys.readouterr().out
-    errors_files = [p for p in (lake / "errors").glob("*.parquet")]
+    errors_files = [p for p in (lake_copy / "errors").glob("*.parquet")]
     assert len(errors_files) == len(store.table("errors").file_uris())  # rewrites deleted
     assert readable(store, PINNED) and store.read("embeddings", version=PINNED).num_rows
     assert "extended from 0 h" in out
 
 
-def test_a_retention_under_seven_days_is_refused_without_force(lake, capsys):
-    before = snapshot(lake)
-    assert main(["maintain", "--lake", str(lake), "--retention-hours", "24"]) == 2
+def test_a_retention_under_seven_days_is_refused_without_force(lake_copy, capsys):
+    before = snapshot(lake_copy)
+    assert main(["maintain", "--lake", str(lake_copy), "--retention-hours", "24"]) == 2
     err = capsys.readouterr().err
     assert "under 168 h" in err and "time-travel" in err and "--force" in err
     assert "releases older than that stop working" in err
-    assert snapshot(lake) == before
+    assert snapshot(lake_copy) == before
 
 
 def stage(lake: Path, run_id: str, age_days: float = 0) -> Path:
@@ -222,12 +224,12 @@ def test_dead_staging_is_deleted_and_staging_a_run_needs_is_kept(tmp_path, capsy
     assert "kept         live (running)" in out and "enrich run --resume young" in out
 
 
-def test_dry_run_changes_nothing(lake, capsys):
-    stage(lake, "stray", age_days=12)
-    before = snapshot(lake)
-    argv = ["maintain", "--lake", str(lake), "--dry-run", "--retention-hours", "0", "--force"]
+def test_dry_run_changes_nothing(lake_copy, capsys):
+    stage(lake_copy, "stray", age_days=12)
+    before = snapshot(lake_copy)
+    argv = ["maintain", "--lake", str(lake_copy), "--dry-run", "--retention-hours", "0", "--force"]
     assert main([*argv, "--cleanup-logs"]) == 0
     out = capsys.readouterr().out
-    assert snapshot(lake) == before
+    assert snapshot(lake_copy) == before
     assert "would compact" in out and "would checkpoint" in out and "would delete" in out
     assert "files would be vacuumed" in out and " 0 files would be vacuumed" not in out

@@ -12,29 +12,19 @@ import pytest
 
 from jobs.cli import main
 from schemas.store import DeltaStore
+from tests.cli_helpers import QUICK, run_argv
 from tests.media_factory import synth_video
 from transforms.manifest import ManifestError, plan_input, read_input, read_shard
 
 CAFE_NFC = "caf\u00e9"
 CAFE_NFD = unicodedata.normalize("NFD", CAFE_NFC)
 ODD_TITLE = "line\u2028sep\u2029para\x85next"
-FAST = [
-    "--set",
-    "asr.enabled=false",
-    "--set",
-    "ocr.enabled=false",
-    "--set",
-    "media.num_frames=2",
-    "--set",
-    "describe.max_new_tokens=16",
-    "--set",
-    "run.progress=off",
-    "--no-report",
-]
+FAST = ("media.num_frames=2", "describe.max_new_tokens=16")
+WITH_TAGS = tuple(s for s in QUICK if not s.startswith("visual."))  # the visual stage runs
 
 
 def enrich(manifest, lake) -> int:
-    return main(["run", "--input", str(manifest), "--lake", str(lake), *FAST])
+    return main(run_argv(manifest, lake, *FAST, quick=WITH_TAGS, extra=("--no-report",)))
 
 
 def table(lake, name) -> dict[str, dict]:

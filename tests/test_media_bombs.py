@@ -214,6 +214,7 @@ def test_one_run_over_hostile_rows_and_bombs_enriches_the_good_and_codes_the_bad
     from core.errors import ERROR_CODES
     from jobs.cli import main
     from schemas.store import DeltaStore
+    from tests.cli_helpers import run_argv
     from tests.test_hostile_rows import CHEAP, RUN_ROWS
 
     media = {  # bomb → expected error code (None: enriched, bounded)
@@ -229,11 +230,9 @@ def test_one_run_over_hostile_rows_and_bombs_enriches_the_good_and_codes_the_bad
     rows.append(json.dumps({"item_id": "esc\x1b[2J", "title": "t\x1b]0;owned\x07", "text": "x"}))
     manifest, lake, summary = tmp_path / "m.jsonl", tmp_path / "lake", tmp_path / "s.json"
     manifest.write_text("".join(row + "\n" for row in rows))
-    argv = ["run", "--input", str(manifest), "--lake", str(lake), "--no-report"]
-    argv += ["--config", "configs/demo.yaml", "--summary-json", str(summary)]
+    demo = ("--no-report", "--config", "configs/demo.yaml", "--summary-json", str(summary))
     roots = json.dumps([str(tmp_path), str(bombs["audio_1h"].parent)])
-    settings = [*CHEAP, f"media.allowed_roots={roots}"]
-    assert main([*argv, *(arg for s in settings for arg in ("--set", s))]) == 0
+    assert main(run_argv(manifest, lake, *CHEAP, f"media.allowed_roots={roots}", extra=demo)) == 0
     counts = json.loads(summary.read_text())
     assert (
         counts["items"] == len(rows) == counts["succeeded"] + counts["failed"] + counts["skipped"]

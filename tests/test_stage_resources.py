@@ -21,6 +21,7 @@ from pipelines.engines.beam import BeamEngine, task_step
 from pipelines.engines.spark import gpu_profile, pin_gpus
 from pipelines.tasks import EnrichJob, SidWaveJob, enrich_task
 from schemas import read_table
+from tests.cli_helpers import run_argv
 
 SERVED = ["describe.backend=openai", "describe.model=served-vlm"]
 
@@ -147,15 +148,11 @@ TEXT_ITEMS = [
     {"item_id": f"text-{n}", "title": f"Lesson {n}", "text": f"A short guide number {n}."}
     for n in range(12)
 ]
-CHEAP = [
-    "asr.enabled=false",
-    "ocr.enabled=false",
-    "visual.enabled=false",  # the describer alone asks for the GPU
+CHEAP = (  # on top of tests.cli_helpers.QUICK (no visual tags: the describer alone asks for a GPU)
     "describe.max_new_tokens=8",
     "describe.batch_size=1",  # 4 items a task at most: 4 tasks of 3, 2 GPU addresses
     "media.batch_size=1",
-    "run.progress=off",
-]
+)
 
 
 def overlapping(placements: list[dict]) -> list[tuple[str, str]]:
@@ -181,12 +178,10 @@ def test_spark_standalone_places_enrich_tasks_one_per_gpu_address(spark_gpu_clus
     shared = Path(tempfile.mkdtemp(prefix="enrich-gpus-", dir="/var/tmp"))  # workers see it
     manifest = shared / "manifest.jsonl"
     manifest.write_text("".join(json.dumps(row) + "\n" for row in TEXT_ITEMS))
-    argv = ["run", "--input", str(manifest), "--lake", str(shared / "lake"), "--engine", "spark"]
-    argv += ["--config", "configs/demo.yaml", "--no-report"]
-    argv += [f"--engine-arg=master={spark_gpu_cluster.master_url}"]
-    argv += [f"--engine-arg={conf}" for conf in spark_gpu_cluster.spark_confs]
-    for setting in CHEAP:
-        argv += ["--set", setting]
+    engine = ["--engine", "spark", "--config", "configs/demo.yaml", "--no-report"]
+    engine += [f"--engine-arg=master={spark_gpu_cluster.master_url}"]
+    engine += [f"--engine-arg={conf}" for conf in spark_gpu_cluster.spark_confs]
+    argv = run_argv(manifest, shared / "lake", *CHEAP, extra=engine)
     caplog.set_level(logging.DEBUG, logger="pipelines.engines.spark")
     stop_spark()
     try:

@@ -18,8 +18,9 @@ from pipelines.sids import fit_codebook_on
 from pipelines.staging import StagedFile, Staging, TaskMarker
 from schemas.rows import error_row, utc_now
 from schemas.store import DeltaStore
+from tests.cli_helpers import QUICK
 from tests.fake_openai_server import FakeOpenAI
-from tests.test_truthful_runs import cheap, clips
+from tests.test_truthful_runs import clips, served
 from transforms.encode import encoder_id
 from transforms.stage import ERROR_KEY
 
@@ -159,7 +160,7 @@ def test_the_local_engine_reconciles_each_task_once(tmp_path, monkeypatch):
     checks = spy_on_task_checks(monkeypatch)
     lookups = spy_on_codebook_lookups(monkeypatch)
     with FakeOpenAI() as server:
-        settings = [arg for arg in cheap(server.url) if arg != "--set"]
+        settings = [*QUICK, *served(server.url)]
         config = load_config(None, [*settings, "run.items_per_task=1"])
         confine_to(config, str(folder))
         lake = str(tmp_path / "lake")

@@ -12,6 +12,7 @@ import pytest
 
 from jobs.cli import main
 from schemas.store import DeltaStore
+from tests.cli_helpers import run_argv
 from tests.media_factory import synth_video
 from transforms.manifest import metadata_sha256, read_input
 from transforms.media import fetch_input
@@ -31,14 +32,7 @@ TEXT_ITEMS = [
     },
     {"item_id": "note-jazz", "uri": "", "text": "Saxophone lessons for a curious beginner."},
 ]
-CHEAP = [
-    "asr.enabled=false",
-    "ocr.enabled=false",
-    "visual.enabled=false",
-    "media.num_frames=2",
-    "describe.max_new_tokens=12",
-    "run.progress=off",
-]
+CHEAP = ("media.num_frames=2", "describe.max_new_tokens=12")  # on top of cli_helpers.QUICK
 
 
 def write_manifest(folder: Path, text_items: list[dict], clip_title: str = "Test pattern") -> Path:
@@ -50,11 +44,8 @@ def write_manifest(folder: Path, text_items: list[dict], clip_title: str = "Test
 
 def run(manifest: Path, lake: Path) -> dict:
     summary = lake.parent / "summary.json"
-    argv = ["run", "--input", str(manifest), "--lake", str(lake), "--no-report"]
-    argv += ["--config", "configs/demo.yaml", "--summary-json", str(summary)]
-    for setting in CHEAP:
-        argv += ["--set", setting]
-    assert main(argv) == 0
+    demo = ("--no-report", "--config", "configs/demo.yaml", "--summary-json", str(summary))
+    assert main(run_argv(manifest, lake, *CHEAP, extra=demo)) == 0
     return json.loads(summary.read_text())
 
 

@@ -15,6 +15,7 @@ from jobs.cli import main
 from schemas.rows import utc_now
 from schemas.store import DeltaStore
 from schemas.tables import TABLES
+from tests.cli_helpers import run_argv
 from tests.fake_openai_server import FakeOpenAI
 from tests.media_factory import synth_video
 
@@ -22,27 +23,17 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 
 
-def cheap(endpoint: str) -> list[str]:
-    settings = [
+def served(endpoint: str) -> tuple[str, ...]:
+    """The settings (on top of ``tests.cli_helpers.QUICK``) that describe through the fake
+    OpenAI server at ``endpoint``, failing fast."""
+    return (
         "describe.backend=openai",
         f"describe.endpoint={endpoint}",
         "describe.model=served/vlm",
         "describe.max_retries=0",
         "describe.timeout_s=10",
-        "asr.enabled=false",
-        "ocr.enabled=false",
-        "visual.enabled=false",
         "media.num_frames=2",
-        "run.progress=off",
-    ]
-    return [arg for s in settings for arg in ("--set", s)]
-
-
-def run_argv(source: Path, lake: Path, endpoint: str, *settings: str) -> list[str]:
-    """``enrich run`` over ``source`` into ``lake`` with the cheap settings and these
-    ``key=value`` overrides."""
-    overrides = [arg for setting in settings for arg in ("--set", setting)]
-    return ["run", "--input", str(source), "--lake", str(lake), *cheap(endpoint), *overrides]
+    )
 
 
 def clips(folder: Path, names: list[str], seconds: float = 1.0) -> Path:
@@ -79,7 +70,7 @@ def test_a_planted_key_reaches_no_output_table_log_or_report(tmp_path, monkeypat
     listing = manifest(tmp_path / "m.jsonl", folder)
     with FakeOpenAI(api_key=key) as server:
         pasted = ["--set", f"describe.api_key_env={key}"]  # the key where its name belongs
-        assert main([*run_argv(listing, lake, server.url), *pasted]) == 2
+        assert main([*run_argv(listing, lake, *served(server.url)), *pasted]) == 2
         refused = capsys.readouterr()
         assert "describe.api_key_env" in refused.err and "NAME of the environment" in refused.err
         assert not lake.exists(), "a refused config must not start a run"
@@ -89,7 +80,7 @@ def test_a_planted_key_reaches_no_output_table_log_or_report(tmp_path, monkeypat
         argv = run_argv(
             listing,
             lake,
-            server.url,
+            *served(server.url),
             "describe.api_key_env=PLANTED_VLM_KEY",
             "describe.concurrency=1",
         )
@@ -121,7 +112,7 @@ def test_a_planted_key_reaches_no_output_table_log_or_report(tmp_path, monkeypat
 def test_a_run_whose_items_all_failed_exits_1_with_status_failed(tmp_path, capsys):
     lake, folder = tmp_path / "lake", clips(tmp_path / "in", ["a.mp4", "b.mp4"])
     down = "http://127.0.0.1:9/v1"  # nothing listens on the discard port: the endpoint is down
-    assert main(run_argv(folder, lake, down)) == 1
+    assert main(run_argv(folder, lake, *served(down))) == 1
     captured = capsys.readouterr()
     assert "error rate 1.00 > run.max_error_rate 0.5" in captured.err
     assert "describer_unavailable 2" in captured.err
@@ -129,9 +120,9 @@ def test_a_run_whose_items_all_failed_exits_1_with_status_failed(tmp_path, capsy
     [run] = DeltaStore(lake).read("runs").to_pylist()
     assert run["status"] == "failed" and run["failed"] == 2
     # Still down on the rerun: an endpoint error is never a "known" failure of the input.
-    assert main(run_argv(folder, lake, down)) == 1
+    assert main(run_argv(folder, lake, *served(down))) == 1
     assert "error rate 1.00" in capsys.readouterr().err
-    accepted = run_argv(folder, lake, down, "run.max_error_rate=1.0")
+    accepted = run_argv(folder, lake, *served(down), "run.max_error_rate=1.0")
     assert main(accepted) == 0  # the documented way to accept it
 
 
@@ -142,7 +133,7 @@ def test_known_bad_inputs_failing_again_do_not_fail_a_rerun(tmp_path, capsys):
     (folder / "empty.mp4").write_bytes(b"")
     with FakeOpenAI() as server:
         for _ in range(2):
-            assert main(run_argv(folder, lake, server.url)) == 0
+            assert main(run_argv(folder, lake, *served(server.url))) == 0
     out = capsys.readouterr().out
     assert "1 of the errors repeat an earlier run's" in out
     runs = sorted(DeltaStore(lake).read("runs").to_pylist(), key=lambda r: r["started_at"])
@@ -188,7 +179,7 @@ def test_a_vanished_clip_is_reported_then_retired(tmp_path, capsys):
     store = DeltaStore(lake)
 
     def run(*settings: str) -> None:
-        assert main(run_argv(folder, lake, server.url, *settings)) == 0
+        assert main(run_argv(folder, lake, *served(server.url), *settings)) == 0
 
     def ids(name: str) -> set[str]:
         return set(store.read(name, columns=["item_id"]).column("item_id").to_pylist())
@@ -233,7 +224,7 @@ def test_the_loser_of_a_first_fit_race_adopts_the_winners_codebook(tmp_path):
     lake, folder = tmp_path / "lake", clips(tmp_path / "in", ["a.mp4", "b.mp4", "c.mp4"])
     with FakeOpenAI() as server:
         listing = manifest(tmp_path / "m.jsonl", folder)
-        assert main(run_argv(listing, lake, server.url)) == 0
+        assert main(run_argv(listing, lake, *served(server.url))) == 0
     [winner] = codebook_rows(lake)
     config = load_config()
     store = DeltaStore(lake)
@@ -274,7 +265,7 @@ def test_two_first_runs_at_once_share_one_codebook(tmp_path):
                     *run_argv(
                         listing,
                         lake,
-                        server.url,
+                        *served(server.url),
                         "semantic_ids.method=rq_vae",
                         "semantic_ids.vae_epochs=15",
                     ),

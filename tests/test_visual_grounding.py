@@ -44,7 +44,7 @@ def enrich(records: list[dict]) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def described(demo_corpus, tmp_path_factory) -> dict[str, dict]:
+def enriched(demo_corpus, tmp_path_factory) -> dict[str, dict]:
     """The demo clips and the untuned clips, enriched in one batch (one model load each)."""
     manifest = (demo_corpus / "manifest.jsonl").read_text().splitlines()
     rows = [json.loads(line) for line in manifest]
@@ -60,15 +60,15 @@ def described(demo_corpus, tmp_path_factory) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def demo_described(described) -> list[dict]:
-    return [r for item_id, r in described.items() if not item_id.startswith("untuned/")]
+def demo_described(enriched) -> list[dict]:
+    return [r for item_id, r in enriched.items() if not item_id.startswith("untuned/")]
 
 
 @pytest.fixture(scope="module")
-def untuned_described(described) -> dict[str, dict]:
+def untuned_described(enriched) -> dict[str, dict]:
     return {
         item_id.removeprefix("untuned/"): r
-        for item_id, r in described.items()
+        for item_id, r in enriched.items()
         if item_id.startswith("untuned/")
     }
 
