@@ -31,6 +31,8 @@ def clip(i):
         "audio_rms": 0.1,
         "frame_stats": {},
         "visual_tags": [],
+        "frames_sampled": len(frames),
+        "visual_shots": [],
     }
 
 

@@ -176,6 +176,7 @@ def test_invented_sentences_are_dropped_and_supported_ones_kept():
 def test_item_without_frames_gets_no_tags_and_an_honest_opening():
     stage = VisualTagStage(VisualConfig())
     record = {"item_id": "text-only", "title": "A podcast about gardening", "frames": []}
+    record["frame_timestamps_s"] = []
     stage.process_batch([record])
     assert "error" not in record and record["visual_tags"] == [] and record["shot_count"] == 0
     assert opening_sentence(record) == (
