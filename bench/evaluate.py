@@ -60,10 +60,10 @@ EVALUATE = {
     "batch_size": 64,
     "negatives": 256,
     "threads": 1,
-    "tiger_dim": 64,
+    "tiger_dim": 32,
     "tiger_layers": 2,
     "tiger_history": 20,
-    "tiger_epochs": 10,
+    "tiger_epochs": 5,
     "tiger_pairs_per_user": 8,
     "tiger_beam": 20,
 }

@@ -2,9 +2,10 @@
 
 Trains small SASRec and two-tower models with each item representation (ID only; ID +
 description embedding; SID tokens as codes + prefix n-grams, codes alone or SentencePiece
-pieces; ID + metadata embedding) over fixed seeds, reports
-HR@10, nDCG@10 and Recall@50 on all users, cold-start items and long-tail items, and records
-the results with their lineage in the ``evaluations`` table. See ``evaluation``.
+pieces; ID + metadata embedding) over fixed seeds, and with ``evaluate.models`` including
+``tiger`` a generative retriever that decodes the next item's SID (``evaluation.generative``);
+reports HR@10, nDCG@10 and Recall@50 on all users, cold-start items and long-tail items, and
+records the results with their lineage in the ``evaluations`` table. See ``evaluation``.
 """
 
 from __future__ import annotations
