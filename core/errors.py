@@ -8,7 +8,7 @@ ends with). Builtin bases (``OSError``, ``ValueError``, ...) stay as second base
 that catch those keep working.
 
 Every ``errors`` table row carries one of ``ERROR_CODES``, and every one is produced by some
-path (tests/test_error_codes.py checks both, and the README)."""
+path (tests/test_error_codes.py checks both, and the docs page reference/error-codes.md)."""
 
 from enum import StrEnum
 from typing import ClassVar

@@ -190,7 +190,66 @@ def error_codes_page() -> str:
     for code, meaning in ERROR_CODES.items():
         kind = "input" if code in INPUT_ERROR_CODES else "item"
         lines.append(f"| `{code}` | {kind} | {_cell(meaning)} |\n")
+    return "".join(lines) + exceptions_section()
+
+
+def exceptions_section() -> str:
+    """The exception classes (all under ``core.errors.EnrichError``) with the exit code and
+    run status each carries, and the error-rate rule."""
+    from core.errors import RUN_MAX_ERROR_RATE, VALIDATE_MAX_ERROR_RATE, EnrichError, error_rate
+
+    lines = [
+        "\n## Exceptions\n\n",
+        "Whatever stops a command is one of these (`core.errors.EnrichError` and its "
+        "subclasses); its class says the command's exit code (see [Exit codes](exit-codes.md)) "
+        "and the `runs.status` a run that raised it ends with. An item's own failure is a "
+        "`StageError` with one of the codes above: it becomes that item's errors row and the "
+        "run goes on.\n\n",
+        "| Exception | Module | Is a | Exit code | Run status | Meaning |\n",
+        "|---|---|---|---|---|---|\n",
+    ]
+    for cls in sorted(project_exceptions(EnrichError), key=lambda c: c.__name__):
+        bases = ", ".join(f"`{b.__name__}`" for b in cls.__bases__)
+        doc = " ".join((cls.__doc__ or "").split()).split(". ")[0].rstrip(".")
+        lines.append(
+            f"| `{cls.__name__}` | `{cls.__module__}` | {bases} | {cls.exit_code} | "
+            f"{cls.run_status} | {_cell(doc)} |\n"
+        )
+    lines.append(
+        "\n**Error rate.** `core.errors.error_rate` is failed / (succeeded + failed) "
+        f"({error_rate(0, 0)} when nothing was processed). A run fails above "
+        f"`run.max_error_rate` (default {RUN_MAX_ERROR_RATE}) with the known failures (an "
+        "input-decided code met again on the same content) left out; `enrich validate` refuses "
+        f"a release above `--max-error-rate` (default {VALIDATE_MAX_ERROR_RATE}) counting "
+        "them: a run's gate is a tripwire for a broken dependency, a release's gate is about "
+        "what readers get.\n"
+    )
     return "".join(lines)
+
+
+def project_exceptions(root: type) -> list[type]:
+    """Every subclass of ``root`` that the project defines, imported from the modules whose
+    source declares a class (read with ast first, so nothing heavy is imported)."""
+    import ast
+    import importlib
+
+    for folder in ("core", "transforms", "schemas", "evaluation", "pipelines", "jobs"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            tree = ast.parse(path.read_text())
+            if any(isinstance(n, ast.ClassDef) and n.bases for n in tree.body):
+                module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+                if "Error" in path.read_text() or "Refused" in path.read_text():
+                    importlib.import_module(module.removesuffix(".__init__"))
+    found, queue = [], [root]
+    while queue:
+        for sub in queue.pop().__subclasses__():
+            if sub not in found and sub.__module__.split(".")[0] in PROJECT_PACKAGES:
+                found.append(sub)
+            queue.append(sub)
+    return [root, *found]
+
+
+PROJECT_PACKAGES = {"core", "transforms", "schemas", "evaluation", "pipelines", "jobs"}
 
 
 def pages() -> dict[str, str]:
