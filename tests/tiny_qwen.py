@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.tiny_vlm import CORPUS
+from tests.tiny_vlm import word_level
 
 # Qwen's chat layout, cut down: media items become one placeholder token each, which the
 # processor expands to one token per patch (or audio frame).
@@ -86,19 +86,14 @@ def chat_template(tokens: dict[str, str]) -> str:
 def tiny_tokenizer(tokens: dict[str, str]):
     """A word-level tokenizer over CORPUS with Qwen's control tokens and ``tokens`` as named
     special tokens (what the processors read as ``tokenizer.image_token`` and so on)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     controls = ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>"]
     controls += ["<|audio_bos|>", "<|audio_eos|>"]
     specials = ["<unk>", "<|endoftext|>", *controls]
     specials += [t for t in tokens.values() if t not in specials]
-    words = sorted({w for line in CORPUS for w in line.replace(",", "").split()} | {*EXTRA_WORDS})
-    vocab = {token: i for i, token in enumerate(specials + words)}
-    word_level = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    word_level.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=word_level,
+        tokenizer_object=word_level(specials, frozenset(EXTRA_WORDS)),
         unk_token="<unk>",
         pad_token="<|endoftext|>",
         eos_token="<|im_end|>",

@@ -15,10 +15,20 @@ CHAT_TEMPLATE = (
 CORPUS = ["a video of a cat on a mat with music, text and speech in a city park at night"] * 20
 
 
+def word_level(specials: list[str], extra_words: frozenset[str] = frozenset()):
+    """A whitespace word-level tokenizer: ``specials`` first, then the words of CORPUS."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = sorted({w for line in CORPUS for w in line.replace(",", "").split()} | extra_words)
+    vocab = {token: i for i, token in enumerate(specials + words)}
+    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return tokenizer
+
+
 def build_tiny_llava(folder: Path) -> Path:
     """Save processor + model to ``folder`` so AutoProcessor/AutoModel load them like a hub id."""
     import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import (
         AutoModelForImageTextToText,
         CLIPImageProcessor,
@@ -30,12 +40,8 @@ def build_tiny_llava(folder: Path) -> Path:
     )
 
     specials = ["<unk>", "<pad>", "<s>", "</s>", "<image>"]
-    words = sorted({w for line in CORPUS for w in line.replace(",", "").split()})
-    vocab = {token: i for i, token in enumerate(specials + words)}
-    bpe = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    bpe.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe,
+        tokenizer_object=word_level(specials),
         unk_token="<unk>",
         pad_token="<pad>",
         bos_token="<s>",
