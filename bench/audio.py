@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.throughput import spread  # noqa: E402 - medians with min and max, as every bench
+
 RATE = 16000
 CLIP_S = 10.0
 GOAL_RTF = 20.0
@@ -37,14 +38,6 @@ SPEECH_TEXT = (
     "This clip shows the first bench of the audio stage. Someone talks for a while, pauses, "
     "and then goes on about the weather, the news and the next train into town."
 )
-
-
-def spread(values: list[float]) -> dict:
-    return {
-        "median": round(statistics.median(values), 3),
-        "min": round(min(values), 3),
-        "max": round(max(values), 3),
-    }
 
 
 def speech_clip() -> np.ndarray | None:
