@@ -58,7 +58,6 @@ EVALUATE = {
     "max_len": 50,
     "epochs": 12,
     "batch_size": 64,
-    "negatives": 256,
     "threads": 1,
     "tiger_dim": 32,
     "tiger_layers": 2,

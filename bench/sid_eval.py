@@ -254,8 +254,9 @@ def main() -> None:
         "data": "MovieLens-100K (recbole==1.2.1 wheel): 943 users, 1,682 text-only items, "
         "100,000 interactions, all implicit; items as in bench/evaluate.py",
         "protocol": "enrich evaluate: leave-last-out by time, 10% of items cold (held out of "
-        "training entirely), HR@10 and nDCG@10 over all items, history masked; SASRec (1 "
-        "block) and two-tower, dim 64, 12 epochs, 256 sampled negatives",
+        "training entirely), HR@10 and nDCG@10 over all items, history masked; SASRec "
+        f"({EVALUATE['layers']} block) and two-tower, dim {EVALUATE['dim']}, "
+        f"{EVALUATE['epochs']} epochs, negatives {EVALUATE.get('negatives', 'by catalogue')}",
         "config": {
             "evaluate": EVALUATE,
             "semantic_ids": SIDS,

@@ -501,8 +501,12 @@ class EvaluateConfig(_Section):
     epochs: int = Field(20, ge=1, le=1000)
     batch_size: int = Field(64, ge=1)
     lr: float = Field(3e-3, gt=0)
-    negatives: int = Field(
-        256, ge=0, description="sampled negatives per batch; 0 or more than the items = all"
+    negatives: int | None = Field(
+        None,
+        ge=0,
+        description="negatives per training batch. None: every warm item (a full softmax, "
+        "as the SASRec paper and RecBole train) up to 20,000 warm items, else 4,096 sampled; "
+        "0 = all; N = N sampled per batch (uniformly)",
     )
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
     id_dropout: float = Field(

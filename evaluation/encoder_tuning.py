@@ -210,5 +210,3 @@ def tuned_manifest(
         "pairs": counts,
         "epoch_losses": [round(value, 5) for value in losses],
     }
-
-

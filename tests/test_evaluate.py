@@ -190,3 +190,12 @@ def test_a_representation_whose_table_the_lake_lacks_fails_fast(evaluated, tmp_p
                  "--interactions", interactions])  # fmt: skip
     assert code == 2
     assert "representation 'sid' needs the 'semantic_ids' table" in capsys.readouterr().err
+
+
+def test_negatives_default_to_a_full_softmax_on_a_small_catalogue_and_sample_on_a_large_one():
+    from evaluation.train import FULL_SOFTMAX_MAX_ITEMS, SAMPLED_NEGATIVES, negatives_for
+
+    assert negatives_for(1_682, None) == 0  # 0: every warm item is a candidate
+    assert negatives_for(FULL_SOFTMAX_MAX_ITEMS + 1, None) == SAMPLED_NEGATIVES
+    assert negatives_for(1_682, 256) == 256
+    assert negatives_for(1_000_000, 0) == 0
