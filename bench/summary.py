@@ -71,11 +71,6 @@ NOT_RUN_HERE = {
         "script ready, not run (no device lent): python3 bench/gpu_throughput.py --out DIR",
         "streaming >= 4000 clips/h with the GPU busy >= 80%",
     ),
-    "peer_sasrec": (
-        "script ready, not run: RecBole's SASRec trains ~97k prefixes an epoch, hours for 3 "
-        "early-stopped seeds on 2 shared cores (bench-only venv, see its docstring)",
-        "ours >= 0.9 x the peer's HR@10 on id-only, medians of 3 seeds",
-    ),
 }
 
 
