@@ -403,8 +403,9 @@ class SemanticIdConfig(_Section):
         le=1,
         description="items that would share a full SID may take another last-level code of "
         "their prefix if their squared error rises by at most this fraction (0.1: far fewer "
-        "dedup suffixes, but weaker cold-start ranker features); recorded in the codebook at "
-        "fit; 0 = nearest codes only (collisions get dedup suffixes)",
+        "dedup suffixes; its effect on recommenders, per use, is measured in the evaluation "
+        "guide); recorded in the codebook at fit; 0 = nearest codes only (collisions get "
+        "dedup suffixes)",
     )
     vae_latent_dim: int = Field(32, ge=2, le=4096, description="rq_vae: latent width")
     vae_hidden: list[int] = Field([256, 128], description="rq_vae: encoder MLP widths")
