@@ -10,9 +10,8 @@ from evaluation.split import Cases
 
 METRIC_NAMES = ("hr@10", "ndcg@10", "recall@50")
 # ``negatives=None``: a full softmax up to this many warm items (its logits are
-# batch x length x items floats), else this many sampled. The full softmax is what lifts
-# SASRec to RecBole's on MovieLens-100K (bench/results/peer_sasrec.json); 256 sampled
-# negatives lose a quarter of HR@10 there.
+# batch x length x items floats), else this many sampled. On MovieLens-100K the full
+# softmax lifts SASRec's HR@10 from 0.94 to 1.19 of RecBole's (bench/results/peer_sasrec.json).
 FULL_SOFTMAX_MAX_ITEMS = 20_000
 SAMPLED_NEGATIVES = 4_096
 
