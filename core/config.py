@@ -339,6 +339,17 @@ class DescribeConfig(_Section):
         "video with its timestamps (Qwen2.5-VL, Qwen3-VL, LLaVA-OneVision, SmolVLM2); auto = "
         "video when the model's processor has a video processor (openai: frames unless video)",
     )
+    video_timing: Literal["request", "server"] = Field(
+        "request",
+        json_schema_extra={
+            "fingerprint_by": "stage",  # in video_encoding
+            "when": {"backend": "openai", "video_input": "video"},
+        },
+        description="openai, video_input=video: how the server learns the frames' times. "
+        "request = the request's media_io_kwargs carry their rate (vLLM: start the server with "
+        "--trust-request-mm-kwargs, or it refuses them); server = not sent, the server's "
+        "default applies (vLLM: 1 fps, or its --media-io-kwargs)",
+    )
     audio_input: Literal["auto", "transcript", "audio"] = Field(
         "auto",
         json_schema_extra={"fingerprint_by": "stage", "when": {"backend": VLM_BACKENDS}},

@@ -3,13 +3,18 @@
 It is scripted per request: answer normally, return 429 or 500, or hang past the client's
 timeout. It validates every image part as a real base64 JPEG and records what it saw.
 
-Two modes for the multimodal API, both off by default:
+As vLLM 0.32 does, and held against it by tests/test_vllm_contract.py:
+- a request with ``media_io_kwargs`` gets vLLM's 400 unless ``trust_request_mm_kwargs`` (the
+  server's ``--trust-request-mm-kwargs``);
+- ``limits`` (``--limit-mm-per-prompt``) caps the parts of each modality, with vLLM's 400.
+
+Two more modes for the multimodal API, both off by default:
 - ``validate``: every content part is checked against vLLM's chat schema (``text``,
   ``image_url``, ``video_url``, ``input_audio``, ``audio_url``: required keys, data URL
   prefixes, base64 that decodes, JPEG frames that PIL opens, WAV that soundfile reads) and the
   request's ``media_io_kwargs``; a bad part gets a 400 naming it, as vLLM answers.
 - ``refuse_video``: a request with a ``video_url`` part gets vLLM's 400 for a model that does
-  not take video.
+  not take video (its video limit is 0).
 """
 
 from __future__ import annotations
@@ -35,12 +40,34 @@ PART_KEYS = {
     "audio_url": "audio_url",
 }
 MODALITIES = {"image", "video", "audio"}
-REFUSED_VIDEO = "video input is not supported by this model"
+MODALITY_OF_PART = {"image_url": "image", "video_url": "video"}
+MODALITY_OF_PART |= {"input_audio": "audio", "audio_url": "audio"}
+# vLLM 0.32's own messages (vllm/entrypoints/generate/base/protocol.py, multimodal limits)
+UNTRUSTED_KWARGS = (
+    "Per-request media_io_kwargs are disabled by default because they can change multimodal "
+    "media loading resource usage. Start the server with --trust-request-mm-kwargs only when "
+    "clients are trusted. (parameter=media_io_kwargs)"
+)
+
+
+def over_limit(modality: str, allowed: int) -> str:
+    return f"At most {allowed} {modality}(s) may be provided in one prompt. (parameter={modality})"
+
+
+REFUSED_VIDEO = over_limit("video", 0)
 
 
 class FakeOpenAI:
-    def __init__(self, api_key: str | None = None, served_model: str = "served/vlm-7b"):
+    def __init__(
+        self,
+        api_key: str | None = None,
+        served_model: str = "served/vlm-7b",
+        trust_request_mm_kwargs: bool = False,
+        limits: dict[str, int] | None = None,
+    ):
         self.api_key = api_key
+        self.trust_request_mm_kwargs = trust_request_mm_kwargs
+        self.limits = limits or {}
         self.served_model = served_model
         # Actions for the next requests: ok, 429, 500, hang, or echo_auth (a 400 whose message
         # repeats the Authorization header, as careless gateways do).
@@ -93,6 +120,16 @@ class FakeOpenAI:
             busy = (self.occupancy[-1][1] if self.occupancy else 0) + change
             self.occupancy.append((time.monotonic(), busy))
 
+    def refusal(self, body: dict, parts: list[dict]) -> str | None:
+        """vLLM's 400s for what its flags do not allow, checked before the parts are read."""
+        if body.get("media_io_kwargs") and not self.trust_request_mm_kwargs:
+            return UNTRUSTED_KWARGS
+        limits = {**self.limits, **({"video": 0} if self.refuse_video else {})}
+        for modality, allowed in limits.items():
+            if sum(MODALITY_OF_PART.get(p.get("type")) == modality for p in parts) > allowed:
+                return over_limit(modality, allowed)
+        return None
+
     def next_action(self) -> str:
         with self.lock:
             return self.script.pop(0) if self.script else "ok"
@@ -124,6 +161,10 @@ class _Handler(BaseHTTPRequestHandler):
             if isinstance(message["content"], list)
             for part in message["content"]
         ]
+        if problem := fake.refusal(body, parts):
+            with fake.lock:
+                fake.requests.append({"auth": auth, "body": body, "problem": problem})
+            return self._send(400, vllm_error(problem))
         if fake.validate and (problem := schema_problem(body)):
             with fake.lock:
                 fake.requests.append({"auth": auth, "body": body, "problem": problem})
@@ -146,8 +187,6 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, {"choices": []})
         if action == "echo_auth":
             return self._send(400, {"error": {"message": f"credential {auth} not allowed"}})
-        if fake.refuse_video and videos:
-            return self._send(400, vllm_error(REFUSED_VIDEO))
         if action in ("429", "500"):
             return self._send(
                 int(action),

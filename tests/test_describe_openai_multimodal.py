@@ -2,13 +2,14 @@
 checked against vLLM's schema on a real local server, refusals as error rows, lineage, and
 frames mode's request kept byte for byte."""
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 
 from core.config import load_config
-from tests.fake_openai_server import REFUSED_VIDEO, FakeOpenAI, schema_problem
+from tests.fake_openai_server import REFUSED_VIDEO, UNTRUSTED_KWARGS, FakeOpenAI, schema_problem
 from tests.test_describe_openai import KEY, clip, describer
 from transforms.describe import build_describer
 from transforms.describe.openai_api import jpeg_data_url
@@ -50,7 +51,7 @@ def multimodal(server, monkeypatch, **overrides):
 
 
 def test_video_and_audio_parts_match_vllms_schema(monkeypatch):
-    with FakeOpenAI(api_key=KEY) as server:
+    with FakeOpenAI(api_key=KEY, trust_request_mm_kwargs=True) as server:
         server.validate = True
         [out] = multimodal(server, monkeypatch).process_batch([video_clip(0)])
     assert "error" not in out, out.get("error")
@@ -72,7 +73,7 @@ def test_video_and_audio_parts_match_vllms_schema(monkeypatch):
 
 def test_a_batch_is_described_with_its_inputs_in_lineage(monkeypatch):
     batch = [video_clip(0), audio_only_clip(1), text_only_item(2)]
-    with FakeOpenAI(api_key=KEY) as server:
+    with FakeOpenAI(api_key=KEY, trust_request_mm_kwargs=True) as server:
         server.validate = True
         out = multimodal(server, monkeypatch).process_batch(batch)
     assert [r.get("error") for r in out] == [None, None, None]
@@ -91,14 +92,15 @@ def test_a_batch_is_described_with_its_inputs_in_lineage(monkeypatch):
 
 
 def test_an_endpoint_refusing_video_gives_an_error_row_and_the_run_goes_on(monkeypatch):
-    with FakeOpenAI(api_key=KEY) as server:
+    with FakeOpenAI(api_key=KEY, trust_request_mm_kwargs=True) as server:
         server.refuse_video = True
         video, book = multimodal(server, monkeypatch).process_batch(
             [video_clip(0), text_only_item(1)]
         )
     assert video["error"]["code"] == "describe_input_refused"
     message = video["error"]["message"]
-    assert REFUSED_VIDEO in message and "describe.video_input=frames" in message
+    assert REFUSED_VIDEO in message and "serve a model that takes video" in message
+    assert "describe.video_input=frames" in message
     assert "error" not in book and book["description"].startswith("a clip with 0 frames")
     assert len(server.requests) == 2  # a 400 is not retried
 
@@ -140,6 +142,12 @@ def test_frames_mode_keeps_the_request_byte_for_byte(monkeypatch):
                 "max_tokens": stage.config.max_new_tokens,
                 "temperature": 0.0,
                 "seed": stage.config.seed,
+                "repetition_penalty": stage.config.repetition_penalty,
+                **(
+                    {"continue_final_message": True, "add_generation_prompt": False}
+                    if prompt.answer_prefix
+                    else {}
+                ),
             }
             sent = json.dumps(stage.payload(record, prompt)).encode()
             assert sent == json.dumps(expected).encode()
@@ -197,3 +205,76 @@ def test_the_vllm_examples_validate_and_send_what_they_say(name, sends):
     stage = build_describer(config.describe)
     assert (stage.sends_video, stage.sends_audio) == sends
     assert stage.needs >= {"frame_timestamps_s"}
+
+
+def test_a_server_that_refuses_media_io_kwargs_quotes_vllm_and_names_both_fixes(monkeypatch):
+    with FakeOpenAI(api_key=KEY) as server:  # a stock vLLM: no --trust-request-mm-kwargs
+        [out] = multimodal(server, monkeypatch).process_batch([video_clip(0)])
+    assert out["error"]["code"] == "describe_input_refused"
+    message = out["error"]["message"]
+    assert UNTRUSTED_KWARGS in message  # the server's whole reason, its hint included
+    assert "--trust-request-mm-kwargs" in message and "describe.video_timing=server" in message
+    assert "limit-mm-per-prompt" not in message  # not advice that cannot help
+
+
+def test_server_timing_sends_no_media_io_kwargs_and_says_so_in_lineage_and_fingerprint(
+    monkeypatch,
+):
+    with FakeOpenAI(api_key=KEY) as server:  # a stock vLLM takes it
+        server.validate = True
+        stage = multimodal(server, monkeypatch, video_timing="server")
+        [out] = stage.process_batch([video_clip(0)])
+        timed = multimodal(server, monkeypatch)
+    assert "error" not in out, out.get("error")
+    [request] = server.requests
+    assert "media_io_kwargs" not in request["body"] and request["videos"][0]["frames"] == 4
+    assert out["describe_video_input"] == "video_server_fps"
+    assert stage.fingerprint() != timed.fingerprint()
+    assert timed.fingerprint_fields()["video_encoding"].endswith(
+        "media_io_kwargs.video(fps,num_frames)"
+    )
+
+
+def test_too_many_images_is_a_refused_input_that_names_the_limit(monkeypatch):
+    with FakeOpenAI(api_key=KEY, limits={"image": 2}) as server:
+        [out] = describer(server, monkeypatch).process_batch([video_clip(0)])
+    message = out["error"]["message"]
+    assert out["error"]["code"] == "describe_input_refused"
+    assert "At most 2 image(s)" in message and "--limit-mm-per-prompt for image" in message
+
+
+@pytest.mark.parametrize(
+    ("settings", "sent"),
+    [
+        ({}, {"repetition_penalty": 1.3}),
+        (
+            {"repetition_penalty": 1.1, "min_new_tokens": 12},
+            {"repetition_penalty": 1.1, "min_tokens": 12},
+        ),
+        ({"repetition_penalty": 1.0}, {}),  # neutral: a stricter server is not sent them
+    ],
+)
+def test_every_fingerprinted_generation_setting_is_sent(monkeypatch, settings, sent):
+    with FakeOpenAI(api_key=KEY) as server:
+        stage = describer(server, monkeypatch, **settings)
+        body = stage.payload(video_clip(0), stage.render(video_clip(0)))
+    extras = {k: body[k] for k in ("repetition_penalty", "min_tokens") if k in body}
+    assert extras == sent
+    assert (body["max_tokens"], body["temperature"], body["seed"]) == (
+        stage.config.max_new_tokens,
+        stage.config.temperature,
+        stage.config.seed,
+    )
+
+
+def test_an_answer_prefix_is_continued_not_answered_in_a_new_turn(monkeypatch):
+    with FakeOpenAI(api_key=KEY) as server:
+        stage = describer(server, monkeypatch)
+        prompt = stage.render(video_clip(0))
+        plain = stage.payload(video_clip(0), prompt)
+        prefixed = stage.payload(
+            video_clip(0), dataclasses.replace(prompt, answer_prefix="This clip shows")
+        )
+    assert "continue_final_message" not in plain and plain["messages"][-1]["role"] == "user"
+    assert prefixed["messages"][-1] == {"role": "assistant", "content": "This clip shows"}
+    assert (prefixed["continue_final_message"], prefixed["add_generation_prompt"]) == (True, False)

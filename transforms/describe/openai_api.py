@@ -16,6 +16,7 @@ import io
 import logging
 import os
 import random
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -34,11 +35,27 @@ logger = logging.getLogger(__name__)
 RETRYABLE = {408, 409, 425, 429, 500, 502, 503, 504}
 MAX_BACKOFF_S = 60.0
 SAMPLE_RATE = 16_000  # the media stage's waveform (media.sample_rate)
-MEDIA_PART_TYPES = frozenset({"video_url", "input_audio", "audio_url"})
-# What goes on the wire in each non-plain mode; in the fingerprint, so a change of form is a
-# new describer version.
-VIDEO_ENCODING = "video_url:video/jpeg-frames+media_io_kwargs.video(fps,num_frames)"
+MEDIA_PART_TYPES = frozenset({"image_url", "video_url", "input_audio", "audio_url"})
+MODALITY_OF_PART = {
+    "image_url": "image",
+    "video_url": "video",
+    "input_audio": "audio",
+    "audio_url": "audio",
+}
+# What goes on the wire in each non-plain mode, by describe.video_timing; in the fingerprint, so
+# a change of form is a new describer version.
+VIDEO_ENCODINGS = {
+    "request": "video_url:video/jpeg-frames+media_io_kwargs.video(fps,num_frames)",
+    "server": "video_url:video/jpeg-frames",
+}
+# describe_video_input as written on rows: the model got the frames' own times, or the
+# server's default rate (vLLM: 1 fps unless its --media-io-kwargs says otherwise)
+VIDEO_SHOWN = {"request": "video", "server": "video_server_fps"}
 AUDIO_ENCODING = "input_audio:wav-pcm16-16k"
+REASON_CHARS = 600  # enough for vLLM's longest 400 message, with its hint
+# vLLM's 400 for more parts of a modality than --limit-mm-per-prompt allows (0: the model
+# does not take that modality at all)
+MEDIA_LIMIT = re.compile(r"At most (\d+) (image|video|audio)\(s\) may be provided")
 
 
 def jpeg_data_url(frame: np.ndarray, quality: int) -> str:
@@ -77,8 +94,9 @@ def video_timing(timestamps: list[float]) -> dict[str, Any]:
     vLLM reads ``media_io_kwargs.video.fps`` into the jpeg-sequence video's metadata (frame i at
     i / fps), from which Qwen2.5-VL's processor takes ``second_per_grid_ts`` and Qwen3-VL its
     timestamps; ``num_frames`` keeps a server default (``--media-io-kwargs``) from cutting the
-    frame list short (same file, ``VideoMediaIO.merge_kwargs`` / ``load_base64``). A server
-    older than that field ignores it, with a warning, and assumes 1 fps."""
+    frame list short (same file, ``VideoMediaIO.merge_kwargs`` / ``load_base64``). vLLM 0.32
+    refuses it (HTTP 400) unless the server runs with ``--trust-request-mm-kwargs``; without
+    it (``describe.video_timing=server``) vLLM assumes 1 fps."""
     return {"video": {"fps": sampled_fps(timestamps), "num_frames": len(timestamps)}}
 
 
@@ -98,7 +116,7 @@ def audio_part(waveform: np.ndarray) -> dict[str, Any]:
 
 
 def carries_media(payload: dict[str, Any]) -> list[str]:
-    """The video and audio part types in a chat request (empty for image and text only)."""
+    """The media part types in a chat request (empty for text only)."""
     found = {
         part.get("type")
         for message in payload.get("messages", [])
@@ -108,18 +126,50 @@ def carries_media(payload: dict[str, Any]) -> list[str]:
     return sorted(found & MEDIA_PART_TYPES)
 
 
-def refused_input(kinds: list[str], status_text: str) -> StageError:
-    """A 400 to a request with video or audio parts: what was refused and what to change."""
-    refused = " and ".join("video" if k == "video_url" else "audio" for k in kinds)
-    switches = []
-    if "video_url" in kinds:
-        switches.append("describe.video_input=frames")
-    if {"input_audio", "audio_url"} & set(kinds):
-        switches.append("describe.audio_input=transcript")
+def server_reason(response: Any) -> str:
+    """The server's own words for a refusal: the OpenAI error body's message (vLLM appends
+    the parameter it refused), else the body's start; credentials the body echoes redacted."""
+    try:
+        error = response.json().get("error")
+        message = error.get("message") if isinstance(error, dict) else None
+    except (ValueError, AttributeError):
+        message = None
+    text = message if isinstance(message, str) and message else response.text
+    return redact_text(text[:REASON_CHARS])
+
+
+SWITCH_OFF = {
+    "image": "lower describe.max_images",
+    "video": "set describe.video_input=frames",
+    "audio": "set describe.audio_input=transcript",
+}
+
+
+def refused_input(kinds: list[str], reason: str) -> StageError | None:
+    """A 400 that refuses the request's media or media settings: the server's reason, quoted,
+    and the change that answers it. None for a 400 about something else in a request with
+    images only (the prompt, say): that is no refused input."""
+    sent = sorted({MODALITY_OF_PART[k] for k in kinds})
+    if "media_io_kwargs" in reason:
+        advice = (
+            "start vLLM with --trust-request-mm-kwargs (as the documented serve commands do), "
+            "or set describe.video_timing=server to let the server's default frame rate apply"
+        )
+    elif limit := MEDIA_LIMIT.search(reason):
+        allowed, modality = int(limit.group(1)), limit.group(2)
+        advice = (
+            f"serve a model that takes {modality}, or {SWITCH_OFF[modality]}"
+            if allowed == 0
+            else f"raise vLLM's --limit-mm-per-prompt for {modality}, or {SWITCH_OFF[modality]}"
+        )
+    elif sent == ["image"]:
+        return None
+    else:
+        advice = "serve a model that takes it, or " + " / ".join(SWITCH_OFF[m] for m in sent)
     return StageError(
         "describe_input_refused",
-        f"the endpoint refused the request's {refused} input ({status_text}): serve a model "
-        f"that takes {refused}, raise vLLM's --limit-mm-per-prompt, or set " + " / ".join(switches),
+        f"the endpoint refused the request's {' and '.join(sent)} input (HTTP 400: {reason}): "
+        + advice,
     )
 
 
@@ -132,6 +182,7 @@ class OpenAIDescriber(Describer):
         # auto sends frames and the transcript: the client cannot know what the served model
         # takes (describe.video_input / audio_input)
         self.sends_video = config.video_input == "video"
+        self.sends_timing = self.sends_video and config.video_timing == "request"
         self.sends_audio = config.audio_input == "audio"
         # declared, so the streaming runtime keeps these media columns until this stage ran
         self.needs = self.needs | {
@@ -161,7 +212,7 @@ class OpenAIDescriber(Describer):
             "jpeg_quality": self.config.jpeg_quality,
         }
         if self.sends_video:
-            fields["video_encoding"] = VIDEO_ENCODING
+            fields["video_encoding"] = VIDEO_ENCODINGS[self.config.video_timing]
         if self.sends_audio:
             fields["audio_encoding"] = AUDIO_ENCODING
         return fields
@@ -178,7 +229,8 @@ class OpenAIDescriber(Describer):
     def shown_inputs(self, record: Record) -> ShownInputs:
         """What the request carried: the frames as images or as one video, and the waveform."""
         frames = len(pick_frames(record.get("frames") or [], self.config.max_images))
-        video = ("video" if self.sends_video else "frames") if frames else "none"
+        shown = VIDEO_SHOWN[self.config.video_timing] if self.sends_video else "frames"
+        video = shown if frames else "none"
         audio = "audio" if self.sends_audio and has_waveform(record) else "transcript"
         return ShownInputs(video, audio, frames)
 
@@ -202,18 +254,32 @@ class OpenAIDescriber(Describer):
             {"role": "system", "content": prompt.system},
             {"role": "user", "content": content},
         ]
-        if prompt.answer_prefix:
-            messages.append({"role": "assistant", "content": prompt.answer_prefix})
         body = {
             "model": self.config.model,
             "messages": messages,
             "max_tokens": self.config.max_new_tokens,
             "temperature": self.config.temperature,
             "seed": self.config.seed,
+            **self.sampling_extras(),
         }
+        if prompt.answer_prefix:
+            # vLLM's (and SGLang's) way to continue the assistant's message instead of
+            # closing it and opening a new turn: the answer goes on from the prefix
+            messages.append({"role": "assistant", "content": prompt.answer_prefix})
+            body.update(continue_final_message=True, add_generation_prompt=False)
         if media_io_kwargs:
             body["media_io_kwargs"] = media_io_kwargs
         return body
+
+    def sampling_extras(self) -> dict[str, Any]:
+        """The fingerprinted generation settings beyond OpenAI's own, under the names vLLM and
+        SGLang take; left out at their neutral values, so a stricter server is not sent them."""
+        extras: dict[str, Any] = {}
+        if self.config.repetition_penalty != 1.0:
+            extras["repetition_penalty"] = self.config.repetition_penalty
+        if self.config.min_new_tokens:
+            extras["min_tokens"] = self.config.min_new_tokens
+        return extras
 
     def media_parts(self, record: Record) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """The user message's picture and sound parts, and the ``media_io_kwargs`` they need."""
@@ -224,7 +290,8 @@ class OpenAIDescriber(Describer):
         media_io_kwargs: dict[str, Any] = {}
         if picked and self.sends_video:
             parts.append(video_part([frames[i] for i in picked], quality))
-            media_io_kwargs = video_timing(picked_times(record, picked))
+            if self.sends_timing:
+                media_io_kwargs = video_timing(picked_times(record, picked))
         else:
             parts += [
                 {"type": "image_url", "image_url": {"url": jpeg_data_url(frames[i], quality)}}
@@ -276,9 +343,10 @@ class OpenAIDescriber(Describer):
                 continue
             if response.status_code == 200:
                 return response.json()
-            last = f"HTTP {response.status_code}: {redact_text(response.text[:200])}"
-            if response.status_code == 400 and (kinds := carries_media(payload)):
-                raise refused_input(kinds, last)
+            kinds = carries_media(payload) if response.status_code == 400 else []
+            if kinds and (refused := refused_input(kinds, server_reason(response))):
+                raise refused
+            last = f"HTTP {response.status_code}: {server_reason(response)}"
             if response.status_code not in RETRYABLE:
                 raise StageError("describe_failed", last)
             retry_after = response.headers.get("retry-after")
