@@ -4,6 +4,7 @@ frames mode's request kept byte for byte."""
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from core.config import load_config
 from tests.fake_openai_server import REFUSED_VIDEO, UNTRUSTED_KWARGS, FakeOpenAI, schema_problem
 from tests.test_describe_openai import KEY, clip, describer
+from tests.vllm.servers import documented_serve_commands
 from transforms.describe import build_describer
 from transforms.describe.openai_api import jpeg_data_url
 
@@ -278,3 +280,17 @@ def test_an_answer_prefix_is_continued_not_answered_in_a_new_turn(monkeypatch):
     assert "continue_final_message" not in plain and plain["messages"][-1]["role"] == "user"
     assert prefixed["messages"][-1] == {"role": "assistant", "content": "This clip shows"}
     assert (prefixed["continue_final_message"], prefixed["add_generation_prompt"]) == (True, False)
+
+
+@pytest.mark.parametrize("name", ["production.vllm.yaml", "production.vllm-omni.yaml"])
+def test_each_vllm_example_names_the_serve_command_the_docs_give(name):
+    """The config's comment and docs/guides/describers.md cannot drift apart: make test-vllm
+    starts vLLM with the docs' command, and this holds the comment to it."""
+    comment = "".join(
+        line.removeprefix("#").strip().removesuffix("\\") + " "
+        for line in Path("configs", name).read_text().splitlines()
+        if line.startswith("#   ")
+    )
+    [(model, args)] = documented_serve_commands(f"```bash\n{comment}\n```").items()
+    assert documented_serve_commands()[model] == args
+    assert load_config(f"configs/{name}").describe.model == model

@@ -152,12 +152,14 @@ class TorchVideoProcessor:
             min_pixels=FRAME_PIXELS["shortest_edge"],
             max_pixels=FRAME_PIXELS["longest_edge"],
         )
+        # as torchvision resizes uint8 frames on the CPU: torch's native uint8 antialiased
+        # bicubic (a float resize differs by up to 19 levels when it enlarges)
         frames = torch.nn.functional.interpolate(
-            frames.float(), size=(height, width), mode="bicubic", align_corners=False
+            frames, size=(height, width), mode="bicubic", align_corners=False, antialias=True
         )
         mean = torch.tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1)
         std = torch.tensor(OPENAI_CLIP_STD).view(1, 3, 1, 1)
-        return (frames / 255.0 - mean) / std
+        return (frames.float() / 255.0 - mean) / std
 
     def patchify(self, frames):
         """Qwen2VLVideoProcessor.patchify for one video: (patches, [grid_t, grid_h, grid_w])."""

@@ -30,7 +30,9 @@ TEXT = {
     "num_hidden_layers": 2,
     "num_attention_heads": 2,
     "num_key_value_heads": 2,
-    "max_position_embeddings": 4096,
+    # as long as the documented --max-model-len (32768 for Omni), so the serve commands run as
+    # the docs give them
+    "max_position_embeddings": 32768,
     "rope_parameters": {"rope_type": "default", "mrope_section": [8, 12, 12]},
     "bos_token_id": None,
 }
