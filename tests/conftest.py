@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 os.environ["ENRICH_CHECK_FIELDS"] = "1"  # every stage batch checked against needs / adds
-pytest_plugins = ("tests.infra",)  # moto_s3 and spark_cluster: real servers, started once
+pytest_plugins = ("tests.infra", "tests.vllm.servers")  # real servers, started once
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
