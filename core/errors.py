@@ -73,9 +73,11 @@ ERROR_CODES: dict[str, str] = {
     "audio_failed": "audio event detection (speech, singing, music) or loudness raised on "
     "this item",
     "describe_failed": "the describer produced no usable description",
-    "describe_input_refused": "the describer endpoint refused the request's video or audio "
-    "input (HTTP 400 with video_url or audio parts): serve a model that takes it, raise vLLM's "
-    "--limit-mm-per-prompt, or set describe.video_input=frames / audio_input=transcript",
+    "describe_input_refused": "the describer endpoint refused the request's media or its "
+    "media_io_kwargs (HTTP 400); the message quotes the server's reason and the fix: "
+    "--trust-request-mm-kwargs or describe.video_timing=server for refused media_io_kwargs, a "
+    "model that takes the modality or describe.video_input=frames / audio_input=transcript, or "
+    "a higher --limit-mm-per-prompt or describe.max_images for too many parts",
     "describe_timeout": "the describer endpoint did not answer in time, after all retries",
     "describer_unavailable": "the describer endpoint kept answering 429 or 5xx, after all retries",
     "out_of_memory": "the describer ran out of accelerator memory even at batch size 1",

@@ -106,7 +106,9 @@ class VllmServer:
             "HF_HUB_OFFLINE": "1",
             "PATH": f"{VENV / 'bin'}:{os.environ['PATH']}",
         }
-        env.pop("VIRTUAL_ENV", None)
+        # vLLM takes VLLM_API_KEY as its --api-key; the documented commands set none
+        for name in ("VIRTUAL_ENV", "VLLM_API_KEY"):
+            env.pop(name, None)
         self.began = time.monotonic()
         with self.log.open("w") as log:
             self.process = subprocess.Popen(
@@ -120,12 +122,14 @@ class VllmServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"vLLM exited {self.process.returncode}:\n{self.log_tail()}")
             try:
-                if httpx.get(self.url + "/models", timeout=2).status_code == 200:
-                    self.started_s = round(time.monotonic() - self.began, 1)
-                    return self
+                status = httpx.get(self.url + "/models", timeout=2).status_code
             except httpx.TransportError:
-                pass
-            time.sleep(1)
+                time.sleep(1)
+                continue
+            if status != 200:  # up, but not as started (an API key from the environment?)
+                raise RuntimeError(f"vLLM answers GET /v1/models with HTTP {status}")
+            self.started_s = round(time.monotonic() - self.began, 1)
+            return self
         raise RuntimeError(f"vLLM not ready in {START_TIMEOUT_S} s:\n{self.log_tail()}")
 
     def memory_mib(self) -> float:
