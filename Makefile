@@ -62,7 +62,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 
 # Every benchmark, then bench/results/SUMMARY.md (figure, goal, pass/fail); fails if one did.
-bench: $(STAMP)
+bench: $(STAMP) $(VLLM_STAMP)  # bench/vllm_throughput.py serves a real vLLM
 	@failed=""; for script in bench/*.py; do \
 	  [ "$$script" = bench/summary.py ] && continue; \
 	  echo "== $$script"; $(PY) $$script || failed="$$failed $$(basename $$script .py)"; \
