@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import multiprocessing
+import os
 import pickle
 import queue
 import threading
@@ -288,6 +289,7 @@ _POOL: list[tuple[int, ProcessPoolExecutor]] = []  # this process's pool, and it
 _POOL_LOCK = threading.Lock()
 _WORKER_STAGES: dict[bytes, Any] = {}  # in a pool worker: stages by their pickle
 WORKER_STAGES_KEPT = 4
+PARENT_POLL_S = 0.5  # how soon a pool worker notices that its parent was killed
 
 
 def _process_pool(processes: int) -> ProcessPoolExecutor:
@@ -296,8 +298,28 @@ def _process_pool(processes: int) -> ProcessPoolExecutor:
             _POOL.pop()[1].shutdown(wait=False, cancel_futures=True)
         if not _POOL:
             context = multiprocessing.get_context("spawn")  # forking under threads deadlocks
-            _POOL.append((processes, ProcessPoolExecutor(processes, mp_context=context)))
+            pool = ProcessPoolExecutor(
+                processes,
+                mp_context=context,
+                initializer=_exit_with_parent,
+                initargs=(os.getpid(),),
+            )
+            _POOL.append((processes, pool))
         return _POOL[0][1]
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In a pool worker: exit once the process that spawned it is gone. A worker waits on its
+    task queue, whose write end it holds itself, so a parent killed by SIGKILL would otherwise
+    leave it running (about 250 MB each) until killed by hand. A thread, not PDEATHSIG: that
+    signal follows the thread that spawned the worker, which may end before the process."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _drop_pool(pool: ProcessPoolExecutor) -> None:
