@@ -1,2 +1,2 @@
-"""The layer under every other: configuration, storage, errors, hashing and redaction.
-It imports nothing from the project."""
+"""The layer under every other: configuration, storage, errors, hashing, redaction and
+public signatures. It imports nothing from the project."""

@@ -357,8 +357,8 @@ def run_once(
         summary = run_pipeline(
             config,
             inputs,
-            args.lake,
-            run_id,
+            lake=args.lake,
+            run_id=run_id,
             input_label=input_label,
             engine=args.engine,
             force=args.force,

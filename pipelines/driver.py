@@ -18,6 +18,7 @@ import time
 from core import storage
 from core.config import Config
 from core.errors import run_status_of
+from core.signatures import positional_deprecated
 from pipelines.commit import RunSummary, commit_enriched, record_run
 from pipelines.context import RunContext
 from pipelines.disk_reserve import release_space, reserve_space
@@ -35,9 +36,11 @@ from transforms.manifest import InputShard, ManifestError, plan_inputs
 logger = logging.getLogger(__name__)
 
 
+@positional_deprecated
 def run_pipeline(
     config: Config,
     inputs: str | list[str],
+    *,
     lake: str,
     run_id: str,
     input_label: str,

@@ -10,8 +10,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from core.signatures import positional_deprecated
 from schemas.store import DeltaStore, StagedFiles, active_files, check_compatible
-from schemas.tables import TABLES, TableSpec
+from schemas.tables import TABLES, TableName, TableSpec
 
 
 def spark_type(arrow_type: pa.DataType) -> Any:
@@ -49,10 +50,12 @@ def spark_schema(name: str) -> Any:
     )
 
 
+@positional_deprecated
 def read_spark(
     spark: Any,
     lake: str | Path,
-    name: str,
+    name: TableName,
+    *,
     version: int | None = None,
     as_of: datetime | None = None,
     columns: list[str] | None = None,

@@ -33,8 +33,9 @@ from deltalake.exceptions import CommitFailedError
 
 from core import storage
 from core.errors import EnrichError, UsageError
+from core.signatures import positional_deprecated
 from schemas import upsert
-from schemas.tables import SCHEMA_VERSION, TABLES, TableSpec
+from schemas.tables import SCHEMA_VERSION, TABLES, TableName, TableSpec
 
 logger = logging.getLogger(__name__)
 
@@ -448,9 +449,11 @@ def fixed_size_embeddings(table: pa.Table) -> pa.Table:
     )
 
 
+@positional_deprecated
 def read_table(
     lake: str | Path,
-    name: str,
+    name: TableName,
+    *,
     version: int | None = None,
     as_of: datetime | None = None,
     columns: list[str] | None = None,
@@ -462,6 +465,14 @@ def read_table(
     )
 
 
-def read_pandas(lake: str | Path, name: str, **kwargs: Any):
+@positional_deprecated
+def read_pandas(
+    lake: str | Path,
+    name: TableName,
+    *,
+    version: int | None = None,
+    as_of: datetime | None = None,
+    columns: list[str] | None = None,
+):
     """Consumer API: ``read_table`` as a pandas DataFrame."""
-    return read_table(lake, name, **kwargs).to_pandas()
+    return read_table(lake, name, version=version, as_of=as_of, columns=columns).to_pandas()

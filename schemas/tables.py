@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Literal
 
 import pyarrow as pa
 
@@ -316,6 +317,21 @@ class TableSpec:
     schema: pa.Schema
     key: str
 
+
+# The tables a consumer reads, for type checkers and editors; tests/test_tables_contract.py
+# holds it to TABLES.
+TableName = Literal[
+    "descriptions",
+    "embeddings",
+    "semantic_ids",
+    "codebooks",
+    "errors",
+    "runs",
+    "releases",
+    "validations",
+    "evaluations",
+    "sid_crosswalk",
+]
 
 TABLES: dict[str, TableSpec] = {
     spec.name: spec

@@ -164,7 +164,9 @@ def test_the_local_engine_reconciles_each_task_once(tmp_path, monkeypatch):
         config = load_config(None, [*settings, "run.items_per_task=1"])
         confine_to(config, str(folder))
         lake = str(tmp_path / "lake")
-        summary = run_pipeline(config, str(folder), lake, "run1", str(folder))
+        summary = run_pipeline(
+            config, str(folder), lake=lake, run_id="run1", input_label=str(folder)
+        )
         assert summary.succeeded == 2 and summary.codebook_version
         # two enrich tasks; a code task (the codebook was fitted after the enrich wave) and a
         # dedup task: each checked once
@@ -173,6 +175,6 @@ def test_the_local_engine_reconciles_each_task_once(tmp_path, monkeypatch):
         assert len(lookups) == 2  # none pinned at the start: looked for again before the fit
 
         lookups.clear()
-        again = run_pipeline(config, str(folder), lake, "run2", str(folder))
+        again = run_pipeline(config, str(folder), lake=lake, run_id="run2", input_label=str(folder))
     assert again.skipped == 2
     assert len(lookups) == 1  # pinned once, for the tasks and the SID waves alike
