@@ -566,6 +566,8 @@ class FaultSpec(_Section):
     seed: int = 0
 
 
+LOCAL_ITEMS_PER_TASK = 64  # run.items_per_task's default on the local engine
+
 # Keys renamed in a release: old name -> new name. The old one is still read, with a message.
 RUN_RENAMED_KEYS = {"commit_every": "items_per_task"}
 
@@ -587,11 +589,21 @@ def renamed_keys(data: Any, section: str, renamed: dict[str, str]) -> Any:
 
 
 class RunConfig(_Section):
-    items_per_task: int = Field(
-        64,
+    items_per_task: int | None = Field(
+        None,
         ge=1,
-        description="local engine: items per task (the unit retried and resumed); was "
+        description="items per task, the unit every engine runs, retries and resumes; null = "
+        f"{LOCAL_ITEMS_PER_TASK} on the local engine (its stream drains at each task's end), "
+        "and run.batches_per_task batches of the largest stage batch (media or describe) on "
+        "Beam and Spark (short tasks of full batches balance their workers). Was "
         "run.commit_every, still read with a deprecation message",
+    )
+    batches_per_task: int = Field(
+        4,
+        ge=1,
+        le=1024,
+        description="Beam and Spark with items_per_task null: a task's size in batches of the "
+        "largest stage batch",
     )
 
     @model_validator(mode="before")

@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 
+from core.config import load_config
 from jobs.cli import main
 from schemas import DeltaStore, read_table
 from tests.parity import assert_same, comparable
@@ -164,3 +165,25 @@ def failed_spark_tasks() -> int:
         for stage in tracker.getJobInfo(job).stageIds
     ]
     return sum(stage.numFailedTasks for stage in stages if stage)
+
+
+@pytest.mark.parametrize(
+    ("settings", "local", "parallel"),
+    [
+        ([], 64, 4 * 8),  # the defaults: 64 locally; 4 batches of the largest stage batch
+        (["run.items_per_task=512"], 512, 512),  # set: honoured by every engine
+        (["run.batches_per_task=2"], 64, 2 * 8),
+    ],
+)
+def test_every_engine_honours_items_per_task_and_sizes_from_named_settings(
+    settings, local, parallel
+):
+    from pipelines.engines.beam import BeamEngine
+    from pipelines.engines.local import LocalEngine
+    from pipelines.engines.spark import SparkEngine
+
+    config = load_config(None, ["describe.batch_size=8", "media.batch_size=4", *settings])
+    assert LocalEngine([]).items_per_task(config) == local
+    # the parallel engines' sizing needs no session or pipeline: called without one
+    assert SparkEngine.items_per_task(None, config) == parallel
+    assert BeamEngine.items_per_task(None, config) == parallel

@@ -38,13 +38,12 @@ class Engine(Protocol):
         """The store the driver commits staged files through."""
 
 
-ITEMS_PER_TASK_FACTOR = 4
-
-
 def batched_items_per_task(config: Any) -> int:
-    """Items per task for engines that run tasks in parallel: a few batches of the largest
-    stage batch, so every stage sees full batches and the waves stay short."""
-    return max(config.describe.batch_size, config.media.batch_size) * ITEMS_PER_TASK_FACTOR
+    """Items per task for engines that run tasks in parallel: ``run.items_per_task``, else
+    ``run.batches_per_task`` batches of the largest stage batch, so every stage sees full
+    batches and the waves stay short."""
+    largest = max(config.describe.batch_size, config.media.batch_size)
+    return config.run.items_per_task or largest * config.run.batches_per_task
 
 
 class TaskRunner:

@@ -11,6 +11,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from core.config import LOCAL_ITEMS_PER_TASK
 from core.errors import UsageError
 from pipelines.staging import TaskMarker
 from schemas.store import DeltaStore
@@ -31,7 +32,7 @@ class LocalEngine:
         return 1
 
     def items_per_task(self, config: Any) -> int:
-        return config.run.items_per_task
+        return config.run.items_per_task or LOCAL_ITEMS_PER_TASK
 
     def run(self, func, job, tasks, on_done=None) -> None:
         with tqdm(total=len(tasks), unit="task", disable=not self.progress) as bar:
