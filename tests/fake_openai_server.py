@@ -57,7 +57,29 @@ def over_limit(modality: str, allowed: int) -> str:
 REFUSED_VIDEO = over_limit("video", 0)
 
 
-class FakeOpenAI:
+class LoopbackServer:
+    """A threading HTTP server on 127.0.0.1, serving in a thread while used as a context. Its
+    handler class reaches this object as the attribute ``owner_name``."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler], owner_name: str):
+        bound = type(handler.__name__, (handler,), {owner_name: self})
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), bound)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class FakeOpenAI(LoopbackServer):
     def __init__(
         self,
         api_key: str | None = None,
@@ -82,21 +104,7 @@ class FakeOpenAI:
         self.occupancy: list[tuple[float, int]] = []  # (monotonic time, slots busy after it)
         self.validate = False  # check every part against vLLM's schema; 400 on a bad one
         self.refuse_video = False  # 400 to any request with a video_url part
-        handler = type("Handler", (_Handler,), {"fake": self})
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-
-    def __enter__(self) -> FakeOpenAI:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(_Handler, "fake")
 
     def serve_with_capacity(self, slots: int, hold_s: float) -> None:
         """A load model of a model server in steady state (vLLM's continuous batch):

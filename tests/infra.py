@@ -50,6 +50,19 @@ WORKER_TMP_WORK_DIR = "/tmp/spark-work"
 FAST_START_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
 
+def tree_rss_mb(pid: int) -> float:
+    """The summed resident memory of ``pid`` and its descendants, MB (0 once gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return 0.0
+    rss = next(
+        (int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0
+    )
+    return rss / 1024 + sum(tree_rss_mb(int(child)) for child in children)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -202,7 +215,7 @@ def wait_for_executors(spark, count: int, timeout: float = 90.0) -> None:
         time.sleep(0.25)
 
 
-def _tail(path: Path, lines: int = 40) -> str:
+def log_tail(path: Path, lines: int = 40) -> str:
     try:
         text = path.read_text(errors="replace").splitlines()[-lines:]
     except OSError as exc:
@@ -376,7 +389,7 @@ def start_spark_cluster(
             )
 
     def failure(message: str) -> RuntimeError:
-        tails = "\n".join(f"--- {log.name}\n{_tail(log)}" for log in logs)
+        tails = "\n".join(f"--- {log.name}\n{log_tail(log)}" for log in logs)
         return RuntimeError(f"{message}\n{tails}")
 
     try:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.infra import tree_rss_mb
 from tests.media_factory import run_ffmpeg
 
 pytestmark = pytest.mark.slow  # about 15 child processes, each importing the media stage
@@ -67,19 +68,6 @@ def run_child(uri: str, mode: str, ceiling_mb: float = float("inf"), **settings)
     out = json.loads(stdout.decode().strip().splitlines()[-1])
     peak = max(out["self_peak_mb"], tree_peak)
     return {**out, "peak_mb": peak, "s": time.monotonic() - started}
-
-
-def tree_rss_mb(pid: int) -> float:
-    """The summed resident memory of ``pid`` and its descendants, MB (0 once gone)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return 0.0
-    rss = next(
-        (int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0
-    )
-    return rss / 1024 + sum(tree_rss_mb(int(child)) for child in children)
 
 
 def huge_png(path: Path, width: int, height: int) -> Path:

@@ -12,8 +12,8 @@ from jobs.cli import main
 from jobs.demo_media import speech_clips
 from schemas.store import delta_to_arrow
 from tests.cli_helpers import run_argv
+from tests.infra import free_port
 from tests.vllm.recorder import Recorder
-from tests.vllm.servers import free_port
 
 pytestmark = pytest.mark.vllm
 BAD_CODES = {"bad/empty.mp4": "empty_file", "bad/missing.mp4": "not_found"}
@@ -59,6 +59,13 @@ def enrich(manifest, lake, config, endpoint, *settings, monkeypatch):
     return main(argv)
 
 
+def enrich_recorded(upstream, manifest, lake, config, *settings, monkeypatch):
+    """``enrich`` through a recording pass-through to ``upstream``: (exit code, exchanges)."""
+    with Recorder(upstream) as recorder:
+        code = enrich(manifest, lake, config, recorder.url, *settings, monkeypatch=monkeypatch)
+    return code, recorder.exchanges
+
+
 def table(lake, name):
     return {r["item_id"]: r for r in delta_to_arrow(DeltaTable(str(lake / name))).to_pylist()}
 
@@ -68,14 +75,13 @@ def test_the_vllm_config_enriches_every_clip_with_video_and_its_timing(
 ):
     manifest, good = demo_with_audio_clip
     video_clips = {i for i in good if i != AUDIO_ONLY}
-    with Recorder(vllm_servers["vl"].url) as recorder:
-        code = enrich(
-            manifest,
-            tmp_path / "lake",
-            "production.vllm.yaml",
-            recorder.url,
-            monkeypatch=monkeypatch,
-        )
+    code, exchanges = enrich_recorded(
+        vllm_servers["vl"].url,
+        manifest,
+        tmp_path / "lake",
+        "production.vllm.yaml",
+        monkeypatch=monkeypatch,
+    )
     descriptions, errors = (
         table(tmp_path / "lake", "descriptions"),
         table(tmp_path / "lake", "errors"),
@@ -86,8 +92,8 @@ def test_the_vllm_config_enriches_every_clip_with_video_and_its_timing(
         shown = ("video", "transcript") if item_id in video_clips else ("none", "transcript")
         assert (row["describe_video_input"], row["describe_audio_input"]) == shown
         assert row["served_model"] == "Qwen/Qwen2.5-VL-7B-Instruct" and row["description"]
-    sent = [body for body, status in recorder.exchanges if status == 200]
-    assert len(sent) == len(recorder.exchanges) == len(good)
+    sent = [body for body, status in exchanges if status == 200]
+    assert len(sent) == len(exchanges) == len(good)
     sent = [body for body in sent if "media_io_kwargs" in body]
     assert len(sent) == len(video_clips)
     for body in sent:  # every fingerprinted generation setting reached the server
@@ -101,14 +107,13 @@ def test_the_omni_config_sends_video_and_audio_and_describes_an_audio_only_clip(
     vllm_servers, demo_with_audio_clip, tmp_path, monkeypatch
 ):
     manifest, good = demo_with_audio_clip
-    with Recorder(vllm_servers["omni"].url) as recorder:
-        code = enrich(
-            manifest,
-            tmp_path / "lake",
-            "production.vllm-omni.yaml",
-            recorder.url,
-            monkeypatch=monkeypatch,
-        )
+    code, exchanges = enrich_recorded(
+        vllm_servers["omni"].url,
+        manifest,
+        tmp_path / "lake",
+        "production.vllm-omni.yaml",
+        monkeypatch=monkeypatch,
+    )
     descriptions = table(tmp_path / "lake", "descriptions")
     errors = table(tmp_path / "lake", "errors")
     assert {i: e["code"] for i, e in errors.items()} == BAD_CODES, errors
@@ -125,9 +130,9 @@ def test_the_omni_config_sends_video_and_audio_and_describes_an_audio_only_clip(
         assert (row["describe_video_input"], row["describe_audio_input"]) == ("video", audio)
         assert row["served_model"] == "Qwen/Qwen2.5-Omni-7B"
     kinds = sorted(
-        tuple(p["type"] for p in body["messages"][1]["content"]) for body, _ in recorder.exchanges
+        tuple(p["type"] for p in body["messages"][1]["content"]) for body, _ in exchanges
     )
-    assert all(status == 200 for _, status in recorder.exchanges)
+    assert all(status == 200 for _, status in exchanges)
     assert kinds.count(("video_url", "input_audio", "text")) == len(heard) - 1
     assert kinds.count(("input_audio", "text")) == 1  # the audio-only clip
 
@@ -153,19 +158,18 @@ def test_frames_mode_sends_images_and_a_stock_server_takes_them(
 def test_server_timing_sends_video_without_media_io_kwargs_and_says_so(
     vllm_servers, two_clips, tmp_path, monkeypatch
 ):
-    with Recorder(vllm_servers["vl"].url) as recorder:
-        code = enrich(
-            two_clips,
-            tmp_path / "lake",
-            "production.vllm.yaml",
-            recorder.url,
-            "describe.video_timing=server",
-            monkeypatch=monkeypatch,
-        )
+    code, exchanges = enrich_recorded(
+        vllm_servers["vl"].url,
+        two_clips,
+        tmp_path / "lake",
+        "production.vllm.yaml",
+        "describe.video_timing=server",
+        monkeypatch=monkeypatch,
+    )
     descriptions = table(tmp_path / "lake", "descriptions")
     assert code == 0 and len(descriptions) == 2
     assert {r["describe_video_input"] for r in descriptions.values()} == {"video_server_fps"}
-    assert [("media_io_kwargs" in body, status) for body, status in recorder.exchanges] == [
+    assert [("media_io_kwargs" in body, status) for body, status in exchanges] == [
         (False, 200),
         (False, 200),
     ]

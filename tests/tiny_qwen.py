@@ -252,65 +252,58 @@ def qwen2_5_vl_processor():
     )
 
 
+def whisper_features():
+    """A 16-mel Whisper feature extractor over 4 s windows: Omni's audio front end."""
+    from transformers import WhisperFeatureExtractor
+
+    return WhisperFeatureExtractor(
+        feature_size=MEL_BINS, sampling_rate=16000, chunk_length=4, return_attention_mask=True
+    )
+
+
 def qwen2_5_omni_processor():
-    """A Qwen2.5-Omni processor: the small vision front ends and a 16-mel Whisper feature
-    extractor over 4 s windows."""
-    from transformers import Qwen2_5OmniProcessor, WhisperFeatureExtractor
+    """A Qwen2.5-Omni processor: the small vision front ends and ``whisper_features``."""
+    from transformers import Qwen2_5OmniProcessor
 
     tokenizer = tiny_tokenizer(OMNI_TOKENS)
     image_processor, video_processor = vision_processors()
-    feature_extractor = WhisperFeatureExtractor(
-        feature_size=MEL_BINS, sampling_rate=16000, chunk_length=4, return_attention_mask=True
-    )
     return unchecked(Qwen2_5OmniProcessor)(
         image_processor=image_processor,
         video_processor=video_processor,
-        feature_extractor=feature_extractor,
+        feature_extractor=whisper_features(),
         tokenizer=tokenizer,
         chat_template=tokenizer.chat_template,
     )
 
 
-def build_tiny_qwen2_5_vl(folder: Path) -> Path:
-    """Save a random-weight Qwen2.5-VL to ``folder``, with token ids of the tiny tokenizer."""
-    import torch
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-
-    tokenizer = tiny_tokenizer(VL_TOKENS)
-    config = Qwen2_5_VLConfig(
-        text_config=text_settings(tokenizer),
-        vision_config=vision_settings(out_hidden_size=32),
-        image_token_id=token_id(tokenizer, "image_token"),
-        video_token_id=token_id(tokenizer, "video_token"),
-        vision_start_token_id=tokenizer.convert_tokens_to_ids("<|vision_start|>"),
-        vision_end_token_id=tokenizer.convert_tokens_to_ids("<|vision_end|>"),
-    )
-    torch.manual_seed(0)
-    Qwen2_5_VLForConditionalGeneration(config).save_pretrained(folder)
-    return folder
+def vision_token_ids(tokenizer) -> dict[str, int]:
+    """Qwen2.5-VL's config entries for the tokenizer's vision tokens."""
+    return {
+        "image_token_id": token_id(tokenizer, "image_token"),
+        "video_token_id": token_id(tokenizer, "video_token"),
+        "vision_start_token_id": tokenizer.convert_tokens_to_ids("<|vision_start|>"),
+        "vision_end_token_id": tokenizer.convert_tokens_to_ids("<|vision_end|>"),
+    }
 
 
-def build_tiny_qwen2_5_omni(folder: Path) -> Path:
-    """Save a random-weight Qwen2.5-Omni to ``folder``, laid out like the hub checkpoint
-    (model_type ``qwen2_5_omni``, thinker weights under ``thinker.``) but without the talker,
-    which the describer never loads."""
-    import torch
-    from transformers import Qwen2_5OmniConfig, Qwen2_5OmniForConditionalGeneration
-
-    tokenizer = tiny_tokenizer(OMNI_TOKENS)
-    text = text_settings(tokenizer)
-    audio = {
+def audio_settings(output_dim: int, width: int) -> dict:
+    """A one-layer Whisper-style audio encoder of ``width`` over MEL_BINS mels."""
+    return {
         "num_mel_bins": MEL_BINS,
         "encoder_layers": 1,
         "encoder_attention_heads": 2,
-        "encoder_ffn_dim": 32,
-        "d_model": 16,
-        "output_dim": text["hidden_size"],
+        "encoder_ffn_dim": 2 * width,
+        "d_model": width,
+        "output_dim": output_dim,
         "n_window": 50,
     }
-    thinker = {
+
+
+def omni_thinker(tokenizer, text: dict, vision: dict, audio: dict) -> dict:
+    """Qwen2.5-Omni's thinker config: the three encoders and the tokenizer's media tokens."""
+    return {
         "text_config": text,
-        "vision_config": vision_settings(out_hidden_size=text["hidden_size"]),
+        "vision_config": vision,
         "audio_config": audio,
         "audio_token_index": token_id(tokenizer, "audio_token"),
         "image_token_index": token_id(tokenizer, "image_token"),
@@ -321,7 +314,44 @@ def build_tiny_qwen2_5_omni(folder: Path) -> Path:
         "vision_end_token_id": tokenizer.convert_tokens_to_ids("<|vision_end|>"),
         "user_token_id": tokenizer.convert_tokens_to_ids("<unk>"),
     }
-    config = Qwen2_5OmniConfig(thinker_config=thinker, enable_audio_output=False)
+
+
+def save_random(model_class, config, folder: Path) -> Path:
+    """``model_class(config)`` with seeded random weights, saved to ``folder``."""
+    import torch
+
     torch.manual_seed(0)
-    Qwen2_5OmniForConditionalGeneration(config).save_pretrained(folder)
+    model_class(config).save_pretrained(folder)
     return folder
+
+
+def build_tiny_qwen2_5_vl(folder: Path) -> Path:
+    """Save a random-weight Qwen2.5-VL to ``folder``, with token ids of the tiny tokenizer."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    tokenizer = tiny_tokenizer(VL_TOKENS)
+    config = Qwen2_5_VLConfig(
+        text_config=text_settings(tokenizer),
+        vision_config=vision_settings(out_hidden_size=32),
+        **vision_token_ids(tokenizer),
+    )
+    return save_random(Qwen2_5_VLForConditionalGeneration, config, folder)
+
+
+def build_tiny_qwen2_5_omni(folder: Path) -> Path:
+    """Save a random-weight Qwen2.5-Omni to ``folder``, laid out like the hub checkpoint
+    (model_type ``qwen2_5_omni``, thinker weights under ``thinker.``) but without the talker,
+    which the describer never loads."""
+    from transformers import Qwen2_5OmniConfig, Qwen2_5OmniForConditionalGeneration
+
+    tokenizer = tiny_tokenizer(OMNI_TOKENS)
+    text = text_settings(tokenizer)
+    width = text["hidden_size"]
+    thinker = omni_thinker(
+        tokenizer,
+        text,
+        vision_settings(out_hidden_size=width),
+        audio_settings(output_dim=width, width=16),
+    )
+    config = Qwen2_5OmniConfig(thinker_config=thinker, enable_audio_output=False)
+    return save_random(Qwen2_5OmniForConditionalGeneration, config, folder)

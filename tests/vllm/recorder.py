@@ -5,32 +5,23 @@ from __future__ import annotations
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import httpx
 
+from tests.fake_openai_server import LoopbackServer
 
-class Recorder:
+
+class Recorder(LoopbackServer):
     def __init__(self, upstream: str):
         self.upstream = upstream.rstrip("/").removesuffix("/v1")
         self.exchanges: list[tuple[dict, int]] = []  # (request body, upstream status)
         self.lock = threading.Lock()
-        handler = type("Handler", (_Forward,), {"recorder": self})
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.client = httpx.Client(timeout=300)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-
-    def __enter__(self) -> Recorder:
-        self.thread.start()
-        return self
+        super().__init__(_Forward, "recorder")
 
     def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__exit__(*exc)
         self.client.close()
 
 

@@ -14,7 +14,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -22,6 +21,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.infra import free_port, log_tail, tree_rss_mb
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = Path(os.environ.get("VLLM_VENV", ROOT / ".venv-vllm"))
@@ -41,12 +42,6 @@ def documented_serve_commands(text: str | None = None) -> dict[str, list[str]]:
             if words[:2] == ["vllm", "serve"]:
                 commands[words[2]] = words[3:]
     return commands
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def without_flag(args: list[str], flag: str) -> list[str]:
@@ -120,7 +115,7 @@ class VllmServer:
         deadline = self.began + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"vLLM exited {self.process.returncode}:\n{self.log_tail()}")
+                raise RuntimeError(f"vLLM exited {self.process.returncode}:\n{log_tail(self.log)}")
             try:
                 status = httpx.get(self.url + "/models", timeout=2).status_code
             except httpx.TransportError:
@@ -130,15 +125,11 @@ class VllmServer:
                 raise RuntimeError(f"vLLM answers GET /v1/models with HTTP {status}")
             self.started_s = round(time.monotonic() - self.began, 1)
             return self
-        raise RuntimeError(f"vLLM not ready in {START_TIMEOUT_S} s:\n{self.log_tail()}")
+        raise RuntimeError(f"vLLM not ready in {START_TIMEOUT_S} s:\n{log_tail(self.log)}")
 
     def memory_mib(self) -> float:
         """Resident memory of the server and its children (the engine core), in MiB."""
-        pids = [self.process.pid, *children(self.process.pid)]
-        return round(sum(rss_kib(pid) for pid in pids) / 1024, 1)
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        return round(tree_rss_mb(self.process.pid), 1)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -148,24 +139,6 @@ class VllmServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        kids = (task / "children").read_text().split() if (task / "children").exists() else []
-        for kid in map(int, kids):
-            found += [kid, *children(kid)]
-    return found
-
-
-def rss_kib(pid: int) -> int:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0
-    match = re.search(r"VmRSS:\s+(\d+) kB", status)
-    return int(match.group(1)) if match else 0
 
 
 def build_checkpoints(folder: Path) -> dict[str, Path]:

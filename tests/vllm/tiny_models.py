@@ -17,11 +17,14 @@ from pathlib import Path
 
 from tests.tiny_qwen import (
     FRAME_PIXELS,
-    MEL_BINS,
     OMNI_TOKENS,
     VL_TOKENS,
+    audio_settings,
+    omni_thinker,
+    save_random,
     tiny_tokenizer,
-    token_id,
+    vision_token_ids,
+    whisper_features,
 )
 
 TEXT = {
@@ -80,7 +83,6 @@ def vision_processors():
 
 
 def build_qwen2_5_vl(folder: Path) -> Path:
-    import torch
     from transformers import (
         Qwen2_5_VLConfig,
         Qwen2_5_VLForConditionalGeneration,
@@ -91,76 +93,48 @@ def build_qwen2_5_vl(folder: Path) -> Path:
     config = Qwen2_5_VLConfig(
         text_config=text_config(tokenizer),
         vision_config={**VISION, "out_hidden_size": TEXT["hidden_size"]},
-        image_token_id=token_id(tokenizer, "image_token"),
-        video_token_id=token_id(tokenizer, "video_token"),
-        vision_start_token_id=tokenizer.convert_tokens_to_ids("<|vision_start|>"),
-        vision_end_token_id=tokenizer.convert_tokens_to_ids("<|vision_end|>"),
         tie_word_embeddings=False,
+        **vision_token_ids(tokenizer),
     )
-    torch.manual_seed(0)
-    Qwen2_5_VLForConditionalGeneration(config).save_pretrained(folder)
-    image_processor, video_processor = vision_processors()
-    Qwen2_5_VLProcessor(
-        image_processor=image_processor,
-        video_processor=video_processor,
-        tokenizer=tokenizer,
-        chat_template=tokenizer.chat_template,
-    ).save_pretrained(folder)
+    save_random(Qwen2_5_VLForConditionalGeneration, config, folder)
+    save_processor(Qwen2_5_VLProcessor, tokenizer, folder)
     return folder
 
 
 def build_qwen2_5_omni(folder: Path) -> Path:
     """Laid out like the hub checkpoint (model_type ``qwen2_5_omni``, thinker weights under
     ``thinker.``), without the talker: vLLM serves the thinker, text out."""
-    import torch
     from transformers import (
         Qwen2_5OmniConfig,
         Qwen2_5OmniForConditionalGeneration,
         Qwen2_5OmniProcessor,
-        WhisperFeatureExtractor,
     )
 
     tokenizer = served_tokenizer(OMNI_TOKENS)
-    text = {**text_config(tokenizer), "tie_word_embeddings": False}
-    ids = {
-        name: token_id(tokenizer, name) for name in ("audio_token", "image_token", "video_token")
-    }
-    thinker = {
-        "text_config": text,
-        "vision_config": {**VISION, "out_hidden_size": TEXT["hidden_size"]},
-        "audio_config": {
-            "num_mel_bins": MEL_BINS,
-            "encoder_layers": 1,
-            "encoder_attention_heads": 2,
-            "encoder_ffn_dim": 64,
-            "d_model": 32,
-            "output_dim": TEXT["hidden_size"],
-            "n_window": 50,
-        },
-        "audio_token_index": ids["audio_token"],
-        "image_token_index": ids["image_token"],
-        "video_token_index": ids["video_token"],
-        "audio_start_token_id": tokenizer.convert_tokens_to_ids("<|audio_bos|>"),
-        "audio_end_token_id": tokenizer.convert_tokens_to_ids("<|audio_eos|>"),
-        "vision_start_token_id": tokenizer.convert_tokens_to_ids("<|vision_start|>"),
-        "vision_end_token_id": tokenizer.convert_tokens_to_ids("<|vision_end|>"),
-        "user_token_id": tokenizer.convert_tokens_to_ids("<unk>"),
-    }
-    config = Qwen2_5OmniConfig(thinker_config=thinker, enable_audio_output=False)
-    torch.manual_seed(0)
-    Qwen2_5OmniForConditionalGeneration(config).save_pretrained(folder)
-    image_processor, video_processor = vision_processors()
-    feature_extractor = WhisperFeatureExtractor(
-        feature_size=MEL_BINS, sampling_rate=16000, chunk_length=4, return_attention_mask=True
+    width = TEXT["hidden_size"]
+    thinker = omni_thinker(
+        tokenizer,
+        {**text_config(tokenizer), "tie_word_embeddings": False},
+        {**VISION, "out_hidden_size": width},
+        audio_settings(output_dim=width, width=32),
     )
-    Qwen2_5OmniProcessor(
+    config = Qwen2_5OmniConfig(thinker_config=thinker, enable_audio_output=False)
+    save_random(Qwen2_5OmniForConditionalGeneration, config, folder)
+    save_processor(Qwen2_5OmniProcessor, tokenizer, folder, feature_extractor=whisper_features())
+    return folder
+
+
+def save_processor(processor_class, tokenizer, folder: Path, **front_ends) -> None:
+    """The checkpoint's processor: the real vision processors, ``front_ends``, the tokenizer
+    and its chat template."""
+    image_processor, video_processor = vision_processors()
+    processor_class(
         image_processor=image_processor,
         video_processor=video_processor,
-        feature_extractor=feature_extractor,
         tokenizer=tokenizer,
         chat_template=tokenizer.chat_template,
+        **front_ends,
     ).save_pretrained(folder)
-    return folder
 
 
 BUILDERS = {"qwen2_5_vl": build_qwen2_5_vl, "qwen2_5_omni": build_qwen2_5_omni}

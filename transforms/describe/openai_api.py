@@ -35,13 +35,13 @@ logger = logging.getLogger(__name__)
 RETRYABLE = {408, 409, 425, 429, 500, 502, 503, 504}
 MAX_BACKOFF_S = 60.0
 SAMPLE_RATE = 16_000  # the media stage's waveform (media.sample_rate)
-MEDIA_PART_TYPES = frozenset({"image_url", "video_url", "input_audio", "audio_url"})
 MODALITY_OF_PART = {
     "image_url": "image",
     "video_url": "video",
     "input_audio": "audio",
     "audio_url": "audio",
 }
+MEDIA_PART_TYPES = frozenset(MODALITY_OF_PART)
 # What goes on the wire in each non-plain mode, by describe.video_timing; in the fingerprint, so
 # a change of form is a new describer version.
 VIDEO_ENCODINGS = {
