@@ -570,6 +570,24 @@ LOCAL_ITEMS_PER_TASK = 64  # run.items_per_task's default on the local engine
 
 # Keys renamed in a release: old name -> new name. The old one is still read, with a message.
 RUN_RENAMED_KEYS = {"commit_every": "items_per_task"}
+# Keys removed in a release: name -> why. Still accepted, with a message, and ignored.
+RUN_REMOVED_KEYS = {
+    "runtime": "every task streams its items through the stages (the serial runtime was "
+    "removed; run.prep_processes=0 and describe.concurrency=1 come closest to it)",
+    "commit_interval_s": "every engine commits a wave once all its tasks are reconciled "
+    "(a crash leaves finished tasks staged for `enrich run --resume`)",
+}
+
+
+def removed_keys(data: Any, section: str, removed: dict[str, str]) -> Any:
+    """``data`` without the removed keys; a deprecation message says why each went."""
+    if not isinstance(data, dict) or not removed.keys() & data.keys():
+        return data
+    data = dict(data)
+    for key in removed.keys() & data.keys():
+        logger.warning("config: %s.%s is deprecated and ignored: %s", section, key, removed[key])
+        del data[key]
+    return data
 
 
 def renamed_keys(data: Any, section: str, renamed: dict[str, str]) -> Any:
@@ -609,19 +627,18 @@ class RunConfig(_Section):
     @model_validator(mode="before")
     @classmethod
     def _renamed_keys(cls, data: Any) -> Any:
-        return renamed_keys(data, "run", RUN_RENAMED_KEYS)
+        return removed_keys(renamed_keys(data, "run", RUN_RENAMED_KEYS), "run", RUN_REMOVED_KEYS)
 
     commit_items: int = Field(
         8192,
         ge=1,
         description="staged items per MERGE at commit (a MERGE's memory follows its rows)",
     )
-    commit_interval_s: float = Field(
-        120.0,
-        ge=0,
-        description="local engine: finished tasks are committed together once they hold "
-        "commit_items items or this many seconds passed since the last commit (0 = each task "
-        "at once); a crash loses at most this much work, and --resume recovers even that",
+    items_per_staged_file: int = Field(
+        256,
+        ge=1,
+        description="a task writes its finished items' rows to staged Parquet once it holds "
+        "this many (it keeps at most this many in memory)",
     )
     staging_uri: str | None = Field(
         None,
@@ -648,16 +665,10 @@ class RunConfig(_Section):
         "deletes their descriptions, embeddings and semantic_ids rows (Delta history keeps them)",
     )
     progress: Literal["auto", "on", "off"] = "auto"
-    runtime: Literal["streaming", "serial"] = Field(
-        "streaming",
-        description="how a task runs its stages: streaming (items flow through the stages on "
-        "bounded queues, so decoding overlaps the describer) or serial (each stage over a "
-        "whole chunk, one after another; the baseline)",
-    )
     prefetch_mb: int = Field(
         512,
         ge=1,
-        description="streaming: decoded frames and audio held between the media stage and "
+        description="decoded frames and audio held between the media stage and "
         "the last stage that reads them, at their in-memory size; the media stage waits "
         "while it is full",
     )
@@ -665,14 +676,14 @@ class RunConfig(_Section):
         None,
         ge=0,
         le=64,
-        description="streaming: worker processes for a stage whose work holds the GIL (the "
+        description="worker processes for a stage whose work holds the GIL (the "
         "media stage); null = the machine's cores, at most 4; 0 = threads in the task's "
         "process. A stage with injected run.faults always stays in the task's process",
     )
     max_wait_ms: float = Field(
         50.0,
         ge=0,
-        description="streaming: a stage starts a batch once it is full, or this long after "
+        description="a stage starts a batch once it is full, or this long after "
         "its first item arrived",
     )
     item_retries: int = Field(

@@ -27,7 +27,7 @@ from jobs.common import (
 )
 from pipelines.commit import ErrorRateExceeded, RunFailed
 from schemas.store import LakeError, LakeWriteError
-from transforms.stage import join_abandoned
+from transforms.runner import join_abandoned
 
 logger = logging.getLogger("enrich")
 ENGINES = ("local", "beam", "spark")

@@ -59,18 +59,13 @@ def latest_version(store: DeltaStore) -> str | None:
     return max(rows, key=lambda r: r["updated_at"])["codebook_version"] if rows else None
 
 
-_LOADED: dict[tuple[str, str], Codebook] = {}
-
-
 def load_codebook(lake: str, version: str) -> Codebook:
-    """A recorded codebook by version, loaded once per process (engine workers call this
-    instead of receiving the codebook in a closure). Versions are immutable."""
-    if (lake, version) not in _LOADED:
-        row = find_row(DeltaStore(lake), version)
-        if row is None:
-            raise ValueError(f"codebook {version} is not in the codebooks table of {lake}")
-        _LOADED[(lake, version)] = Codebook.from_row(row)
-    return _LOADED[(lake, version)]
+    """A recorded codebook by version (engine workers load it through their
+    ``pipelines.worker.Worker``, once, instead of receiving it in a closure)."""
+    row = find_row(DeltaStore(lake), version)
+    if row is None:
+        raise ValueError(f"codebook {version} is not in the codebooks table of {lake}")
+    return Codebook.from_row(row)
 
 
 # -- compatible and current ---------------------------------------------------------------------

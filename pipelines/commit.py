@@ -17,7 +17,7 @@ from pipelines.staging import TaskMarker, staged_files
 from schemas.rows import ERROR_IDENTITY, error_identity, run_row, utc_now
 from schemas.store import DeltaStore, parquet_dataset
 from schemas.tables import ERROR_CODE, TABLES, RunStatus
-from transforms.stage import add_stats
+from transforms.runner import add_stats
 
 logger = logging.getLogger(__name__)
 FEATURE_TABLES = ("descriptions", "embeddings", "semantic_ids", "codebooks", "errors", "runs")
@@ -105,7 +105,6 @@ def add_runtime(total: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
     if not part:
         return total
     merged = {
-        "mode": part["mode"],
         "task_wall_s": round(total.get("task_wall_s", 0.0) + part["wall_s"], 3),
         "stages": {name: dict(stats) for name, stats in total.get("stages", {}).items()},
     }

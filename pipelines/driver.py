@@ -1,6 +1,7 @@
-"""One run, whatever the engine, as a list of waves: plan the tasks, the enrich wave (each
-task reconciled and committed), inputs that vanished, the Semantic-ID waves (a first fit, code,
-dedup), and the ``runs`` lineage row.
+"""One run, whatever the engine, as a list of waves: plan the tasks, the enrich wave, inputs
+that vanished, the Semantic-ID waves (a first fit, code, dedup), and the ``runs`` lineage row.
+Every wave goes one way: run its tasks, reconcile their markers with the plan, then commit
+in bounded MERGEs (``run.commit_items`` items each).
 
 The driver plans and the workers work. The driver validates the input in one streaming pass
 and cuts it into shards (names and row ranges, never the items), pins the codebook and the
@@ -13,7 +14,6 @@ files into Delta MERGEs. It never holds the items, the rows or the embeddings.
 from __future__ import annotations
 
 import logging
-import time
 
 from core import storage
 from core.config import Config
@@ -27,7 +27,7 @@ from pipelines.missing import handle_missing_inputs
 from pipelines.refit_policy import check_refit_allowed
 from pipelines.sid_waves import run_sid_waves
 from pipelines.staging import Staging, TaskMarker
-from pipelines.tasks import EnrichJob, enrich_task
+from pipelines.tasks import ENRICH_WAVE, EnrichJob, enrich_task
 from schemas.rows import utc_now
 from schemas.store import DeltaStore
 from schemas.tables import RunStatus
@@ -78,9 +78,11 @@ def run_pipeline(
     record_run(store, config, summary)  # status "running": a run killed outright stays so
     reserve = reserve_space(store.lake, run_id)
     try:
-        job = enrich_job(context, store, staging, run_id, force, runner)
+        job = enrich_job(context, store, staging, run_id, force)
         with staging.writes():
-            markers = enrich_wave(runner, store, staging, job, shards, summary)
+            markers = enrich_wave(
+                runner, store, staging, job, shards, summary, config.run.commit_items
+            )
             handle_missing_inputs(store, shards, summary, config.run.on_missing_input)
             run_sid_waves(runner, store, context, staging, job, markers, summary)
         staging.delete()
@@ -90,6 +92,7 @@ def run_pipeline(
         summary.status = RunStatus(run_status_of(exc))  # its class says which
         raise
     finally:
+        runner.close()
         summary.finished_at = utc_now()
         release_space(reserve)
         _record_final(store, config, summary)
@@ -107,28 +110,17 @@ def plan_shards(
 
 
 def enrich_job(
-    context: RunContext,
-    store: DeltaStore,
-    staging: Staging,
-    run_id: str,
-    force: bool,
-    runner: Engine,
+    context: RunContext, store: DeltaStore, staging: Staging, run_id: str, force: bool
 ) -> EnrichJob:
-    config = context.config
     return EnrichJob(
-        config_json=config.model_dump_json(),
+        config_json=context.config.model_dump_json(),
         lake=store.lake,
         staging=staging.uri,
         run_id=run_id,
         fingerprint=context.fingerprint,
         force=force,
         descriptions_version=store.version("descriptions"),
-        codebook_version=context.pinned.version if context.pinned else None,
-        sid_buckets=runner.slots(),
-        chunk_items=max(config.media.batch_size, config.describe.batch_size) * 2,
-        commit_items=config.run.commit_items,
-        commit_interval_s=config.run.commit_interval_s,
-        cache_dir=config.run.cache_dir,
+        cache_dir=context.config.run.cache_dir,
     )
 
 
@@ -139,51 +131,18 @@ def enrich_wave(
     job: EnrichJob,
     shards: list[InputShard],
     summary: RunSummary,
+    commit_items: int,
 ) -> list[TaskMarker]:
-    """Run the enrich tasks, reconcile their markers with the plan, commit their rows.
-    Engines that report tasks as they end get each one reconciled then, and committed
-    together once they hold ``commit_items`` items or ``commit_interval_s`` passed since the
-    last commit; the others' tasks are reconciled when the wave ends."""
+    """Run the enrich tasks, reconcile every marker with the plan, then commit their rows.
+    Nothing is committed unless the whole wave reconciles; a crash leaves the finished tasks
+    staged, for ``enrich run --resume`` to commit without redoing them."""
     planned = {s.task_id: s.items for s in shards}
-    batch = CommitBatch(store, job, summary)
-
-    def finished(marker: TaskMarker) -> None:
-        staging.accept(marker, planned[marker.task_id])
-        batch.add(marker)
-
-    if done := staging.finished_count("enrich"):
+    if done := staging.finished_count(ENRICH_WAVE):
         summary.notes.append(f"resumed: {done} tasks an earlier attempt finished, not redone")
-    runner.run(enrich_task, job, shards, finished if runner.commits_as_tasks_finish else None)
-    markers = staging.finished("enrich", planned)
-    batch.flush()
-    pending = [m for k, m in markers.items() if k not in batch.committed]
-    commit_enriched(store, pending, summary, job.commit_items)
+    runner.run(enrich_task, job, shards)
+    markers = staging.finished(ENRICH_WAVE, planned)
+    commit_enriched(store, list(markers.values()), summary, commit_items)
     return list(markers.values())
-
-
-class CommitBatch:
-    """Finished tasks waiting for their commit: fewer, larger MERGEs, and a crash loses at most
-    ``commit_interval_s`` of work (their staging stays for ``enrich run --resume``)."""
-
-    def __init__(self, store: DeltaStore, job: EnrichJob, summary: RunSummary):
-        self.store, self.job, self.summary = store, job, summary
-        self.waiting: list[TaskMarker] = []
-        self.committed: set[str] = set()
-        self.since = time.monotonic()
-
-    def add(self, marker: TaskMarker) -> None:
-        self.waiting.append(marker)
-        items = sum(m.items for m in self.waiting)
-        overdue = time.monotonic() - self.since >= self.job.commit_interval_s
-        if items >= self.job.commit_items or overdue:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.waiting:
-            commit_enriched(self.store, self.waiting, self.summary, self.job.commit_items)
-            self.committed.update(m.task_id for m in self.waiting)
-            self.waiting = []
-        self.since = time.monotonic()
 
 
 def _record_final(store: DeltaStore, config: Config, summary: RunSummary) -> None:

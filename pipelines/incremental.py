@@ -22,22 +22,17 @@ def pipeline_fingerprint(stage_fingerprints: dict[str, str]) -> str:
     return stable_hash(stage_fingerprints)
 
 
-def split_done(
-    store: DeltaStore,
-    records: list[Record],
-    fingerprint: str,
-    force: bool,
-    version: int | None = None,
-) -> tuple[list[Record], list[Record]]:
-    """(to process, already done) for hashed ``records``, against ``descriptions`` at
-    ``version`` (None: no table yet, nothing is done)."""
-    if force or version is None or not records:
-        return records, []
+def done_keys(
+    store: DeltaStore, item_ids: list[str], version: int | None, force: bool
+) -> set[tuple]:
+    """What ``descriptions`` at ``version`` holds of these items, as comparable keys: one read
+    for a whole task (None version: no table yet; ``force``: nothing counts as done)."""
+    if force or version is None or not item_ids:
+        return set()
     metadata = list(METADATA_FIELDS)
     columns = ["item_id", "content_sha256", "pipeline_fingerprint", *metadata]
-    keys = [r["item_id"] for r in records]
-    known = store.read("descriptions", version=version, columns=columns, keys=keys)
-    done_keys = {
+    known = store.read("descriptions", version=version, columns=columns, keys=item_ids)
+    return {
         (
             row["item_id"],
             row["content_sha256"],
@@ -46,6 +41,14 @@ def split_done(
         )
         for row in known.to_pylist()
     }
+
+
+def split_done(
+    records: list[Record], known: set[tuple], fingerprint: str
+) -> tuple[list[Record], list[Record]]:
+    """(to process, already done) for hashed ``records``: done when the lake holds the same
+    bytes and metadata under the same pipeline fingerprint (``done_keys``)."""
+    metadata = list(METADATA_FIELDS)
     todo, done = [], []
     for record in records:
         key = (
@@ -54,7 +57,7 @@ def split_done(
             fingerprint,
             comparable_metadata(record, metadata),
         )
-        (done if record["content_sha256"] and key in done_keys else todo).append(record)
+        (done if record["content_sha256"] and key in known else todo).append(record)
     return todo, done
 
 

@@ -76,9 +76,9 @@ def run_sid_waves(
     markers: list[TaskMarker],
     summary: RunSummary,
 ) -> None:
-    """Code this run's items (tasks coded them already when a codebook was pinned; after a
-    first fit, a code wave does) and any embedded item an earlier run left uncoded, then
-    run the dedup wave, and commit ``semantic_ids``."""
+    """Code this run's items (with the pinned codebook, or the one fitted now) and any
+    embedded item an earlier run left uncoded in the code wave, then run the dedup wave, and
+    commit ``semantic_ids``."""
     codebook = context.sid_codebook()
     run_embeddings = staged_files(markers, "embeddings")
     if codebook is None and (run_embeddings or store.exists("embeddings")):
@@ -98,9 +98,8 @@ def run_sid_waves(
         runner.slots(),
         semantic_ids.prefix_hash_buckets,
     )
-    coded_in_tasks = job.codebook_version == codebook.version
-    tasks = code_tasks(store, wave, [] if coded_in_tasks else run_embeddings, summary)
-    code_files = staged_files(markers, "sid_codes") + code_wave(runner, staging, wave, tasks)
+    tasks = code_tasks(store, wave, run_embeddings, summary)
+    code_files = code_wave(runner, staging, wave, tasks)
     if not code_files:
         reason = "every item was unchanged" if summary.skipped else "no item reached the encoder"
         summary.notes.append(f"semantic_ids: nothing new to code ({reason})")
@@ -134,8 +133,8 @@ def fit_first_codebook(
 def code_tasks(
     store: DeltaStore, wave: SidWaveJob, run_embeddings: list[str], summary: RunSummary
 ) -> list[SidTask]:
-    """Code tasks: this run's staged embeddings (when the codebook was fitted after its
-    tasks ran), and the lake's embedded items an earlier run left without a SID."""
+    """Code tasks: this run's staged embeddings, and the lake's embedded items an earlier run
+    left without a SID."""
     tasks = [
         SidTask(f"run-{i:05d}", files=tuple(run_embeddings[i : i + CODE_FILES_PER_TASK]))
         for i in range(0, len(run_embeddings), CODE_FILES_PER_TASK)
@@ -172,9 +171,12 @@ def assign_sids(
     wave = wave_job(store, staging, run_id, codebook, encoder, runner.slots(), hash_buckets)
     lake_files = tuple(active_files(store.table("embeddings")))
     task = SidTask("lake", files=lake_files, only=None if only is None else tuple(only))
-    with staging.writes():
-        code_files = code_wave(runner, staging, wave, [task])
-        sid_files = dedup_wave(runner, staging, wave, code_files) if code_files else []
+    try:
+        with staging.writes():
+            code_files = code_wave(runner, staging, wave, [task])
+            sid_files = dedup_wave(runner, staging, wave, code_files) if code_files else []
+    finally:
+        runner.close()
     rows = parquet_dataset(sid_files).to_table(columns=SID_COLUMNS).to_pylist() if sid_files else []
     record_crosswalk(store, rows, run_id)
     store.merge_files("semantic_ids", sid_files)

@@ -180,18 +180,11 @@ class Staging:
         return marker
 
     # -- reconciliation ------------------------------------------------------------------------
-    def accept(self, marker: TaskMarker, planned: int | None) -> None:
-        """Reconcile one task as its engine reports it (``planned``: its items, None when the
-        plan cannot know); its wave's ``finished`` then takes it as it is."""
-        problems, lost = task_problems(marker.task_id, planned, marker)
-        if problems:
-            raise self.reconciliation_error(marker.wave, problems, lost, planned or 0)
-        self.reconciled[(marker.wave, marker.task_id)] = marker
-
     def finished(self, wave: str, planned: dict[str, int | None]) -> dict[str, TaskMarker]:
         """The markers of a wave's planned tasks (task_id → items, None when the plan cannot
         know), each reconciled once; ``ReconciliationError`` unless every one finished, its
-        items add up and its staged files hold what it says."""
+        items add up and its staged files hold what it says. Nothing is committed before it
+        returns."""
         markers: dict[str, TaskMarker] = {}
         problems: list[str] = []
         lost = 0

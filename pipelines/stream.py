@@ -15,27 +15,25 @@ never waits for the CPU.
   items between the media stage and the last stage that reads media hold that much, the
   media stage waits. At most one media batch rides over the budget (its size is known only
   after decoding), and an item larger than the whole budget still passes, alone.
+- An item that failed (``run`` returned it as failed) leaves the stream at once: it goes to
+  ``on_done`` without visiting the later stages, its media released.
 - A stage that raises (a stage's own failures come back marked on the item, so this is a
   bug or a bad setup such as a missing API key) stops the stream and is raised in the caller.
 
 This module imports nothing but the standard library, so a bare machine (a GPU box without the
 project's venv, see ``bench/gpu_throughput.py``) can run it. Stages are duck-typed: ``name``,
-``process_batch(list) -> list`` and either ``stream_shape() -> (batch_size, lanes)`` or
-``batch_size``.
+``batch_size``, optionally ``lanes`` (default 1), and ``run(list) -> (done, failed)``
+(``transforms.runner.StageRunner``) or ``process_batch(list) -> list`` (nothing fails).
 """
 
 from __future__ import annotations
 
-import copy
 import multiprocessing
-import os
 import pickle
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,9 +91,14 @@ class StreamReport:
 
 def stream_shape(stage: Any) -> tuple[int, int]:
     """(batch size, lanes) a stage asks of the streaming runtime."""
-    if hasattr(stage, "stream_shape"):
-        return stage.stream_shape()
-    return max(1, int(getattr(stage, "batch_size", 1))), 1
+    return max(1, int(getattr(stage, "batch_size", 1))), max(1, int(getattr(stage, "lanes", 1)))
+
+
+def run_stage(stage: Any, batch: list[Any]) -> tuple[list[Any], list[Any]]:
+    """(done, failed) of one batch: a runner's split, or all done for a plain stage."""
+    if hasattr(stage, "run"):
+        return stage.run(batch)
+    return stage.process_batch(batch), []
 
 
 class ByteBudget:
@@ -225,15 +228,19 @@ class _Stream:
 
     def run_batch(self, k: int, batch: list[Any]) -> None:
         started = time.perf_counter()
-        out = self.stages[k].process_batch(batch)
+        out, failed = run_stage(self.stages[k], batch)
         busy = time.perf_counter() - started
         with self._lock:
             stats = self.report.stages[self.stages[k].name]
             stats.batches, stats.items, stats.busy_s = (
                 stats.batches + 1,
-                stats.items + len(out),
+                stats.items + len(batch),
                 stats.busy_s + busy,
             )
+        for item in failed:  # the dead-letter path: straight to the caller
+            self.free(item)
+            if not self.put(len(self.stages), item):
+                return
         for item in out:
             if k == self.options.budget_from:
                 size = self.options.held_bytes(item)
@@ -253,91 +260,137 @@ class _Stream:
 
 
 class ProcessStage:
-    """A stage whose batches run in worker processes: for work that holds the GIL (the media
-    stage's Python-level frame work), which threads would serialize. Each lane hands its batch
-    to a pool of ``processes`` spawned workers (one pool per process, reused by every task and
-    config; a worker unpickles a stage once and keeps the last few), and copies the results
-    back into the caller's items, keeping their identity. A stage with ``take_stats`` and
-    ``add_stats`` gets its workers' counters back."""
+    """A stage whose batches run in worker processes (``ProcessLanes``): for work that holds
+    the GIL (the media stage's Python-level frame work), which threads would serialize. It
+    stands where the stage would (inside its ``StageRunner``), one lane per process, and
+    copies the results back into the caller's items, keeping their identity."""
 
-    def __init__(self, stage: Any, processes: int):
-        self.stage, self.name, self.processes = stage, stage.name, processes
-        shipped = copy.copy(stage)
-        if hasattr(shipped, "take_stats"):
-            shipped.take_stats()  # the workers count from zero, not from this task's totals
-        self.blob = pickle.dumps(shipped)
+    def __init__(self, stage: Any, lanes: ProcessLanes):
+        self.stage, self.name, self.batch_size = stage, stage.name, stage.batch_size
+        self.lanes, self.pool = lanes.processes, lanes
+        self.blob = pickle.dumps(stage)
 
-    def stream_shape(self) -> tuple[int, int]:
-        return stream_shape(self.stage)[0], self.processes
+    def setup(self) -> None:
+        """Nothing here: each worker process sets the stage up on its first batch."""
 
     def process_batch(self, batch: list[Any]) -> list[Any]:
-        pool = _process_pool(self.processes)
-        try:
-            done, stats = pool.submit(_run_in_worker, self.blob, batch).result()
-        except BrokenProcessPool:
-            _drop_pool(pool)  # a worker died: the next batch starts a fresh pool
-            raise
+        done = self.pool.call(self.blob, batch)
         for mine, theirs in zip(batch, done, strict=True):
             mine.clear()
             mine.update(theirs)
-        if stats is not None:
-            self.stage.add_stats(stats)
         return batch
 
 
-_POOL: list[tuple[int, ProcessPoolExecutor]] = []  # this process's pool, and its size
-_POOL_LOCK = threading.Lock()
-_WORKER_STAGES: dict[bytes, Any] = {}  # in a pool worker: stages by their pickle
-WORKER_STAGES_KEPT = 4
-PARENT_POLL_S = 0.5  # how soon a pool worker notices that its parent was killed
+class WorkerProcessDied(RuntimeError):
+    """A worker process ended while running a batch (a crash in native code, or a kill)."""
 
 
-def _process_pool(processes: int) -> ProcessPoolExecutor:
-    with _POOL_LOCK:
-        if _POOL and _POOL[0][0] != processes:
-            _POOL.pop()[1].shutdown(wait=False, cancel_futures=True)
-        if not _POOL:
-            context = multiprocessing.get_context("spawn")  # forking under threads deadlocks
-            pool = ProcessPoolExecutor(
-                processes,
-                mp_context=context,
-                initializer=_exit_with_parent,
-                initargs=(os.getpid(),),
-            )
-            _POOL.append((processes, pool))
-        return _POOL[0][1]
+class ProcessLanes:
+    """``processes`` spawned worker processes, owned by whoever made them (the engine's
+    ``pipelines.worker.Worker``) and closed by it. Each keeps the stages it was sent, keyed by
+    their pickle, for as long as it lives. A worker holds only its own end of its pipe, so
+    when its owner dies, even by SIGKILL, its next read ends and it exits: nothing is left
+    behind. A worker that died is replaced on the next call."""
+
+    def __init__(self, processes: int):
+        self.processes = processes
+        self._idle: queue.Queue = queue.Queue()
+        self._children: list[_Child] = []
+        self._lock = threading.Lock()
+        self._context = multiprocessing.get_context("spawn")  # forking under threads deadlocks
+
+    def call(self, blob: bytes, batch: list[Any]) -> list[Any]:
+        child = self._take()
+        try:
+            done = child.call(blob, batch)
+        except WorkerProcessDied:
+            with self._lock:
+                self._children.remove(child)
+            child.stop()
+            raise
+        self._idle.put(child)
+        return done
+
+    def _take(self) -> _Child:
+        with self._lock:
+            if len(self._children) < self.processes:
+                child = _Child(self._context)
+                self._children.append(child)
+                return child
+        while True:
+            child = self._idle.get()
+            if child.alive():
+                return child
+            with self._lock:
+                self._children.remove(child)
+                replacement = _Child(self._context)
+                self._children.append(replacement)
+            return replacement
+
+    def close(self) -> None:
+        with self._lock:
+            children, self._children = self._children, []
+        for child in children:
+            child.stop()
 
 
-def _exit_with_parent(parent: int) -> None:
-    """In a pool worker: exit once the process that spawned it is gone. A worker waits on its
-    task queue, whose write end it holds itself, so a parent killed by SIGKILL would otherwise
-    leave it running (about 250 MB each) until killed by hand. A thread, not PDEATHSIG: that
-    signal follows the thread that spawned the worker, which may end before the process."""
+class _Child:
+    """One worker process and the parent's end of its pipe."""
 
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(PARENT_POLL_S)
-        os._exit(1)
+    def __init__(self, context: Any):
+        self.conn, theirs = context.Pipe()
+        self.process = context.Process(target=_serve, args=(theirs,), daemon=True)
+        self.process.start()
+        theirs.close()
+        self.sent: set[bytes] = set()
 
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
+    def call(self, blob: bytes, batch: list[Any]) -> list[Any]:
+        try:
+            self.conn.send((blob if blob not in self.sent else None, hash(blob), batch))
+            self.sent.add(blob)
+            ok, result = self.conn.recv()
+        except (EOFError, OSError) as exc:
+            raise WorkerProcessDied(
+                f"a worker process died running a batch of {len(batch)} item(s)"
+                f" (exit code {self.process.exitcode})"
+            ) from exc
+        if not ok:
+            raise result
+        return result
+
+    def stop(self) -> None:
+        self.conn.close()
+        self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.kill()
 
 
-def _drop_pool(pool: ProcessPoolExecutor) -> None:
-    with _POOL_LOCK:
-        if _POOL and _POOL[0][1] is pool:
-            _POOL.pop()
+def _serve(conn: Any) -> None:
+    """A worker process: run each batch it is sent through the stage it names, until its
+    parent's end of the pipe closes."""
+    stages: dict[int, Any] = {}
+    while True:
+        try:
+            blob, key, batch = conn.recv()
+        except (EOFError, OSError):
+            return
+        if blob is not None:
+            stages[key] = pickle.loads(blob)
+        try:
+            conn.send((True, stages[key].process_batch(batch)))
+        except Exception as exc:  # noqa: BLE001 - raised again in the parent
+            conn.send((False, _picklable(exc)))
 
 
-def _run_in_worker(blob: bytes, batch: list[Any]) -> tuple[list[Any], Any]:
-    """In a pool worker: run ``batch`` through the pickled stage (unpickled once, set up on
-    first use), and hand back its counters."""
-    if blob not in _WORKER_STAGES:
-        while len(_WORKER_STAGES) >= WORKER_STAGES_KEPT:
-            _WORKER_STAGES.pop(next(iter(_WORKER_STAGES)))
-        _WORKER_STAGES[blob] = pickle.loads(blob)
-    stage = _WORKER_STAGES[blob]
-    done = stage.process_batch(batch)
-    return done, stage.take_stats() if hasattr(stage, "take_stats") else None
+def _picklable(exc: Exception) -> Exception:
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:  # noqa: BLE001 - an exception type the parent cannot rebuild
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
 
 
 def run_stream(
@@ -379,6 +432,7 @@ def run_stream(
 
 __all__ = [
     "ByteBudget",
+    "ProcessLanes",
     "ProcessStage",
     "StreamOptions",
     "StreamReport",

@@ -3,20 +3,20 @@
 A task reads its own share of the input through the storage layer, runs the stages, and
 stages typed Parquet (the Arrow schemas of ``schemas/``) with a completion marker that names
 its files and counts (``pipelines.staging``). A task whose marker exists is done: a retried or
-resumed task returns it without redoing the work. Nothing here imports an engine.
+resumed task returns it without redoing the work. Every task function takes
+``(job, task, attempt, worker)``: ``worker`` is what its engine keeps between tasks
+(``pipelines.worker.Worker``). Nothing here imports an engine.
 
-Waves: ``enrich`` (input shard → descriptions, embeddings, errors, and ``sid_codes`` when a
-codebook is pinned), ``code`` (embeddings → ``sid_codes`` after a fit), ``dedup`` (one bucket
-of codes → ``semantic_ids`` rows with stable dedup suffixes: the group-by on code prefixes).
+Waves: ``enrich`` (an input task → descriptions, embeddings, errors), ``code`` (embeddings →
+``sid_codes`` with the pinned codebook: the one place codes are computed), ``dedup`` (one
+bucket of codes → ``semantic_ids`` rows with stable dedup suffixes: the group-by on code
+prefixes).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import sys
-import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -28,11 +28,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.config import Config
-from pipelines.codebooks import load_codebook
-from pipelines.incremental import split_done
+from pipelines.incremental import done_keys, split_done
 from pipelines.sids import code_items, group_sid_rows
 from pipelines.staging import StagedParts, Staging, TaskMarker
 from pipelines.stream import ProcessStage, StreamOptions, run_stream
+from pipelines.worker import Worker, prep_processes
 from schemas.rows import error_codes, sid_code_row, table_rows
 from schemas.store import DeltaStore, parquet_dataset
 from schemas.tables import (
@@ -53,46 +53,17 @@ from schemas.tables import (
 from schemas.upsert import string_filter
 from transforms.manifest import InputShard, read_shard
 from transforms.media import MEDIA_COLUMNS, fetch_input, release_input
+from transforms.runner import StageRunner
 from transforms.semantic_ids.dedup import dedup_entry
-from transforms.stage import Record, Stage, has_error, mark_error, stats_delta
+from transforms.stage import Record, has_error, mark_error
 
 logger = logging.getLogger(__name__)
 ENRICH_TABLES = ("embeddings", "errors", "descriptions")  # commit order: descriptions last
-MAX_AUTO_PREP_PROCESSES = 4
 # The SID waves' names (staging markers), not the errors.code / semantic_ids.dedup columns.
-CODE_WAVE, DEDUP_WAVE = "code", "dedup"
+ENRICH_WAVE, CODE_WAVE, DEDUP_WAVE = "enrich", "code", "dedup"
 
 
-# -- per-process state: stages and models load once per worker process -------------------------
-_WORKER_STAGES: dict[tuple[str, int], list[Stage]] = {}
-_WORKER_LOCK = threading.Lock()
-
-
-def worker_stages(config_json: str, attempt: int = 0) -> list[Stage]:
-    """The stages for this worker process, built once (models load on first use). Only
-    injected faults depend on the task's attempt, so other runs share one set across tries."""
-    config = Config.model_validate_json(config_json)
-    key = (config_json, attempt if config.run.faults else 0)
-    with _WORKER_LOCK:
-        if key not in _WORKER_STAGES:
-            from transforms.pipeline import build_stages
-
-            _log_to_stderr()
-            _WORKER_STAGES[key] = build_stages(config, task_attempt=key[1])
-        return _WORKER_STAGES[key]
-
-
-def _log_to_stderr() -> None:
-    """Worker processes start with no logging set up; show the stages' progress lines."""
-    stage_logger = logging.getLogger("transforms")
-    if not stage_logger.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        stage_logger.addHandler(handler)
-        stage_logger.setLevel(logging.INFO)
-
-
-# -- wave 1: enrich an input shard -------------------------------------------------------------
+# -- wave 1: enrich an input task --------------------------------------------------------------
 @dataclass(frozen=True)
 class EnrichJob:
     """What every enrich task needs (small and picklable: no items, no models)."""
@@ -104,35 +75,28 @@ class EnrichJob:
     fingerprint: str
     force: bool
     descriptions_version: int | None  # the snapshot incremental selection compares against
-    codebook_version: str | None  # pinned: tasks code items right after encoding
-    sid_buckets: int
-    chunk_items: int
-    commit_items: int = 8192
-    commit_interval_s: float = 0.0
     cache_dir: str | None = None
 
 
-def enrich_task(job: EnrichJob, shard: InputShard, attempt: int = 0) -> TaskMarker:
-    """Read the shard, skip unchanged items, run the stages, stage the rows, mark done."""
+def enrich_task(job: EnrichJob, shard: InputShard, attempt: int, worker: Worker) -> TaskMarker:
+    """Read the task's items, skip unchanged ones, run the stages, stage the rows, mark done."""
     staging = Staging(job.staging)
-    if done := staging.read_marker("enrich", shard.task_id):
+    if done := staging.read_marker(ENRICH_WAVE, shard.task_id):
         return done  # finished by an earlier attempt (a retry or a resumed run): not redone
-    stages = worker_stages(job.config_json, attempt)
-    before = {stage.name: stage.stats.as_dict() for stage in stages}
-    config = Config.model_validate_json(job.config_json)
+    config = worker.config(job.config_json)
+    runners = worker.runners(job.config_json, attempt)
     records = read_shard(shard)
-    selection = Selection(job, config.media, DeltaStore(job.lake))
-    sink = RowSink(staging.parts("enrich", shard.task_id), job)
+    selection = Selection(job, config, DeltaStore(job.lake), records)
+    sink = RowSink(staging.parts(ENRICH_WAVE, shard.task_id), job, config.run.items_per_staged_file)
     try:
-        runtime = run_streaming if config.run.runtime == "streaming" else run_serial
-        report = runtime(config, stages, selection.chunks(records), sink.add)
+        report = run_streaming(config, runners, selection.batches(records), sink.add)
         sink.flush()
     finally:
         selection.release_all()
     files = sink.parts.close()
     return staging.finish(
         TaskMarker(
-            wave="enrich",
+            wave=ENRICH_WAVE,
             task_id=shard.task_id,
             items=len(records),
             files=files,
@@ -141,38 +105,36 @@ def enrich_task(job: EnrichJob, shard: InputShard, attempt: int = 0) -> TaskMark
             failed=files["errors"].rows if "errors" in files else 0,
             skipped=selection.skipped,
             errors_by_code=dict(sink.errors_by_code),
-            stage_stats={s.name: stats_delta(s.stats.as_dict(), before[s.name]) for s in stages},
-            runtime={"mode": config.run.runtime, **report},
+            stage_stats={r.name: r.stats.as_dict() for r in runners},
+            runtime=report,
         )
     )
 
 
 class Selection:
-    """The task's input, chunk by chunk: each item fetched and hashed, unchanged items
-    dropped (counted as skipped). Remembers the items it fetched, so a failed task still
-    deletes their temporary media copies."""
+    """The task's input, a media batch at a time: each item fetched and hashed, unchanged
+    items dropped (counted as skipped) against what the lake holds of the task's items (one
+    read). Remembers the items it fetched, so a failed task still deletes their temporary
+    media copies."""
 
-    def __init__(self, job: EnrichJob, media: Any, store: DeltaStore):
-        self.job, self.media, self.store = job, media, store
+    def __init__(self, job: EnrichJob, config: Config, store: DeltaStore, records: list[Record]):
+        self.job, self.media = job, config.media
+        ids = [str(r.get(ITEM_ID)) for r in records if not has_error(r)]
+        self.known = done_keys(store, ids, job.descriptions_version, job.force)
         self.skipped = 0
         self.fetched: list[Record] = []
 
-    def chunks(self, records: list[Record]) -> Iterator[list[Record]]:
-        for start in range(0, len(records), self.job.chunk_items):
-            chunk = records[start : start + self.job.chunk_items]
-            for record in chunk:
+    def batches(self, records: list[Record]) -> Iterator[Record]:
+        size = self.media.batch_size
+        for start in range(0, len(records), size):
+            batch = records[start : start + size]
+            for record in batch:
                 self.fetch(record)
-            todo, done = split_done(
-                self.store,
-                chunk,
-                self.job.fingerprint,
-                self.job.force,
-                self.job.descriptions_version,
-            )
+            todo, done = split_done(batch, self.known, self.job.fingerprint)
             for record in done:
                 release_media(record)
             self.skipped += len(done)
-            yield todo
+            yield from todo
 
     def fetch(self, record: Record) -> None:
         """Hash the item's input (an item the manifest already refused keeps its error)."""
@@ -200,46 +162,34 @@ def release_media(record: Record) -> None:
 
 
 class RowSink:
-    """Finished items → staged rows, written every ``chunk_items`` items."""
+    """Finished items → staged rows, a Parquet file per table every ``per_file`` items."""
 
-    def __init__(self, parts: StagedParts, job: EnrichJob):
-        self.parts, self.job = parts, job
+    def __init__(self, parts: StagedParts, job: EnrichJob, per_file: int):
+        self.parts, self.job, self.per_file = parts, job, per_file
         self.pending: list[Record] = []
         self.errors_by_code: Counter = Counter()
 
     def add(self, record: Record) -> None:
         release_media(record)
         self.pending.append(record)
-        if len(self.pending) >= self.job.chunk_items:
+        if len(self.pending) >= self.per_file:
             self.flush()
 
     def flush(self) -> None:
         if self.pending:
-            self.errors_by_code.update(stage_rows(self.parts, self.pending, self.job))
+            self.errors_by_code.update(stage_rows(self.parts, self.pending, self.job.run_id))
             self.pending = []
 
 
-def run_serial(config: Config, stages: list[Stage], chunks, on_done) -> dict[str, Any]:
-    """Each stage over a whole chunk, one after another (the baseline runtime)."""
-    started = time.perf_counter()
-    for chunk in chunks:
-        for stage in stages:
-            for begin in range(0, len(chunk), stage.batch_size):
-                stage.process_batch(chunk[begin : begin + stage.batch_size])
-        for record in chunk:
-            on_done(record)
-    return {"wall_s": round(time.perf_counter() - started, 3)}
-
-
-def run_streaming(config: Config, stages: list[Stage], chunks, on_done) -> dict[str, Any]:
-    """Items flow through the stages on bounded queues (``pipelines.stream``)."""
-    items = (record for chunk in chunks for record in chunk)
-    options = stream_options(config, stages)
-    processes = prep_processes(config)
-    moved = [in_processes(stage, processes) for stage in stages]
-    stages = [ProcessStage(s, processes) if m else s for s, m in zip(stages, moved, strict=True)]
-    with torch_threads(host_threads(processes)) if any(moved) else nullcontext():
-        return run_stream(items, stages, on_done, options).as_dict()
+def run_streaming(
+    config: Config, runners: list[StageRunner], items: Iterator[Record], on_done
+) -> dict[str, Any]:
+    """Items flow through the stages on bounded queues (``pipelines.stream``), the task's one
+    runtime; torch keeps to the cores the media worker processes leave."""
+    in_processes = any(isinstance(r.stage, ProcessStage) for r in runners)
+    threads = host_threads(prep_processes(config))
+    with torch_threads(threads) if in_processes else nullcontext():
+        return run_stream(items, runners, on_done, stream_options(config, runners)).as_dict()
 
 
 def host_threads(processes: int) -> int:
@@ -263,25 +213,13 @@ def torch_threads(threads: int):
         torch.set_num_threads(before)
 
 
-def prep_processes(config: Config) -> int:
-    """Worker processes for stages that hold the GIL (``run.prep_processes``)."""
-    if config.run.prep_processes is not None:
-        return config.run.prep_processes
-    return min(os.cpu_count() or 1, MAX_AUTO_PREP_PROCESSES)
-
-
-def in_processes(stage: Stage, processes: int) -> bool:
-    """A stage that holds the GIL runs in worker processes, unless it carries injected faults
-    (a crash fault must take the engine's worker, as a real crash would)."""
-    return processes > 0 and stage.holds_gil and stage.runtime.faults is None
-
-
-def stream_options(config: Config, stages: list[Stage]) -> StreamOptions:
+def stream_options(config: Config, runners: list[StageRunner]) -> StreamOptions:
     """The media budget spans the stage that decodes media to the last stage that reads it
     (from the stages' declared ``adds`` and ``needs``)."""
     media = set(MEDIA_COLUMNS)
-    decoders = [k for k, stage in enumerate(stages) if stage.adds & media]
-    readers = [k for k, stage in enumerate(stages) if stage.needs & media]
+    stages = [runner.stage for runner in runners]
+    decoders = [k for k, stage in enumerate(stages) if stage_of(stage).adds & media]
+    readers = [k for k, stage in enumerate(stages) if stage_of(stage).needs & media]
     return StreamOptions(
         max_wait_s=config.run.max_wait_ms / 1000,
         budget_bytes=config.run.prefetch_mb * 2**20,
@@ -292,6 +230,11 @@ def stream_options(config: Config, stages: list[Stage]) -> StreamOptions:
     )
 
 
+def stage_of(stage: Any) -> Any:
+    """The stage itself, where a ``ProcessStage`` stands in for it."""
+    return stage.stage if isinstance(stage, ProcessStage) else stage
+
+
 def media_bytes(record: Record) -> int:
     """An item's decoded frames and audio, in bytes."""
     frames = record.get("frames") or []
@@ -299,15 +242,11 @@ def media_bytes(record: Record) -> int:
     return sum(getattr(f, "nbytes", 0) for f in frames) + getattr(audio, "nbytes", 0)
 
 
-def stage_rows(parts: StagedParts, records: list[Record], job: EnrichJob) -> Counter:
-    """Stage the table rows of processed records (and their codes when a codebook is
-    pinned); returns the error codes among them."""
-    rows = table_rows(records, job.run_id)
+def stage_rows(parts: StagedParts, records: list[Record], run_id: str) -> Counter:
+    """Stage the table rows of processed records; returns the error codes among them."""
+    rows = table_rows(records, run_id)
     for table in ENRICH_TABLES:
         parts.write(table, rows[table])
-    if job.codebook_version and rows["embeddings"]:
-        codebook = load_codebook(job.lake, job.codebook_version)
-        parts.write("sid_codes", coded_rows(codebook, rows["embeddings"], job.sid_buckets))
     return error_codes(rows["errors"])
 
 
@@ -355,7 +294,7 @@ class SidWaveJob:
     code_files: tuple[str, ...] = field(default_factory=tuple)  # staged sid_codes files
 
 
-def code_task(job: SidWaveJob, task: SidTask, attempt: int = 0) -> TaskMarker:
+def code_task(job: SidWaveJob, task: SidTask, attempt: int, worker: Worker) -> TaskMarker:
     """Code embedded items of ``job.encoder`` with the pinned codebook; stage ``sid_codes``."""
     staging = Staging(job.staging)
     if done := staging.read_marker(CODE_WAVE, task.task_id):
@@ -371,12 +310,12 @@ def code_task(job: SidWaveJob, task: SidTask, attempt: int = 0) -> TaskMarker:
     )
     parts = staging.parts(CODE_WAVE, task.task_id)
     if items:
-        codebook = load_codebook(job.lake, job.codebook_version)
+        codebook = worker.codebook(job.lake, job.codebook_version)
         parts.write("sid_codes", coded_rows(codebook, items, job.buckets))
     return staging.finish(TaskMarker(CODE_WAVE, task.task_id, len(items), parts.close(), attempt))
 
 
-def dedup_task(job: SidWaveJob, task: SidTask, attempt: int = 0) -> TaskMarker:
+def dedup_task(job: SidWaveJob, task: SidTask, attempt: int, worker: Worker) -> TaskMarker:
     """One bucket of the group-by on code prefixes: the items coded now with the codes and
     suffixes held under the same codebook → ``semantic_ids`` rows (held ones stay; collisions
     move within their choices, then take the lowest free suffix, exactly as a single global
@@ -398,7 +337,7 @@ def dedup_task(job: SidWaveJob, task: SidTask, attempt: int = 0) -> TaskMarker:
             key, entry = dedup_entry(item_id, None, assignment)
             group.setdefault(key, []).append((None, entry))
     rows: list[dict[str, Any]] = []
-    codebook = load_codebook(job.lake, job.codebook_version)
+    codebook = worker.codebook(job.lake, job.codebook_version)
     for entries in group.values():
         rows.extend(group_sid_rows(codebook, entries, job.run_id, job.hash_buckets))
     parts = staging.parts(DEDUP_WAVE, task.task_id)
@@ -434,6 +373,7 @@ def held_assignments(job: SidWaveJob, bucket: int) -> dict[str, tuple[tuple[int,
 
 
 __all__ = [
+    "ENRICH_WAVE",
     "EnrichJob",
     "SidTask",
     "SidWaveJob",

@@ -1,6 +1,7 @@
-"""Kill -9 of a run leaves no process behind: the media stage's spawned worker processes
-watch their parent and exit when it is gone (they would otherwise wait on their task queue,
-whose write end they hold themselves, about 250 MB each, until killed by hand)."""
+"""Kill -9 of a run leaves no process behind: the media stage's spawned worker processes hold
+only their own end of a pipe to the run, and exit when its end closes (a process pool's
+workers waited on a task queue whose write end they held themselves, about 250 MB each,
+until killed by hand)."""
 
 import json
 import os
@@ -44,7 +45,7 @@ def test_killing_a_run_leaves_no_media_worker_behind(demo_corpus, tmp_path):
     manifest.write_text(
         "".join(json.dumps({**clips[n % len(clips)], "item_id": f"c{n}"}) + "\n" for n in range(60))
     )
-    argv = run_argv(manifest, tmp_path / "lake", "run.prep_processes=2", "run.runtime=streaming")
+    argv = run_argv(manifest, tmp_path / "lake", "run.prep_processes=2")
     run = subprocess.Popen(
         [sys.executable, "-m", "jobs.cli", *argv],
         cwd=ROOT,

@@ -1,4 +1,9 @@
+"""The Stage contract and the runner around it: a stage marks documented failures and raises
+the rest; ``StageRunner`` retries, times out, injects faults, counts and returns (done,
+failed); a stage pickles as its config, never its model; the base class stays small."""
+
 import dataclasses
+import inspect
 import pickle
 import time
 
@@ -7,8 +12,9 @@ import pytest
 
 from core.config import Config, FaultSpec
 from transforms.faults import FaultInjector
-from transforms.pipeline import build_stages
-from transforms.stage import Stage, StageError, StageRuntime
+from transforms.pipeline import build_stages, stage_runtime
+from transforms.runner import StageRunner, StageRuntime
+from transforms.stage import Stage, StageError
 
 
 class Doubler(Stage):
@@ -36,52 +42,76 @@ class BatchDoubler(Doubler):
             r["y"] = r["x"] * 2
 
 
-def test_failing_items_are_marked_not_raised_and_others_finish():
-    stage = Doubler(config={}, batch_size=4)
-    out = stage.process_batch(
-        [
-            {"item_id": "a", "x": 1},
-            {"item_id": "b", "x": -1},
-            {"item_id": "c", "x": 13},
-            {"item_id": "d", "x": 4},
-        ]
-    )
-    assert [r.get("y") for r in out] == [2, None, None, 8]
-    assert out[1]["error"] == {"stage": "doubler", "code": "encode_failed", "message": "x=-1"}
-    assert out[2]["error"]["code"] == "internal_error"
-    assert "KeyError" in out[2]["error"]["message"]
-    assert stage.stats.processed == 2 and stage.stats.failed == 2
+def test_the_runner_splits_done_from_failed_and_counts_them():
+    runner = StageRunner(Doubler(config={}, batch_size=4))
+    batch = [
+        {"item_id": "a", "x": 1},
+        {"item_id": "b", "x": -1},
+        {"item_id": "c", "x": 13},
+        {"item_id": "d", "x": 4},
+    ]
+    done, failed = runner.run(batch)
+    assert [r["y"] for r in done] == [2, 8]
+    assert [r["item_id"] for r in failed] == ["b", "c"]
+    assert failed[0]["error"] == {"stage": "doubler", "code": "encode_failed", "message": "x=-1"}
+    assert failed[1]["error"]["code"] == "internal_error"
+    assert "KeyError" in failed[1]["error"]["message"]
+    assert runner.stats.as_dict() == {
+        "processed": 2,
+        "failed": 2,
+        "seconds": pytest.approx(runner.stats.seconds, abs=1e-3),
+        "errors_by_code": {"encode_failed": 1, "internal_error": 1},
+    }
+
+
+def test_a_stage_marks_documented_failures_and_raises_the_rest():
+    stage = Doubler(config={})
+    [marked] = stage.process_batch([{"item_id": "b", "x": -1}])
+    assert marked["error"]["code"] == "encode_failed"
+    with pytest.raises(KeyError):
+        stage.process_batch([{"item_id": "c", "x": 13}])
 
 
 def test_a_batch_level_failure_is_isolated_to_the_bad_item():
-    stage = BatchDoubler(config={}, batch_size=4)
-    out = stage.process_batch([{"item_id": "a", "x": 1}, {"item_id": "c", "x": 13}])
-    assert out[0]["y"] == 2
-    assert out[1]["error"]["code"] == "internal_error"
+    done, failed = StageRunner(BatchDoubler(config={}, batch_size=4)).run(
+        [{"item_id": "a", "x": 1}, {"item_id": "c", "x": 13}]
+    )
+    assert [r["y"] for r in done] == [2]
+    assert failed[0]["error"]["code"] == "internal_error"
 
 
 def test_records_with_an_earlier_error_pass_through_untouched():
     stage = Doubler(config={})
+    runner = StageRunner(stage)
     earlier = {
         "item_id": "a",
         "x": 1,
         "error": {"stage": "media", "code": "not_found", "message": "m"},
     }
-    out = stage.process_batch([earlier])
-    assert "y" not in out[0] and out[0]["error"]["stage"] == "media"
-    assert stage.stats.processed == 0 and stage.stats.failed == 0
+    assert runner.run([earlier]) == ([], [earlier])
+    assert "y" not in earlier and earlier["error"]["stage"] == "media"
+    assert runner.stats.processed == 0 and runner.stats.failed == 0
     # nothing to run on: the model is not loaded (a rerun whose only work is retrying known
     # bad inputs used to load every model, 40 s, for items that fail at decode)
     assert getattr(stage, "loads", 0) == 0
 
 
-def test_setup_loads_once_and_pickling_drops_the_model():
-    stage = Doubler(config={})
-    stage.process_batch([{"item_id": "a", "x": 1}])
-    stage.process_batch([{"item_id": "b", "x": 2}])
+def test_setup_loads_once_and_a_stage_pickles_as_its_config():
+    stage = Doubler(config={"k": 1})
+    runner = StageRunner(stage)
+    runner.run([{"item_id": "a", "x": 1}])
+    runner.run([{"item_id": "b", "x": 2}])
     assert stage.loads == 1
     clone = pickle.loads(pickle.dumps(stage))
-    assert not hasattr(clone, "_model") and clone._ready is False
+    assert clone.config == {"k": 1} and not hasattr(clone, "_model") and clone.ready is False
+
+
+def test_a_fresh_runner_counts_from_zero_around_the_same_stage():
+    stage = Doubler(config={})
+    StageRunner(stage).run([{"item_id": "a", "x": 1}])
+    second = StageRunner(stage)
+    second.run([{"item_id": "b", "x": -1}])
+    assert (second.stats.processed, second.stats.failed, stage.loads) == (0, 1, 1)
 
 
 def test_record_batches_are_accepted():
@@ -99,7 +129,14 @@ def test_fingerprint_depends_on_fingerprint_fields():
     assert Tunable({"k": 1}).fingerprint() != Tunable({"k": 2}).fingerprint()
 
 
-# -- run settings: one frozen StageRuntime, given at construction -------------------------------
+def test_the_stage_base_class_is_small_and_holds_no_run_policy():
+    lines = inspect.getsource(Stage).splitlines()
+    assert len(lines) <= 100, f"Stage is {len(lines)} lines"
+    for policy in ("retries", "timeout", "faults", "stats"):
+        assert policy not in inspect.getsource(Stage), policy
+
+
+# -- the run policy: one frozen StageRuntime per stage and task ----------------------------------
 class Flaky(Doubler):
     """Raises on its first ``failures`` calls, then doubles."""
 
@@ -112,12 +149,14 @@ class Flaky(Doubler):
         super().process_item(record)
 
 
-def test_retries_come_from_the_runtime_given_at_construction():
-    assert Flaky(config={}).process_batch([{"item_id": "a", "x": 1}])[0]["error"]
-    stage = Flaky(config={}, runtime=StageRuntime(retries=1))
-    assert stage.process_batch([{"item_id": "a", "x": 1}])[0] == {"item_id": "a", "x": 1, "y": 2}
+def test_retries_come_from_the_runtime():
+    _, [failed] = StageRunner(Flaky(config={})).run([{"item_id": "a", "x": 1}])
+    assert "after 1 attempt(s)" in failed["error"]["message"]
+    runtime = StageRuntime(retries=1)
+    [done], _ = StageRunner(Flaky(config={}), runtime).run([{"item_id": "a", "x": 1}])
+    assert done == {"item_id": "a", "x": 1, "y": 2}
     with pytest.raises(dataclasses.FrozenInstanceError):
-        stage.runtime.retries = 5
+        runtime.retries = 5
 
 
 class Slow(Doubler):
@@ -127,30 +166,30 @@ class Slow(Doubler):
 
 
 def test_the_runtime_timeout_abandons_a_slow_item():
-    stage = Slow(config={}, runtime=StageRuntime(timeout_s=0.05))
-    [out] = stage.process_batch([{"item_id": "a", "x": 1}])
+    runner = StageRunner(Slow(config={}), StageRuntime(timeout_s=0.05))
+    _, [out] = runner.run([{"item_id": "a", "x": 1}])
     assert out["error"]["code"] == "stage_timeout"
 
 
-def test_faults_wrap_only_the_stages_they_name_and_survive_pickling():
+def test_faults_stand_only_before_the_stages_they_name():
     faults = {"encode": {"fail_fraction": 1.0, "fail_attempts": 1}}
     config = Config.model_validate({"run": {"faults": faults, "item_retries": 1}})
-    stages = {stage.name: stage for stage in build_stages(config)}
-    assert [n for n, s in stages.items() if s.runtime.faults is not None] == ["encode"]
-    plain = stages["media"]
-    assert plain.runtime.batch_function(plain.run_batch) == plain.run_batch  # nothing in front
-    faulty = Doubler(config={}, runtime=pickle.loads(pickle.dumps(stages["encode"].runtime)))
-    [out] = faulty.process_batch([{"item_id": "a", "x": 1}])  # first try raises, retry works
-    assert out["y"] == 2 and faulty.runtime.faults.tries == {"a": 2}
-    never = Doubler(config={}, runtime=StageRuntime(faults=FaultInjector(faults["encode"], 0)))
-    never.runtime.faults.spec = FaultSpec(fail_fraction=1.0)  # always raises, no retries
-    assert never.process_batch([{"item_id": "a", "x": 1}])[0]["error"]["code"] == "internal_error"
+    runtimes = {stage.name: stage_runtime(config, stage.name) for stage in build_stages(config)}
+    assert [name for name, r in runtimes.items() if r.faults is not None] == ["encode"]
+    encode = pickle.loads(pickle.dumps(runtimes["encode"]))
+    [out], _ = StageRunner(Doubler(config={}), encode).run([{"item_id": "a", "x": 1}])
+    assert out["y"] == 2 and encode.faults.tries == {"a": 2}  # first try raised, retry worked
+    never = StageRuntime(faults=FaultInjector(faults["encode"], 0))
+    never.faults.spec = FaultSpec(fail_fraction=1.0)  # always raises, no retries
+    _, [failed] = StageRunner(Doubler(config={}), never).run([{"item_id": "a", "x": 1}])
+    assert failed["error"]["code"] == "internal_error"
 
 
 def test_an_injected_crash_spares_the_retried_task():
     spec = FaultSpec(crash_items=["a"])
-    stage = Doubler(config={}, runtime=StageRuntime(faults=FaultInjector(spec, task_attempt=1)))
-    assert stage.process_batch([{"item_id": "a", "x": 1}])[0]["y"] == 2
+    runtime = StageRuntime(faults=FaultInjector(spec, task_attempt=1))
+    [done], _ = StageRunner(Doubler(config={}), runtime).run([{"item_id": "a", "x": 1}])
+    assert done["y"] == 2
 
 
 class DeclaredDoubler(Doubler):

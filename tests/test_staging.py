@@ -1,6 +1,5 @@
 """A run's staging and context: task markers survive JSON, reconciliation refuses a task that
-left no marker or a staged file that lost rows, the local engine's tasks are reconciled once
-each, and a run looks its pinned codebook up once."""
+left no marker or a staged file that lost rows, each task is reconciled once, and a run looks its pinned codebook up once."""
 
 from collections import Counter
 
@@ -35,7 +34,7 @@ ENRICH_MARKER = TaskMarker(
     skipped=1,
     errors_by_code={"not_found": 1},
     stage_stats={"media": {"processed": 4, "failed": 1}},
-    runtime={"mode": "streaming", "wall_s": 1.5},
+    runtime={"wall_s": 1.5},
 )
 
 
@@ -84,14 +83,15 @@ def test_reconciliation_catches_a_staged_file_with_the_wrong_row_count(tmp_path)
     with pytest.raises(ReconciliationError, match="should hold 3 errors rows but holds 2"):
         staging.finished("enrich", {"t1": 3})
     with pytest.raises(ReconciliationError, match="planned 4 items but accounted for 3 of 3"):
-        staging.accept(claims_more, 4)
+        staging.finished("enrich", {"t1": 4})
 
 
-def test_a_task_accepted_as_it_ended_is_not_checked_again(tmp_path, monkeypatch):
+def test_a_reconciled_task_is_not_checked_again(tmp_path, monkeypatch):
     staging = Staging(str(tmp_path / "staging" / "run1"))
     checks = spy_on_task_checks(monkeypatch)
-    staging.accept(stage_errors(staging, "t0", 2), 2)
-    stage_errors(staging, "t1", 1)  # an engine that does not report tasks as they end
+    stage_errors(staging, "t0", 2)
+    assert list(staging.finished("enrich", {"t0": 2})) == ["t0"]
+    stage_errors(staging, "t1", 1)
     assert list(staging.finished("enrich", {"t0": 2, "t1": 1})) == ["t0", "t1"]
     assert checks == Counter({("enrich", "t0"): 1, ("enrich", "t1"): 1})
 

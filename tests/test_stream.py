@@ -1,5 +1,7 @@
 """The streaming runtime (pipelines/stream.py): stages overlap, batches fill or time out,
-lanes keep several batches in flight, the media budget holds, and a failure stops the stream."""
+lanes keep several batches in flight, the media budget holds, failed items leave at once,
+worker processes run GIL-bound stages and are replaced when they die, and a raising stage
+stops the stream."""
 
 import os
 import threading
@@ -7,8 +9,9 @@ import time
 
 import pytest
 
-from pipelines.stream import ProcessStage, StreamOptions, run_stream
-from transforms.stage import Stage
+from pipelines.stream import ProcessLanes, ProcessStage, StreamOptions, run_stream
+from transforms.runner import StageRunner
+from transforms.stage import Stage, StageError
 
 WAIT_S = 10.0  # a generous bound for events that must happen; never reached when correct
 
@@ -17,12 +20,9 @@ class Recorder:
     """A duck-typed stage: appends its name to each item's trail, records its batches."""
 
     def __init__(self, name, batch_size=1, lanes=1, on_batch=None):
-        self.name, self.size, self.lanes, self.on_batch = name, batch_size, lanes, on_batch
+        self.name, self.batch_size, self.lanes, self.on_batch = name, batch_size, lanes, on_batch
         self.batches: list[list[int]] = []
         self.lock = threading.Lock()
-
-    def stream_shape(self):
-        return self.size, self.lanes
 
     def process_batch(self, batch):
         with self.lock:
@@ -155,22 +155,63 @@ def test_a_raising_source_is_raised():
         run_stream(source(), [Recorder("a")], lambda item: None)
 
 
+class Refuser(Stage):
+    """Refuses odd items with a documented error."""
+
+    name = "refuser"
+
+    def process_item(self, record):
+        if record["n"] % 2:
+            raise StageError("media_unreadable", "odd")
+        record["trail"].append(self.name)
+
+
+def test_a_failed_item_leaves_the_stream_without_visiting_later_stages():
+    released, done = [], []
+    later = Recorder("describe")
+    options = StreamOptions(release=released.append, release_after=1)
+    run_stream(items(6), [StageRunner(Refuser(None, batch_size=2)), later], done.append, options)
+    failed = [item for item in done if item.get("error")]
+    assert sorted(item["n"] for item in failed) == [1, 3, 5]
+    assert all(item["trail"] == [] for item in failed)
+    assert sorted(n for batch in later.batches for n in batch) == [0, 2, 4]
+    assert sorted(item["n"] for item in released) == list(range(6))  # media freed either way
+
+
 class PidStage(Stage):
-    """A stage whose work would hold the GIL: records which process ran each item."""
+    """A stage whose work would hold the GIL: records which process ran each item; item 99
+    kills its worker process."""
 
     name = "pid"
     holds_gil = True
 
     def process_item(self, record):
+        if record["n"] == 99:
+            os._exit(3)
         record["pid"] = os.getpid()
 
 
 def test_a_stage_that_holds_the_gil_runs_in_worker_processes_with_its_counters():
-    stage = PidStage(None, batch_size=2)
-    done = []
-    run_stream(items(6), [ProcessStage(stage, processes=2)], done.append)
-    assert sorted(item["n"] for item in done) == list(range(6))
-    assert all(item["pid"] != os.getpid() for item in done)  # ran in a worker process
-    assert stage.stats.processed == 6  # the workers' counters came back to the task's copy
-    run_stream(items(4), [ProcessStage(stage, processes=2)], done.append)
-    assert stage.stats.processed == 10  # a second stream adds only its own items
+    lanes = ProcessLanes(2)
+    try:
+        stage = ProcessStage(PidStage(None, batch_size=2), lanes)
+        runner = StageRunner(stage)
+        done = []
+        run_stream(items(6), [runner], done.append)
+        assert sorted(item["n"] for item in done) == list(range(6))
+        assert all(item["pid"] != os.getpid() for item in done)  # ran in a worker process
+        assert runner.stats.processed == 6 and stage.lanes == 2
+        pids = {item["pid"] for item in done}
+
+        dying = [{"n": 99, "trail": []}, {"n": 7, "trail": []}]
+        survivors, [killed] = StageRunner(stage).run(dying)  # alone, each item, after the crash
+        assert killed["error"]["code"] == "internal_error"
+        assert "WorkerProcessDied" in killed["error"]["message"]
+        [survivor] = survivors  # a fresh worker process took the dead one's place
+        assert survivor["n"] == 7 and survivor["pid"] != os.getpid()
+        pids.add(survivor["pid"])
+    finally:
+        lanes.close()
+    for pid in pids:  # closed with their owner
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

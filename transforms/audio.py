@@ -11,7 +11,7 @@ import numpy as np
 
 from core.config import AudioConfig
 from transforms.models import model_revision
-from transforms.stage import Record, Stage, StageError, StageRuntime
+from transforms.stage import Record, Stage, StageError
 
 logger = logging.getLogger(__name__)
 
@@ -144,8 +144,8 @@ class AudioEventStage(Stage):
     needs = frozenset({"audio"})
     adds = frozenset({"audio_events", "loudness_lufs", "silence_share", "audio_model"})
 
-    def __init__(self, config: AudioConfig, runtime: StageRuntime | None = None):
-        super().__init__(config, batch_size=config.batch_size, runtime=runtime)
+    def __init__(self, config: AudioConfig):
+        super().__init__(config, batch_size=config.batch_size)
 
     def fingerprint_fields(self) -> dict:
         return {

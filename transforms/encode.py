@@ -9,7 +9,7 @@ import numpy as np
 
 from core.config import EncodeConfig
 from transforms.models import model_revision, pick_device, resolve_model
-from transforms.stage import Record, Stage, StageError, StageRuntime
+from transforms.stage import Record, Stage, StageError
 
 
 def encoded_text(record: Record, mode: str) -> str:
@@ -27,8 +27,8 @@ class EncodeStage(Stage):
     needs = frozenset({"item_id", "title", "description"})
     adds = frozenset({"embedding", "encoded_text_sha", "encoder"})
 
-    def __init__(self, config: EncodeConfig, runtime: StageRuntime | None = None):
-        super().__init__(config, batch_size=config.batch_size, runtime=runtime)
+    def __init__(self, config: EncodeConfig):
+        super().__init__(config, batch_size=config.batch_size)
 
     @cached_property
     def encoder_id(self) -> str:

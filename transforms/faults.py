@@ -1,7 +1,8 @@
 """Chaos testing (``run.faults``): make a stage hang, raise or kill its worker on chosen items.
 
-``transforms.pipeline.build_stages`` wraps a stage's batch function with a ``FaultInjector``
-only when ``run.faults`` names that stage; in every other run no fault code is on the path.
+``transforms.pipeline.stage_runtime`` puts a ``FaultInjector`` in front of a stage's batches
+(``transforms.runner.StageRunner``) only when ``run.faults`` names that stage; in every other
+run no fault code is on the path.
 """
 
 from __future__ import annotations
@@ -10,13 +11,18 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
-from transforms.stage import Record, fault_chosen
+from core.hashing import stable_hash
+from transforms.stage import Record
 
 logger = logging.getLogger(__name__)
 CRASH_EXIT_CODE = 17
+
+
+def fault_chosen(spec: Any, item_id: str) -> bool:
+    """Whether ``run.faults`` picks this item to raise (a stable hash of seed and item_id)."""
+    return int(stable_hash([spec.seed, item_id]), 16) / 16**16 < spec.fail_fraction
 
 
 class FaultInjector:
@@ -27,13 +33,6 @@ class FaultInjector:
     def __init__(self, spec: Any, task_attempt: int = 0):
         self.spec, self.task_attempt = spec, task_attempt
         self.tries: Counter = Counter()  # item_id → tries of a chosen item so far
-
-    def wrap(self, run_batch: Callable[[list[Record]], None]) -> Callable[[list[Record]], None]:
-        def faulty(records: list[Record]) -> None:
-            self.inject(records)
-            run_batch(records)
-
-        return faulty
 
     def inject(self, records: list[Record]) -> None:
         """Hang, exit the process or raise on the configured items of ``records``."""

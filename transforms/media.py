@@ -28,7 +28,7 @@ from PIL import Image
 from core import storage
 from core.config import MediaConfig
 from transforms.manifest import TEXT_ONLY, metadata_sha256
-from transforms.stage import Record, Stage, StageError, StageRuntime
+from transforms.stage import Record, Stage, StageError
 
 logger = logging.getLogger(__name__)
 
@@ -597,8 +597,8 @@ class MediaStage(Stage):
         }
     )
 
-    def __init__(self, config: MediaConfig, runtime: StageRuntime | None = None):
-        super().__init__(config, batch_size=config.batch_size, runtime=runtime)
+    def __init__(self, config: MediaConfig):
+        super().__init__(config, batch_size=config.batch_size)
 
     def process_item(self, record: Record) -> None:
         if not has_media(record):

@@ -4,38 +4,45 @@ from __future__ import annotations
 
 from core.config import Config
 from transforms.audio import AudioEventStage
-from transforms.describe import Describer, build_describer
+from transforms.describe import describer_class
 from transforms.encode import EncodeStage
 from transforms.faults import FaultInjector
 from transforms.manifest import RECORD_FIELDS
 from transforms.media import FETCHED_FIELDS, MediaStage
+from transforms.runner import StageRuntime
 from transforms.signals import AsrStage, OcrStage
-from transforms.stage import Stage, StageRuntime
+from transforms.stage import Stage
 from transforms.visual import VisualTagStage
 
 
-def build_stages(config: Config, task_attempt: int = 0) -> list[Stage]:
+def stage_classes(config: Config) -> list[type[Stage]]:
     """media → asr → audio → ocr → visual → describe → encode; Semantic IDs run after (a
-    global fit). ``task_attempt`` (which try of its engine task this is) matters only to
-    injected faults."""
-
-    def runtime(name: str) -> StageRuntime:
-        spec = config.run.faults.get(name)
-        return StageRuntime(
-            retries=config.run.item_retries,
-            timeout_s=config.run.stage_timeout_s.get(name),
-            faults=FaultInjector(spec, task_attempt) if spec is not None else None,
-        )
-
+    global fit). Each stage's settings are the config section of its name."""
     return [
-        MediaStage(config.media, runtime(MediaStage.name)),
-        AsrStage(config.asr, runtime(AsrStage.name)),
-        AudioEventStage(config.audio, runtime(AudioEventStage.name)),
-        OcrStage(config.ocr, runtime(OcrStage.name)),
-        VisualTagStage(config.visual, runtime(VisualTagStage.name)),
-        build_describer(config.describe, runtime(Describer.name)),
-        EncodeStage(config.encode, runtime(EncodeStage.name)),
+        MediaStage,
+        AsrStage,
+        AudioEventStage,
+        OcrStage,
+        VisualTagStage,
+        describer_class(config.describe),
+        EncodeStage,
     ]
+
+
+def build_stages(config: Config) -> list[Stage]:
+    """The stages, built (cheap: models load in ``setup``)."""
+    return [cls(getattr(config, cls.name)) for cls in stage_classes(config)]
+
+
+def stage_runtime(config: Config, name: str, task_attempt: int = 0) -> StageRuntime:
+    """How stage ``name`` runs in a task: retries, timeout and injected faults.
+    ``task_attempt`` (which try of its engine task this is) matters only to injected faults."""
+    spec = config.run.faults.get(name)
+    return StageRuntime(
+        retries=config.run.item_retries,
+        timeout_s=config.run.stage_timeout_s.get(name),
+        faults=FaultInjector(spec, task_attempt) if spec is not None else None,
+    )
 
 
 # What a record holds before the first stage: the input's fields, what ``fetch_input`` adds

@@ -11,7 +11,7 @@ import numpy as np
 
 from core.config import AsrConfig, OcrConfig
 from transforms.models import model_revision, pick_device, resolve_model
-from transforms.stage import Record, Stage, StageError, StageRuntime
+from transforms.stage import Record, Stage, StageError
 
 logger = logging.getLogger(__name__)
 NEAR_DUPLICATE_RATIO = 0.85
@@ -36,8 +36,8 @@ class AsrStage(Stage):
         {"transcript", "transcript_language", "transcript_segments", "speech_s", "asr_model"}
     )
 
-    def __init__(self, config: AsrConfig, runtime: StageRuntime | None = None):
-        super().__init__(config, batch_size=config.batch_size, runtime=runtime)
+    def __init__(self, config: AsrConfig):
+        super().__init__(config, batch_size=config.batch_size)
 
     def fingerprint_fields(self) -> dict:
         return {"revision": model_revision(self.config.model), "temperature": 0.0}
@@ -154,8 +154,8 @@ class OcrStage(Stage):
     needs = frozenset({"frames", "frame_timestamps_s"})
     adds = frozenset({"ocr_text", "ocr_lines"})
 
-    def __init__(self, config: OcrConfig, runtime: StageRuntime | None = None):
-        super().__init__(config, batch_size=config.batch_size, runtime=runtime)
+    def __init__(self, config: OcrConfig):
+        super().__init__(config, batch_size=config.batch_size)
 
     def fingerprint_fields(self) -> dict:
         return {

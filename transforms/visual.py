@@ -20,7 +20,7 @@ import numpy as np
 from core.config import VisualConfig
 from transforms.media import shot_starts
 from transforms.models import model_revision, pick_device
-from transforms.stage import Record, Stage, StageRuntime
+from transforms.stage import Record, Stage
 
 logger = logging.getLogger(__name__)
 CLASSES_FILE = Path(__file__).parent / "data" / "imagenet_classes.txt"
@@ -129,8 +129,8 @@ class VisualTagStage(Stage):
     adds = frozenset({"visual_tags", "visual_shots", "shot_count", "visual_model"})
     resources = "gpu"  # runs on CPU; uses a GPU when one is present
 
-    def __init__(self, config: VisualConfig, runtime: StageRuntime | None = None):
-        super().__init__(config, batch_size=config.batch_size, runtime=runtime)
+    def __init__(self, config: VisualConfig):
+        super().__init__(config, batch_size=config.batch_size)
 
     @property
     def model_id(self) -> str:

@@ -1,7 +1,10 @@
-"""What the engine modules share: the ``Engine`` protocol, the task function type, the
-picklable task runner, the task sizing of parallel engines and the resources a wave's tasks
-ask for. Engine modules import this,
-never the package (whose ``make_engine`` imports them)."""
+"""What the engine modules share: the ``Engine`` protocol, the task function type, the task
+sizing of parallel engines and the resources a wave's tasks ask for. Engine modules import
+this, never the package (whose ``make_engine`` imports them).
+
+Every engine runs a wave the same way: each task on some worker, with that worker's
+``pipelines.worker.Worker`` (made once per worker and closed by the engine); the driver then
+reconciles the wave's markers and commits (``pipelines.driver``)."""
 
 from __future__ import annotations
 
@@ -9,15 +12,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from core.config import Config
 from pipelines.staging import TaskMarker
+from pipelines.worker import Worker
 from schemas.store import DeltaStore
+from transforms.pipeline import stage_classes
+from transforms.stage import Stage
 
-TaskFunction = Callable[[Any, Any, int], TaskMarker]
+TaskFunction = Callable[[Any, Any, int, Worker], TaskMarker]
 
 
 class Engine(Protocol):
     name: str
-    commits_as_tasks_finish: bool  # True: on_done sees each marker as its task ends
 
     def slots(self) -> int:
         """How many tasks run at once (tasks are planned in whole waves of it)."""
@@ -25,17 +31,14 @@ class Engine(Protocol):
     def items_per_task(self, config: Any) -> int:
         """Input items one task takes."""
 
-    def run(
-        self,
-        func: TaskFunction,
-        job: Any,
-        tasks: list[Any],
-        on_done: Callable[[TaskMarker], None] | None = None,
-    ) -> None:
-        """Run ``func(job, task, attempt)`` for every task; raise if any task failed."""
+    def run(self, func: TaskFunction, job: Any, tasks: list[Any]) -> None:
+        """Run ``func(job, task, attempt, worker)`` for every task; raise if any task failed."""
 
     def commit_store(self, lake: str) -> DeltaStore:
         """The store the driver commits staged files through."""
+
+    def close(self) -> None:
+        """Close the workers this engine keeps in the driver's process (if any)."""
 
 
 def batched_items_per_task(config: Any) -> int:
@@ -44,16 +47,6 @@ def batched_items_per_task(config: Any) -> int:
     batches and the waves stay short."""
     largest = max(config.describe.batch_size, config.media.batch_size)
     return config.run.items_per_task or largest * config.run.batches_per_task
-
-
-class TaskRunner:
-    """A picklable ``task → marker`` callable for engines that map over tasks."""
-
-    def __init__(self, func: TaskFunction, job: Any, attempt: Callable[[], int] | None = None):
-        self.func, self.job, self.attempt = func, job, attempt
-
-    def __call__(self, task: Any) -> TaskMarker:
-        return self.func(self.job, task, self.attempt() if self.attempt else 0)
 
 
 @dataclass(frozen=True)
@@ -66,31 +59,31 @@ class WaveResources:
     min_ram_gb: float | None = None  # Beam's min_ram hint (run.min_ram_gb)
 
 
-def runs_model_on_gpu(stage: Any) -> bool:
-    """Whether ``stage`` loads a GPU model in the task's own process: it declares
-    ``resources = "gpu"`` (a client of a served model declares "cpu"), is enabled and is not
-    pinned to the CPU."""
-    config = stage.config
+def runs_model_on_gpu(stage: type[Stage], section: Any) -> bool:
+    """Whether a stage loads a GPU model in the task's own process: its class declares
+    ``resources = "gpu"`` (a client of a served model declares "cpu"), and its settings
+    (``section``) enable it and do not pin it to the CPU."""
     return (
         stage.resources == "gpu"
-        and getattr(config, "enabled", True)
-        and getattr(config, "device", "auto") != "cpu"
+        and getattr(section, "enabled", True)
+        and getattr(section, "device", "auto") != "cpu"
     )
 
 
 def wave_resources(job: Any) -> WaveResources:
-    """The resources of a wave's tasks, from the configured stages: a job that runs the stages
-    (the enrich wave carries their config) asks ``run.gpus_per_task`` GPUs when one of them
-    runs its model on a GPU in the task; the Semantic ID waves and a pipeline whose only
-    GPU model is served elsewhere run on CPUs."""
+    """The resources of a wave's tasks, from the stages' declared resources: a job that runs
+    the stages (the enrich wave carries their config) asks ``run.gpus_per_task`` GPUs when one
+    of them runs its model on a GPU in the task; the Semantic ID waves and a pipeline whose
+    only GPU model is served elsewhere run on CPUs. No stage is built to answer."""
     config_json = getattr(job, "config_json", None)
     if config_json is None:
         return WaveResources()
-    from core.config import Config
-    from transforms.pipeline import build_stages
-
     config = Config.model_validate_json(config_json)
-    on_gpu = tuple(stage.name for stage in build_stages(config) if runs_model_on_gpu(stage))
+    on_gpu = tuple(
+        cls.name
+        for cls in stage_classes(config)
+        if runs_model_on_gpu(cls, getattr(config, cls.name))
+    )
     return WaveResources(
         gpu_stages=on_gpu,
         gpus=config.run.gpus_per_task if on_gpu else 0.0,

@@ -3,11 +3,11 @@
 ``Create(tasks) → Reshuffle → Map(run task)``: each element is one task (an input shard or
 a bucket of codes); it reads its own input and writes its own staging through the storage
 layer, so the pipeline carries only task descriptions, never items. Stages and models load
-once per worker process (``pipelines.tasks.worker_stages``). ``--direct_num_workers=N
---direct_running_mode=multi_processing`` runs N worker processes; Dataflow and Flink options
-pass through unchanged. A wave whose stages run a model on a GPU in the task carries resource
-hints (``task_step``): ``run.gpu_accelerator`` and ``run.min_ram_gb``; runners that do not
-support them (FnApiRunner) ignore them.
+once per DoFn instance, which Beam keeps for the worker's life (``RunTask.setup``).
+``--direct_num_workers=N --direct_running_mode=multi_processing`` runs N worker processes;
+Dataflow and Flink options pass through unchanged. A wave whose stages run a model on a GPU
+in the task carries resource hints (``task_step``): ``run.gpu_accelerator`` and
+``run.min_ram_gb``; runners that do not support them (FnApiRunner) ignore them.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import logging
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
-from pipelines.engines.base import TaskRunner, WaveResources, batched_items_per_task, wave_resources
+from pipelines.engines.base import WaveResources, batched_items_per_task, wave_resources
+from pipelines.worker import Worker
 from schemas.store import DeltaStore
 
 logger = logging.getLogger(__name__)
@@ -42,16 +43,34 @@ def resource_hints(needs: WaveResources) -> dict[str, str]:
     return hints
 
 
+class RunTask(beam.DoFn):
+    """Runs each task with the ``Worker`` this DoFn instance keeps: made in ``setup``, which
+    Beam calls once per instance, and closed in ``teardown``."""
+
+    def __init__(self, func, job):
+        self.func, self.job = func, job
+        self.worker: Worker | None = None
+
+    def setup(self) -> None:
+        self.worker = Worker()
+
+    def process(self, task):
+        yield self.func(self.job, task, 0, self.worker)
+
+    def teardown(self) -> None:
+        if self.worker is not None:
+            self.worker.close()
+
+
 def task_step(func, job) -> beam.PTransform:
     """The step that runs each task, with the wave's resource hints."""
-    step = beam.Map(TaskRunner(func, job))
+    step = beam.ParDo(RunTask(func, job))
     hints = resource_hints(wave_resources(job))
     return step.with_resource_hints(**hints) if hints else step
 
 
 class BeamEngine:
     name = "beam"
-    commits_as_tasks_finish = False
 
     def __init__(self, engine_args: list[str]):
         self.options = pipeline_options(engine_args)
@@ -62,7 +81,7 @@ class BeamEngine:
     def items_per_task(self, config) -> int:
         return batched_items_per_task(config)
 
-    def run(self, func, job, tasks, on_done=None) -> None:
+    def run(self, func, job, tasks) -> None:
         logger.info(
             "beam: %d tasks, options %s",
             len(tasks),
@@ -78,3 +97,6 @@ class BeamEngine:
 
     def commit_store(self, lake: str) -> DeltaStore:
         return DeltaStore(lake)
+
+    def close(self) -> None:
+        """Nothing: Beam tears its DoFns (and their workers) down."""

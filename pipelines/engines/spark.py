@@ -2,9 +2,10 @@
 
 The driver parallelizes small task descriptions; each Python worker runs its task (reading
 its input and writing its typed staging through the storage layer, so the same code works
-with or without Hadoop's S3 connector), loads the stages once per worker process, and
-returns nothing. Spark reruns a failed task (``spark.task.maxFailures``); a rerun task sees
-its attempt number (fault injection uses it) and overwrites its own staging files.
+with or without Hadoop's S3 connector) with its Python worker's ``Worker`` (stages load once
+per worker process, ``executor_worker``), and returns where it ran. Spark reruns a failed
+task (``spark.task.maxFailures``); a rerun task sees its attempt number (fault injection uses
+it) and overwrites its own staging files.
 Commits go through delta-spark when the session has the Delta jars and SQL extension
 (``commit_store``), otherwise delta-rs.
 
@@ -24,7 +25,8 @@ from collections import Counter
 from typing import Any
 
 from core.errors import UsageError
-from pipelines.engines.base import TaskRunner, WaveResources, batched_items_per_task, wave_resources
+from pipelines.engines.base import WaveResources, batched_items_per_task, wave_resources
+from pipelines.worker import Worker
 from schemas.spark import SparkDeltaStore, delta_spark_ready
 from schemas.store import DeltaStore
 
@@ -125,41 +127,51 @@ def assigned_gpus() -> list[str]:
     return list(found.addresses) if found is not None else []
 
 
-_pinned: dict[str, str] = {}  # this Python worker's GPUs, set by its first GPU task
+# Spark has no per-worker setup hook (a task's function is unpickled for every task), so this
+# Python worker's ``Worker`` lives in the one process-wide slot the engines keep; the test
+# that scans for module-level worker state allows exactly this one.
+_EXECUTOR_WORKER: dict[int, Worker] = {}
 
 
-def pin_gpus(addresses: list[str]) -> str | None:
+def executor_worker() -> Worker:
+    """This Python worker's ``Worker``, made by its first task (keyed by process id: a forked
+    worker makes its own)."""
+    return _EXECUTOR_WORKER.setdefault(os.getpid(), Worker())
+
+
+def pin_gpus(worker: Worker, addresses: list[str]) -> str | None:
     """Show this Python worker only the GPUs its task was assigned, before any stage loads a
     model, so the stages' ``cuda`` is that GPU; returns what the worker sees. A reused worker
     keeps its models on the GPUs of its first GPU task (CUDA cannot move them), so give each
     executor one GPU (``spark.executor.resource.gpu.amount=1``) to keep the two equal."""
     if addresses:
         wanted = ",".join(addresses)
-        pinned = _pinned.setdefault(VISIBLE_GPUS, wanted)
-        if pinned == wanted:
+        worker.gpus = worker.gpus or wanted
+        if worker.gpus == wanted:
             os.environ[VISIBLE_GPUS] = wanted
         else:
             logger.warning(
                 "task assigned GPU %s runs in a Python worker whose models are on GPU %s: give "
                 "each executor one GPU (spark.executor.resource.gpu.amount=1)",
                 wanted,
-                pinned,
+                worker.gpus,
             )
     return os.environ.get(VISIBLE_GPUS)
 
 
 class SparkTask:
-    """A task on an executor: pin its GPUs, run it, and report where it ran (``placement``);
-    the rows and the marker stay on the lake's storage."""
+    """A task on an executor: pin its GPUs, run it with the Python worker's ``Worker``, and
+    report where it ran (``placement``); the rows and the marker stay on the lake's storage."""
 
     def __init__(self, func, job):
-        self.runner, self.wave = TaskRunner(func, job, task_attempt), func.__name__
+        self.func, self.job, self.wave = func, job, func.__name__
 
     def __call__(self, task: Any) -> dict[str, Any]:
+        worker = executor_worker()
         gpus = assigned_gpus()
-        visible = pin_gpus(gpus)
+        visible = pin_gpus(worker, gpus)
         started = time.time()
-        self.runner(task)
+        self.func(self.job, task, task_attempt(), worker)
         return {
             "wave": self.wave,
             "task_id": getattr(task, "task_id", str(task)),
@@ -172,7 +184,6 @@ class SparkTask:
 
 class SparkEngine:
     name = "spark"
-    commits_as_tasks_finish = False
 
     def __init__(self, engine_args: list[str]):
         self.session = spark_session(engine_args)
@@ -184,7 +195,7 @@ class SparkEngine:
     def items_per_task(self, config) -> int:
         return batched_items_per_task(config)
 
-    def run(self, func, job, tasks, on_done=None) -> None:
+    def run(self, func, job, tasks) -> None:
         if not tasks:
             return
         context = self.session.sparkContext
@@ -207,3 +218,6 @@ class SparkEngine:
         ready, why = delta_spark_ready(self.session)
         logger.info("spark: %s: commits go through %s", why, "delta-spark" if ready else "delta-rs")
         return SparkDeltaStore(lake, self.session) if ready else DeltaStore(lake)
+
+    def close(self) -> None:
+        """Nothing: each executor's Python workers end with their executor."""

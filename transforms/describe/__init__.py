@@ -7,24 +7,28 @@ in-process VLM) and ``openai`` (any OpenAI-compatible server such as vLLM).
 from core.config import DescribeConfig
 from core.errors import UsageError
 from transforms.describe.base import Describer
-from transforms.stage import StageRuntime
 
 
-def build_describer(config: DescribeConfig, runtime: StageRuntime | None = None) -> Describer:
-    """The describer stage for ``describe.backend`` (imports only that backend)."""
+def describer_class(config: DescribeConfig) -> type[Describer]:
+    """The describer stage class for ``describe.backend`` (imports only that backend)."""
     if config.backend == "offline":
         from transforms.describe.offline import OfflineDescriber
 
-        return OfflineDescriber(config, runtime)
+        return OfflineDescriber
     if config.backend == "transformers":
         from transforms.describe.vlm import TransformersDescriber
 
-        return TransformersDescriber(config, runtime)
+        return TransformersDescriber
     if config.backend == "openai":
         from transforms.describe.openai_api import OpenAIDescriber
 
-        return OpenAIDescriber(config, runtime)
+        return OpenAIDescriber
     raise UsageError(f"describe.backend '{config.backend}' is not available")
 
 
-__all__ = ["Describer", "build_describer"]
+def build_describer(config: DescribeConfig) -> Describer:
+    """The describer stage for ``describe.backend``."""
+    return describer_class(config)(config)
+
+
+__all__ = ["Describer", "build_describer", "describer_class"]

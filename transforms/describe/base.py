@@ -19,7 +19,8 @@ from transforms.describe.prompt import (
     load_prompt,
 )
 from transforms.models import model_revision
-from transforms.stage import Record, Stage, StageError, StageRuntime, cancel_event
+from transforms.runner import cancel_event
+from transforms.stage import Record, Stage, StageError, isolate
 
 MAX_SENTENCES = 6
 MIN_DESCRIPTION_CHARS = 20
@@ -56,7 +57,7 @@ def tokenizer_control_tokens(tokenizer: Any) -> frozenset[str]:
 
 def stop_when_cancelled() -> Any:
     """A ``generate`` stopping criterion that ends every sequence once the thread's timed work
-    is abandoned (``transforms.stage.cancel_event``): a timed-out generate ends within a token
+    is abandoned (``transforms.runner.cancel_event``): a timed-out generate ends within a token
     instead of running on, and aborting the interpreter at exit. None outside timed work."""
     cancel = cancel_event()
     if cancel is None:
@@ -143,8 +144,8 @@ class Describer(Stage):
     resources = "gpu"
     backend = "base"
 
-    def __init__(self, config: DescribeConfig, runtime: StageRuntime | None = None):
-        super().__init__(config, batch_size=config.batch_size, runtime=runtime)
+    def __init__(self, config: DescribeConfig):
+        super().__init__(config, batch_size=config.batch_size)
         self.prompt = load_prompt(config.resolved_prompt_version)
         self.budget = PromptBudget.of(config)
         check_budget(self.prompt, self.budget)
@@ -259,8 +260,9 @@ class Describer(Stage):
         for record, prompt, text, tokens, length in zip(
             records, prompts, texts, new_tokens, prompt_lengths, strict=True
         ):
-            self._guard_item(
+            isolate(
                 record,
+                self.name,
                 self.attach,
                 record,
                 prompt,

@@ -18,7 +18,6 @@ import os
 import random
 import re
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -29,7 +28,7 @@ from core.errors import UsageError
 from core.redact import redact_text, redact_url, shown_env_name
 from transforms.describe.base import PLAIN_INPUTS, Describer, ShownInputs, pick_frames
 from transforms.describe.prompt import RenderedPrompt
-from transforms.stage import Record, StageError, StageRuntime
+from transforms.stage import Record, StageError, isolate
 
 logger = logging.getLogger(__name__)
 RETRYABLE = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -176,19 +175,21 @@ def refused_input(kinds: list[str], reason: str) -> StageError | None:
 class OpenAIDescriber(Describer):
     backend = "openai"
     resources = "cpu"  # the model runs in the server: the task's executor needs no GPU
+    # One request per batch and describe.concurrency batches in flight: the stream keeps that
+    # many requests out across tasks' items, and its bounded queues are the backpressure.
+    lanes_setting = "concurrency"
+    # what a video or audio request sends beyond the frames, so the stream holds these media
+    # fields until this stage ran
+    needs = Describer.needs | {"frame_timestamps_s", "audio"}
 
-    def __init__(self, config: DescribeConfig, runtime: StageRuntime | None = None):
-        super().__init__(config, runtime=runtime)
+    def __init__(self, config: DescribeConfig):
+        super().__init__(config)
+        self.batch_size = 1
         # auto sends frames and the transcript: the client cannot know what the served model
         # takes (describe.video_input / audio_input)
         self.sends_video = config.video_input == "video"
         self.sends_timing = self.sends_video and config.video_timing == "request"
         self.sends_audio = config.audio_input == "audio"
-        # declared, so the streaming runtime keeps these media columns until this stage ran
-        self.needs = self.needs | {
-            *(["frame_timestamps_s"] if self.sends_video else []),
-            *(["audio"] if self.sends_audio else []),
-        }
 
     def load(self) -> None:
         import httpx
@@ -234,18 +235,9 @@ class OpenAIDescriber(Describer):
         audio = "audio" if self.sends_audio and has_waveform(record) else "transcript"
         return ShownInputs(video, audio, frames)
 
-    def stream_shape(self) -> tuple[int, int]:
-        """One request per lane and ``concurrency`` lanes: the streaming runtime keeps that
-        many requests in flight across batches and chunks, and its bounded queues are the
-        backpressure."""
-        return 1, self.config.concurrency
-
     def run_batch(self, records: list[Record]) -> None:
-        if len(records) == 1:
-            self._guard_item(records[0], self.describe_one, records[0])
-            return
-        with ThreadPoolExecutor(max_workers=min(self.config.concurrency, len(records))) as pool:
-            list(pool.map(lambda r: self._guard_item(r, self.describe_one, r), records))
+        for record in records:
+            isolate(record, self.name, self.describe_one, record)
 
     def payload(self, record: Record, prompt: RenderedPrompt) -> dict[str, Any]:
         content, media_io_kwargs = self.media_parts(record)

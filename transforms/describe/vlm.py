@@ -32,7 +32,7 @@ from transforms.describe.base import (
 )
 from transforms.describe.prompt import RenderedPrompt, is_text_only
 from transforms.models import pick_device, resolve_model
-from transforms.stage import Record, StageError, mark_error
+from transforms.stage import Record, StageError, isolate, mark_error
 
 logger = logging.getLogger(__name__)
 
@@ -245,7 +245,7 @@ class TransformersDescriber(Describer):
     def run_batch(self, records: list[Record]) -> None:
         groups: dict[tuple[str, bool], list[Record]] = {}
         for record in records:
-            self._guard_item(record, self._group, record, groups)
+            isolate(record, self.name, self._group, record, groups)
         for group in groups.values():
             self._generate_halving(group)
 
