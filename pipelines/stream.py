@@ -281,10 +281,6 @@ class ProcessStage:
         return batch
 
 
-class WorkerProcessDied(RuntimeError):
-    """A worker process ended while running a batch (a crash in native code, or a kill)."""
-
-
 class ProcessLanes:
     """``processes`` spawned worker processes, owned by whoever made them (the engine's
     ``pipelines.worker.Worker``) and closed by it. Each keeps the stages it was sent, keyed by
@@ -303,7 +299,7 @@ class ProcessLanes:
         child = self._take()
         try:
             done = child.call(blob, batch)
-        except WorkerProcessDied:
+        except ChildProcessError:
             with self._lock:
                 self._children.remove(child)
             child.stop()
@@ -353,7 +349,7 @@ class _Child:
             self.sent.add(blob)
             ok, result = self.conn.recv()
         except (EOFError, OSError) as exc:
-            raise WorkerProcessDied(
+            raise ChildProcessError(
                 f"a worker process died running a batch of {len(batch)} item(s)"
                 f" (exit code {self.process.exitcode})"
             ) from exc

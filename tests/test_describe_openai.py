@@ -8,7 +8,9 @@ import pytest
 from core.config import DescribeConfig
 from core.errors import UsageError
 from tests.fake_openai_server import FakeOpenAI
+from pipelines.stream import run_stream
 from transforms.describe import build_describer
+from transforms.runner import StageRunner
 
 KEY = "sk-test-SECRET-1234567890"
 
@@ -19,6 +21,8 @@ def clip(i):
         "item_id": f"clip{i}",
         "title": f"Title {i}",
         "frames": frames,
+        "frame_timestamps_s": [0.5 * k for k in range(len(frames))],
+        "audio": None,
         "duration_s": 3.0,
         "width": 64,
         "height": 48,
@@ -91,13 +95,15 @@ def test_a_hanging_server_times_out_and_other_items_finish(monkeypatch):
     assert "error" not in out[1]
 
 
-def test_concurrency_is_bounded(monkeypatch):
+def test_concurrency_is_the_streams_lanes_and_bounded(monkeypatch):
+    """One request per batch, describe.concurrency lanes: the one place concurrency is set."""
+    done = []
     with FakeOpenAI(api_key=KEY) as server:
         server.delay_s = 0.2
-        out = describer(server, monkeypatch, concurrency=3).process_batch(
-            [clip(i) for i in range(8)]
-        )
-    assert all("error" not in r for r in out)
+        stage = describer(server, monkeypatch, concurrency=3)
+        assert (stage.batch_size, stage.lanes) == (1, 3)
+        run_stream([clip(i) for i in range(8)], [StageRunner(stage)], done.append)
+    assert len(done) == 8 and all("error" not in r for r in done)
     assert server.max_in_flight == 3
 
 

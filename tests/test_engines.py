@@ -1,5 +1,5 @@
 """Parity: the same corpus through the local loop, Beam (FnApiRunner) and Spark (local[2]),
-each on the streaming task runtime, and through the local loop on the serial runtime, gives
+and through the local loop with the media stage in threads instead of worker processes, gives
 the same tables, apart from run ids, timestamps, latencies and codebook names."""
 
 import json
@@ -15,8 +15,8 @@ from tests.parity import assert_same, comparable
 
 pytestmark = pytest.mark.slow
 # batch_size=1 for the describer and the encoder: padding in a batch is numerically close to,
-# but not bitwise equal with, an unpadded input, and each engine and runtime batches
-# differently (the streaming runtime batches items as they arrive).
+# but not bitwise equal with, an unpadded input, and each engine batches differently (the
+# stream batches items as they arrive).
 SETTINGS = [
     "--set",
     "describe.max_new_tokens=16",
@@ -36,7 +36,7 @@ SAME_THREADS = [f"--engine-arg=spark.executorEnv.OMP_NUM_THREADS={os.cpu_count()
 @pytest.fixture(scope="module")
 def lakes(demo_corpus, tmp_path_factory):
     base = tmp_path_factory.mktemp("engines")
-    for lake, engine, runtime in RUNS:
+    for lake, engine, setting in RUNS:
         argv = [
             "run",
             "--input",
@@ -50,7 +50,7 @@ def lakes(demo_corpus, tmp_path_factory):
             *(SAME_THREADS if engine == "spark" else []),
             *SETTINGS,
             "--set",
-            f"run.runtime={runtime}",
+            setting,
         ]
         if engine == "spark":
             restart_spark()  # a session an earlier test started would ignore SAME_THREADS
@@ -58,17 +58,17 @@ def lakes(demo_corpus, tmp_path_factory):
     return {lake: base / lake for lake, _, _ in RUNS}
 
 
-RUNS = [  # (lake, engine, runtime)
-    ("local", "local", "streaming"),
-    ("serial", "local", "serial"),
-    ("beam", "beam", "streaming"),
-    ("spark", "spark", "streaming"),
+RUNS = [  # (lake, engine, a setting)
+    ("local", "local", "run.prep_processes=2"),
+    ("threads", "local", "run.prep_processes=0"),
+    ("beam", "beam", "run.prep_processes=2"),
+    ("spark", "spark", "run.prep_processes=2"),
 ]
 OTHERS = [lake for lake, _, _ in RUNS if lake != "local"]
 
 
 @pytest.mark.parametrize("name", ["descriptions", "semantic_ids", "errors"])
-def test_engines_and_runtimes_write_identical_tables(lakes, name):
+def test_engines_write_identical_tables(lakes, name):
     local = comparable(lakes["local"], name)
     assert local, name
     for other in OTHERS:

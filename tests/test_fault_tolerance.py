@@ -1,5 +1,5 @@
-"""Fault tolerance: a run killed mid-describe and rerun ends with the same tables as an
-uninterrupted run, redoing only what was not committed; injected describer faults become
+"""Fault tolerance: a run killed mid-describe commits nothing, and resumed by its id ends with
+the same tables as an uninterrupted run, redoing only the tasks that had not finished; injected describer faults become
 retries, then error rows, while every other item lands; a full or read-only lake fails with a
 clear message and leaves every table readable at its previous version."""
 
@@ -20,7 +20,7 @@ from schemas.rows import utc_now
 from schemas.store import LakeWriteError
 from tests.cli_helpers import run_argv
 from tests.media_factory import run_ffmpeg
-from transforms.stage import fault_chosen
+from transforms.faults import fault_chosen
 
 pytestmark = pytest.mark.slow
 CLIPS = 32
@@ -34,7 +34,6 @@ FAST = (  # on top of tests.cli_helpers.QUICK
     # VLM's near-identical texts make the codebook flip on 1e-7 differences of a padded batch
     "encode.batch_size=1",
     f"run.items_per_task={CHUNK}",
-    "run.commit_interval_s=0",  # each task committed as it ends: the kill lands between them
 )
 NO_REPORT = ("--no-report",)
 VOLATILE = {"run_id", "updated_at", "describe_latency_ms", "codebook_version"}
@@ -89,23 +88,27 @@ def rows_committed(lake) -> int:
     )
 
 
-def kill_partway(argv, lake, after_rows: int) -> int:
-    """Start ``enrich run`` and SIGKILL it once ``after_rows`` descriptions are committed
-    (and a moment later: the run is then hanging in describe)."""
+def tasks_finished(lake) -> list[str]:
+    """The enrich tasks whose completion marker a run staged (any run id)."""
+    return sorted(p.name for p in lake.glob("_staging/*/_tasks/enrich/*.json"))
+
+
+def kill_partway(argv, lake, after_tasks: int) -> None:
+    """Start ``enrich run`` and SIGKILL it once ``after_tasks`` enrich tasks finished (and a
+    moment later: the run is then hanging in describe)."""
     process = subprocess.Popen(
         [sys.executable, "-m", "jobs.cli", *argv],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 600
-    while rows_committed(lake) < after_rows:
+    while len(tasks_finished(lake)) < after_tasks:
         assert process.poll() is None, "the run ended before it could be killed"
         assert time.monotonic() < deadline
         time.sleep(0.2)
     time.sleep(1)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    return rows_committed(lake)
 
 
 @pytest.fixture(scope="module")
@@ -129,26 +132,28 @@ def assert_same_tables(lake, reference) -> None:
     assert comparable(lake, "errors").keys() == {"zz-missing"}
 
 
-def test_killed_run_resumes_to_the_same_tables_redoing_only_uncommitted_items(
-    corpus, reference, tmp_path
-):
-    resumed = tmp_path / "resumed"
-
+def test_a_killed_run_commits_nothing_and_resumes_to_the_same_tables(corpus, reference, tmp_path):
+    """SIGKILL in the enrich wave: no table holds a row (a wave commits only once all its
+    tasks are reconciled), the finished tasks stay staged, and ``--resume`` commits them
+    without redoing them."""
+    resumed, summary = tmp_path / "resumed", tmp_path / "summary.json"
     hang = json.dumps({"describe": {"hang_items": [f"clip{HANG_AT}"], "hang_s": 600}})
     killed_argv = run_argv(
         corpus, resumed, *FAST, *EVIDENCE_DESCRIBER, f"run.faults={hang}", extra=NO_REPORT
     )
-    committed = kill_partway(killed_argv, resumed, after_rows=HANG_AT)
-    assert committed == HANG_AT  # 5 chunks committed, the 6th was in describe
+    kill_partway(killed_argv, resumed, after_tasks=HANG_AT // CHUNK)
+    assert rows_committed(resumed) == 0
+    assert len(tasks_finished(resumed)) == HANG_AT // CHUNK  # 5 tasks, the 6th was in describe
     [killed] = read_table(resumed, "runs").to_pylist()
     assert killed["status"] == "running"  # never finished: it was killed outright
 
-    assert main(run_argv(corpus, resumed, *FAST, *EVIDENCE_DESCRIBER, extra=NO_REPORT)) == 0
-    runs = {r["run_id"]: r for r in read_table(resumed, "runs").to_pylist()}
-    [rerun] = [r for r in runs.values() if r["run_id"] != killed["run_id"]]
-    assert rerun["status"] == "succeeded"
-    assert (rerun["skipped"], rerun["succeeded"]) == (committed, CLIPS - committed)
-    assert rerun["failed"] == 1  # the missing file: errors are retried by every run
+    resume = ["--resume", killed["run_id"], "--summary-json", str(summary), *NO_REPORT]
+    assert main(run_argv(corpus, resumed, *FAST, *EVIDENCE_DESCRIBER, extra=resume)) == 0
+    [rerun] = read_table(resumed, "runs").to_pylist()
+    assert (rerun["run_id"], rerun["status"]) == (killed["run_id"], "succeeded")
+    assert (rerun["succeeded"], rerun["failed"]) == (CLIPS, 1)  # and the missing file
+    notes = json.loads(summary.read_text())["notes"]
+    assert f"resumed: {HANG_AT // CHUNK} tasks an earlier attempt finished, not redone" in notes
     assert_same_tables(resumed, reference)
 
 

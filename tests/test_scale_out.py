@@ -221,8 +221,8 @@ def test_a_task_whose_staged_output_vanishes_fails_the_run(
     lake = tmp_path / "lake"
     original = SparkEngine.run
 
-    def run_then_lose_a_file(self, func, job, tasks, on_done=None):
-        original(self, func, job, tasks, on_done)
+    def run_then_lose_a_file(self, func, job, tasks):
+        original(self, func, job, tasks)
         staged = storage.list_files(storage.join(job.staging, "descriptions"))
         if staged and func.__name__ == "enrich_task":
             storage.delete_file(staged[0])

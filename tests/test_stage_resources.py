@@ -15,11 +15,11 @@ from apache_beam.transforms.resources import AcceleratorHint, MinRamHint
 
 from core.config import load_config
 from jobs.cli import main
-from pipelines.engines import spark as spark_engine
 from pipelines.engines.base import WaveResources, wave_resources
 from pipelines.engines.beam import BeamEngine, task_step
 from pipelines.engines.spark import gpu_profile, pin_gpus
 from pipelines.tasks import EnrichJob, SidWaveJob, enrich_task
+from pipelines.worker import Worker
 from schemas import read_table
 from tests.cli_helpers import run_argv
 
@@ -37,9 +37,6 @@ def enrich_job(*overrides: str) -> EnrichJob:
         fingerprint="f",
         force=False,
         descriptions_version=None,
-        codebook_version=None,
-        sid_buckets=1,
-        chunk_items=8,
     )
 
 
@@ -103,12 +100,13 @@ def test_spark_dynamic_allocation_gets_gpu_executors_of_its_own():
 
 def test_a_python_worker_sees_only_the_gpu_of_its_first_gpu_task(monkeypatch, caplog):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    monkeypatch.setattr(spark_engine, "_pinned", {})
-    assert pin_gpus([]) is None
-    assert pin_gpus(["1"]) == "1"
+    worker = Worker()
+    assert pin_gpus(worker, []) is None
+    assert pin_gpus(worker, ["1"]) == "1"
     with caplog.at_level(logging.WARNING, logger="pipelines.engines.spark"):
-        assert pin_gpus(["0"]) == "1"  # its models are on GPU 1 already: said, not hidden
+        assert pin_gpus(worker, ["0"]) == "1"  # its models are on GPU 1 already: said
     assert "models are on GPU 1" in caplog.text
+    assert pin_gpus(Worker(), ["0"]) == "0"  # another Python worker, its own GPU
 
 
 # -- Beam: resource hints on the enrich step -----------------------------------------------------
@@ -131,7 +129,7 @@ class FolderJob:
     folder: str
 
 
-def touch_task(job: FolderJob, task: str, attempt: int = 0) -> dict:
+def touch_task(job: FolderJob, task: str, attempt: int, worker: Worker) -> dict:
     (Path(job.folder) / task).write_text(str(attempt))
     return {"task_id": task}
 

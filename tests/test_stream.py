@@ -206,7 +206,7 @@ def test_a_stage_that_holds_the_gil_runs_in_worker_processes_with_its_counters()
         dying = [{"n": 99, "trail": []}, {"n": 7, "trail": []}]
         survivors, [killed] = StageRunner(stage).run(dying)  # alone, each item, after the crash
         assert killed["error"]["code"] == "internal_error"
-        assert "WorkerProcessDied" in killed["error"]["message"]
+        assert "ChildProcessError: a worker process died" in killed["error"]["message"]
         [survivor] = survivors  # a fresh worker process took the dead one's place
         assert survivor["n"] == 7 and survivor["pid"] != os.getpid()
         pids.add(survivor["pid"])
