@@ -7,8 +7,8 @@ import pytest
 
 from core.config import DescribeConfig
 from core.errors import UsageError
-from tests.fake_openai_server import FakeOpenAI
 from pipelines.stream import run_stream
+from tests.fake_openai_server import FakeOpenAI
 from transforms.describe import build_describer
 from transforms.runner import StageRunner
 

@@ -1,7 +1,8 @@
 """Fault tolerance: a run killed mid-describe commits nothing, and resumed by its id ends with
-the same tables as an uninterrupted run, redoing only the tasks that had not finished; injected describer faults become
-retries, then error rows, while every other item lands; a full or read-only lake fails with a
-clear message and leaves every table readable at its previous version."""
+the same tables as an uninterrupted run, redoing only the tasks that had not finished;
+injected describer faults become retries, then error rows, while every other item lands; a
+full or read-only lake fails with a clear message and leaves every table readable at its
+previous version."""
 
 import json
 import signal

@@ -1,5 +1,6 @@
 """A run's staging and context: task markers survive JSON, reconciliation refuses a task that
-left no marker or a staged file that lost rows, each task is reconciled once, and a run looks its pinned codebook up once."""
+left no marker or a staged file that lost rows, each task is reconciled once, and a run looks
+its pinned codebook up once."""
 
 from collections import Counter
 
