@@ -4,7 +4,7 @@ Every wave goes one way: run its tasks, reconcile their markers with the plan, t
 in bounded MERGEs (``run.commit_items`` items each).
 
 The driver plans and the workers work. The driver validates the input in one streaming pass
-and cuts it into shards (names and row ranges, never the items), pins the codebook and the
+and cuts it into tasks (names and row ranges, never the items), pins the codebook and the
 ``descriptions`` snapshot that incremental selection compares against (``RunContext``), and
 hands the engine small task descriptions. Tasks stage typed Parquet with a completion marker
 each (``Staging``); the driver reconciles the markers with its plan and streams the staged
@@ -31,7 +31,7 @@ from pipelines.tasks import ENRICH_WAVE, EnrichJob, enrich_task
 from schemas.rows import utc_now
 from schemas.store import DeltaStore
 from schemas.tables import RunStatus
-from transforms.manifest import InputShard, ManifestError, plan_inputs
+from transforms.manifest import ManifestError, TaskInput, plan_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -64,12 +64,12 @@ def run_pipeline(
         started_at=utc_now(),
         stage_fingerprints=context.stage_fingerprints,
     )
-    shards = plan_shards(inputs, input_label, runner, config)
-    logger.info("run %s: %d items in %d tasks", run_id, sum(s.items for s in shards), len(shards))
+    tasks = plan_tasks(inputs, input_label, runner, config)
+    logger.info("run %s: %d items in %d tasks", run_id, sum(s.items for s in tasks), len(tasks))
     staging = Staging.for_run(store.lake, run_id, config.run.staging_uri)
     plan = {
         "inputs": inputs,
-        "tasks": [[s.task_id, s.items] for s in shards],
+        "tasks": [[s.task_id, s.items] for s in tasks],
         "force": force,
         "fingerprint": context.fingerprint,
     }
@@ -81,9 +81,9 @@ def run_pipeline(
         job = enrich_job(context, store, staging, run_id, force)
         with staging.writes():
             markers = enrich_wave(
-                runner, store, staging, job, shards, summary, config.run.commit_items
+                runner, store, staging, job, tasks, summary, config.run.commit_items
             )
-            handle_missing_inputs(store, shards, summary, config.run.on_missing_input)
+            handle_missing_inputs(store, tasks, summary, config.run.on_missing_input)
             run_sid_waves(runner, store, context, staging, job, markers, summary)
         staging.delete()
         summary.check_error_rate(config.run.max_error_rate)
@@ -99,14 +99,14 @@ def run_pipeline(
     return summary
 
 
-def plan_shards(
+def plan_tasks(
     inputs: list[str], input_label: str, runner: Engine, config: Config
-) -> list[InputShard]:
-    """The run's tasks: the input validated in one streaming pass and cut into shards."""
-    shards = plan_inputs(inputs, runner.items_per_task(config), runner.slots())
-    if not shards:
+) -> list[TaskInput]:
+    """The run's tasks: the input validated in one streaming pass and cut into tasks."""
+    tasks = plan_inputs(inputs, runner.items_per_task(config), runner.parallel_tasks())
+    if not tasks:
         raise ManifestError(f"--input {input_label} holds no media files or manifest rows")
-    return shards
+    return tasks
 
 
 def enrich_job(
@@ -129,17 +129,17 @@ def enrich_wave(
     store: DeltaStore,
     staging: Staging,
     job: EnrichJob,
-    shards: list[InputShard],
+    tasks: list[TaskInput],
     summary: RunSummary,
     commit_items: int,
 ) -> list[TaskMarker]:
     """Run the enrich tasks, reconcile every marker with the plan, then commit their rows.
     Nothing is committed unless the whole wave reconciles; a crash leaves the finished tasks
     staged, for ``enrich run --resume`` to commit without redoing them."""
-    planned = {s.task_id: s.items for s in shards}
+    planned = {s.task_id: s.items for s in tasks}
     if done := staging.finished_count(ENRICH_WAVE):
         summary.notes.append(f"resumed: {done} tasks an earlier attempt finished, not redone")
-    runner.run(enrich_task, job, shards)
+    runner.run(enrich_task, job, tasks)
     markers = staging.finished(ENRICH_WAVE, planned)
     commit_enriched(store, list(markers.values()), summary, commit_items)
     return list(markers.values())

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 from pipelines.commit import RunSummary
 from schemas.rows import error_row, utc_now
 from schemas.store import DeltaStore
-from transforms.manifest import InputShard
+from transforms.manifest import TaskInput
 from transforms.stage import mark_error
 
 logger = logging.getLogger(__name__)
@@ -23,12 +23,12 @@ MISSING_CODE = "missing_input"
 RETIRED_TABLES = ("descriptions", "embeddings", "semantic_ids")
 
 
-def listed_media(shards: list[InputShard]) -> dict[str, set[str]]:
+def listed_media(tasks: list[TaskInput]) -> dict[str, set[str]]:
     """Media folder → the URIs this run listed in it."""
     folders: dict[str, set[str]] = {}
-    for shard in shards:
-        if shard.fmt == "media":
-            folders.setdefault(shard.source, set()).update(shard.names)
+    for task in tasks:
+        if task.fmt == "media":
+            folders.setdefault(task.source, set()).update(task.names)
     return folders
 
 
@@ -79,10 +79,10 @@ def missing_rows(ids: list[str], uris: list[str], what: str, run_id: str) -> lis
 
 
 def handle_missing_inputs(
-    store: DeltaStore, shards: list[InputShard], summary: RunSummary, action: str
+    store: DeltaStore, tasks: list[TaskInput], summary: RunSummary, action: str
 ) -> None:
     """Report (and with ``action == "delete"`` retire) the vanished items of media folders."""
-    folders = listed_media(shards)
+    folders = listed_media(tasks)
     if not folders:
         return
     store.delete_keys("errors", reappeared(store, folders))

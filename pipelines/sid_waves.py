@@ -95,7 +95,7 @@ def run_sid_waves(
         job.run_id,
         codebook,
         context.encoder,
-        runner.slots(),
+        runner.parallel_tasks(),
         semantic_ids.prefix_hash_buckets,
     )
     tasks = code_tasks(store, wave, run_embeddings, summary)
@@ -168,7 +168,9 @@ def assign_sids(
         return 0
     runner = make_engine("local")
     staging = Staging.for_run(store.lake, run_id, staging_uri)
-    wave = wave_job(store, staging, run_id, codebook, encoder, runner.slots(), hash_buckets)
+    wave = wave_job(
+        store, staging, run_id, codebook, encoder, runner.parallel_tasks(), hash_buckets
+    )
     lake_files = tuple(active_files(store.table("embeddings")))
     task = SidTask("lake", files=lake_files, only=None if only is None else tuple(only))
     try:

@@ -9,7 +9,7 @@ never waits for the CPU.
   Threads suit work that releases the GIL (onnxruntime, torch, CTranslate2, HTTP); a stage
   whose work holds it (the media stage) runs its lanes in worker processes (``ProcessStage``).
 - A lane takes a batch as soon as ``batch_size`` items are waiting, or whatever has arrived
-  ``max_wait_s`` after the first one: batches span chunk boundaries, and a slow trickle never
+  ``max_wait_s`` after the first one: batches form as items arrive, and a slow trickle never
   stalls a half-full batch.
 - Decoded media is held under a byte budget (``budget_bytes``, ``run.prefetch_mb``): once the
   items between the media stage and the last stage that reads media hold that much, the

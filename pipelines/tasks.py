@@ -51,7 +51,7 @@ from schemas.tables import (
     TABLES,
 )
 from schemas.upsert import string_filter
-from transforms.manifest import InputShard, read_shard
+from transforms.manifest import TaskInput, read_task_input
 from transforms.media import MEDIA_COLUMNS, fetch_input, release_input
 from transforms.runner import StageRunner
 from transforms.semantic_ids.dedup import dedup_entry
@@ -78,16 +78,16 @@ class EnrichJob:
     cache_dir: str | None = None
 
 
-def enrich_task(job: EnrichJob, shard: InputShard, attempt: int, worker: Worker) -> TaskMarker:
+def enrich_task(job: EnrichJob, task: TaskInput, attempt: int, worker: Worker) -> TaskMarker:
     """Read the task's items, skip unchanged ones, run the stages, stage the rows, mark done."""
     staging = Staging(job.staging)
-    if done := staging.read_marker(ENRICH_WAVE, shard.task_id):
+    if done := staging.read_marker(ENRICH_WAVE, task.task_id):
         return done  # finished by an earlier attempt (a retry or a resumed run): not redone
     config = worker.config(job.config_json)
     runners = worker.runners(job.config_json, attempt)
-    records = read_shard(shard)
+    records = read_task_input(task)
     selection = Selection(job, config, DeltaStore(job.lake), records)
-    sink = RowSink(staging.parts(ENRICH_WAVE, shard.task_id), job, config.run.items_per_staged_file)
+    sink = RowSink(staging.parts(ENRICH_WAVE, task.task_id), job, config.run.items_per_staged_file)
     try:
         report = run_streaming(config, runners, selection.batches(records), sink.add)
         sink.flush()
@@ -97,7 +97,7 @@ def enrich_task(job: EnrichJob, shard: InputShard, attempt: int, worker: Worker)
     return staging.finish(
         TaskMarker(
             wave=ENRICH_WAVE,
-            task_id=shard.task_id,
+            task_id=task.task_id,
             items=len(records),
             files=files,
             attempt=attempt,

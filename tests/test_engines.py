@@ -106,13 +106,13 @@ def test_runs_record_the_engine_and_the_same_stage_counts(lakes):
 
 
 def test_tasks_come_in_whole_waves_of_the_cores():
-    from transforms.manifest import shard_bounds
+    from transforms.manifest import task_bounds
 
-    assert len(shard_bounds(200, per_task=32, slots=2)) == 8  # 7 by size, 4 full waves
-    assert shard_bounds(64, per_task=32, slots=2) == [(0, 32), (32, 64)]
-    assert len(shard_bounds(3, per_task=32, slots=8)) == 3  # never more tasks than items
-    assert shard_bounds(0, per_task=32, slots=2) == []
-    assert shard_bounds(7, per_task=3, slots=1) == [(0, 3), (3, 5), (5, 7)]
+    assert len(task_bounds(200, per_task=32, parallel=2)) == 8  # 7 by size, 4 full waves
+    assert task_bounds(64, per_task=32, parallel=2) == [(0, 32), (32, 64)]
+    assert len(task_bounds(3, per_task=32, parallel=8)) == 3  # never more tasks than items
+    assert task_bounds(0, per_task=32, parallel=2) == []
+    assert task_bounds(7, per_task=3, parallel=1) == [(0, 3), (3, 5), (5, 7)]
 
 
 def test_a_lost_spark_worker_fails_the_run_or_is_retried_without_a_trace(

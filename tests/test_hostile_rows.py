@@ -15,7 +15,7 @@ import pytest
 from schemas.rows import table_rows
 from schemas.tables import ERRORS
 from tests.cli_helpers import run_argv
-from transforms.manifest import ManifestError, plan_input, read_input, read_shard
+from transforms.manifest import ManifestError, plan_input, read_input, read_task_input
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,9 +101,9 @@ def test_error_records_become_storable_error_rows(jsonl_manifest):
 
 def test_shards_read_every_row_once_bad_rows_included(jsonl_manifest):
     everything = [r["item_id"] for r in read_input(jsonl_manifest)]
-    for per_task, slots in [(1, 1), (3, 2), (7, 1)]:
-        shards = plan_input(str(jsonl_manifest), per_task, slots)
-        assert [r["item_id"] for s in shards for r in read_shard(s)] == everything
+    for per_task, parallel in [(1, 1), (3, 2), (7, 1)]:
+        tasks = plan_input(str(jsonl_manifest), per_task, parallel)
+        assert [r["item_id"] for s in tasks for r in read_task_input(s)] == everything
 
 
 def test_parquet_binary_text_is_decoded_and_bad_cells_refuse_their_row(tmp_path):

@@ -87,7 +87,7 @@ def test_content_hash_streams_and_tolerates_missing_files(tmp_path):
 def test_shards_cover_every_row_once_whatever_the_cut(tmp_path):
     """The driver cuts by row ranges and byte offsets; tasks read their share back exactly,
     across blank lines and line separators that are valid inside JSON strings."""
-    from transforms.manifest import plan_input, read_shard
+    from transforms.manifest import plan_input, read_task_input
 
     rows = [
         {"item_id": f"i{n:03d}", "uri": f"c{n}.mp4", "title": f"t\u2028{n}\x85"} for n in range(23)
@@ -97,12 +97,12 @@ def test_shards_cover_every_row_once_whatever_the_cut(tmp_path):
         for n, r in enumerate(rows)
     )
     (tmp_path / "m.jsonl").write_text(text)
-    for per_task, slots in [(1, 1), (4, 2), (5, 3), (100, 1)]:
-        shards = plan_input(str(tmp_path / "m.jsonl"), per_task, slots)
-        assert len(shards) % slots == 0 or len(shards) == 23
-        read = [r for shard in shards for r in read_shard(shard)]
+    for per_task, parallel in [(1, 1), (4, 2), (5, 3), (100, 1)]:
+        tasks = plan_input(str(tmp_path / "m.jsonl"), per_task, parallel)
+        assert len(tasks) % parallel == 0 or len(tasks) == 23
+        read = [r for task in tasks for r in read_task_input(task)]
         assert [r["item_id"] for r in read] == [r["item_id"] for r in rows]
-        assert [len(read_shard(s)) for s in shards] == [s.items for s in shards]
+        assert [len(read_task_input(s)) for s in tasks] == [s.items for s in tasks]
     assert read[7]["title"] == "t\u20287\x85"
 
 

@@ -14,7 +14,7 @@ from jobs.cli import main
 from schemas.store import DeltaStore
 from tests.cli_helpers import QUICK, run_argv
 from tests.media_factory import synth_video
-from transforms.manifest import ManifestError, plan_input, read_input, read_shard
+from transforms.manifest import ManifestError, plan_input, read_input, read_task_input
 
 CAFE_NFC = "caf\u00e9"
 CAFE_NFD = unicodedata.normalize("NFD", CAFE_NFC)
@@ -124,8 +124,8 @@ def test_jsonl_titles_keep_unicode_line_separators_and_crlf_lines_read(tmp_path)
     assert [(r["item_id"], r["title"]) for r in records] == [
         (row["item_id"], row["title"]) for row in rows
     ]
-    shards = plan_input(str(tmp_path / "m.jsonl"), items_per_task=2)
-    assert [r["item_id"] for s in shards for r in read_shard(s)] == [r["item_id"] for r in rows]
+    tasks = plan_input(str(tmp_path / "m.jsonl"), items_per_task=2)
+    assert [r["item_id"] for s in tasks for r in read_task_input(s)] == [r["item_id"] for r in rows]
 
 
 def test_a_jsonl_line_that_is_not_utf8_is_an_error_record_naming_the_line(tmp_path):

@@ -16,7 +16,7 @@ from schemas import rows
 from schemas.rows import RowShapeError, checked_row, description_row, error_row
 from schemas.store import DeltaStore
 from schemas.tables import SID_CODES, TABLES
-from transforms.manifest import InputShard
+from transforms.manifest import TaskInput
 from transforms.stage import mark_error
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,10 +85,10 @@ def test_rows_of_vanished_inputs_carry_a_documented_code(tmp_path):
     kept = {"item_id": "a.mp4", "uri": f"{folder}/a.mp4"}
     gone = {"item_id": "b.mp4", "uri": f"{folder}/b.mp4"}
     store.merge("descriptions", [description_row(r, "r1", NOW) for r in (kept, gone)])
-    shard = InputShard("t0", str(folder), "media", 0, 1, names=(kept["uri"],))
+    task = TaskInput("t0", str(folder), "media", 0, 1, names=(kept["uri"],))
     summary = RunSummary("r2", "local", str(folder), NOW)
 
-    handle_missing_inputs(store, [shard], summary, "report")
+    handle_missing_inputs(store, [task], summary, "report")
 
     errors = store.read("errors").to_pylist()
     assert [(r["item_id"], r["code"]) for r in errors] == [("b.mp4", "missing_input")]

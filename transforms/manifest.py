@@ -22,8 +22,8 @@ Unicode NFC, so ``café`` typed in either form is one id (two ids that differ on
 normalization fail fast, like any duplicate).
 
 The driver only *plans* (``plan_input``): it streams the manifest once to validate it and
-count its rows, and cuts it into ``InputShard``s (a row range and, for JSONL, the byte offset
-where it starts). Engine tasks read their own shard (``read_shard``) through the storage
+count its rows, and cuts it into ``TaskInput``s (a row range and, for JSONL, the byte offset
+where it starts). Engine tasks read their own input (``read_task_input``) through the storage
 layer, so the driver never holds the items.
 """
 
@@ -97,7 +97,7 @@ class RowProblem(EnrichError, ValueError):
 
 
 @dataclass(frozen=True)
-class InputShard:
+class TaskInput:
     """One task's share of the input: rows [start, stop) of one manifest file, or a list of
     media files of a folder (``names``)."""
 
@@ -132,13 +132,13 @@ def input_format(uri: str) -> str:
 
 def read_input(uri: str | Path) -> list[Record]:
     """Every record of a media folder or manifest, validated (small inputs and tools)."""
-    shards = plan_input(str(uri), items_per_task=1 << 62)
-    return [record for shard in shards for record in read_shard(shard)]
+    tasks = plan_input(str(uri), items_per_task=1 << 62)
+    return [record for task in tasks for record in read_task_input(task)]
 
 
-def plan_input(uri: str, items_per_task: int, slots: int = 1) -> list[InputShard]:
-    """Validate the input in one streaming pass and cut it into shards of about
-    ``items_per_task`` items, in whole waves of ``slots`` tasks."""
+def plan_input(uri: str, items_per_task: int, parallel: int = 1) -> list[TaskInput]:
+    """Validate the input in one streaming pass and cut it into tasks of about
+    ``items_per_task`` items, in whole waves of ``parallel`` tasks."""
     try:
         uri = storage.normalize(str(uri))
     except storage.StorageError as exc:
@@ -147,38 +147,38 @@ def plan_input(uri: str, items_per_task: int, slots: int = 1) -> list[InputShard
     if fmt == "media":
         names = media_files(uri)
         _check_media_ids(uri, names)
-        bounds = shard_bounds(len(names), items_per_task, slots)
+        bounds = task_bounds(len(names), items_per_task, parallel)
         return [
-            InputShard(f"{i:05d}", uri, fmt, a, b, names=tuple(names[a:b]))
+            TaskInput(f"{i:05d}", uri, fmt, a, b, names=tuple(names[a:b]))
             for i, (a, b) in enumerate(bounds)
         ]
     total = validate_manifest(uri, fmt)
-    bounds = shard_bounds(total, items_per_task, slots)
+    bounds = task_bounds(total, items_per_task, parallel)
     offsets = _row_offsets(uri, [a for a, _ in bounds]) if fmt == "jsonl" else {}
     return [
-        InputShard(f"{i:05d}", uri, fmt, a, b, byte_offset=offsets.get(a, 0))
+        TaskInput(f"{i:05d}", uri, fmt, a, b, byte_offset=offsets.get(a, 0))
         for i, (a, b) in enumerate(bounds)
     ]
 
 
-def plan_inputs(uris: list[str], items_per_task: int, slots: int = 1) -> list[InputShard]:
+def plan_inputs(uris: list[str], items_per_task: int, parallel: int = 1) -> list[TaskInput]:
     """``plan_input`` over several inputs (a day's manifest files), task ids kept unique."""
     if len(uris) == 1:
-        return plan_input(uris[0], items_per_task, slots)
+        return plan_input(uris[0], items_per_task, parallel)
     return [
-        replace(shard, task_id=f"{number:03d}-{shard.task_id}")
+        replace(task, task_id=f"{number:03d}-{task.task_id}")
         for number, uri in enumerate(uris)
-        for shard in plan_input(uri, items_per_task, slots)
+        for task in plan_input(uri, items_per_task, parallel)
     ]
 
 
-def shard_bounds(total: int, per_task: int, slots: int) -> list[tuple[int, int]]:
-    """Row ranges: about ``per_task`` rows each, rounded up to whole waves of ``slots`` tasks
+def task_bounds(total: int, per_task: int, parallel: int) -> list[tuple[int, int]]:
+    """Row ranges: about ``per_task`` rows each, rounded up to whole waves of ``parallel`` tasks
     so the last wave leaves no core idle (never more tasks than rows)."""
     if total == 0:
         return []
     tasks = max(1, -(-total // max(1, per_task)))
-    tasks = max(1, min(total, -(-tasks // max(1, slots)) * max(1, slots)))
+    tasks = max(1, min(total, -(-tasks // max(1, parallel)) * max(1, parallel)))
     size, extra = divmod(total, tasks)
     bounds, start = [], 0
     for i in range(tasks):
@@ -190,7 +190,7 @@ def shard_bounds(total: int, per_task: int, slots: int) -> list[tuple[int, int]]
 
 def validate_manifest(uri: str, fmt: str) -> int:
     """Stream every row once: fail fast on a duplicate item_id (after NFC normalization, as
-    ``read_shard`` gives it, error records included) or when no row is usable; return the row
+    ``read_task_input`` gives it, error records included) or when no row is usable; return the row
     count. Only a 64-bit hash per item_id is kept; a repeated hash is confirmed by a second pass
     before it fails."""
     seen: set[int] = set()
@@ -217,7 +217,7 @@ def validate_manifest(uri: str, fmt: str) -> int:
 
 
 def _records(uri: str, fmt: str) -> Iterator[tuple[int, Any, Record]]:
-    """(row number, row as read, record) for every row, as ``read_shard`` builds them."""
+    """(row number, row as read, record) for every row, as ``read_task_input`` builds them."""
     base = storage.parent(uri)
     for number, row in _rows(uri, fmt):
         yield number, row, _record(row, number, uri, base)
@@ -277,18 +277,18 @@ def _check_media_ids(base: str, names: list[str]) -> None:
         seen[item_id] = uri
 
 
-def read_shard(shard: InputShard) -> list[Record]:
-    """The normalized records of one shard (what an engine task reads)."""
-    if shard.fmt == "media":
-        base = shard.source
-        return [_media_record(base, name) for name in shard.names]
-    rows = _rows(shard.source, shard.fmt, shard.start, shard.byte_offset)
-    base = storage.parent(shard.source)
+def read_task_input(task: TaskInput) -> list[Record]:
+    """The normalized records of one task (what an engine task reads)."""
+    if task.fmt == "media":
+        base = task.source
+        return [_media_record(base, name) for name in task.names]
+    rows = _rows(task.source, task.fmt, task.start, task.byte_offset)
+    base = storage.parent(task.source)
     records = []
     for number, row in rows:
-        if number > shard.stop:
+        if number > task.stop:
             break
-        records.append(_record(row, number, shard.source, base))
+        records.append(_record(row, number, task.source, base))
     return records
 
 

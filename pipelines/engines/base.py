@@ -25,7 +25,7 @@ TaskFunction = Callable[[Any, Any, int, Worker], TaskMarker]
 class Engine(Protocol):
     name: str
 
-    def slots(self) -> int:
+    def parallel_tasks(self) -> int:
         """How many tasks run at once (tasks are planned in whole waves of it)."""
 
     def items_per_task(self, config: Any) -> int:

@@ -1,6 +1,6 @@
 """The Beam engine: tasks as elements, FnApiRunner locally, any runner by options.
 
-``Create(tasks) → Reshuffle → Map(run task)``: each element is one task (an input shard or
+``Create(tasks) → Reshuffle → Map(run task)``: each element is one task (an input task or
 a bucket of codes); it reads its own input and writes its own staging through the storage
 layer, so the pipeline carries only task descriptions, never items. Stages and models load
 once per DoFn instance, which Beam keeps for the worker's life (``RunTask.setup``).
@@ -75,7 +75,7 @@ class BeamEngine:
     def __init__(self, engine_args: list[str]):
         self.options = pipeline_options(engine_args)
 
-    def slots(self) -> int:
+    def parallel_tasks(self) -> int:
         return max(1, self.options.view_as(DirectOptions).direct_num_workers or 1)
 
     def items_per_task(self, config) -> int:

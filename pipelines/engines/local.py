@@ -27,7 +27,7 @@ class LocalEngine:
         self.progress = progress == "on" or (progress == "auto" and sys.stderr.isatty())
         self.worker = Worker()
 
-    def slots(self) -> int:
+    def parallel_tasks(self) -> int:
         return 1
 
     def items_per_task(self, config: Any) -> int:

@@ -189,7 +189,7 @@ class SparkEngine:
         self.session = spark_session(engine_args)
         self.placements: list[dict[str, Any]] = []  # where the last wave's tasks ran
 
-    def slots(self) -> int:
+    def parallel_tasks(self) -> int:
         return max(1, self.session.sparkContext.defaultParallelism)
 
     def items_per_task(self, config) -> int:
