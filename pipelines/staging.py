@@ -19,7 +19,7 @@ import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -29,6 +29,10 @@ from core.errors import UsageError
 from pipelines.failures import ReconciliationError
 from schemas.store import is_storage_error, lake_write_error, rows_to_table
 from schemas.tables import SID_CODES, TABLES
+
+# The waves of a run, in order: each one's tasks stage files and markers under its name.
+WaveName = Literal["enrich", "code", "dedup"]
+WAVES: tuple[WaveName, ...] = get_args(WaveName)
 
 STAGED_SCHEMAS = {**{name: spec.schema for name, spec in TABLES.items()}, "sid_codes": SID_CODES}
 PROBLEMS_SHOWN = 10
@@ -48,7 +52,7 @@ class TaskMarker:
     item it read (``enriched`` + ``failed`` + ``skipped`` = ``items``); the code and dedup
     waves leave those None."""
 
-    wave: str
+    wave: WaveName
     task_id: str
     items: int
     files: dict[str, StagedFile] = field(default_factory=dict)
@@ -85,7 +89,7 @@ def staged_files(markers: Iterable[TaskMarker], table: str) -> list[str]:
 class StagedParts:
     """One task's typed Parquet writers, one file per table, opened on first rows."""
 
-    def __init__(self, staging: str, wave: str, task_id: str):
+    def __init__(self, staging: str, wave: WaveName, task_id: str):
         self.staging, self.stem = staging, f"part-{wave}-{task_id}.parquet"
         self.writers: dict[str, tuple[Any, Any, str]] = {}
         self.rows: dict[str, int] = {}
@@ -159,18 +163,18 @@ class Staging:
             )
 
     # -- what tasks write ----------------------------------------------------------------------
-    def marker_uri(self, wave: str, task_id: str) -> str:
+    def marker_uri(self, wave: WaveName, task_id: str) -> str:
         return storage.join(self.uri, "_tasks", wave, f"{task_id}.json")
 
-    def read_marker(self, wave: str, task_id: str) -> TaskMarker | None:
+    def read_marker(self, wave: WaveName, task_id: str) -> TaskMarker | None:
         uri = self.marker_uri(wave, task_id)
         return TaskMarker.from_json(storage.read_bytes(uri)) if storage.exists(uri) else None
 
-    def finished_count(self, wave: str) -> int:
+    def finished_count(self, wave: WaveName) -> int:
         """Markers already in the wave's folder (an earlier attempt's, on --resume)."""
         return len(storage.list_files(storage.join(self.uri, "_tasks", wave)))
 
-    def parts(self, wave: str, task_id: str) -> StagedParts:
+    def parts(self, wave: WaveName, task_id: str) -> StagedParts:
         return StagedParts(self.uri, wave, task_id)
 
     def finish(self, marker: TaskMarker) -> TaskMarker:
@@ -180,7 +184,7 @@ class Staging:
         return marker
 
     # -- reconciliation ------------------------------------------------------------------------
-    def finished(self, wave: str, planned: dict[str, int | None]) -> dict[str, TaskMarker]:
+    def finished(self, wave: WaveName, planned: dict[str, int | None]) -> dict[str, TaskMarker]:
         """The markers of a wave's planned tasks (task_id → items, None when the plan cannot
         know), each reconciled once; ``ReconciliationError`` unless every one finished, its
         items add up and its staged files hold what it says. Nothing is committed before it
@@ -204,7 +208,7 @@ class Staging:
         return markers
 
     def reconciliation_error(
-        self, wave: str, problems: list[str], lost: int, planned: int
+        self, wave: WaveName, problems: list[str], lost: int, planned: int
     ) -> ReconciliationError:
         more = len(problems) - PROBLEMS_SHOWN
         return ReconciliationError(

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 from core.config import Config
 from pipelines.incremental import done_keys, split_done
 from pipelines.sids import code_items, group_sid_rows
-from pipelines.staging import StagedParts, Staging, TaskMarker
+from pipelines.staging import WAVES, StagedParts, Staging, TaskMarker
 from pipelines.stream import ProcessStage, StreamOptions, run_stream
 from pipelines.worker import Worker, prep_processes
 from schemas.rows import error_codes, sid_code_row, table_rows
@@ -59,8 +59,8 @@ from transforms.stage import Record, has_error, mark_error
 
 logger = logging.getLogger(__name__)
 ENRICH_TABLES = ("embeddings", "errors", "descriptions")  # commit order: descriptions last
-# The SID waves' names (staging markers), not the errors.code / semantic_ids.dedup columns.
-ENRICH_WAVE, CODE_WAVE, DEDUP_WAVE = "enrich", "code", "dedup"
+# The waves' names (staging markers), not the errors.code / semantic_ids.dedup columns.
+ENRICH_WAVE, CODE_WAVE, DEDUP_WAVE = WAVES
 
 
 # -- wave 1: enrich an input task --------------------------------------------------------------
