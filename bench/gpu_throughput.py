@@ -275,12 +275,10 @@ class DecodeStage:
     """CPU: decode, sample, resize and patchify one clip per call; several lanes."""
 
     name = "decode"
+    batch_size = 1
 
     def __init__(self, frames: int, size: int, vision: dict, lanes: int):
         self.frames, self.size, self.vision, self.lanes = frames, size, vision, lanes
-
-    def stream_shape(self) -> tuple[int, int]:
-        return 1, self.lanes
 
     def process_batch(self, items: list[dict]) -> list[dict]:
         for item in items:
@@ -309,9 +307,6 @@ class VlmStage:
         self.device = next(model.parameters()).device
         self.typed_tokens = "mm_token_type_ids" in inspect.signature(model.forward).parameters
         self.busy_s, self.tokens, self.batches = 0.0, 0, 0
-
-    def stream_shape(self) -> tuple[int, int]:
-        return self.batch_size, 1
 
     def inputs(self, items: list[dict]) -> dict:
         import torch
