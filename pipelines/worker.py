@@ -17,7 +17,7 @@ import threading
 from core.config import Config
 from pipelines.codebooks import load_codebook
 from pipelines.stream import ProcessLanes, ProcessStage
-from transforms.pipeline import build_stages, stage_runtime
+from transforms.pipeline import build_stages, stage_policy
 from transforms.runner import StageRunner
 from transforms.semantic_ids import Codebook
 from transforms.stage import Stage
@@ -57,11 +57,11 @@ class Worker:
         processes = prep_processes(config)
         runners = []
         for stage in self.stages(config_json):
-            runtime = stage_runtime(config, stage.name, attempt)
+            policy = stage_policy(config, stage.name, attempt)
             # a stage with injected faults stays here: a crash must take the engine's worker
-            if processes and stage.holds_gil and runtime.faults is None:
+            if processes and stage.holds_gil and policy.faults is None:
                 stage = ProcessStage(stage, self.process_lanes(processes))
-            runners.append(StageRunner(stage, runtime))
+            runners.append(StageRunner(stage, policy))
         return runners
 
     def process_lanes(self, processes: int) -> ProcessLanes:

@@ -12,8 +12,8 @@ import pytest
 
 from core.config import Config, FaultSpec
 from transforms.faults import FaultInjector
-from transforms.pipeline import build_stages, stage_runtime
-from transforms.runner import StageRunner, StageRuntime
+from transforms.pipeline import build_stages, stage_policy
+from transforms.runner import StagePolicy, StageRunner
 from transforms.stage import Stage, StageError
 
 
@@ -136,7 +136,7 @@ def test_the_stage_base_class_is_small_and_holds_no_run_policy():
         assert policy not in inspect.getsource(Stage), policy
 
 
-# -- the run policy: one frozen StageRuntime per stage and task ----------------------------------
+# -- the run policy: one frozen StagePolicy per stage and task ----------------------------------
 class Flaky(Doubler):
     """Raises on its first ``failures`` calls, then doubles."""
 
@@ -149,14 +149,14 @@ class Flaky(Doubler):
         super().process_item(record)
 
 
-def test_retries_come_from_the_runtime():
+def test_retries_come_from_the_policy():
     _, [failed] = StageRunner(Flaky(config={})).run([{"item_id": "a", "x": 1}])
     assert "after 1 attempt(s)" in failed["error"]["message"]
-    runtime = StageRuntime(retries=1)
-    [done], _ = StageRunner(Flaky(config={}), runtime).run([{"item_id": "a", "x": 1}])
+    policy = StagePolicy(retries=1)
+    [done], _ = StageRunner(Flaky(config={}), policy).run([{"item_id": "a", "x": 1}])
     assert done == {"item_id": "a", "x": 1, "y": 2}
     with pytest.raises(dataclasses.FrozenInstanceError):
-        runtime.retries = 5
+        policy.retries = 5
 
 
 class Slow(Doubler):
@@ -165,8 +165,8 @@ class Slow(Doubler):
         super().process_item(record)
 
 
-def test_the_runtime_timeout_abandons_a_slow_item():
-    runner = StageRunner(Slow(config={}), StageRuntime(timeout_s=0.05))
+def test_the_policy_timeout_abandons_a_slow_item():
+    runner = StageRunner(Slow(config={}), StagePolicy(timeout_s=0.05))
     _, [out] = runner.run([{"item_id": "a", "x": 1}])
     assert out["error"]["code"] == "stage_timeout"
 
@@ -174,12 +174,12 @@ def test_the_runtime_timeout_abandons_a_slow_item():
 def test_faults_stand_only_before_the_stages_they_name():
     faults = {"encode": {"fail_fraction": 1.0, "fail_attempts": 1}}
     config = Config.model_validate({"run": {"faults": faults, "item_retries": 1}})
-    runtimes = {stage.name: stage_runtime(config, stage.name) for stage in build_stages(config)}
-    assert [name for name, r in runtimes.items() if r.faults is not None] == ["encode"]
-    encode = pickle.loads(pickle.dumps(runtimes["encode"]))
+    policies = {stage.name: stage_policy(config, stage.name) for stage in build_stages(config)}
+    assert [name for name, r in policies.items() if r.faults is not None] == ["encode"]
+    encode = pickle.loads(pickle.dumps(policies["encode"]))
     [out], _ = StageRunner(Doubler(config={}), encode).run([{"item_id": "a", "x": 1}])
     assert out["y"] == 2 and encode.faults.tries == {"a": 2}  # first try raised, retry worked
-    never = StageRuntime(faults=FaultInjector(faults["encode"], 0))
+    never = StagePolicy(faults=FaultInjector(faults["encode"], 0))
     never.faults.spec = FaultSpec(fail_fraction=1.0)  # always raises, no retries
     _, [failed] = StageRunner(Doubler(config={}), never).run([{"item_id": "a", "x": 1}])
     assert failed["error"]["code"] == "internal_error"
@@ -187,8 +187,8 @@ def test_faults_stand_only_before_the_stages_they_name():
 
 def test_an_injected_crash_spares_the_retried_task():
     spec = FaultSpec(crash_items=["a"])
-    runtime = StageRuntime(faults=FaultInjector(spec, task_attempt=1))
-    [done], _ = StageRunner(Doubler(config={}), runtime).run([{"item_id": "a", "x": 1}])
+    policy = StagePolicy(faults=FaultInjector(spec, task_attempt=1))
+    [done], _ = StageRunner(Doubler(config={}), policy).run([{"item_id": "a", "x": 1}])
     assert done["y"] == 2
 
 

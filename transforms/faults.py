@@ -1,6 +1,6 @@
 """Chaos testing (``run.faults``): make a stage hang, raise or kill its worker on chosen items.
 
-``transforms.pipeline.stage_runtime`` puts a ``FaultInjector`` in front of a stage's batches
+``transforms.pipeline.stage_policy`` puts a ``FaultInjector`` in front of a stage's batches
 (``transforms.runner.StageRunner``) only when ``run.faults`` names that stage; in every other
 run no fault code is on the path.
 """

@@ -9,7 +9,7 @@ from transforms.encode import EncodeStage
 from transforms.faults import FaultInjector
 from transforms.manifest import RECORD_FIELDS
 from transforms.media import FETCHED_FIELDS, MediaStage
-from transforms.runner import StageRuntime
+from transforms.runner import StagePolicy
 from transforms.signals import AsrStage, OcrStage
 from transforms.stage import Stage
 from transforms.visual import VisualTagStage
@@ -34,11 +34,11 @@ def build_stages(config: Config) -> list[Stage]:
     return [cls(getattr(config, cls.name)) for cls in stage_classes(config)]
 
 
-def stage_runtime(config: Config, name: str, task_attempt: int = 0) -> StageRuntime:
+def stage_policy(config: Config, name: str, task_attempt: int = 0) -> StagePolicy:
     """How stage ``name`` runs in a task: retries, timeout and injected faults.
     ``task_attempt`` (which try of its engine task this is) matters only to injected faults."""
     spec = config.run.faults.get(name)
-    return StageRuntime(
+    return StagePolicy(
         retries=config.run.item_retries,
         timeout_s=config.run.stage_timeout_s.get(name),
         faults=FaultInjector(spec, task_attempt) if spec is not None else None,

@@ -2,7 +2,7 @@
 the split into (done, failed). One ``StageRunner`` per stage per task: its counters start at
 zero with the task, and the stage (with its loaded models) lives on in the engine's worker.
 
-    done, failed = StageRunner(stage, StageRuntime(retries=1)).run(batch)
+    done, failed = StageRunner(stage, StagePolicy(retries=1)).run(batch)
 
 A batch that raises is retried item by item; an item that raises more than ``retries`` times
 is marked ``internal_error``, and one that runs over its time ``stage_timeout``. Failed items
@@ -49,7 +49,7 @@ def timed_threads() -> list[threading.Thread]:
 
 
 @dataclass(frozen=True)
-class StageRuntime:
+class StagePolicy:
     """How a stage runs in a task: ``retries`` of an item whose stage raised unexpectedly,
     ``timeout_s`` per item (None: no limit), and ``faults``, a
     ``transforms.faults.FaultInjector`` for chaos tests (None in every real run)."""
@@ -99,8 +99,8 @@ class StageRunner:
     """Runs one stage's batches for one task, from any number of threads (the stream's lanes).
     ``stage`` may be a proxy whose batches run elsewhere (``pipelines.stream.ProcessStage``)."""
 
-    def __init__(self, stage: Stage, runtime: StageRuntime | None = None):
-        self.stage, self.runtime = stage, runtime or StageRuntime()
+    def __init__(self, stage: Stage, policy: StagePolicy | None = None):
+        self.stage, self.policy = stage, policy or StagePolicy()
         self.name, self.batch_size, self.lanes = stage.name, stage.batch_size, stage.lanes
         self.stats = StageStats()
         self._lock = threading.Lock()
@@ -142,8 +142,8 @@ class StageRunner:
 
     def _call(self, records: list[Record]) -> None:
         """The stage on ``records``, behind the fault injector when one is configured."""
-        if self.runtime.faults is not None:
-            self.runtime.faults.inject(records)
+        if self.policy.faults is not None:
+            self.policy.faults.inject(records)
         self.stage.process_batch(records)
 
     def _run_guarded(self, records: list[Record]) -> None:
@@ -162,8 +162,8 @@ class StageRunner:
 
     def _retried(self, record: Record) -> None:
         """One item; a ``StageError`` marks it at once, any other exception after
-        ``runtime.retries`` retries."""
-        retries = self.runtime.retries
+        ``policy.retries`` retries."""
+        retries = self.policy.retries
         for attempt in range(retries + 1):
             try:
                 self._timed([record])
@@ -183,10 +183,10 @@ class StageRunner:
                 mark_error(record, self.name, "internal_error", message)
 
     def _timed(self, records: list[Record]) -> None:
-        """The stage on ``records``, abandoned after ``runtime.timeout_s`` per item. A hung
+        """The stage on ``records``, abandoned after ``policy.timeout_s`` per item. A hung
         thread cannot be killed, so it works on copies of the records and never touches them
         after that; its cancel event is set, so work that checks ``cancel_event()`` stops."""
-        if not self.runtime.timeout_s:
+        if not self.policy.timeout_s:
             self._call(records)
             return
         work = [dict(record) for record in records]
@@ -200,7 +200,7 @@ class StageRunner:
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
                 outcome["error"] = exc
 
-        limit = self.runtime.timeout_s * len(records)
+        limit = self.policy.timeout_s * len(records)
         worker = threading.Thread(target=call, name=TIMED_THREAD, daemon=True)
         worker.start()
         worker.join(limit)
