@@ -1,5 +1,5 @@
-"""Commit granularity (issue 16): the local engine commits finished tasks together, by size
-(``run.commit_items``) or time (``run.commit_interval_s``), not one MERGE per task."""
+"""Commit granularity (issues 16, 40): a wave's finished tasks are committed together once the
+wave reconciles, in MERGEs of about ``run.commit_items`` items, never one MERGE per task."""
 
 import pytest
 
@@ -15,9 +15,10 @@ pytestmark = pytest.mark.slow
 @pytest.mark.parametrize(
     ("settings", "merges"),
     [
-        (["run.commit_interval_s=0"], 4),  # each 1-item task at once
-        (["run.commit_interval_s=3600"], 1),  # all at the end of the run
-        (["run.commit_interval_s=3600", "run.commit_items=2"], 2),  # every 2 items
+        ([], 1),  # four 1-item tasks, one MERGE
+        (["run.commit_items=2"], 2),  # every 2 items
+        (["run.commit_items=1"], 4),
+        (["run.commit_interval_s=0"], 1),  # deprecated and ignored: no commit per task
     ],
 )
 def test_finished_tasks_are_committed_by_size_or_time(tmp_path, settings, merges):
