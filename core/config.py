@@ -481,6 +481,7 @@ EVAL_REPRESENTATIONS = (
 EVAL_MODELS = ("sasrec", "two_tower", "tiger")
 EVAL_SLICES = ("all", "cold_start", "long_tail")
 EVAL_METRICS = ("hr@10", "ndcg@10", "recall@50")
+SEARCH_RETRIEVERS = ("bm25", "dense", "generative")
 
 
 class EvaluateConfig(_Section):
@@ -535,6 +536,27 @@ class EvaluateConfig(_Section):
     )
     tiger_beam: int = Field(
         20, ge=1, le=256, description="tiger: beam width (SIDs decoded per case, >= 10)"
+    )
+    queries: str | None = Field(
+        None,
+        description="search queries URI (query, item_id[, relevance][, split]; Parquet, CSV "
+        "or JSONL); set, enrich evaluate also scores search (as --queries does)",
+    )
+    search_retrievers: list[Literal[SEARCH_RETRIEVERS]] = Field(
+        ["bm25", "dense", "generative"],
+        min_length=1,
+        description="search: BM25 over the description text, cosine over the embeddings "
+        "(queries encoded by the lake's encoder), generative (query words in, SID out)",
+    )
+    query_test_fraction: float = Field(
+        0.2,
+        gt=0.0,
+        lt=1.0,
+        description="search: queries held out for testing when the queries table has no "
+        "split column (picked with split_seed)",
+    )
+    search_beam: int = Field(
+        30, ge=1, le=256, description="generative search: beam width (SIDs decoded per query)"
     )
     gate_models: list[Literal[EVAL_MODELS]] = Field(["two_tower"])
     gate_slices: list[Literal[EVAL_SLICES]] = Field(["all", "cold_start"])

@@ -17,19 +17,18 @@ from core.errors import UsageError
 logger = logging.getLogger(__name__)
 
 INTERACTION_COLUMNS = ("user_id", "item_id", "timestamp")
+QUERY_COLUMNS = ("query", "item_id")  # and optionally relevance, split
+QUERY_SPLITS = ("train", "test")
 
 
 def read_interactions(uri: str, min_rating: float | None = None) -> pa.Table:
     """``user_id, item_id, timestamp[, rating]`` from Parquet or CSV, ids as strings."""
-    if not storage.exists(uri):
-        raise UsageError(f"--interactions {uri} does not exist: give a Parquet or CSV file")
-    table = _read_any(uri)
-    missing = [c for c in INTERACTION_COLUMNS if c not in table.column_names]
-    if missing:
-        raise UsageError(
-            f"--interactions {uri} lacks column(s) {missing}; it needs user_id, item_id, "
-            f"timestamp and optionally rating (has {table.column_names})"
-        )
+    table = _read_columns(
+        uri,
+        "--interactions",
+        INTERACTION_COLUMNS,
+        "user_id, item_id, timestamp and optionally rating",
+    )
     if min_rating is not None:
         if "rating" not in table.column_names:
             raise UsageError(f"evaluate.min_rating is set but {uri} has no rating column")
@@ -43,20 +42,112 @@ def read_interactions(uri: str, min_rating: float | None = None) -> pa.Table:
     )
 
 
-def _read_any(uri: str) -> pa.Table:
+def read_queries(uri: str) -> pa.Table:
+    """``query, item_id[, relevance][, split]`` from Parquet, CSV or JSON Lines: a search log's
+    (query, relevant item) pairs. ``relevance`` (default 1) is the nDCG gain, rows at 0 or
+    below are judged not relevant; ``split`` is ``train`` or ``test`` on every row, or absent.
+    A table that breaks these rules is a ``UsageError`` saying what to fix."""
+    table = _read_columns(
+        uri, "--queries", QUERY_COLUMNS, "query, item_id and optionally relevance and split"
+    )
+    if not table.num_rows:
+        raise UsageError(f"--queries {uri} has no rows")
+    queries = _strings(table, "query", uri)
+    items = _strings(table, "item_id", uri)
+    return pa.table(
+        {
+            "query": queries,
+            "item_id": items,
+            "relevance": _relevance(table, uri),
+            "split": _split_column(table, uri),
+        }
+    )
+
+
+def _strings(table: pa.Table, name: str, uri: str) -> pa.Array:
+    """A column as non-empty strings; empty or null cells fail, naming the first row."""
+    values = table[name].cast(pa.string()).to_pylist()
+    empty = [row for row, value in enumerate(values) if value is None or not value.strip()]
+    if empty:
+        raise UsageError(
+            f"--queries {uri}: {len(empty)} row(s) have an empty {name} (the first is row "
+            f"{empty[0] + 1}); "
+            "every row needs a query and an item_id"
+        )
+    return pa.array(values, pa.string())
+
+
+def _relevance(table: pa.Table, uri: str) -> pa.Array:
+    """``relevance`` as finite floats (1.0 when the column is absent)."""
+    if "relevance" not in table.column_names:
+        return pa.array([1.0] * table.num_rows, pa.float64())
+    try:
+        values = table["relevance"].cast(pa.float64()).to_numpy(zero_copy_only=False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise UsageError(
+            f"--queries {uri}: relevance ({table['relevance'].type}) is not a number: give a "
+            "graded gain (0 = not relevant, 1 = relevant, higher = more) or drop the column"
+        ) from None
+    if not np.isfinite(values).all():
+        raise UsageError(f"--queries {uri}: relevance has empty, NaN or infinite values")
+    return pa.array(values, pa.float64())
+
+
+def _split_column(table: pa.Table, uri: str) -> pa.Array:
+    """``split`` (``train``/``test`` on every row), or all null when the column is absent."""
+    if "split" not in table.column_names:
+        return pa.nulls(table.num_rows, pa.string())
+    values = table["split"].cast(pa.string()).to_pylist()
+    wrong = sorted({str(v) for v in values if v not in QUERY_SPLITS})
+    if wrong:
+        raise UsageError(
+            f"--queries {uri}: split has value(s) {wrong[:5]}; each row must be train or test "
+            "(or drop the column to hold out evaluate.query_test_fraction of the queries)"
+        )
+    return pa.array(values, pa.string())
+
+
+def _read_columns(uri: str, flag: str, columns: tuple[str, ...], needs: str) -> pa.Table:
+    """The table at ``uri`` (given as ``flag``), which must exist and hold ``columns``."""
+    if not storage.exists(uri):
+        raise UsageError(f"{flag} {uri} does not exist: give a Parquet, CSV or JSONL file")
+    table = _read_any(uri, flag)
+    missing = [c for c in columns if c not in table.column_names]
+    if missing:
+        raise UsageError(
+            f"{flag} {uri} lacks column(s) {missing}; it needs {needs} (has {table.column_names})"
+        )
+    return table
+
+
+def _read_any(uri: str, flag: str) -> pa.Table:
+    """A Parquet (file or folder), CSV/TSV or JSON Lines file; one that does not parse is a
+    ``UsageError`` naming it."""
+    try:
+        return _read_table(uri, flag)
+    except pa.ArrowInvalid as exc:
+        raise UsageError(f"{flag} {uri} cannot be read: {exc}") from None
+
+
+def _read_table(uri: str, flag: str) -> pa.Table:
     import pyarrow.csv as pcsv
+    import pyarrow.json as pjson
     import pyarrow.parquet as pq
 
     fs, path = storage.resolve(uri)
     lower = uri.lower()
     if lower.endswith((".csv", ".csv.gz", ".tsv")):
         options = pcsv.ParseOptions(delimiter="\t" if lower.endswith(".tsv") else ",")
-        convert = pcsv.ConvertOptions(column_types={"user_id": pa.string(), "item_id": pa.string()})
+        strings = {name: pa.string() for name in ("user_id", "item_id", "query", "split")}
+        convert = pcsv.ConvertOptions(column_types=strings)
         with fs.open_input_stream(path) as handle:
             return pcsv.read_csv(handle, parse_options=options, convert_options=convert)
+    if lower.endswith((".jsonl", ".json")):
+        with fs.open_input_stream(path) as handle:
+            return pjson.read_json(handle)
     if lower.endswith(".parquet") or storage.is_dir(uri):
         return pq.read_table(path, filesystem=fs)
-    raise UsageError(f"--interactions {uri}: use a .parquet, .csv or .tsv file")
+    raise UsageError(f"{flag} {uri}: use a .parquet, .csv, .tsv or .jsonl file")
 
 
 def _as_int64(column: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -83,6 +174,7 @@ class ItemFeatures:
     codes: dict[str, list[int]] = field(default_factory=dict)  # SID codes, for generative retrieval
     dedup: dict[str, int] = field(default_factory=dict)  # dedup suffix of each SID
     lineage: dict[str, Any] = field(default_factory=dict)
+    descriptions: dict[str, str] = field(default_factory=dict)  # description text, for search
 
 
 def embedding_map(table: pa.Table) -> dict[str, np.ndarray]:

@@ -23,11 +23,10 @@ from typing import Any
 import pyarrow as pa
 
 from core import storage
+from evaluation.data import read_queries
 from transforms.models import ENCODER_MANIFEST, tuned_version
 
 logger = logging.getLogger(__name__)
-
-QUERY_COLUMNS = ("query", "item_id")
 
 
 @dataclass(frozen=True)
@@ -68,29 +67,11 @@ def co_interaction_pairs(interactions: pa.Table, window: int) -> list[tuple[str,
 
 
 def read_query_pairs(uri: str) -> list[tuple[str, str]]:
-    """(query, item_id) pairs from a Parquet or CSV file with columns ``query, item_id``."""
-    import pyarrow.csv as pcsv
-    import pyarrow.parquet as pq
-
-    if not storage.exists(uri):
-        raise ValueError(f"--queries {uri} does not exist: give a Parquet or CSV file")
-    fs, path = storage.resolve(uri)
-    if uri.lower().endswith(".csv"):
-        with fs.open_input_stream(path) as handle:
-            table = pcsv.read_csv(
-                handle,
-                convert_options=pcsv.ConvertOptions(column_types={"item_id": pa.string()}),
-            )
-    elif uri.lower().endswith(".parquet"):
-        table = pq.read_table(path, filesystem=fs)
-    else:
-        raise ValueError(f"--queries {uri}: use a .parquet or .csv file")
-    missing = [c for c in QUERY_COLUMNS if c not in table.column_names]
-    if missing:
-        raise ValueError(f"--queries {uri} lacks column(s) {missing}; it needs query, item_id")
-    queries = table["query"].cast(pa.string()).to_pylist()
-    item_ids = table["item_id"].cast(pa.string()).to_pylist()
-    return [(q, i) for q, i in zip(queries, item_ids, strict=True) if q and q.strip()]
+    """(query, item_id) search pairs: the relevant rows (relevance > 0) of a queries table
+    (``evaluation.data.read_queries``: Parquet, CSV or JSONL), its ``test`` rows left out so
+    that ``enrich evaluate`` can score search on queries the encoder never saw."""
+    rows = read_queries(uri).to_pylist()
+    return [(r["query"], r["item_id"]) for r in rows if r["relevance"] > 0 and r["split"] != "test"]
 
 
 def training_examples(

@@ -175,18 +175,22 @@ def fit_tiger(
             batch = [pairs[i] for i in order[start : start + batch_size]]
             source = source_rows([h for h, _ in batch], catalog, max_len)
             target = torch.from_numpy(catalog.tokens[[t for _, t in batch]])
-            prefix = torch.cat([torch.full((len(batch), 1), START), target[:, :-1]], 1)
-            memory, padding = model.encode(source)
-            logits = model.decode(memory, padding, prefix)
-            loss = nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), target.reshape(-1)
-            )
+            loss = sid_loss(model, source, target)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             total += float(loss.detach()) * len(batch)
         losses.append(total / max(1, len(pairs)))
     return losses
+
+
+def sid_loss(model: Tiger, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Teacher-forced cross-entropy of each ``target`` row of SID tokens given its ``source``
+    row (history items' SID tokens, or a query's words)."""
+    prefix = torch.cat([torch.full((len(target), 1), START), target[:, :-1]], 1)
+    memory, padding = model.encode(source)
+    logits = model.decode(memory, padding, prefix)
+    return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
 
 
 @torch.no_grad()

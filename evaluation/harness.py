@@ -95,11 +95,15 @@ def coverage(
         "metadata": metadata,
     }
     asked = {name.replace("_shuffled", "") for name in representations}
+    return missing_features(split, {k: v for k, v in sources.items() if k in asked})
+
+
+def missing_features(split, sources: dict[str, dict]) -> dict[str, dict[str, Any]]:
+    """Per feature kind (item_id → feature), the items of ``split`` (anything with
+    ``item_ids`` and a ``cold`` mask) that have none, how many of them are cold, and a few."""
     cold = set(np.flatnonzero(split.cold[1:]))
     out = {}
     for name, present in sources.items():
-        if name not in asked:
-            continue
         missing = [i for i, item in enumerate(split.item_ids) if not _has(present.get(item))]
         out[name] = {
             "items_without_features": len(missing),
@@ -192,12 +196,14 @@ def tiger_runs(representation: str, split: Split, features: ItemFeatures, config
     return [tiger_train_and_rank(catalog, split, config, seed) for seed in config.seeds]
 
 
-def aggregate(per_seed: list[dict], cases: dict[str, int]) -> dict[str, dict[str, Any]]:
+def aggregate(
+    per_seed: list[dict], cases: dict[str, int], metric_names: tuple[str, ...] = METRIC_NAMES
+) -> dict[str, dict[str, Any]]:
     """Per slice and metric: mean, std (population) and the per-seed values."""
     out = {}
     for name in SLICES:
         out[name] = {"cases": cases[name]}
-        for metric in METRIC_NAMES:
+        for metric in metric_names:
             values = [run[name][metric] for run in per_seed]
             out[name][metric] = {
                 "mean": round(float(np.mean(values)), 5),

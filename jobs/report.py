@@ -423,29 +423,34 @@ def projection_section(store: DeltaStore, codebook_version: str | None) -> dict[
 
 
 def evaluation_section(store: DeltaStore) -> dict[str, Any]:
-    """The latest ``enrich evaluate``: its rows (HR@10, nDCG@10, Recall@50 mean ± std) and a
-    bar chart of HR@10 per representation and slice."""
+    """The latest ``enrich evaluate``: its recommendation rows (HR@10, nDCG@10, Recall@50
+    mean ± std) with a bar chart of HR@10 per representation and slice, and its search rows
+    (Recall@10, Recall@30, nDCG@10)."""
     if not store.exists("evaluations"):
-        return {"rows": []}
+        return {"rows": [], "search_rows": []}
     table = store.read("evaluations")
     if not table.num_rows:
-        return {"rows": []}
+        return {"rows": [], "search_rows": []}
     rows = table.to_pylist()
     latest = max(rows, key=lambda r: r["updated_at"])
     rows = sorted(
         (r for r in rows if r["evaluation_id"] == latest["evaluation_id"]),
         key=lambda r: (r["model"], r["representation"], r["slice"]),
     )
+    search = [r for r in rows if r.get("task") == "search"]
+    rows = [r for r in rows if r.get("task") != "search"]  # null: written before search
     return {
         "rows": rows,
+        "search_rows": search,
         "evaluation_id": latest["evaluation_id"],
         "lineage": {
             key: latest[key]
             for key in ("codebook_version", "describer", "prompt_version", "encoder", "config_hash")
         },
         "table_versions": json.loads(latest["table_versions_json"] or "{}"),
-        "interactions": latest["interactions"],
-        "png": evaluation_png(rows),
+        "interactions": next((r["interactions"] for r in rows), None),
+        "queries": next((r.get("queries") for r in search), None),
+        "png": evaluation_png(rows) if rows else None,
     }
 
 

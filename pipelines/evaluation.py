@@ -1,5 +1,6 @@
 """``enrich evaluate`` over a lake: read the features at pinned versions, train the small
-recommenders of ``evaluation``, and record the results with their lineage in the
+recommenders of ``evaluation`` (on an interactions table) and score the search retrievers of
+``evaluation.search`` (on a queries table), and record the results with their lineage in the
 ``evaluations`` table.
 
 The codebook gate (``pipelines.promotion``) uses ``compare_codebooks``: the same evaluation
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,10 +28,12 @@ from evaluation.data import (
     encode_texts,
     metadata_text,
     read_interactions,
+    read_queries,
     sid_ngram_tokens,
     sid_representation_tokens,
 )
 from evaluation.harness import Evaluation, evaluate
+from evaluation.search import SEARCH_METRICS, check_features, evaluate_search, search_split
 from evaluation.train import METRIC_NAMES
 from schemas.rows import evaluation_row, utc_now
 from schemas.store import DeltaStore
@@ -48,14 +52,18 @@ NEEDS = {  # the table each representation reads
 
 @dataclass
 class EvaluationRun:
-    """One ``enrich evaluate``: its id, inputs, lineage and results."""
+    """One ``enrich evaluate``: its id, inputs, lineage and results (``evaluation``: the
+    recommenders', empty without interactions; ``search``: the retrievers', None without
+    queries)."""
 
     evaluation_id: str
-    interactions: str
+    interactions: str | None
     release: str | None
     lineage: dict[str, Any]
     config: EvaluateConfig
     evaluation: Evaluation
+    queries: str | None = None
+    search: Evaluation | None = None
 
     @property
     def config_hash(self) -> str:
@@ -75,7 +83,20 @@ class EvaluationRun:
             "seconds": self.evaluation.seconds,
             "seconds_per_training": self.evaluation.seconds_per_training,
             "sid_vocabulary": self.evaluation.sid_vocabulary,
+            "queries": self.queries,
+            "search": _search_json(self.search) if self.search else None,
         }
+
+
+def _search_json(search: Evaluation) -> dict[str, Any]:
+    """The search task's part of the JSON report."""
+    return {
+        "counts": search.counts,
+        "coverage": search.coverage,
+        "results": search.results,
+        "seconds": search.seconds,
+        "seconds_per_training": search.seconds_per_training,
+    }
 
 
 def resolve_versions(store, release: str | None, versions: dict[str, int]) -> dict[str, int | None]:
@@ -99,8 +120,11 @@ def resolve_versions(store, release: str | None, versions: dict[str, int]) -> di
     return chosen
 
 
-def load_features(store, versions: dict[str, int | None]) -> ItemFeatures:
-    """Read embeddings, SIDs and title/tags at ``versions`` (absent tables give no features)."""
+def load_features(
+    store, versions: dict[str, int | None], *, descriptions: bool = False
+) -> ItemFeatures:
+    """Read embeddings, SIDs and title/tags at ``versions`` (absent tables give no features),
+    and with ``descriptions`` the description texts (for search)."""
     features = ItemFeatures(lineage={"table_versions": versions})
     if versions.get("embeddings") is not None:
         table = store.read(
@@ -132,9 +156,14 @@ def load_features(store, versions: dict[str, int | None]) -> ItemFeatures:
         table = store.read(
             "descriptions",
             version=versions["descriptions"],
-            columns=["item_id", "title", "tags", "describer", "prompt_version"],
+            columns=["item_id", "title", "tags", "describer", "prompt_version"]
+            + (["description"] if descriptions else []),
         )
         features.texts = {r["item_id"]: metadata_text(r) for r in table.to_pylist()}
+        if descriptions:
+            features.descriptions = {
+                r["item_id"]: r["description"] for r in table.to_pylist() if r["description"]
+            }
         features.texts = {k: v for k, v in features.texts.items() if v}
         features.lineage["describer"] = _values(table, "describer")
         features.lineage["prompt_version"] = _values(table, "prompt_version")
@@ -190,27 +219,75 @@ def metadata_vectors(features: ItemFeatures, config: Config) -> dict[str, np.nda
 
 def run_evaluation(
     lake: str,
-    interactions_uri: str,
+    interactions_uri: str | None,
     config: Config,
     evaluation_id: str,
     release: str | None = None,
     versions: dict[str, int] | None = None,
+    queries_uri: str | None = None,
 ) -> EvaluationRun:
-    """Evaluate the lake's features (a release, explicit versions, or the latest)."""
+    """Evaluate the lake's features (a release, explicit versions, or the latest): the
+    recommenders on ``interactions_uri``, the search retrievers on ``queries_uri``. Every
+    input is read and checked before any training."""
+    if not interactions_uri and not queries_uri:
+        raise UsageError("give --interactions URI, --queries URI or both")
     store = DeltaStore(lake)
     store.require_lake()
     pinned = resolve_versions(store, release, versions or {})
-    check_representations(config.evaluate, pinned)
-    interactions = read_interactions(interactions_uri, config.evaluate.min_rating)
-    features = load_features(store, pinned)
-    check_sid_pieces(config.evaluate, features)
-    metadata = metadata_vectors(features, config)
-    if metadata:
-        features.lineage["metadata_encoder"] = _encoder_id(config)
-    evaluation = evaluate(features, interactions, config.evaluate, metadata)
+    if interactions_uri:
+        check_representations(config.evaluate, pinned)
+        interactions = read_interactions(interactions_uri, config.evaluate.min_rating)
+    queries = read_queries(queries_uri) if queries_uri else None
+    features = load_features(store, pinned, descriptions=queries is not None)
+    encode = split = None
+    if queries is not None:
+        check_features(config.evaluate.search_retrievers, features)
+        split = search_split(features, queries, config.evaluate)
+        if "dense" in config.evaluate.search_retrievers:
+            encode = query_encoder(config, features.lineage.get("encoder"))
+    evaluation = Evaluation(counts={}, coverage={})
+    if interactions_uri:
+        check_sid_pieces(config.evaluate, features)
+        metadata = metadata_vectors(features, config)
+        if metadata:
+            features.lineage["metadata_encoder"] = _encoder_id(config)
+        evaluation = evaluate(features, interactions, config.evaluate, metadata)
+    search = evaluate_search(features, split, config.evaluate, encode) if split else None
     return EvaluationRun(
-        evaluation_id, interactions_uri, release, features.lineage, config.evaluate, evaluation
+        evaluation_id,
+        interactions_uri,
+        release,
+        features.lineage,
+        config.evaluate,
+        evaluation,
+        queries_uri,
+        search,
     )
+
+
+def query_encoder(config: Config, recorded: str | None) -> Callable[[list[str]], np.ndarray]:
+    """Encodes texts with the encoder that made the lake's embeddings (``encode.model`` set to
+    the model its lineage id names), refusing one that would encode otherwise."""
+    from transforms.encode import encoder_id
+
+    if not recorded or "," in recorded:
+        raise UsageError(
+            f"dense search encodes queries with the encoder that made the lake's embeddings, "
+            f"but they record {recorded or 'none'}: re-encode the lake with one encoder "
+            "(enrich reencode) or drop dense from evaluate.search_retrievers"
+        )
+    encode_config = config.encode.model_copy(update={"model": recorded.rpartition("@")[0]})
+    if encoder_id(encode_config) != recorded:
+        raise UsageError(
+            f"the lake's embeddings were made by {recorded}, but this machine has "
+            f"{encoder_id(encode_config)}: install that version, or re-encode the lake"
+        )
+
+    def encode(texts: list[str]) -> np.ndarray:
+        vectors = encode_texts({str(i): text for i, text in enumerate(texts)}, encode_config)
+        return np.stack([vectors[str(i)] for i in range(len(texts))])
+
+    return encode
 
 
 def _encoder_id(config: Config) -> str:
@@ -220,26 +297,40 @@ def _encoder_id(config: Config) -> str:
 
 
 def evaluation_rows(run: EvaluationRun) -> list[dict[str, Any]]:
-    """``evaluations`` rows: one per model, representation and slice."""
-    now, lineage = utc_now(), run.lineage
+    """``evaluations`` rows: one per task, model, representation and slice."""
+    now = utc_now()
+    rows = task_rows(run, "recommendation", run.evaluation, METRIC_NAMES, now)
+    if run.search is not None:
+        rows += task_rows(run, "search", run.search, SEARCH_METRICS, now)
+    return rows
+
+
+def task_rows(
+    run: EvaluationRun, task: str, evaluation: Evaluation, metrics: tuple[str, ...], now
+) -> list[dict[str, Any]]:
+    """The rows of one task's results (columns of metrics it does not measure are null)."""
+    lineage, prefix = run.lineage, "search/" if task == "search" else ""
     rows = []
-    for model, representations in run.evaluation.results.items():
+    for model, representations in evaluation.results.items():
         for representation, slices in representations.items():
-            missing = run.evaluation.coverage.get(representation.replace("_shuffled", ""), {})
+            missing = evaluation.coverage.get(representation.replace("_shuffled", ""), {})
             for name, result in slices.items():
+                key = f"{run.evaluation_id}/{prefix}{model}/{representation}/{name}"
                 fields = {
-                    "evaluation_key": f"{run.evaluation_id}/{model}/{representation}/{name}",
+                    "evaluation_key": key,
                     "evaluation_id": run.evaluation_id,
+                    "task": task,
                     "model": model,
                     "representation": representation,
                     "slice": name,
-                    **_mean_std(result),
-                    "per_seed_json": json.dumps({m: result[m]["seeds"] for m in METRIC_NAMES}),
+                    **_mean_std(result, metrics),
+                    "per_seed_json": json.dumps({m: result[m]["seeds"] for m in metrics}),
                     "seeds": list(run.config.seeds),
                     "cases": result["cases"],
                     "items_without_features": missing.get("items_without_features"),
                     "cold_items_without_features": missing.get("cold_items_without_features"),
-                    "interactions": run.interactions,
+                    "interactions": run.interactions if task == "recommendation" else None,
+                    "queries": run.queries if task == "search" else None,
                     "release_id": run.release,
                     "table_versions_json": json.dumps(lineage["table_versions"]),
                     "codebook_version": lineage.get("codebook_version"),
@@ -248,18 +339,20 @@ def evaluation_rows(run: EvaluationRun) -> list[dict[str, Any]]:
                     "encoder": lineage.get("encoder"),
                     "config_hash": run.config_hash,
                     "config_json": json.dumps(run.config.model_dump(mode="json")),
-                    "counts_json": json.dumps(run.evaluation.counts),
+                    "counts_json": json.dumps(evaluation.counts),
                 }
                 rows.append(evaluation_row(fields, run_id=run.evaluation_id, now=now))
     return rows
 
 
-def _mean_std(result: dict[str, Any]) -> dict[str, float]:
+def _mean_std(result: dict[str, Any], metrics: tuple[str, ...]) -> dict[str, float | None]:
+    """Mean and std columns of every metric the table has: null where ``metrics`` lacks it."""
     out = {}
-    for metric in METRIC_NAMES:
+    for metric in (*METRIC_NAMES, *SEARCH_METRICS):
         column = metric.replace("@", "_at_")
-        out[f"{column}_mean"] = result[metric]["mean"]
-        out[f"{column}_std"] = result[metric]["std"]
+        measured = metric in metrics
+        out[f"{column}_mean"] = result[metric]["mean"] if measured else None
+        out[f"{column}_std"] = result[metric]["std"] if measured else None
     return out
 
 
@@ -279,7 +372,7 @@ def with_codebook(features: ItemFeatures, codebook) -> ItemFeatures:
         }
     }
     lineage = {**features.lineage, "codebook_version": codebook.version}
-    return ItemFeatures(features.embeddings, tokens, features.texts, lineage)
+    return ItemFeatures(features.embeddings, tokens, features.texts, lineage=lineage)
 
 
 def compare_codebooks(

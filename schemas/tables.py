@@ -245,17 +245,21 @@ VALIDATIONS = pa.schema(
 )
 
 
-# One row per (evaluation, model, item representation, slice) of ``enrich evaluate``: what a
-# small recommender scores with the lake's features, and the lineage of those features.
+# One row per (evaluation, task, model, item representation, slice) of ``enrich evaluate``:
+# what a small recommender (task ``recommendation``) or a retriever (task ``search``: Recall@10,
+# Recall@30, nDCG@10 over held-out queries) scores with the lake's features, and the lineage of
+# those features. A metric a task does not measure is null.
 _MEAN_STD = [
     pa.field(f"{metric}_{stat}", pa.float64())
-    for metric in ("hr_at_10", "ndcg_at_10", "recall_at_50")
+    for metric in ("hr_at_10", "ndcg_at_10", "recall_at_50", "recall_at_10", "recall_at_30")
     for stat in ("mean", "std")
 ]
 EVALUATIONS = pa.schema(
     [
-        pa.field("evaluation_key", pa.string(), nullable=False),  # id/model/representation/slice
+        # id/model/representation/slice; search rows: id/search/model/representation/slice
+        pa.field("evaluation_key", pa.string(), nullable=False),
         pa.field("evaluation_id", pa.string(), nullable=False),
+        pa.field("task", pa.string()),  # recommendation | search (null: written before search)
         pa.field("model", pa.string()),
         pa.field("representation", pa.string()),
         pa.field("slice", pa.string()),
@@ -266,6 +270,7 @@ EVALUATIONS = pa.schema(
         pa.field("items_without_features", pa.int64()),
         pa.field("cold_items_without_features", pa.int64()),
         pa.field("interactions", pa.string()),
+        pa.field("queries", pa.string()),  # the queries table of a search row
         pa.field("release_id", pa.string()),
         pa.field("table_versions_json", pa.string()),
         pa.field("codebook_version", pa.string()),

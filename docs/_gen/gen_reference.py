@@ -43,8 +43,8 @@ TABLE_PURPOSES = {
     "checked",
     "validations": "one row per `enrich validate`: the verdict, its checks and the table "
     "versions they read",
-    "evaluations": "one row per evaluation, model, representation and slice of `enrich "
-    "evaluate`, with the features' lineage",
+    "evaluations": "one row per evaluation, task (recommendation or search), model, "
+    "representation and slice of `enrich evaluate`, with the features' lineage",
     "sid_crosswalk": "one row per item a re-coding moved from one codebook to another: join "
     "features keyed by the old SID through it",
 }
