@@ -31,8 +31,6 @@ NOT_ROWS = {
 }
 # Literals in driver/tasks/commit that name a column but mean something else, with the reason.
 NOT_COLUMNS = {
-    ("pipelines/tasks.py", "code"): "the SID wave named code (staging markers), CODE_WAVE",
-    ("pipelines/tasks.py", "dedup"): "the SID wave named dedup (staging markers), DEDUP_WAVE",
     ("pipelines/commit.py", "items"): "a stage's item count in the stream report "
     "(pipelines.stream.StageLoad.as_dict), summed across tasks; not runs.items",
 }
