@@ -83,6 +83,9 @@ ERROR_CODES: dict[str, str] = {
     "out_of_memory": "the describer ran out of accelerator memory even at batch size 1",
     "encode_failed": "the sentence encoder failed on this item",
     "stage_timeout": "the item was still in its stage after run.stage_timeout_s; abandoned",
+    "unstorable_value": "a stage gave the item a value that does not fit its table column (a "
+    "number out of the column's range, the wrong type, text that is not Unicode); the message "
+    "names the column, and the item is this error row instead of a row no write can take",
     "internal_error": "an unexpected exception, after run.item_retries retries; the message "
     "has the type and text",
 }

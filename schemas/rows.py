@@ -1,21 +1,28 @@
 """The one place a table row is built: one builder per table (and one for the staged
 ``sid_codes``), each checked against its Arrow schema in schemas/tables.py, so a row cannot
 drift from its table. Every engine writes rows built here, so tables match.
-tests/test_row_builders.py fails when a module outside schemas/ builds a row by hand."""
+tests/test_row_builders.py fails when a module outside schemas/ builds a row by hand.
+
+An item's values are checked against their columns' Arrow types before Arrow sees them
+(``value_problem``): a value that does not fit (an int past int32, an object where a string
+belongs, text that is not Unicode) makes that item one ``unstorable_value`` error row, so no
+single item can fail a task's staging write."""
 
 from __future__ import annotations
 
 import json
+import numbers
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from core.errors import EnrichError, checked_code
 from schemas.tables import LINEAGE_COLUMNS, SID_CODES, TABLES
-from transforms.stage import ERROR_KEY, Record, has_error
+from transforms.stage import ERROR_KEY, Record, has_error, mark_error
 
 # Stamped by the run on every row, never read from a record.
 RUN_COLUMNS = ("run_id", "updated_at")
@@ -113,14 +120,177 @@ def error_identity(row: Mapping[str, Any]) -> tuple[Any, Any, Any]:
 
 
 def table_rows(records: list[Record], run_id: str) -> dict[str, list[dict[str, Any]]]:
-    """The rows processed records add: descriptions and embeddings, or one error each."""
+    """The rows processed records add: descriptions and embeddings, or one error each (also
+    for an item with a value that does not fit its column, ``unstorable_value``)."""
     now = utc_now()
-    good = [r for r in records if not has_error(r)]
-    return {
-        "descriptions": [description_row(r, run_id, now) for r in good],
-        "embeddings": [embedding_row(r, run_id, now) for r in good],
-        "errors": [error_row(r, run_id, now) for r in records if has_error(r)],
-    }
+    rows: dict[str, list[dict[str, Any]]] = {"descriptions": [], "embeddings": [], "errors": []}
+    for record in records:
+        if not has_error(record):
+            built = {
+                "descriptions": description_row(record, run_id, now),
+                "embeddings": embedding_row(record, run_id, now),
+            }
+            problems = [p for table, row in built.items() for p in row_problems(table, row)]
+            if not problems:
+                for table, row in built.items():
+                    rows[table].append(row)
+                continue
+            mark_error(record, "rows", "unstorable_value", "; ".join(problems[:3]))
+        rows["errors"].append(storable_error_row(error_row(record, run_id, now)))
+    return rows
+
+
+# -- Values that fit their columns ---------------------------------------------------------
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+STRING_BYTES_MAX = 2**31 - 1  # one value of an Arrow string (32-bit offsets)
+SHOWN_VALUE_CHARS = 40
+
+
+def row_problems(table: str, row: Mapping[str, Any]) -> list[str]:
+    """Why values of ``row`` cannot be stored in ``table``'s columns: one line a column."""
+    return [
+        f"column '{field.name}' ({table}): {problem}"
+        for field in table_schema(table)
+        if (problem := value_problem(row.get(field.name), field.type)) is not None
+    ]
+
+
+def storable_error_row(row: dict[str, Any]) -> dict[str, Any]:
+    """An error row whose every value fits: text that is not Unicode is escaped, any other
+    misfit nulled, so the row that reports a bad item can always be written."""
+    for field in table_schema("errors"):
+        value = row[field.name]
+        if value_problem(value, field.type) is None:
+            continue
+        if isinstance(value, str):
+            row[field.name] = value.encode("utf-8", "backslashreplace").decode()
+        else:
+            row[field.name] = None if field.nullable else repr(value)[:SHOWN_VALUE_CHARS]
+    return row
+
+
+def value_problem(value: Any, arrow_type: pa.DataType) -> str | None:
+    """Why ``value`` cannot be stored as ``arrow_type``; None if it can. Arrow raises on some
+    misfits (an int past int64, a dict for a string: the whole write fails) and silently
+    changes others (3.5 into an int column is 3, 1e300 into float32 is inf): both are caught.
+    Lists and structs are checked element by element."""
+    if value is None:
+        return None
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
+        return _list_problem(value, arrow_type.value_type)
+    if pa.types.is_struct(arrow_type):
+        return _struct_problem(value, arrow_type)
+    for is_type, check in _SCALAR_CHECKS:
+        if is_type(arrow_type):
+            return check(value, arrow_type)
+    try:  # a type no check covers: Arrow's own conversion is the judge
+        pa.array([value], type=arrow_type)
+    except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
+        return f"does not convert to {arrow_type} ({type(exc).__name__})"
+    return None
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= SHOWN_VALUE_CHARS else f"{text[:SHOWN_VALUE_CHARS]}..."
+
+
+def _a(value: Any, arrow_type: pa.DataType) -> str:
+    return f"a {type(value).__name__} where {arrow_type} belongs"
+
+
+def _int_problem(value: Any, arrow_type: pa.DataType) -> str | None:
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+        return _a(value, arrow_type)
+    if not isinstance(value, numbers.Integral):
+        if not np.isfinite(value) or not float(value).is_integer():
+            return f"{_shown(value)} is not a whole number ({arrow_type})"
+        value = int(value)
+    bits = arrow_type.bit_width
+    low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    if not pa.types.is_signed_integer(arrow_type):
+        low, high = 0, 2**bits - 1
+    if not low <= int(value) <= high:
+        return f"{_shown(value)} is out of {arrow_type}'s range"
+    return None
+
+
+def _float_problem(value: Any, arrow_type: pa.DataType) -> str | None:
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+        return _a(value, arrow_type)
+    try:
+        number = float(value)
+    except OverflowError:
+        return f"{_shown(value)} is out of {arrow_type}'s range"
+    if arrow_type == pa.float32() and np.isfinite(number) and abs(number) > FLOAT32_MAX:
+        return f"{_shown(value)} is out of float's range (it would be stored as infinity)"
+    return None
+
+
+def _string_problem(value: Any, arrow_type: pa.DataType) -> str | None:
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:
+            return "bytes that are not UTF-8 where a string belongs"
+    if not isinstance(value, str):
+        return _a(value, arrow_type)
+    if value.isascii():
+        size = len(value)
+    else:
+        try:
+            size = len(value.encode("utf-8"))
+        except UnicodeEncodeError:
+            return "text that is not valid Unicode (a lone surrogate)"
+    if size > STRING_BYTES_MAX:
+        return f"a string of {size:,} bytes, more than one Arrow string holds"
+    return None
+
+
+def _binary_problem(value: Any, arrow_type: pa.DataType) -> str | None:
+    return None if isinstance(value, bytes | bytearray | memoryview) else _a(value, arrow_type)
+
+
+def _bool_problem(value: Any, arrow_type: pa.DataType) -> str | None:
+    return None if isinstance(value, bool | np.bool_) else _a(value, arrow_type)
+
+
+def _timestamp_problem(value: Any, arrow_type: pa.DataType) -> str | None:
+    if isinstance(value, datetime):
+        return None
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_):
+        return _int_problem(value, pa.int64())
+    return _a(value, arrow_type)
+
+
+_SCALAR_CHECKS = (
+    (pa.types.is_integer, _int_problem),
+    (pa.types.is_floating, _float_problem),
+    (lambda t: pa.types.is_string(t) or pa.types.is_large_string(t), _string_problem),
+    (lambda t: pa.types.is_binary(t) or pa.types.is_large_binary(t), _binary_problem),
+    (pa.types.is_boolean, _bool_problem),
+    (pa.types.is_timestamp, _timestamp_problem),
+)
+
+
+def _list_problem(value: Any, value_type: pa.DataType) -> str | None:
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if not isinstance(value, list | tuple):
+        return f"a {type(value).__name__} where a list of {value_type} belongs"
+    for index, element in enumerate(value):
+        if (problem := value_problem(element, value_type)) is not None:
+            return f"item {index}: {problem}"
+    return None
+
+
+def _struct_problem(value: Any, arrow_type: pa.StructType) -> str | None:
+    if not isinstance(value, Mapping):
+        return f"a {type(value).__name__} where a struct belongs"
+    for field in arrow_type:
+        if (problem := value_problem(value.get(field.name), field.type)) is not None:
+            return f"{field.name}: {problem}"
+    return None
 
 
 def sid_code_row(item: Mapping[str, Any], bucket: int) -> dict[str, Any]:
