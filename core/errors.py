@@ -72,13 +72,17 @@ ERROR_CODES: dict[str, str] = {
     "asr_failed": "speech recognition raised on this item",
     "audio_failed": "audio event detection (speech, singing, music) or loudness raised on "
     "this item",
-    "describe_failed": "the describer produced no usable description",
+    "describe_failed": "the describer produced no usable description; for openai, the message "
+    "says what was wrong with the endpoint's answer: not JSON or not UTF-8, not a chat "
+    "completion (a usage count out of range, an object as the model), no text, longer than "
+    "describe.max_new_tokens can produce, or a body past its byte cap; not retried",
     "describe_input_refused": "the describer endpoint refused the request's media or its "
     "media_io_kwargs (HTTP 400); the message quotes the server's reason and the fix: "
     "--trust-request-mm-kwargs or describe.video_timing=server for refused media_io_kwargs, a "
     "model that takes the modality or describe.video_input=frames / audio_input=transcript, or "
     "a higher --limit-mm-per-prompt or describe.max_images for too many parts",
-    "describe_timeout": "the describer endpoint did not answer in time, after all retries",
+    "describe_timeout": "the describer endpoint did not send its whole answer (connect, send, "
+    "first byte and body) within describe.timeout_s, on every try",
     "describer_unavailable": "the describer endpoint kept answering 429 or 5xx, after all retries",
     "out_of_memory": "the describer ran out of accelerator memory even at batch size 1",
     "encode_failed": "the sentence encoder failed on this item",

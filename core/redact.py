@@ -7,16 +7,24 @@ secret-looking config values and URL credentials before a config is stored (``ru
 report) or hashed into a stored fingerprint; ``redact_text`` masks the values of the secret
 variables in use and well-known key shapes in any text (error rows, CLI errors, log lines).
 ``shown`` escapes the control characters of user data (ids, titles, URIs, messages) before a
-terminal or a log sees them: an ESC sequence could clear the screen or retitle the window.
+terminal or a log sees them: an ESC sequence could clear the screen or retitle the window;
+``strip_controls`` removes them from text that is stored (a model's answer).
+
+A describer endpoint can echo what it was sent: ``register_secret`` adds a credential the
+process holds (the API key, the endpoint URL's user:password) to what ``redact_text`` masks,
+in the forms a server would echo it (as is, percent-encoded, base64 as in ``Basic``), and
+``redact_text`` masks any ``Authorization`` value (``Bearer``/``Basic`` and its token).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import os
 import re
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 MASK = "***"
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -26,18 +34,61 @@ SECRET_ENV_VARS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY
 # Shapes of common API keys: OpenAI/Anthropic-style sk-, Hugging Face, GitHub, AWS, bearer.
 KEY_SHAPES = re.compile(
     r"\b(?:sk-[A-Za-z0-9_\-]{8,}|hf_[A-Za-z0-9]{16,}|gh[pousr]_[A-Za-z0-9]{16,}"
-    r"|A(?:KIA|SIA)[0-9A-Z]{16})\b|(?<=Bearer )[A-Za-z0-9._~+/=\-]{8,}"
+    r"|A(?:KIA|SIA)[0-9A-Z]{16})\b"
 )
+# An Authorization value as a server echoes it: the scheme, then its token.
+AUTH_VALUE = re.compile(r"(?i)\b(bearer|basic)([ \t]+)([A-Za-z0-9._~+/\-]{6,}=*)")
+MIN_SECRET_CHARS = 4  # shorter registered values would mask ordinary words
 _secret_env_names: set[str] = set(SECRET_ENV_VARS)
-# C0 and C1 controls (ESC included), DEL, and the bidirectional overrides that reorder text.
+_secret_values: set[str] = set()
+# C0 and C1 controls (ESC included), DEL, the bidirectional marks and overrides that reorder
+# text, and lone surrogates (not Unicode text: no UTF-8 writer or terminal takes them).
+# A terminal escape sequence whole (CSI: ESC [ or C1 0x9b ... final byte; OSC: ESC ] ... BEL or
+# ST), so stripping leaves no "[2J" behind.
+ESCAPE_SEQUENCE = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]|(?:\x1b\]|\x9d)[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
+)
 SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+CONTROL_CHARS = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
 
 
 def register_secret_env(name: str | None) -> None:
     """Mask the value of this environment variable wherever ``redact_text`` runs."""
     if name and ENV_NAME.fullmatch(name):
         _secret_env_names.add(name)
+
+
+def register_secret(value: str | None) -> None:
+    """Mask ``value`` wherever ``redact_text`` runs: as is, percent-encoded, and base64
+    (padded or not), the forms a server echoes a credential in."""
+    if not value or len(value) < MIN_SECRET_CHARS:
+        return
+    encoded = base64.b64encode(value.encode()).decode()
+    _secret_values.update({value, quote(value, safe=""), encoded, encoded.rstrip("=")})
+
+
+def endpoint_credentials(url: str) -> tuple[str, str] | None:
+    """The (user, password) of ``url``'s userinfo, percent-decoded; None without one."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if "@" not in parts.netloc:
+        return None
+    user, _, password = parts.netloc.rsplit("@", 1)[0].partition(":")
+    return unquote(user), unquote(password)
+
+
+def register_endpoint_credentials(url: str) -> None:
+    """Mask the userinfo of ``url`` (``user:password`` and the password; the user alone when
+    it carries no password, a token in the user's place), in ``register_secret``'s forms."""
+    if credentials := endpoint_credentials(url):
+        user, password = credentials
+        register_secret(urlsplit(url).netloc.rsplit("@", 1)[0])  # as written, still encoded
+        register_secret(f"{user}:{password}")
+        register_secret(password or user)
 
 
 def looks_like_env_name(value: str) -> bool:
@@ -54,11 +105,37 @@ def redact_text(text: str) -> str:
     """``text`` with the values of secret variables and key-shaped strings masked."""
     if not text:
         return text
-    for name in _secret_env_names:
-        value = os.environ.get(name)
-        if value and len(value) >= 4:
+    values = {os.environ.get(name) for name in _secret_env_names} | _secret_values
+    for value in sorted(filter(None, values), key=len, reverse=True):  # longest forms first
+        if len(value) >= MIN_SECRET_CHARS:
             text = text.replace(value, MASK)
-    return KEY_SHAPES.sub(MASK, text)
+    return AUTH_VALUE.sub(_masked_auth, KEY_SHAPES.sub(MASK, text))
+
+
+def _masked_auth(match: re.Match) -> str:
+    """An Authorization value with its token masked. ``Bearer`` as the header writes it masks
+    any token; in other cases (prose: "a basic recipe") only a token with a digit, or one that
+    decodes as base64 ``user:password``."""
+    scheme, space, token = match.groups()
+    if scheme == "Bearer" or any(c.isdigit() for c in token) or _is_basic_pair(token):
+        return f"{scheme}{space}{MASK}"
+    return match.group()
+
+
+def _is_basic_pair(token: str) -> bool:
+    try:
+        decoded = base64.b64decode(token + "=" * (-len(token) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return b":" in decoded
+
+
+def strip_controls(text: str, keep: str = "\n\r\t") -> str:
+    """``text`` without the characters ``shown`` escapes, but those in ``keep``, and without
+    terminal escape sequences whole: what is stored from a model (a NUL, an ESC sequence, a
+    bidi override) never reaches a table."""
+    text = ESCAPE_SEQUENCE.sub("", text)
+    return CONTROL_CHARS.sub(lambda m: m.group() if m.group() in keep else "", text)
 
 
 def shown(value: object, keep: str = "") -> str:

@@ -125,6 +125,9 @@ DESCRIPTIONS = pa.schema(
         pa.field("describe_video_input", pa.string()),
         pa.field("describe_audio_input", pa.string()),
         pa.field("describe_frames", pa.int32()),
+        # Why the describer stopped: stop, or length (cut at describe.max_new_tokens); the
+        # server's word for openai (eos_token from TGI, ...). Null: written before this column.
+        pa.field("describe_finish_reason", pa.string()),
         *[f for f in _LINEAGE if f.name != "encoder"],
     ]
 )

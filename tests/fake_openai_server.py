@@ -15,17 +15,27 @@ Two more modes for the multimodal API, both off by default:
   request's ``media_io_kwargs``; a bad part gets a 400 naming it, as vLLM answers.
 - ``refuse_video``: a request with a ``video_url`` part gets vLLM's 400 for a model that does
   not take video (its video limit is 0).
+
+Hostile answers (issue 43), for the client's defences: a request whose prompt holds
+``fault:<name>`` gets the fault of that name from ``HOSTILE`` (so a test picks each item's
+fault by its title, whatever order the requests arrive in); the same names work in ``script``.
+They echo credentials (the Authorization header the server got and ``echo``, what a gateway
+knows), send answers that are badly typed, too long, not JSON or not UTF-8, drip, never end,
+or come compressed.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import gzip
 import io
 import json
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 import soundfile
 from PIL import Image, UnidentifiedImageError
@@ -104,6 +114,10 @@ class FakeOpenAI(LoopbackServer):
         self.occupancy: list[tuple[float, int]] = []  # (monotonic time, slots busy after it)
         self.validate = False  # check every part against vLLM's schema; 400 on a bad one
         self.refuse_video = False  # 400 to any request with a video_url part
+        self.echo: list[str] = []  # what the echo faults repeat besides the Authorization header
+        self.sent_bytes: dict[str, int] = {}  # body bytes a dripping or endless fault got out
+        self.ended_at: dict[str, float] = {}  # when each such fault saw the client gone
+        self.fault_limit_s = 60.0  # a dripping or endless fault stops by itself after this
         super().__init__(_Handler, "fake")
 
     def serve_with_capacity(self, slots: int, hold_s: float) -> None:
@@ -138,7 +152,16 @@ class FakeOpenAI(LoopbackServer):
                 return over_limit(modality, allowed)
         return None
 
-    def next_action(self) -> str:
+    def next_action(self, body: dict) -> str:
+        """The fault a ``fault:<name>`` in the request's text asks for, else the script's next
+        action, else ok."""
+        texts = [
+            part.get("text", "") if isinstance(part, dict) else str(part)
+            for message in body["messages"]
+            for part in (message["content"] if isinstance(message["content"], list) else [])
+        ]
+        if named := FAULT_MARK.search(" ".join(texts)):
+            return named.group(1)
         with self.lock:
             return self.script.pop(0) if self.script else "ok"
 
@@ -180,16 +203,17 @@ class _Handler(BaseHTTPRequestHandler):
         images = [_check_jpeg(p["image_url"]["url"]) for p in parts if p["type"] == "image_url"]
         videos = [lenient(video_summary, part) for part in parts if part["type"] == "video_url"]
         audio = [lenient(audio_summary, part) for part in parts if part["type"] in AUDIO_TYPES]
+        seen = {"auth": auth, "images": images, "videos": videos, "audio": audio, "body": body}
         with fake.lock:
-            fake.requests.append(
-                {"auth": auth, "images": images, "videos": videos, "audio": audio, "body": body}
-            )
-        if self.path != "/v1/chat/completions":
+            fake.requests.append({**seen, "query": urlsplit(self.path).query})
+        if urlsplit(self.path).path != "/v1/chat/completions":
             return self._send(404, {"error": "not found"})
         if fake.api_key and auth != f"Bearer {fake.api_key}":
             return self._send(401, {"error": {"message": "bad key"}})
-        action = fake.next_action()
+        action = fake.next_action(body)
         fake.hold()
+        if action in HOSTILE:
+            return HOSTILE[action](self, body, auth)
         if action == "hang":
             time.sleep(fake.hang_s)
             return self._send(200, {"choices": []})
@@ -224,6 +248,51 @@ class _Handler(BaseHTTPRequestHandler):
             },
         )
 
+    def good_answer(self, body: dict, content: object, **changes: object) -> dict:
+        """An ok answer's body with ``content`` and top-level ``changes`` (``usage`` and
+        ``finish_reason`` reach into their places)."""
+        answer = {
+            "id": "x",
+            "model": self.fake.served_model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content},
+                    "finish_reason": changes.pop("finish_reason", "stop"),
+                }
+            ],
+            "usage": {"prompt_tokens": 100, "completion_tokens": 17, "total_tokens": 117},
+        }
+        answer["usage"].update(changes.pop("usage", {}))
+        return {**answer, **changes}
+
+    def _send_bytes(self, status: int, data: bytes, headers: dict | None = None) -> None:
+        try:
+            self.send_response(status)
+            for key, value in {"Content-Type": "application/json", **(headers or {})}.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def _trickle(self, action: str, head: bytes, chunk: bytes, pause_s: float) -> None:
+        """Write ``head``, then ``chunk`` after ``chunk`` every ``pause_s`` until the client is
+        gone (or ``fault_limit_s`` passed), counting the bytes that got out."""
+        fake, sent, started = self.fake, 0, time.monotonic()
+        try:
+            self.wfile.write(head)
+            while time.monotonic() - started < fake.fault_limit_s:
+                self.wfile.write(chunk)
+                sent += len(chunk)
+                time.sleep(pause_s)
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            pass
+        with fake.lock:
+            fake.sent_bytes[action] = fake.sent_bytes.get(action, 0) + sent
+            fake.ended_at[action] = time.monotonic()
+
     def _send(self, status: int, payload: dict, headers: dict | None = None) -> None:
         data = json.dumps(payload).encode()
         try:
@@ -236,6 +305,134 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (timeout): fine
+
+
+FAULT_MARK = re.compile(r"fault:([a-z0-9_]+)")
+
+
+def _echoed(handler: _Handler, auth: str | None) -> str:
+    return " ".join([f"authorization={auth}", *handler.fake.echo])
+
+
+def _title(body: dict) -> str:
+    text = next(p["text"] for p in body["messages"][1]["content"] if p["type"] == "text")
+    return text.split("title: ")[1].splitlines()[0]
+
+
+def _answer_with(status: int = 200, **changes: object):
+    """A fault that is a good answer but for ``changes`` (``content`` replaces the text)."""
+
+    def send(handler: _Handler, body: dict, auth: str | None) -> None:
+        rest = {key: value for key, value in changes.items() if key != "content"}
+        content = changes.get("content", f"a clip with 0 frames about {_title(body)}.")
+        handler._send(status, handler.good_answer(body, content, **rest))
+
+    return send
+
+
+def _echo_answer(handler: _Handler, body: dict, auth: str | None) -> None:
+    text = f"a clip about {_title(body)}. The gateway saw {_echoed(handler, auth)} today."
+    handler._send(200, handler.good_answer(body, text))
+
+
+def _echo_error(handler: _Handler, body: dict, auth: str | None) -> None:
+    handler._send(500, {"error": {"message": f"upstream refused {_echoed(handler, auth)}"}})
+
+
+def _parts(handler: _Handler, body: dict, auth: str | None) -> None:
+    parts = [{"type": "text", "text": f"a clip about {_title(body)}."}]
+    parts.append({"type": "text", "text": "It is told in two parts."})
+    handler._send(200, handler.good_answer(body, parts))
+
+
+def _controls(handler: _Handler, body: dict, auth: str | None) -> None:
+    text = f"a clip\x00 about\x1b[2J {_title(body)}\x9b.\u202e It\u2066 ends\ud800 here.\x07"
+    handler._send(200, handler.good_answer(body, text))
+
+
+def _long_answer(handler: _Handler, body: dict, auth: str | None) -> None:
+    """An answer longer than max_tokens tokens can be (128 bytes a token), under the body cap."""
+    words = "word " * (body["max_tokens"] * 128 // 5 + 10)
+    handler._send(200, handler.good_answer(body, f"a clip about {_title(body)}. {words}"))
+
+
+def _huge_answer(handler: _Handler, body: dict, auth: str | None) -> None:
+    handler._send(200, handler.good_answer(body, "x" * 20_000_000))
+
+
+def _raw(data: bytes, **headers: str):
+    def send(handler: _Handler, body: dict, auth: str | None) -> None:
+        handler._send_bytes(200, data, headers)
+
+    return send
+
+
+def _gzipped(handler: _Handler, body: dict, auth: str | None) -> None:
+    data = gzip.compress(json.dumps(handler.good_answer(body, "a gzipped answer")).encode())
+    handler._send_bytes(200, data, {"Content-Encoding": "gzip"})
+
+
+def _drip(handler: _Handler, body: dict, auth: str | None) -> None:
+    """Headers, then a valid-looking body one byte a second."""
+    head = b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+    handler._trickle("drip", head, b" ", 1.0)
+
+
+def _drip_headers(handler: _Handler, body: dict, auth: str | None) -> None:
+    """The status line and headers themselves, one byte a second: no first byte of the body."""
+    handler._trickle("drip_headers", b"H", b"T", 1.0)
+
+
+def _endless(handler: _Handler, body: dict, auth: str | None) -> None:
+    """A 200 without a length whose body never ends, as fast as the client takes it."""
+    head = b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n"
+    handler._trickle("endless", head + b'{"choices": [{"message": {"content": "', b"x" * 65536, 0)
+
+
+def _silent(handler: _Handler, body: dict, auth: str | None) -> None:
+    """Accepts and never answers, until the client hangs up (or fault_limit_s passed)."""
+    fake, started = handler.fake, time.monotonic()
+    handler.connection.settimeout(0.2)
+    while time.monotonic() - started < fake.fault_limit_s:
+        try:
+            if handler.connection.recv(1) == b"":
+                break  # the client closed its end
+        except TimeoutError:
+            continue
+        except OSError:
+            break
+    with fake.lock:
+        fake.ended_at["silent"] = time.monotonic()
+
+
+HOSTILE = {
+    "echo_answer": _echo_answer,
+    "echo_error": _echo_error,
+    "usage_overflow": _answer_with(usage={"prompt_tokens": 10**30}),
+    "usage_negative": _answer_with(usage={"completion_tokens": -5}),
+    "usage_text": _answer_with(usage={"completion_tokens": "many"}),
+    "usage_float": _answer_with(usage={"prompt_tokens": 1e300}),
+    "model_object": _answer_with(model={"name": "served/vlm"}),
+    "model_list": _answer_with(model=["a", "b"]),
+    "content_number": _answer_with(content=12345),
+    "content_image_part": _answer_with(content=[{"type": "image_url", "image_url": {"url": "x"}}]),
+    "no_choices": _answer_with(choices=[]),
+    "finish_reason_object": _answer_with(finish_reason={"why": "stop"}),
+    "parts": _parts,
+    "length": _answer_with(finish_reason="length"),
+    "controls": _controls,
+    "long_answer": _long_answer,
+    "huge_answer": _huge_answer,
+    "truncated_json": _raw(b'{"choices": [{"message": {"content": "a clip ab'),
+    "bad_utf8": _raw(b'{"choices": [{"message": {"content": "a clip \xff\xfe about"}}]}'),
+    "not_json": _raw(b"<html>502 Bad Gateway</html>"),
+    "deep_json": _raw(b"[" * 100_000),
+    "gzip": _gzipped,
+    "drip": _drip,
+    "drip_headers": _drip_headers,
+    "endless": _endless,
+    "silent": _silent,
+}
 
 
 def _check_jpeg(url: str) -> tuple[int, int]:

@@ -9,6 +9,7 @@ from functools import cached_property
 from typing import Any
 
 from core.config import DescribeConfig
+from core.redact import strip_controls
 from transforms.describe.grounding import evidence_vocabulary, grounding, sentences
 from transforms.describe.prompt import (
     PROMPT_FIELDS,
@@ -138,6 +139,7 @@ class Describer(Stage):
             "prompt_rendered_sha",
             "prompt_truncated",
             "grounding",
+            "describe_finish_reason",
             *ShownInputs("", "", 0).as_columns(),
         }
     )
@@ -223,9 +225,12 @@ class Describer(Stage):
         completion_tokens: int,
         started: float,
         served_model: str | None = None,
+        finish_reason: str | None = None,
     ) -> None:
-        """Validate the generated text and write it with its lineage onto ``record``."""
-        description = tidy_description(text)
+        """Validate the generated text and write it with its lineage onto ``record``: control
+        characters the model wrote (NUL, ESC, C1, bidi overrides) are dropped, and
+        ``finish_reason`` (``length``: cut at max_new_tokens) is kept beside it."""
+        description = tidy_description(strip_controls(text))
         if len(description) < MIN_DESCRIPTION_CHARS:
             raise StageError("describe_failed", f"describer returned {len(description)} chars")
         record.update(
@@ -241,6 +246,7 @@ class Describer(Stage):
             prompt_rendered_sha=prompt.sha,
             prompt_truncated=list(prompt.truncated),
             grounding=round(grounding(description, evidence_vocabulary(record)), 4),
+            describe_finish_reason=finish_reason,
             **self.shown_inputs(record).as_columns(),
         )
 
@@ -260,6 +266,7 @@ class Describer(Stage):
         for record, prompt, text, tokens, length in zip(
             records, prompts, texts, new_tokens, prompt_lengths, strict=True
         ):
+            generated = generated_length(tokens, eos)
             isolate(
                 record,
                 self.name,
@@ -268,6 +275,7 @@ class Describer(Stage):
                 prompt,
                 text,
                 prompt_tokens=length,
-                completion_tokens=generated_length(tokens, eos),
+                completion_tokens=generated,
                 started=started,
+                finish_reason="length" if generated >= self.config.max_new_tokens else "stop",
             )

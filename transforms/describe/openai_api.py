@@ -4,29 +4,45 @@ vLLM, SGLang and TGI all serve this wire format. Frames go as base64 JPEG ``imag
 with ``describe.video_input=video`` they go as one ``video_url`` part, and with
 ``describe.audio_input=audio`` the waveform goes as an ``input_audio`` WAV part, in the forms
 vLLM documents (see ``video_part`` and ``audio_part``). Requests run on a bounded thread pool,
-with a timeout each, and 429 / 5xx / timeouts are retried with exponential backoff (honouring
-``Retry-After``). The API key is read from the environment variable that config names; it is
-never logged and never written to a table.
+each within a deadline and a byte cap (``exchange.post_bounded``), and 429 / 5xx / timeouts are
+retried with exponential backoff (honouring ``Retry-After``). An answer is data
+(``completion.read_completion``): validated, size-capped, cleaned of control characters and of
+echoed credentials. The API key is read from the environment variable that config names (sent
+as ``Authorization: Bearer``; without one, the endpoint URL's user:password goes as ``Basic``);
+neither is logged, written to a table, or left in what the server sends back.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import json
 import logging
 import os
 import random
 import re
 import time
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import numpy as np
 from PIL import Image
 
 from core.config import DescribeConfig
 from core.errors import UsageError
-from core.redact import redact_text, redact_url, shown_env_name
+from core.redact import (
+    KEY_SHAPES,
+    SECRET_KEY,
+    endpoint_credentials,
+    redact_url,
+    register_endpoint_credentials,
+    register_secret,
+    shown,
+    shown_env_name,
+)
 from transforms.describe.base import PLAIN_INPUTS, Describer, ShownInputs, pick_frames
+from transforms.describe.completion import body_cap, cleaned, read_completion
+from transforms.describe.exchange import Reply, deadline_passed, post_bounded
 from transforms.describe.prompt import RenderedPrompt
 from transforms.stage import Record, StageError, isolate
 
@@ -55,6 +71,42 @@ REASON_CHARS = 600  # enough for vLLM's longest 400 message, with its hint
 # vLLM's 400 for more parts of a modality than --limit-mm-per-prompt allows (0: the model
 # does not take that modality at all)
 MEDIA_LIMIT = re.compile(r"At most (\d+) (image|video|audio)\(s\) may be provided")
+# Query parameters that carry a credential by name (beyond core.redact.SECRET_KEY): Azure
+# Functions' code, SAS signatures, a bare key.
+KEY_PARAMS = frozenset({"key", "code", "sig", "signature", "auth", "authorization"})
+
+
+def chat_url(endpoint: str) -> str:
+    """``<endpoint>/chat/completions``, the endpoint's query kept after the path (Azure's
+    ``?api-version=``), its user:password left out (sent as a header instead).
+
+    A query parameter that holds a credential is refused: in the URL it is sent in every
+    request line, lands in server and proxy access logs, and would be stored with the run's
+    config; describe.api_key_env is the one place for a key (sent as Authorization: Bearer)."""
+    parts = urlsplit(endpoint)
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        plain = name.lower().replace("-", "_")
+        if SECRET_KEY.search(plain) or plain in KEY_PARAMS or KEY_SHAPES.search(value):
+            raise UsageError(
+                f"describe.endpoint carries a credential in its query string (parameter "
+                f"'{shown(name[:40])}', value not shown): a key in the URL is sent in every "
+                "request line and kept in access logs. Export it in an environment variable "
+                "and set describe.api_key_env to that variable's name (it is sent as "
+                "Authorization: Bearer); other query parameters (api-version=...) are kept"
+            )
+    host = parts.netloc.rsplit("@", 1)[-1]
+    path = parts.path.rstrip("/") + "/chat/completions"
+    return urlunsplit((parts.scheme, host, path, parts.query, ""))
+
+
+def auth_headers(api_key: str | None, endpoint: str) -> dict[str, str]:
+    """The key as ``Bearer``; without one, the endpoint's user:password as ``Basic``."""
+    if api_key:
+        return {"Authorization": f"Bearer {api_key}"}
+    if credentials := endpoint_credentials(endpoint):
+        pair = ":".join(credentials).encode()
+        return {"Authorization": "Basic " + base64.b64encode(pair).decode()}
+    return {}
 
 
 def jpeg_data_url(frame: np.ndarray, quality: int) -> str:
@@ -125,16 +177,17 @@ def carries_media(payload: dict[str, Any]) -> list[str]:
     return sorted(found & MEDIA_PART_TYPES)
 
 
-def server_reason(response: Any) -> str:
+def server_reason(reply: Reply) -> str:
     """The server's own words for a refusal: the OpenAI error body's message (vLLM appends
-    the parameter it refused), else the body's start; credentials the body echoes redacted."""
+    the parameter it refused), else the body's start; credentials the body echoes masked
+    before it is cut, so no cut leaves part of one."""
     try:
-        error = response.json().get("error")
+        error = json.loads(reply.body).get("error")
         message = error.get("message") if isinstance(error, dict) else None
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         message = None
-    text = message if isinstance(message, str) and message else response.text
-    return redact_text(text[:REASON_CHARS])
+    text = message if isinstance(message, str) and message else reply.body.decode(errors="replace")
+    return cleaned(text)[:REASON_CHARS]
 
 
 SWITCH_OFF = {
@@ -190,6 +243,7 @@ class OpenAIDescriber(Describer):
         self.sends_video = config.video_input == "video"
         self.sends_timing = self.sends_video and config.video_timing == "request"
         self.sends_audio = config.audio_input == "audio"
+        self.url = chat_url(config.endpoint)  # refuses a key in the query before any run
 
     def load(self) -> None:
         import httpx
@@ -202,7 +256,12 @@ class OpenAIDescriber(Describer):
                     f"describe.api_key_env names {shown_env_name(self.config.api_key_env)}, "
                     "which is empty or unset: export the key there"
                 )
-        limits = httpx.Limits(max_connections=self.config.concurrency)
+        # what a server may echo back is masked wherever text is stored or printed
+        register_secret(self._api_key)
+        register_endpoint_credentials(self.config.endpoint)
+        self._headers = auth_headers(self._api_key, self.config.endpoint)
+        # no connection kept alive: each request's own connection is what its deadline cuts
+        limits = httpx.Limits(max_connections=self.config.concurrency, max_keepalive_connections=0)
         self._model_client = httpx.Client(timeout=self.config.timeout_s, limits=limits)
         logging.getLogger("httpx").setLevel(logging.WARNING)
 
@@ -297,52 +356,60 @@ class OpenAIDescriber(Describer):
         started = time.perf_counter()
         prompt = self.render(record)
         body = self.post_with_retries(self.payload(record, prompt))
-        try:
-            text = body["choices"][0]["message"]["content"] or ""
-        except (KeyError, IndexError, TypeError):
-            raise StageError(
-                "describe_failed", "response has no choices[0].message.content"
-            ) from None
-        usage = body.get("usage") or {}
+        answer = read_completion(body, max_new_tokens=self.config.max_new_tokens)
         self.attach(
             record,
             prompt,
-            f"{prompt.answer_prefix} {text}".strip(),
-            prompt_tokens=usage.get("prompt_tokens", 0),
-            completion_tokens=usage.get("completion_tokens", 0),
+            f"{prompt.answer_prefix} {answer.text}".strip(),
+            prompt_tokens=answer.prompt_tokens,
+            completion_tokens=answer.completion_tokens,
             started=started,
-            served_model=body.get("model"),
+            served_model=answer.served_model,
+            finish_reason=answer.finish_reason,
         )
 
-    def post_with_retries(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """POST the chat request; retry 429/5xx/timeouts with exponential backoff and jitter."""
+    def post_with_retries(self, payload: dict[str, Any]) -> bytes:
+        """POST the chat request and return the 200 body; retry 429/5xx/timeouts with
+        exponential backoff and jitter. Each try is bounded by describe.timeout_s (the whole
+        exchange) and by a body cap from describe.max_new_tokens (``post_bounded``)."""
         import httpx
 
-        url = self.config.endpoint.rstrip("/") + "/chat/completions"
-        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-        last, retry_after = "", None
+        last, timed_out, retry_after = "", False, None
         for attempt in range(self.config.max_retries + 1):
             if attempt:
                 time.sleep(self._delay(attempt, retry_after))
                 retry_after = None
             try:
-                response = self._model_client.post(url, json=payload, headers=headers)
-            except httpx.TimeoutException:
-                last = "timeout"
+                reply = post_bounded(
+                    self._model_client,
+                    self.url,
+                    payload=payload,
+                    headers=self._headers,
+                    deadline_s=self.config.timeout_s,
+                    max_bytes=body_cap(self.config.max_new_tokens),
+                )
+            except StageError as exc:
+                if exc.code != "describe_timeout":
+                    raise
+                last, timed_out = exc.message, True
+                continue
+            except httpx.TimeoutException:  # one operation took the whole deadline
+                last, timed_out = deadline_passed(self.config.timeout_s).message, True
                 continue
             except httpx.TransportError as exc:
-                last = f"connection failed: {type(exc).__name__}"
+                last, timed_out = f"connection failed: {type(exc).__name__}", False
                 continue
-            if response.status_code == 200:
-                return response.json()
-            kinds = carries_media(payload) if response.status_code == 400 else []
-            if kinds and (refused := refused_input(kinds, server_reason(response))):
+            if reply.status == 200:
+                return reply.body
+            timed_out = False
+            kinds = carries_media(payload) if reply.status == 400 else []
+            if kinds and (refused := refused_input(kinds, server_reason(reply))):
                 raise refused
-            last = f"HTTP {response.status_code}: {server_reason(response)}"
-            if response.status_code not in RETRYABLE:
+            last = f"HTTP {reply.status}: {server_reason(reply)}"
+            if reply.status not in RETRYABLE:
                 raise StageError("describe_failed", last)
-            retry_after = response.headers.get("retry-after")
-        code = "describe_timeout" if last == "timeout" else "describer_unavailable"
+            retry_after = reply.headers.get("retry-after")
+        code = "describe_timeout" if timed_out else "describer_unavailable"
         raise StageError(code, f"gave up after {self.config.max_retries + 1} attempts: {last}")
 
     def _delay(self, attempt: int, retry_after: str | None) -> float:
