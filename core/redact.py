@@ -123,11 +123,13 @@ def _masked_auth(match: re.Match) -> str:
 
 
 def _is_basic_pair(token: str) -> bool:
+    """``token`` decodes as base64 to printable text holding a ':' (as ``user:password``
+    does; a word of prose decodes to bytes that are not)."""
     try:
-        decoded = base64.b64decode(token + "=" * (-len(token) % 4), validate=True)
+        decoded = base64.b64decode(token + "=" * (-len(token) % 4), validate=True).decode()
     except (binascii.Error, ValueError):
         return False
-    return b":" in decoded
+    return ":" in decoded and decoded.isprintable()
 
 
 def strip_controls(text: str, keep: str = "\n\r\t") -> str:

@@ -47,6 +47,7 @@ def test_batched_generation_describes_every_clip_with_lineage(tiny_vlm_dir, clip
         assert "error" not in record, record.get("error")
         assert len(record["description"]) >= 20
         assert record["description_tokens"] == 24  # min_new_tokens = max_new_tokens
+        assert record["describe_finish_reason"] == "length"  # cut at max_new_tokens
         assert record["prompt_tokens"] > 3 * 16  # three images of 16 patch tokens each
         assert record["describer"] == f"transformers:{tiny_vlm_dir}@local"
         assert record["prompt_version"] == "v4" and len(record["prompt_sha"]) == 16

@@ -164,6 +164,22 @@ def test_item_2_the_userinfo_goes_as_basic_and_every_echo_of_it_is_masked():
     assert not [secret for secret in SECRETS if secret in repr(records)]
 
 
+MALFORMED = [fault for issue_item, fault, _ in FAULTS if issue_item == "8"]
+
+
+def test_item_8_malformed_output_is_sent_for_once_not_retried():
+    """A malformed answer is the server's, not a passing fault: no HTTP retry, no item retry."""
+    with FakeOpenAI() as server:
+        stage = describer_for(server.url, key=False, max_retries=3, backoff_s=0.01)
+        out = stage.process_batch([item(fault, n) for n, fault in enumerate(MALFORMED)])
+    assert [r["error"]["code"] for r in out] == ["describe_failed"] * len(MALFORMED)
+    assert len(server.requests) == len(MALFORMED) >= 6
+
+
+def requests_for(server: FakeOpenAI, fault: str) -> int:
+    return sum(f"fault:{fault}" in json.dumps(r["body"]) for r in server.requests)
+
+
 def test_item_4_a_drip_is_cut_at_the_deadline_on_every_try():
     """The deadline is per try, so max_retries bounds the whole: (tries) x timeout_s."""
     with FakeOpenAI() as server:
@@ -182,8 +198,8 @@ def test_item_4_an_endless_body_is_read_no_further_than_its_cap():
     cap = body_cap(MAX_NEW_TOKENS)
     with FakeOpenAI() as server:
         stage = describer_for(server.url, key=False)
-        stage.setup()
-        tracemalloc.start()
+        stage.process_batch([clip(0)])  # a first request: lazy imports and pools out of the way
+        tracemalloc.start()  # (the fake server runs in this process: its chunks count too)
         [record] = stage.process_batch([item("endless")])
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
@@ -230,14 +246,13 @@ def older_lake(lake: Path) -> None:
     write_deltalake(str(lake / "descriptions"), pa.Table.from_pylist([row], schema=old))
 
 
-def hostile_manifest(path: Path, *, faults: bool = True) -> Path:
-    """GOOD good items, then one item per fault (``faults=False``: a good item instead)."""
+def hostile_manifest(path: Path) -> Path:
+    """GOOD good items, then one item per fault."""
     rows = [
         {"item_id": f"good-{n}", "title": f"Pasta {n}", "text": "Cooking."} for n in range(GOOD)
     ]
     for _, fault, _ in FAULTS:
-        title = f"Pasta fault:{fault}" if faults else f"Pasta {fault}"
-        rows.append({"item_id": fault, "title": title, "text": "Cooking."})
+        rows.append({"item_id": fault, "title": f"Pasta fault:{fault}", "text": "Cooking."})
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
 
@@ -290,8 +305,9 @@ def test_one_run_meets_every_fault_enriches_the_good_items_and_stores_no_secret(
             "run.max_error_rate=1.0",
         )
         argv = run_argv(hostile_manifest(tmp_path / "m.jsonl"), lake, *settings)
-        # as many good items first: imports done, models loaded, the allocator's pools grown
-        warm = hostile_manifest(tmp_path / "warm.jsonl", faults=False)
+        # a good item first: imports done, models loaded (a run of 33 good items grows no more)
+        warm = tmp_path / "warm.jsonl"
+        warm.write_text(json.dumps({"item_id": "w", "title": "Pasta", "text": "Cooking."}) + "\n")
         assert main(run_argv(warm, tmp_path / "warm_lake", *settings)) == 0
         capsys.readouterr()
         started = time.monotonic()
@@ -320,6 +336,8 @@ def test_one_run_meets_every_fault_enriches_the_good_items_and_stores_no_secret(
     assert rows["good-0"]["describe_finish_reason"] == "stop"
     assert server.sent_bytes["endless"] < 16 * 2**20
     assert {r["query"] for r in server.requests} == {"api-version=1"}
+    assert "Traceback" not in out.err  # item 8: a bad answer is a row, not a crash
+    assert all(requests_for(server, fault) == 1 for fault in MALFORMED)  # and not retried
 
     lake_bytes = b"\n".join(p.read_bytes() for p in sorted(lake.rglob("*")) if p.is_file())
     tables = "\n".join(repr(store.read(n).to_pylist()) for n in TABLES if store.exists(n))
