@@ -40,7 +40,7 @@ KEY_SHAPES = re.compile(
 AUTH_VALUE = re.compile(r"(?i)\b(bearer|basic)([ \t]+)([A-Za-z0-9._~+/\-]{6,}=*)")
 MIN_SECRET_CHARS = 4  # shorter registered values would mask ordinary words
 _secret_env_names: set[str] = set(SECRET_ENV_VARS)
-_secret_values: set[str] = set()
+_secret_values: frozenset[str] = frozenset()  # replaced whole: readers never see it change
 # C0 and C1 controls (ESC included), DEL, the bidirectional marks and overrides that reorder
 # text, and lone surrogates (not Unicode text: no UTF-8 writer or terminal takes them).
 # A terminal escape sequence whole (CSI: ESC [ or C1 0x9b ... final byte; OSC: ESC ] ... BEL or
@@ -66,7 +66,8 @@ def register_secret(value: str | None) -> None:
     if not value or len(value) < MIN_SECRET_CHARS:
         return
     encoded = base64.b64encode(value.encode()).decode()
-    _secret_values.update({value, quote(value, safe=""), encoded, encoded.rstrip("=")})
+    global _secret_values
+    _secret_values = _secret_values | {value, quote(value, safe=""), encoded, encoded.rstrip("=")}
 
 
 def endpoint_credentials(url: str) -> tuple[str, str] | None:
