@@ -319,13 +319,13 @@ def _title(body: dict) -> str:
     return text.split("title: ")[1].splitlines()[0]
 
 
-def _answer_with(status: int = 200, **changes: object):
+def _answer_with(**changes: object):
     """A fault that is a good answer but for ``changes`` (``content`` replaces the text)."""
 
     def send(handler: _Handler, body: dict, auth: str | None) -> None:
         rest = {key: value for key, value in changes.items() if key != "content"}
         content = changes.get("content", f"a clip with 0 frames about {_title(body)}.")
-        handler._send(status, handler.good_answer(body, content, **rest))
+        handler._send(200, handler.good_answer(body, content, **rest))
 
     return send
 
