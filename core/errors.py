@@ -10,6 +10,7 @@ that catch those keep working.
 Every ``errors`` table row carries one of ``ERROR_CODES``, and every one is produced by some
 path (tests/test_error_codes.py checks both, and the docs page reference/error-codes.md)."""
 
+import signal
 from enum import StrEnum
 from typing import ClassVar
 
@@ -29,15 +30,46 @@ class UsageError(EnrichError):
     exit_code = 2
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped the command: exit ``128 + signal`` (130, 143), and a run ends
+    ``interrupted`` with its staging kept for ``--resume``. Not an ``EnrichError`` on purpose:
+    like ``KeyboardInterrupt`` it is a ``BaseException``, so no ``except Exception`` (an item's
+    retry, a best-effort report) can swallow a request to stop."""
+
+    run_status: ClassVar[str] = "interrupted"
+
+    def __init__(self, signum: int = signal.SIGINT, run_id: str | None = None):
+        super().__init__(signal.Signals(signum).name)
+        self.signum, self.run_id = int(signum), run_id
+        self.exit_code = 128 + self.signum
+
+
 def exit_code_of(exc: BaseException) -> int:
-    """The CLI's exit code for ``exc``: its class's, and 1 for what is not ours (a bug, a
-    library's error, an interrupt)."""
+    """The CLI's exit code for ``exc``: its class's; 130 for a bare ``KeyboardInterrupt``
+    (SIGINT); 1 for what is not ours (a bug, a library's error)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return getattr(exc, "exit_code", 128 + signal.SIGINT)
     return exc.exit_code if isinstance(exc, EnrichError) else EnrichError.exit_code
 
 
 def run_status_of(exc: BaseException) -> str:
-    """The ``runs.status`` of a run that ``exc`` ended: its class's, else ``failed``."""
+    """The ``runs.status`` of a run that ``exc`` ended: its class's, ``interrupted`` for a
+    signal (``Interrupted``, ``KeyboardInterrupt``), else ``failed``."""
+    if isinstance(exc, KeyboardInterrupt):
+        return Interrupted.run_status
     return exc.run_status if isinstance(exc, EnrichError) else EnrichError.run_status
+
+
+ECHO_CHARS = 200  # an echoed user value is cut to this many characters
+
+
+def echo(value: object, limit: int = ECHO_CHARS) -> str:
+    """``repr(value)`` for a message, cut to ``limit`` characters with a note of its length:
+    a 50 MB value must not become 50 MB of stderr (repr also escapes control characters)."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text):,} characters in all)"
 
 
 ERROR_CODES: dict[str, str] = {

@@ -13,7 +13,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import tempfile
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from functools import lru_cache
@@ -23,7 +25,7 @@ from urllib.parse import unquote, urlparse
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from core.errors import EnrichError
+from core.errors import EnrichError, UsageError, echo
 
 READ_CHUNK_BYTES = 4 << 20
 logger = logging.getLogger(__name__)
@@ -31,6 +33,11 @@ logger = logging.getLogger(__name__)
 
 class StorageError(EnrichError, OSError):
     """A path that cannot be used at all (a bad scheme, a file:// URI naming another host)."""
+
+
+class PathEscape(UsageError, ValueError):
+    """A name from user input (a run id, a label) that would put a path outside its root:
+    refused (exit 2) before anything is read, written or deleted there."""
 
 
 def scheme_of(uri: str) -> str:
@@ -65,6 +72,65 @@ def normalize(uri: str) -> str:
 def join(base: str, *parts: str) -> str:
     """``base/part/part`` for local paths and URIs alike."""
     return "/".join([normalize(base), *(p.strip("/") for p in parts)])
+
+
+NAME_MAX_BYTES = 255  # the longest file name most file systems take
+# Slash look-alikes that Unicode normalization (NFKC) leaves alone.
+_SLASH_LOOKALIKES = "\u2044\u2215\u29f8\u29f9"
+_ROOTED = re.compile(r"^(?:[/\\~]|[A-Za-z][A-Za-z0-9+.\-]*:)")  # /x, \\x, ~x, C:, s3:
+
+
+def join_under(root: str, *parts: str) -> str:
+    """``join(root, *parts)``, refused with ``PathEscape`` unless it stays under ``root``.
+    Each part is one or more ``/``-separated names; refused: an absolute path, a URI or a
+    drive, an empty name, ``.`` or ``..``, a backslash or control character, each of these
+    percent-encoded or as a Unicode look-alike (``%2e%2e``, two U+FF0E), and a name over 255
+    bytes. On a local disk the result, symlinks resolved, must also lie under the resolved
+    root (a link inside the root that points out of it is refused); object stores have no
+    links, and their keys no ``..`` once the names are checked."""
+    names: list[str] = []
+    for part in parts:
+        text = str(part)
+        if _ROOTED.match(text):
+            raise _escape(root, text, "it is an absolute path, a URI or a drive")
+        for name in text.split("/"):
+            if problem := _name_problem(name):
+                raise _escape(root, text, problem)
+            names.append(name)
+    joined = join(root, *names)
+    if is_local(root):
+        try:
+            base, target = local_path(root), Path(joined).resolve()
+        except (OSError, RuntimeError) as exc:  # a link loop, a name the disk refuses
+            raise _escape(root, "/".join(names), f"it cannot be resolved ({exc})") from None
+        if not target.is_relative_to(base):
+            raise _escape(root, "/".join(names), f"it resolves to {target}, through a link")
+    return joined
+
+
+def _name_problem(name: str) -> str | None:
+    """Why one path name may not be used under a root (None: it may)."""
+    decoded = name
+    for _ in range(3):  # %252e%252e is %2e%2e once decoded, and .. twice
+        decoded = unquote(decoded)
+    folded = unicodedata.normalize("NFKC", decoded)
+    if not name:
+        return "it has an empty name (a leading, trailing or doubled /)"
+    if folded in (".", ".."):
+        return "it names '.' or '..' (or an encoded or look-alike form of them)"
+    if any(c in folded for c in "/\\" + _SLASH_LOOKALIKES):
+        return "it holds a path separator (or an encoded or look-alike form of one)"
+    if any(unicodedata.category(c) in ("Cc", "Cf") for c in decoded):
+        return "it holds a control or format character"
+    if folded != decoded:
+        return "it holds characters that Unicode normalization changes (look-alikes)"
+    if len(name.encode("utf-8", "surrogatepass")) > NAME_MAX_BYTES:
+        return f"a name of {len(name.encode('utf-8', 'surrogatepass'))} bytes is over 255"
+    return None
+
+
+def _escape(root: str, part: str, why: str) -> PathEscape:
+    return PathEscape(f"{echo(part)} cannot be used as a path under {echo(root)}: {why}")
 
 
 def parent(uri: str) -> str:
@@ -302,6 +368,7 @@ def copy_tree(source: str, target: str) -> None:
 
 __all__ = [
     "LocalCopy",
+    "PathEscape",
     "StorageError",
     "copy_tree",
     "delete_file",
@@ -312,6 +379,7 @@ __all__ = [
     "is_dir",
     "is_local",
     "join",
+    "join_under",
     "list_dirs",
     "list_files",
     "local_copy",

@@ -7,12 +7,13 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
 
 from core.config import load_config
-from core.errors import UsageError, exit_code_of
+from core.errors import Interrupted, UsageError, exit_code_of
 from core.redact import install_log_redaction, redact_text, shown
 from jobs.common import (
     EnrichParser,
@@ -269,6 +270,9 @@ def _main(argv: list[str] | None, parser: argparse.ArgumentParser | None = None)
     offline_env()
     try:
         return _dispatch(args)
+    except KeyboardInterrupt as exc:  # SIGINT / SIGTERM: no traceback, how to go on
+        command = [parser.prog if parser else "enrich", *(sys.argv[1:] if argv is None else argv)]
+        return _fail(interrupted_line(exc, command), exit_code_of(exc), "interrupted")
     except UsageError as exc:  # bad arguments or config: one line, nothing to debug
         return _fail(exc, exc.exit_code)
     except RunFailed as exc:
@@ -286,10 +290,35 @@ def _main(argv: list[str] | None, parser: argparse.ArgumentParser | None = None)
         return _fail_with_cause(exc, cause + hint, args.verbose)
 
 
-def _fail(message: object, code: int) -> int:
-    text = shown(redact_text(str(message)), keep="\n")  # its own lines stay
-    print(f"enrich: error: {text}", file=sys.stderr)
+FAIL_CHARS = 4000  # an error message is cut here: a library may echo a huge value in it
+
+
+def _fail(message: object, code: int, label: str = "error") -> int:
+    text = str(message)
+    if len(text) > FAIL_CHARS:
+        text = f"{text[:FAIL_CHARS]}... ({len(text):,} characters in all)"
+    text = shown(redact_text(text), keep="\n")  # its own lines stay
+    print(f"enrich: {label}: {text}", file=sys.stderr)
     return code
+
+
+def interrupted_line(exc: KeyboardInterrupt, command: list[str]) -> str:
+    """What a signal stopped, and for a recorded run the command that finishes it: the same
+    command line with ``--resume RUN_ID``."""
+    name = exc.args[0] if isinstance(exc, Interrupted) else "SIGINT"
+    run_id = getattr(exc, "run_id", None)
+    if not run_id:
+        return f"{name}: stopped before a run was recorded; nothing to resume"
+    kept, after_flag = [], False
+    for arg in command:  # the command without its own --resume ID
+        dropped = after_flag or arg == "--resume" or arg.startswith("--resume=")
+        after_flag = arg == "--resume"
+        if not dropped:
+            kept.append(arg)
+    return (
+        f"{name}: run {run_id} stopped and is recorded as interrupted; its finished tasks "
+        f"stay staged. Finish it with: {shlex.join([*kept, '--resume', run_id])}"
+    )
 
 
 def _fail_with_cause(exc: Exception, message: str, debug: bool) -> int:
@@ -315,6 +344,10 @@ def command_run(args: argparse.Namespace) -> int:
 def run_config(args: argparse.Namespace, input_uri: str):
     """The settings of a run (config, ``--set``, ``--refit-sids``, the input's confinement),
     and every check that can refuse it before any work is done (exit 2)."""
+    from pipelines.commit import check_run_id
+
+    if args.resume is not None:  # before any path is built from it
+        check_run_id(args.resume, "--resume")
     config = load_config(args.config, args.overrides)
     if args.refit_sids:
         config.semantic_ids.refit = "allow"
@@ -449,16 +482,15 @@ def print_summary(summary, lake: str, elapsed: float) -> None:
         print(f"  {summary.known_failures} of the errors repeat an earlier run's (same file, code)")
     for code, count in sorted(summary.errors_by_code.items()):
         print(f"  error {code}: {count}")
-    if store.exists("errors"):
-        for row in store.head("errors", 5):
-            print(
-                f"    {shown(row['item_id'])}: [{row['stage']}/{row['code']}] "
-                f"{shown(row['message'][:100])}"
-            )
-    if store.exists("descriptions"):
+    for row in _sample(store, "errors", 5):
+        print(
+            f"    {shown(row['item_id'])}: [{row['stage']}/{row['code']}] "
+            f"{shown(row['message'][:100])}"
+        )
+    if descriptions := _sample(store, "descriptions", 3, ["item_id", "description"]):
         print("descriptions (first 3):")
-        for row in store.head("descriptions", 3, ["item_id", "description"]):
-            print(f"  {shown(row['item_id'])}: {shown(row['description'][:240])}")
+    for row in descriptions:
+        print(f"  {shown(row['item_id'])}: {shown(row['description'][:240])}")
     if summary.codebook_version:
         metrics = summary.codebook_metrics
         print(f"semantic IDs: codebook {summary.codebook_version}")
@@ -469,7 +501,7 @@ def print_summary(summary, lake: str, elapsed: float) -> None:
             f"per-level usage {metrics.get('per_level_usage')}, "
             f"reconstruction MSE {metrics.get('reconstruction_mse')}"
         )
-        sids = store.head("semantic_ids", 6, ["item_id", "sid"])
+        sids = _sample(store, "semantic_ids", 6, ["item_id", "sid"])
         print("  " + ", ".join(f"{shown(r['item_id'])}={r['sid']}" for r in sids))
     for note in summary.notes:
         print(f"note: {shown(note)}")
@@ -477,6 +509,18 @@ def print_summary(summary, lake: str, elapsed: float) -> None:
         f"tables under {shown(lake)}: "
         + ", ".join(f"{k} v{v}" for k, v in summary.table_versions.items() if v is not None)
     )
+
+
+def _sample(store, table: str, rows: int, columns: list[str] | None = None) -> list[dict]:
+    """A few rows of ``table`` for the summary. The summary only samples the lake: a table
+    that cannot be read now gets a line saying so, and the run's outcome stands."""
+    if not store.exists(table):
+        return []
+    try:
+        return store.head(table, rows, columns)
+    except (LakeError, OSError) as exc:
+        print(f"  ({table} could not be read for this summary: {shown(str(exc)[:300])})")
+        return []
 
 
 def command_fit_sids(args: argparse.Namespace) -> int:

@@ -2,6 +2,9 @@
 
 For every table present:
 
+0. a table whose log references data files that are gone stops maintenance with a clear
+   message, unless ``--repair`` drops those files from the table (delta-rs FSCK: their rows
+   are lost; restoring the files instead keeps them);
 1. compact: small Parquet files are rewritten into files of about ``--target-file-mb``
    (delta-rs ``optimize.compact``; the rows do not change, a new version is committed);
 2. VACUUM: files that no version inside the retention needs are deleted. The retention
@@ -13,8 +16,11 @@ For every table present:
    expired log files, unless the newest release pins a version whose log they hold.
 
 Then staging folders (``<lake>/_staging/<run_id>/``) that no run needs are deleted: those of
-succeeded runs, and those of failed (or unrecorded) runs older than ``--staging-days``; a
-running run's staging is never touched. ``--dry-run`` changes nothing and says what it would do.
+succeeded runs, and those of failed, interrupted (or unrecorded) runs older than
+``--staging-days``. A ``running`` run's staging is kept while it is younger than that, or
+was written to within it; older, the run was killed outright (kill -9, a lost machine) and
+its staging goes too. A folder that is a link out of the staging root is never followed.
+``--dry-run`` changes nothing and says what it would do.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ class TableReport:
     stored_after: int = 0
     retention_hours: int | None = None
     retention_why: str = ""
+    repaired: int = 0
     vacuumed: int = 0
     checkpoint: str = ""
     notes: list[str] = field(default_factory=list)
@@ -100,7 +107,14 @@ def add_parser(commands) -> None:
         "--staging-days",
         type=float,
         default=7,
-        help="keep a failed run's staging (for enrich run --resume) this many days",
+        help="keep a failed or interrupted run's staging (for enrich run --resume) this many "
+        "days; a run still recorded running whose staging is older goes too (killed outright)",
+    )
+    parser.add_argument(
+        "--repair",
+        action="store_true",
+        help="drop from each table the data files its log references that are gone (their "
+        "rows are lost; restore the files instead to keep them)",
     )
     parser.add_argument(
         "--staging-uri",
@@ -259,10 +273,27 @@ def checkpoint(
     report.checkpoint += ", expired logs " + ("would be deleted" if dry_run else "deleted")
 
 
+def repair(store, name: str, allowed: bool, dry_run: bool, report: TableReport) -> None:
+    """Drop the files the log references that are gone (``--repair``); without it, a damaged
+    table stops maintenance (compacting it would fail half-way)."""
+    from schemas.store import damaged_table_error
+
+    missing = store.missing_files(name)
+    if not missing:
+        return
+    if not allowed:
+        raise damaged_table_error(store, name, missing)
+    store.table(name).repair(dry_run=dry_run)
+    report.repaired = len(missing)
+    verb = "would drop" if dry_run else "dropped"
+    report.notes.append(f"repair: {verb} {len(missing)} missing data file(s) from the log")
+
+
 def maintain_table(
     store, name: str, args: argparse.Namespace, release: str | None, pinned: dict[str, int]
 ) -> TableReport:
     report = TableReport(name, stored_before=stored_files(store, name))
+    repair(store, name, args.repair, args.dry_run, report)
     compact(store, name, args.target_file_mb * MB, args.dry_run, report)
     now = datetime.now(UTC)
     hours, why = protected_retention(
@@ -276,20 +307,21 @@ def maintain_table(
 
 
 # -- staging ------------------------------------------------------------------------------------
-def _age(run: dict[str, Any] | None, uri: str, now: datetime) -> timedelta:
-    """How long ago a run ended (or started); for an unrecorded run, its newest staged file."""
+def _last_written(uri: str) -> datetime | None:
+    """When a staging folder's newest file was written (None: it holds none)."""
     from core import storage
 
-    when = run and (run.get("finished_at") or run.get("started_at"))
-    if when is None:
-        stamps = [storage.info(f).mtime for f in storage.list_files(uri)]
-        stamps = [s for s in stamps if s is not None]
-        if not stamps:
-            return timedelta(0)
-        when = max(stamps)
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return now - when
+    stamps = [storage.info(f).mtime for f in storage.list_files(uri)]
+    return max((s for s in stamps if s is not None), default=None)
+
+
+def _age(run: dict[str, Any] | None, uri: str, now: datetime) -> timedelta:
+    """How long a run has been quiet: since it ended, or for a run recorded ``running`` (or
+    not recorded) since it started or last wrote to its staging, whichever is later."""
+    ended = run and run.get("finished_at")
+    moments = [ended] if ended else [run and run.get("started_at"), _last_written(uri)]
+    moments = [m if m.tzinfo else m.replace(tzinfo=UTC) for m in moments if m is not None]
+    return now - max(moments) if moments else timedelta(0)
 
 
 def staging_plan(store, root: str, staging_days: float, now: datetime) -> list[StagingFolder]:
@@ -305,21 +337,30 @@ def staging_plan(store, root: str, staging_days: float, now: datetime) -> list[S
     keep_for = timedelta(days=staging_days)
     plan = []
     for uri in storage.list_dirs(root):
-        run_id = storage.name_of(uri)
+        run_id = uri.rstrip("/").rsplit("/", 1)[-1]  # as listed: name_of would follow a link
+        try:
+            storage.join_under(root, run_id)  # a link out of the root is never followed
+        except storage.PathEscape as exc:
+            plan.append(StagingFolder(uri, run_id, "not a run's", False, f"kept: {exc}"))
+            continue
         run = runs.get(run_id)
         status = run["status"] if run else "unrecorded"
-        if status == "running":
-            plan.append(StagingFolder(uri, run_id, status, False, "the run is running"))
-        elif status == "succeeded":
+        if status == "succeeded":
             plan.append(StagingFolder(uri, run_id, status, True, "the run succeeded"))
-        else:  # failed, or never recorded (a run records itself just after staging its plan)
-            age = _age(run, uri, now)
-            days = age.total_seconds() / 86400
-            if age < keep_for:
-                why = f"{days:.1f} days old: kept for enrich run --resume {run_id}"
-            else:
-                why = f"{days:.1f} days old, over --staging-days {staging_days:g}"
-            plan.append(StagingFolder(uri, run_id, status, age >= keep_for, why))
+            continue
+        # failed, interrupted, never recorded (a run records itself just after staging its
+        # plan), or running: a running run quiet for longer was killed outright
+        age = _age(run, uri, now)
+        days = age.total_seconds() / 86400
+        if age < keep_for and status == "running":
+            why = "the run is running"
+        elif age < keep_for:
+            why = f"{days:.1f} days old: kept for enrich run --resume {run_id}"
+        elif status == "running":
+            why = f"recorded running but quiet for {days:.1f} days (killed outright?)"
+        else:
+            why = f"{days:.1f} days old, over --staging-days {staging_days:g}"
+        plan.append(StagingFolder(uri, run_id, status, age >= keep_for, why))
     return plan
 
 

@@ -72,8 +72,9 @@ def write_report(lake: str | Path, out: str | Path, run_id: str | None = None) -
 
 
 def default_report_path(lake: str | Path, run_id: str) -> str:
-    """``<lake>/_reports/<run_id>.html``, on the lake's storage."""
-    return storage.join(str(lake), REPORTS_DIR, f"{run_id}.html")
+    """``<lake>/_reports/<run_id>.html``, on the lake's storage (``PathEscape`` for a run id
+    that would put it elsewhere)."""
+    return storage.join_under(str(lake), REPORTS_DIR, f"{run_id}.html")
 
 
 def write_run_report(lake: str | Path, run_id: str, out: str | Path | None = None) -> str | None:

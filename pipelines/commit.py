@@ -5,13 +5,14 @@ same."""
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from core.config import Config
-from core.errors import INPUT_ERROR_CODES, error_rate
+from core.errors import INPUT_ERROR_CODES, UsageError, echo, error_rate
 from pipelines.failures import RunFailed
 from pipelines.staging import TaskMarker, staged_files
 from schemas.rows import ERROR_IDENTITY, error_identity, run_row, utc_now
@@ -32,8 +33,24 @@ class ErrorRateExceeded(RunFailed):
         self.summary = summary
 
 
+# The one shape of a run id, what ``new_run_id`` makes: 20261101T000000Z-1a2b3c4d (ASCII
+# digits only: ``\d`` would also take other scripts' digits).
+RUN_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}")
+
+
 def new_run_id() -> str:
     return f"{utc_now():%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+
+
+def check_run_id(run_id: object, flag: str = "run id") -> str:
+    """``run_id`` if it has the shape of a run id (``RUN_ID``); a ``UsageError`` (exit 2)
+    otherwise, raised before any path is built from it."""
+    if isinstance(run_id, str) and RUN_ID.fullmatch(run_id):
+        return run_id
+    raise UsageError(
+        f"{flag} {echo(run_id)} is not a run id: a run id looks like 20261101T000000Z-1a2b3c4d "
+        "(UTC time, then 8 hex digits), as a run prints it and the runs table records it"
+    )
 
 
 @dataclass

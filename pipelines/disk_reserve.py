@@ -25,7 +25,11 @@ def reserve_space(lake: str, run_id: str) -> Path | None:
     the disk has no room for it already."""
     if not storage.is_local(lake):
         return None
-    path = storage.local_path(lake) / "_reserve" / run_id
+    try:
+        path = Path(storage.join_under(lake, "_reserve", run_id))
+    except storage.PathEscape as exc:  # _reserve links out of the lake: reserve nothing there
+        logger.warning("no room reserved for the closing runs row: %s", exc)
+        return None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(os.urandom(RESERVE_BYTES))  # random: no filesystem compresses it away

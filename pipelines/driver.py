@@ -19,10 +19,11 @@ from core import storage
 from core.config import Config
 from core.errors import run_status_of
 from core.signatures import positional_deprecated
-from pipelines.commit import RunSummary, commit_enriched, record_run
+from pipelines.commit import RunSummary, check_run_id, commit_enriched, record_run
 from pipelines.context import RunContext
 from pipelines.disk_reserve import release_space, reserve_space
 from pipelines.engines import Engine, make_engine
+from pipelines.interrupts import Stops, stop_on_signals
 from pipelines.missing import handle_missing_inputs
 from pipelines.refit_policy import check_refit_allowed
 from pipelines.sid_waves import run_sid_waves
@@ -51,9 +52,30 @@ def run_pipeline(
 ) -> RunSummary:
     """Enrich the items of ``inputs`` (a manifest, a media folder, or several manifests)
     that changed, and commit them to ``lake``. ``resume``: ``run_id`` is an interrupted run
-    whose finished tasks are committed, not redone."""
+    whose finished tasks are committed, not redone. SIGINT and SIGTERM stop it cleanly
+    (``pipelines.interrupts``): the run ends ``interrupted``, resumable."""
+    check_run_id(run_id)  # before any path is built from it
+    with stop_on_signals() as stops:
+        return _run_pipeline(
+            config, inputs, lake, run_id, input_label, engine, force, engine_args, resume, stops
+        )
+
+
+def _run_pipeline(
+    config: Config,
+    inputs: str | list[str],
+    lake: str,
+    run_id: str,
+    input_label: str,
+    engine: str,
+    force: bool,
+    engine_args: list[str] | None,
+    resume: bool,
+    stops: Stops,
+) -> RunSummary:
     inputs = [inputs] if isinstance(inputs, str) else list(inputs)
     context = RunContext(config, DeltaStore(storage.normalize(lake)))
+    context.store.require_intact()  # a damaged table stops the run before any write
     check_refit_allowed(context.store, config.semantic_ids, context.encoder)
     runner = make_engine(engine, engine_args, config.run.progress)
     store = runner.commit_store(context.store.lake)
@@ -75,9 +97,11 @@ def run_pipeline(
     }
     with staging.writes():
         staging.check_plan(plan, resume)
+    stops.hold()  # a signal now is raised once the run is recorded, inside the try
     record_run(store, config, summary)  # status "running": a run killed outright stays so
     reserve = reserve_space(store.lake, run_id)
     try:
+        stops.release()
         job = enrich_job(context, store, staging, run_id, force)
         with staging.writes():
             markers = enrich_wave(
@@ -85,13 +109,17 @@ def run_pipeline(
             )
             handle_missing_inputs(store, tasks, summary, config.run.on_missing_input)
             run_sid_waves(runner, store, context, staging, job, markers, summary)
+        stops.hold()  # every wave is committed: the run ends as it ended, not interrupted
         staging.delete()
         summary.check_error_rate(config.run.max_error_rate)
         summary.status = RunStatus.SUCCEEDED
     except BaseException as exc:
         summary.status = RunStatus(run_status_of(exc))  # its class says which
+        if isinstance(exc, KeyboardInterrupt):
+            exc.run_id = run_id  # recorded, resumable: the CLI says how
         raise
     finally:
+        stops.hold()  # closing: workers stop and the closing row is written, uninterrupted
         runner.close()
         summary.finished_at = utc_now()
         release_space(reserve)

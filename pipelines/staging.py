@@ -142,7 +142,8 @@ class Staging:
 
     @classmethod
     def for_run(cls, lake: str, run_id: str, staging_uri: str | None = None) -> Staging:
-        return cls(storage.join(staging_root(lake, staging_uri), run_id))
+        """The staging of ``run_id``, refused (``PathEscape``) unless it lies under the root."""
+        return cls(storage.join_under(staging_root(lake, staging_uri), run_id))
 
     # -- the plan ------------------------------------------------------------------------------
     def check_plan(self, plan: dict[str, Any], resume: bool) -> None:
@@ -227,8 +228,8 @@ class Staging:
         try:
             yield
         except OSError as exc:
-            if not is_storage_error(exc):
-                raise
+            if not is_storage_error(exc) or isinstance(exc, FileNotFoundError):
+                raise  # a file that is gone was being read: not a failed write
             raise lake_write_error("the run's staging", self.uri, exc) from exc
 
     def delete(self) -> None:

@@ -8,11 +8,13 @@ read_spark(spark, "lake", "embeddings")            # a Spark DataFrame
 """
 
 from schemas.spark import read_spark, spark_schema
-from schemas.store import DeltaStore, read_pandas, read_table
+from schemas.store import BadTableRequest, DeltaStore, LakeError, read_pandas, read_table
 from schemas.tables import SCHEMA_VERSION, TABLES, TableSpec
 
 __all__ = [
+    "BadTableRequest",
     "DeltaStore",
+    "LakeError",
     "read_table",
     "read_pandas",
     "read_spark",

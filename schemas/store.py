@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import numbers
 import os
 import random
 import time
@@ -32,7 +33,7 @@ from deltalake import CommitProperties, DeltaTable, Schema, write_deltalake  # n
 from deltalake.exceptions import CommitFailedError
 
 from core import storage
-from core.errors import EnrichError, UsageError
+from core.errors import EnrichError, UsageError, echo
 from core.signatures import positional_deprecated
 from schemas import upsert
 from schemas.tables import SCHEMA_VERSION, TABLES, TableName, TableSpec
@@ -48,8 +49,8 @@ def table_description(name: str) -> str:
 
 
 def _spec(name: str) -> TableSpec:
-    if name not in TABLES:
-        raise ValueError(f"unknown table '{name}'; tables are {sorted(TABLES)}")
+    if not isinstance(name, str) or name not in TABLES:
+        raise BadTableRequest(f"unknown table {echo(name)}; tables are {', '.join(TABLES)}")
     return TABLES[name]
 
 
@@ -67,6 +68,20 @@ class NotALake(LakeError, UsageError):
     a usage error."""
 
     exit_code = UsageError.exit_code
+
+
+class BadTableRequest(LakeError, UsageError, ValueError):
+    """A read that asks for what the lake does not have, or asks it wrongly: an unknown table
+    or column, a table not written yet, a version that does not exist, ``version`` with
+    ``as_of``, a bool for a version. A usage error (exit 2) whose message says what there is;
+    still a ``LakeError``, as an unreadable table was before, for callers that catch those."""
+
+    exit_code = UsageError.exit_code
+
+
+class DamagedTable(LakeError):
+    """A table whose log references data files that are gone (deleted by hand, a failed
+    copy): it would read wrong and take writes, so a run stops before writing anything."""
 
 
 class LakeWriteError(LakeError):
@@ -99,6 +114,25 @@ def lake_write_error(name: str, lake: str, exc: BaseException) -> LakeWriteError
         f"could not write {what} under {lake}: {hint} ({text}). Nothing of this write "
         "was committed; every table stays readable at its previous version"
     )
+
+
+def damaged_table_error(store: DeltaStore, name: str, missing: list[str]) -> DamagedTable:
+    """The error for a table whose log references files that are gone: what is missing, and
+    the two ways out (restore them, or drop them from the table with maintain --repair)."""
+    shown = ", ".join(storage.name_of(uri) for uri in missing[:3])
+    more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+    return DamagedTable(
+        f"table '{name}' under {store.lake} is damaged: its _delta_log references "
+        f"{len(missing)} data file(s) that are gone ({shown}{more}). Nothing was written to it. "
+        "Restore the files (from a backup or the storage's object versions) and rerun, or "
+        f"drop them from the table with `enrich maintain --lake {store.lake} --repair` (their "
+        "rows are lost; a later `enrich run --force` rebuilds them from the input)"
+    )
+
+
+def is_missing_file(exc: BaseException) -> bool:
+    """A read of a file that is not there (pyarrow's FileNotFoundError, delta-rs's os error 2)."""
+    return isinstance(exc, FileNotFoundError) or "os error 2)" in str(exc)
 
 
 def check_compatible(table: DeltaTable, source: pa.Schema, name: str) -> None:
@@ -234,15 +268,63 @@ class DeltaStore:
         return storage.is_local(path) and Path(path, "_delta_log").is_dir()
 
     def table(self, name: str, version: int | None = None) -> DeltaTable:
+        version = checked_version(version)
         try:
             return DeltaTable(self.path(name), version=version, storage_options=self.options)
         except Exception as exc:  # noqa: BLE001 - delta-rs raises several types for a bad log
-            cause = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise LakeError(
-                f"table '{name}' under {self.lake} cannot be read"
-                + (f" at version {version}" if version is not None else "")
-                + f": {cause}. Restore its _delta_log or point --lake at a healthy lake"
-            ) from exc
+            raise self._unreadable(name, version, exc) from exc
+
+    def _unreadable(self, name: str, version: int | None, exc: Exception) -> LakeError:
+        """Why table ``name`` (at ``version``) did not load: no lake, no such table, no such
+        version, a version whose log is gone, or a damaged log."""
+        cause = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        where = f"table '{name}' under {self.lake}"
+        if not self.exists(name):
+            if not storage.exists(self.lake):
+                return NotALake(f"there is no lake at {self.lake}: nothing exists there")
+            present = [t for t in TABLES if self.exists(t)]
+            return BadTableRequest(
+                f"{where} does not exist (yet); the tables there are "
+                + (", ".join(present) or "none (no run wrote there: is the lake path right?)")
+            )
+        latest = self._latest(name) if version is not None else None
+        if latest is not None and version > latest:
+            return BadTableRequest(
+                f"{where} has versions 0 to {latest}; version {version} does not exist (yet)"
+            )
+        if latest is not None:
+            return LakeError(
+                f"{where} cannot be read at version {version}, though its latest (version "
+                f"{latest}) can: {cause}. The log or files of that version were removed "
+                "(enrich maintain --cleanup-logs, VACUUM); read a newer version"
+            )
+        return LakeError(
+            f"{where} cannot be read"
+            + (f" at version {version}" if version is not None else "")
+            + f": {cause}. Restore its _delta_log or point --lake at a healthy lake"
+        )
+
+    def _latest(self, name: str) -> int | None:
+        """The latest version of a table, None when even that cannot be loaded."""
+        try:
+            return DeltaTable(self.path(name), storage_options=self.options).version()
+        except Exception:  # noqa: BLE001 - the log itself is damaged: the caller says so
+            return None
+
+    def missing_files(self, name: str) -> list[str]:
+        """The data files the table's current version references that storage no longer has."""
+        files = active_files(self.table(name))
+        if storage.is_local(self.lake):
+            return [uri for uri in files if not os.path.isfile(uri)]
+        present = set(storage.list_files(self.path(name)))
+        return [uri for uri in files if uri not in present]
+
+    def require_intact(self, names: tuple[str, ...] = tuple(TABLES)) -> None:
+        """Raise ``DamagedTable`` when a table's log references files that are gone: a MERGE
+        would read wrong rows or fail half-way, so nothing may be written to it."""
+        for name in names:
+            if self.exists(name) and (missing := self.missing_files(name)):
+                raise damaged_table_error(self, name, missing)
 
     def require_lake(self) -> None:
         """Fail with a clear message when no table of ours exists here (a mistyped --lake)."""
@@ -291,6 +373,8 @@ class DeltaStore:
                 )
                 time.sleep(delay)
             except Exception as exc:
+                if is_missing_file(exc) and (missing := self.missing_files(name)):
+                    raise damaged_table_error(self, name, missing) from exc
                 if is_storage_error(exc):
                     raise lake_write_error(name, self.lake, exc) from exc
                 raise
@@ -374,11 +458,30 @@ class DeltaStore:
         keys: list[str] | None = None,
     ) -> pa.Table:
         """The table (latest, a version, or as of a timestamp) as Arrow. A requested column
-        that version does not have yet (added since by additive evolution) reads as nulls."""
+        that version does not have yet (added since by additive evolution) reads as nulls; a
+        column the table has never had is a ``BadTableRequest``, as are ``version`` with
+        ``as_of`` and an ``as_of`` that is not a datetime."""
+        schema = _spec(name).schema
+        if version is not None and as_of is not None:
+            raise BadTableRequest(
+                f"version={echo(version)} and as_of={echo(as_of)} both pick a version of table "
+                f"'{name}': give one of them"
+            )
+        if as_of is not None and not isinstance(as_of, datetime):
+            raise BadTableRequest(
+                f"as_of={echo(as_of)}: give a datetime, e.g. "
+                "datetime(2026, 11, 1, tzinfo=timezone.utc) (a naive one is read as UTC)"
+            )
+        columns = checked_columns(name, columns, schema)
         table = self.table(name, version=version)
         if as_of is not None:
             table.load_as_version(as_of)
         held = upsert.table_schema(table).names
+        if unknown := [c for c in columns or () if c not in held and c not in schema.names]:
+            raise BadTableRequest(
+                f"table '{name}' has no column {', '.join(map(echo, unknown[:5]))}; its columns "
+                f"are {', '.join(dict.fromkeys([*schema.names, *held]))}"
+            )
         present = None if columns is None else [c for c in columns if c in held]
         if as_of is not None and predates(table, as_of):
             # delta-rs gives version 0 for any earlier time, so a point-in-time join would see
@@ -419,6 +522,35 @@ class DeltaStore:
             columns = kwargs.get("columns")
             return schema.empty_table().select(columns) if columns else schema.empty_table()
         return self.read(name, **kwargs)
+
+
+def checked_version(version: object) -> int | None:
+    """``version`` as an int: a table version counts from 0, and a bool is not one."""
+    if version is None:
+        return None
+    if isinstance(version, bool) or not isinstance(version, numbers.Integral):
+        raise BadTableRequest(
+            f"version={echo(version)}: a table version is a whole number (0, 1, 2, ...), "
+            f"not a {type(version).__name__}; leave it out to read the latest"
+        )
+    if version < 0:
+        raise BadTableRequest(
+            f"version={version}: table versions count up from 0 (no negative indexing); "
+            "leave it out to read the latest"
+        )
+    return int(version)
+
+
+def checked_columns(name: str, columns: object, schema: pa.Schema) -> list[str] | None:
+    """``columns`` as a list of names: a plain string would read as its letters."""
+    if columns is None:
+        return None
+    if not isinstance(columns, list | tuple) or not all(isinstance(c, str) for c in columns):
+        raise BadTableRequest(
+            f"columns={echo(columns)}: give a list of column names, e.g. "
+            f"[{schema.names[0]!r}]; table '{name}' has {', '.join(schema.names)}"
+        )
+    return list(columns)
 
 
 def _nulls_for_missing(found: pa.Table, name: str, columns: list[str]) -> pa.Table:

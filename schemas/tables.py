@@ -198,7 +198,7 @@ ERRORS = pa.schema(
 RUNS = pa.schema(
     [
         pa.field("run_id", pa.string(), nullable=False),
-        pa.field("status", pa.string()),  # running, succeeded, failed or sids_failed
+        pa.field("status", pa.string()),  # running, succeeded, failed, sids_failed, interrupted
         pa.field("engine", pa.string()),
         pa.field("input", pa.string()),
         pa.field("started_at", _TS),
@@ -388,3 +388,4 @@ class RunStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     SIDS_FAILED = "sids_failed"
+    INTERRUPTED = "interrupted"  # SIGINT / SIGTERM; staging kept for enrich run --resume

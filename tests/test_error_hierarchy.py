@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import ast
 import builtins
+import signal
 from pathlib import Path
 
 import pytest
@@ -20,18 +21,26 @@ from core.errors import (
     RUN_MAX_ERROR_RATE,
     VALIDATE_MAX_ERROR_RATE,
     EnrichError,
+    Interrupted,
     UsageError,
     error_rate,
     exit_code_of,
     run_status_of,
 )
-from core.storage import StorageError
+from core.storage import PathEscape, StorageError
 from jobs import validate
 from pipelines.commit import ErrorRateExceeded, RunSummary
 from pipelines.failures import ReconciliationError, RunFailed, SidStepFailed
 from pipelines.refit_policy import RefitRefused
 from schemas.rows import RowShapeError, utc_now
-from schemas.store import LakeError, LakeWriteError, NotALake, SchemaMismatch
+from schemas.store import (
+    BadTableRequest,
+    DamagedTable,
+    LakeError,
+    LakeWriteError,
+    NotALake,
+    SchemaMismatch,
+)
 from schemas.tables import RunStatus
 from transforms.describe.prompt import MissingField
 from transforms.manifest import ManifestError, RowProblem
@@ -51,9 +60,12 @@ HIERARCHY = {
     ManifestError: (2, "failed"),
     RefitRefused: (2, "failed"),
     NotALake: (2, "failed"),
+    BadTableRequest: (2, "failed"),
+    PathEscape: (2, "failed"),
     StorageError: (1, "failed"),
     LakeError: (1, "failed"),
     LakeWriteError: (1, "failed"),
+    DamagedTable: (1, "failed"),
     SchemaMismatch: (1, "failed"),
     RowShapeError: (1, "failed"),
     RowProblem: (1, "failed"),
@@ -88,9 +100,29 @@ def test_a_write_error_is_a_lake_error_and_not_a_lake_is_a_usage_error():
 
 
 def test_exceptions_not_ours_exit_1_and_fail_the_run():
-    for exc in (RuntimeError("a bug"), KeyboardInterrupt()):
+    for exc in (RuntimeError("a bug"), OSError("disk"), ValueError("x")):
         assert (exit_code_of(exc), run_status_of(exc)) == (1, "failed")
     assert (exit_code_of(ConfigError("x")), run_status_of(SidStepFailed("x"))) == (2, "sids_failed")
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (Interrupted(signal.SIGINT), 130),
+        (Interrupted(signal.SIGTERM), 143),
+        (KeyboardInterrupt(), 130),
+    ],
+    ids=["item9-sigint", "item9-sigterm", "item9-bare-keyboard-interrupt"],
+)
+def test_a_signal_exits_128_plus_its_number_and_interrupts_the_run(exc, code):
+    """Issue 43 item 9: Interrupted is a KeyboardInterrupt (a BaseException), so no ``except
+    Exception`` swallows a stop request; its exit code and runs status are its own."""
+    assert (exit_code_of(exc), run_status_of(exc)) == (code, RunStatus.INTERRUPTED)
+    assert not isinstance(exc, Exception)
+
+
+# The one exception outside EnrichError, on purpose: a stop request must not be an Exception.
+NOT_ENRICH_ERRORS = {Interrupted.__name__}
 
 
 def project_exception_classes() -> dict[str, tuple[str, list[str]]]:
@@ -127,7 +159,11 @@ def test_every_project_exception_is_an_enrich_error():
     rooted = {"EnrichError"}
     while grown := {n for n, (_, bases) in classes.items() if set(bases) & rooted} - rooted:
         rooted |= grown
-    strays = {name: where for name, (where, _) in classes.items() if name not in rooted}
+    strays = {
+        name: where
+        for name, (where, _) in classes.items()
+        if name not in rooted and name not in NOT_ENRICH_ERRORS
+    }
     assert not strays, f"exceptions outside EnrichError: {strays}"
     assert rooted == {cls.__name__ for cls in HIERARCHY}  # a new one gets a row above
 

@@ -106,7 +106,7 @@ USAGE_CASES = {
             text_manifest(tmp),
             tmp / "lake",
             *CHEAP,
-            extra=(*NO_REPORT, "--resume", "20990101T000000Z-nothere"),
+            extra=(*NO_REPORT, "--resume", "20990101T000000Z-00000000"),
         ),
         "resume",
     ),

@@ -197,7 +197,7 @@ def test_a_crashed_run_resumed_by_its_id_commits_finished_tasks_without_redoing_
                 lake,
                 *FAST,
                 *EVIDENCE_DESCRIBER,
-                extra=("--resume", "20990101T000000Z-nothere", *NO_REPORT),
+                extra=("--resume", "20990101T000000Z-00000000", *NO_REPORT),
             )
         )
         == 2

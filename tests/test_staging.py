@@ -11,6 +11,7 @@ import pipelines.context
 import pipelines.staging
 from core.config import Config, load_config
 from jobs.common import confine_to
+from pipelines.commit import new_run_id
 from pipelines.context import RunContext
 from pipelines.driver import run_pipeline
 from pipelines.failures import ReconciliationError
@@ -166,7 +167,7 @@ def test_the_local_engine_reconciles_each_task_once(tmp_path, monkeypatch):
         confine_to(config, str(folder))
         lake = str(tmp_path / "lake")
         summary = run_pipeline(
-            config, str(folder), lake=lake, run_id="run1", input_label=str(folder)
+            config, str(folder), lake=lake, run_id=new_run_id(), input_label=str(folder)
         )
         assert summary.succeeded == 2 and summary.codebook_version
         # two enrich tasks; a code task (the codebook was fitted after the enrich wave) and a
@@ -176,6 +177,8 @@ def test_the_local_engine_reconciles_each_task_once(tmp_path, monkeypatch):
         assert len(lookups) == 2  # none pinned at the start: looked for again before the fit
 
         lookups.clear()
-        again = run_pipeline(config, str(folder), lake=lake, run_id="run2", input_label=str(folder))
+        again = run_pipeline(
+            config, str(folder), lake=lake, run_id=new_run_id(), input_label=str(folder)
+        )
     assert again.skipped == 2
     assert len(lookups) == 1  # pinned once, for the tasks and the SID waves alike

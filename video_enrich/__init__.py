@@ -23,6 +23,8 @@ API = {
     "read_table": "schemas.store",
     "read_pandas": "schemas.store",
     "DeltaStore": "schemas.store",
+    "BadTableRequest": "schemas.store",  # a read asked wrongly (a ValueError)
+    "LakeError": "schemas.store",  # a table that cannot be read or written
     "read_spark": "schemas.spark",
     "spark_schema": "schemas.spark",
     "TABLES": "schemas.tables",
