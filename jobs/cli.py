@@ -308,7 +308,7 @@ def interrupted_line(exc: KeyboardInterrupt, command: list[str]) -> str:
     name = exc.args[0] if isinstance(exc, Interrupted) else "SIGINT"
     run_id = getattr(exc, "run_id", None)
     if not run_id:
-        return f"{name}: stopped before a run was recorded; nothing to resume"
+        return f"{name}: stopped (no interrupted run to resume)"
     kept, after_flag = [], False
     for arg in command:  # the command without its own --resume ID
         dropped = after_flag or arg == "--resume" or arg.startswith("--resume=")

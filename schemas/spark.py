@@ -11,7 +11,14 @@ from typing import Any
 import pyarrow as pa
 
 from core.signatures import positional_deprecated
-from schemas.store import DeltaStore, StagedFiles, active_files, check_compatible
+from schemas.store import (
+    DeltaStore,
+    StagedFiles,
+    active_files,
+    check_compatible,
+    checked_request,
+    refuse_unknown_columns,
+)
 from schemas.tables import TABLES, TableName, TableSpec
 
 
@@ -61,10 +68,13 @@ def read_spark(
     columns: list[str] | None = None,
 ) -> Any:
     """A Spark DataFrame of a table version. Reads the version's active Parquet files (never
-    ``spark.read.parquet(<table dir>)``, which would include files Delta has removed)."""
+    ``spark.read.parquet(<table dir>)``, which would include files Delta has removed). Refuses
+    what ``read_table`` refuses (``BadTableRequest``), before Spark is asked anything."""
+    columns = checked_request(name, version, as_of, columns)
     table = DeltaStore(lake).table(name, version=version)
     if as_of is not None:
         table.load_as_version(as_of)
+    refuse_unknown_columns(name, columns, [])
     schema = spark_schema(name)
     files = active_files(table)
     frame = (

@@ -461,27 +461,12 @@ class DeltaStore:
         that version does not have yet (added since by additive evolution) reads as nulls; a
         column the table has never had is a ``BadTableRequest``, as are ``version`` with
         ``as_of`` and an ``as_of`` that is not a datetime."""
-        schema = _spec(name).schema
-        if version is not None and as_of is not None:
-            raise BadTableRequest(
-                f"version={echo(version)} and as_of={echo(as_of)} both pick a version of table "
-                f"'{name}': give one of them"
-            )
-        if as_of is not None and not isinstance(as_of, datetime):
-            raise BadTableRequest(
-                f"as_of={echo(as_of)}: give a datetime, e.g. "
-                "datetime(2026, 11, 1, tzinfo=timezone.utc) (a naive one is read as UTC)"
-            )
-        columns = checked_columns(name, columns, schema)
+        columns = checked_request(name, version, as_of, columns)
         table = self.table(name, version=version)
         if as_of is not None:
             table.load_as_version(as_of)
         held = upsert.table_schema(table).names
-        if unknown := [c for c in columns or () if c not in held and c not in schema.names]:
-            raise BadTableRequest(
-                f"table '{name}' has no column {', '.join(map(echo, unknown[:5]))}; its columns "
-                f"are {', '.join(dict.fromkeys([*schema.names, *held]))}"
-            )
+        refuse_unknown_columns(name, columns, held)
         present = None if columns is None else [c for c in columns if c in held]
         if as_of is not None and predates(table, as_of):
             # delta-rs gives version 0 for any earlier time, so a point-in-time join would see
@@ -522,6 +507,36 @@ class DeltaStore:
             columns = kwargs.get("columns")
             return schema.empty_table().select(columns) if columns else schema.empty_table()
         return self.read(name, **kwargs)
+
+
+def checked_request(name: str, version: object, as_of: object, columns: object) -> list[str] | None:
+    """What every reader checks before it loads anything (``BadTableRequest``): a known table,
+    one of ``version`` and ``as_of``, a whole version from 0, a datetime, a list of names.
+    The columns, as a list."""
+    schema = _spec(name).schema
+    if version is not None and as_of is not None:
+        raise BadTableRequest(
+            f"version={echo(version)} and as_of={echo(as_of)} both pick a version of table "
+            f"'{name}': give one of them"
+        )
+    if as_of is not None and not isinstance(as_of, datetime):
+        raise BadTableRequest(
+            f"as_of={echo(as_of)}: give a datetime, e.g. "
+            "datetime(2026, 11, 1, tzinfo=timezone.utc) (a naive one is read as UTC)"
+        )
+    checked_version(version)
+    return checked_columns(name, columns, schema)
+
+
+def refuse_unknown_columns(name: str, columns: list[str] | None, held: list[str]) -> None:
+    """``BadTableRequest`` naming the table's columns for a column it never had (one the
+    schema added since the version read is not unknown: it reads as nulls)."""
+    known = dict.fromkeys([*_spec(name).schema.names, *held])
+    if unknown := [c for c in columns or () if c not in known]:
+        raise BadTableRequest(
+            f"table '{name}' has no column {', '.join(map(echo, unknown[:5]))}; its columns "
+            f"are {', '.join(known)}"
+        )
 
 
 def checked_version(version: object) -> int | None:

@@ -172,7 +172,7 @@ LINES = {
     "item9-not-recorded": (
         KeyboardInterrupt(),
         ["enrich", "run", "--lake", "l"],
-        "SIGINT: stopped before a run was recorded; nothing to resume",
+        "SIGINT: stopped (no interrupted run to resume)",
     ),
 }
 

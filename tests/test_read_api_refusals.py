@@ -6,6 +6,7 @@ and an echoed value is cut short, so no message is longer than a few lines."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -13,6 +14,7 @@ import pyarrow as pa
 import pytest
 
 from jobs.cli import main
+from schemas.spark import read_spark
 from schemas.store import BadTableRequest, DeltaStore, NotALake, read_table
 from schemas.tables import DESCRIPTIONS
 from tests.test_maintain import typed
@@ -76,6 +78,13 @@ def test_each_bad_read_gets_its_own_message(case, versioned_lake):
     assert "Restore its _delta_log" not in message
     if "column" in case:
         assert "item_id, uri, title" in message  # names the table's columns
+
+
+@pytest.mark.parametrize("case", REFUSED, ids=[f"item10-spark-{k}" for k in REFUSED])
+def test_read_spark_refuses_the_same_before_spark_is_asked(case, versioned_lake):
+    kwargs, error, words = REFUSED[case]
+    with pytest.raises(error, match=re.escape(words)):
+        read_spark(None, versioned_lake, "descriptions", **kwargs)  # no session: never reached
 
 
 def test_a_missing_lake_a_missing_table_and_an_unknown_table_say_so(versioned_lake, tmp_path):
