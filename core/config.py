@@ -354,7 +354,12 @@ class DescribeConfig(_Section):
         json_schema_extra={"fingerprint": "secret"},
     )
     concurrency: int = operational(8, ge=1, le=512, description="openai: requests in flight")
-    timeout_s: float = operational(120.0, gt=0, description="openai: per-request timeout")
+    timeout_s: float = operational(
+        120.0,
+        gt=0,
+        description="openai: the deadline of each try of a request, in seconds: connect, send, "
+        "first byte and the whole body",
+    )
     max_retries: int = operational(
         4, ge=0, le=20, description="openai: retries on 429, 5xx, timeouts"
     )

@@ -31,6 +31,7 @@ from __future__ import annotations
 import multiprocessing
 import pickle
 import queue
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -366,7 +367,9 @@ class _Child:
 
 def _serve(conn: Any) -> None:
     """A worker process: run each batch it is sent through the stage it names, until its
-    parent's end of the pipe closes."""
+    parent's end of the pipe closes. A terminal's Ctrl-C reaches the whole process group:
+    the worker ignores it, since its parent stops the run and closes the pipe."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     stages: dict[int, Any] = {}
     while True:
         try:
