@@ -14,15 +14,16 @@ are a codebook fitted by ``enrich fit-sids --assign`` (3 levels x 32 codes) on t
 same encoder over ``title. genres``. The offline describer restates the metadata (it has no
 media to read), so (b) and (d) carry the same information here.
 
-Generative retrieval: ``tiger`` over the SIDs with the dedup token (``sid``) and without
-(``sid_codes``), from the nearest codes (``collision_slack`` 0) and from collision-aware codes
-(0.1, a second lake copy refitted), beside SASRec's ``sid`` feature on both codebooks, to settle
-the slack per use (the main lake's codebook has slack 0, so that side reuses the main
-evaluation's trainings).
+Generative retrieval: ``tiger`` (decoder-only over SID tokens, settings chosen on a validation
+split: bench/tiger_tuning.py) over the SIDs with the dedup token (``sid``). SID constructions
+compared on it: nearest codes (``collision_slack`` 0) vs collision-aware codes (0.1, a second
+lake copy refitted), each with and without prefix n-grams, beside SASRec's ``sid`` feature on
+both codebooks (the main lake's codebook has slack 0, so that side reuses the main
+evaluation's trainings; the comparison's own runs use ``COMPARISON_SEEDS``).
 
 Every figure is the median over 3 seeds with min and max (mean and std are in the raw
 evaluation); wall time is one run (a run takes minutes). Writes bench/results/evaluate.json;
-ratio = wall time / 900 s.
+ratio = wall time / 1,800 s.
 """
 
 from __future__ import annotations
@@ -60,15 +61,23 @@ EVALUATE = {
     "epochs": 12,
     "batch_size": 64,
     "threads": 1,
-    "tiger_dim": 32,
+    "tiger_dim": 64,
     "tiger_layers": 2,
     "tiger_history": 20,
-    "tiger_epochs": 5,
-    "tiger_pairs_per_user": 8,
+    "tiger_epochs": 12,
+    "tiger_lr": 0.01,
+    "tiger_patience": 3,
+    "tiger_prefix_ngrams": True,
+    "tiger_cold_share": 0.2,
     "tiger_beam": 20,
 }
 SLACKS = (0.0, 0.1)
-SLACK_RUNS = {"tiger": ("sid", "sid_codes"), "sasrec": ("sid",)}  # model → SID representations
+COMPARISON_SEEDS = [0]  # the SID comparison's own runs: one seed each, to fit the budget
+SID_VARIANTS = {  # label → (model, tiger_prefix_ngrams), each on the sid representation
+    "codes": ("tiger", False),
+    "codes+prefix_ngrams": ("tiger", True),
+    "sid": ("sasrec", None),
+}
 SIDS = {"levels": 3, "codebook_size": 32, "sentencepiece_vocab": 0}
 
 
@@ -186,6 +195,26 @@ def markdown(table: dict) -> str:
     return "\n".join(lines)
 
 
+def sid_markdown(slacks: dict) -> str:
+    """The SID-construction comparison: slack x prefix n-grams (tiger), HR@10 per slice."""
+    lines = [
+        "| SIDs | distinct codes | model | input | all HR@10 | cold-start HR@10 | "
+        "long-tail HR@10 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    cell = lambda f: f"{f['median']:.4f} [{f['min']:.4f}, {f['max']:.4f}]"  # noqa: E731
+    for slack, part in slacks.items():
+        name = "nearest codes" if float(slack) == 0 else f"collision slack {slack}"
+        for model, labels in part["table"].items():
+            for label, s in labels.items():
+                lines.append(
+                    f"| {name} | {part['distinct_sids']['distinct_codes']} | {model} | {label} | "
+                    f"{cell(s['all']['hr@10'])} | {cell(s['cold_start']['hr@10'])} | "
+                    f"{cell(s['long_tail']['hr@10'])} |"
+                )
+    return "\n".join(lines)
+
+
 def evaluate_lake(enrich, base: list[str], interactions: Path, out: Path, *settings) -> dict:
     """One ``enrich evaluate`` (``--set`` ``settings``) and its JSON."""
     overrides = [arg for setting in settings for arg in ("--set", setting)]
@@ -195,30 +224,34 @@ def evaluate_lake(enrich, base: list[str], interactions: Path, out: Path, *setti
     return evaluation
 
 
-def slack_comparison(enrich, root: Path, interactions: Path, main_results: dict) -> dict:
-    """tiger (with and without the dedup token) and SASRec's ``sid`` feature on SIDs from
+def sid_comparison(enrich, root: Path, interactions: Path, main_results: dict) -> dict:
+    """tiger with and without prefix n-grams, and SASRec's ``sid`` feature, on SIDs from
     codebooks fitted with each ``collision_slack``. The main lake's codebook has the default
-    slack, so its trainings come from the main evaluation instead of being run twice."""
+    slack, so the runs the main evaluation made there are reused (3 seeds), not run twice;
+    the others run ``COMPARISON_SEEDS`` only."""
     from core.config import SemanticIdConfig
 
     main_slack = SemanticIdConfig(**SIDS).collision_slack
     out = {}
     for slack in SLACKS:
-        lake, done = root / "lake", main_results
-        if slack != main_slack:
-            lake, done = refitted_copy(enrich, root, slack), {}
+        lake = root / "lake" if slack == main_slack else refitted_copy(enrich, root, slack)
         base = ["--lake", str(lake), "--config", str(root / "bench.yaml")]
-        results = {}
-        for model, reps in SLACK_RUNS.items():
-            results[model] = {rep: done[model][rep] for rep in reps if rep in done.get(model, {})}
-            missing = [rep for rep in reps if rep not in results[model]]
-            if missing:
-                evaluation = evaluate_lake(
-                    enrich, base, interactions, root / f"slack-{slack}-{model}.json",
-                    f"evaluate.representations=[{','.join(missing)}]",
-                    f"evaluate.models=[{model}]",
-                )  # fmt: skip
-                results[model].update(evaluation["results"][model])
+        results: dict = {}
+        for label, (model, ngrams) in SID_VARIANTS.items():
+            reused = slack == main_slack and (
+                model == "sasrec" or ngrams == EVALUATE["tiger_prefix_ngrams"]
+            )
+            if reused:
+                results.setdefault(model, {})[label] = main_results[model]["sid"]
+                continue
+            evaluation = evaluate_lake(
+                enrich, base, interactions, root / f"slack-{slack}-{label}.json",
+                "evaluate.representations=[sid]",
+                f"evaluate.models=[{model}]",
+                f"evaluate.seeds=[{','.join(map(str, COMPARISON_SEEDS))}]",
+                f"evaluate.tiger_prefix_ngrams={str(bool(ngrams)).lower()}",
+            )  # fmt: skip
+            results.setdefault(model, {})[label] = evaluation["results"][model]["sid"]
         out[str(slack)] = {"table": table_of(results), "distinct_sids": distinct_sids(lake)}
     return out
 
@@ -273,10 +306,8 @@ def main() -> None:
         )
         stages["evaluate_s"] = round(time.perf_counter() - began, 2)
         began = time.perf_counter()
-        slacks = slack_comparison(
-            enrich, root, root / "interactions.parquet", evaluation["results"]
-        )
-        stages["slack_comparison_s"] = round(time.perf_counter() - began, 2)
+        slacks = sid_comparison(enrich, root, root / "interactions.parquet", evaluation["results"])
+        stages["sid_comparison_s"] = round(time.perf_counter() - began, 2)
     wall = round(time.perf_counter() - started, 1)
     table = table_of(evaluation["results"])
     result = {
@@ -300,7 +331,8 @@ def main() -> None:
         "figures": "median over 3 seeds [min, max]; wall time from one run",
         "table": table,
         "markdown": markdown(table),
-        "collision_slack": slacks,
+        "sid_constructions": slacks,
+        "sid_constructions_markdown": sid_markdown(slacks),
         "stages_s": stages,
         "seconds_per_training": evaluation["seconds_per_training"],
         "wall_s": wall,
@@ -311,7 +343,7 @@ def main() -> None:
             "table.sasrec.id.all.hr@10.median",
             "table.sasrec.description.cold_start.hr@10.median",
             "table.tiger.sid.all.hr@10.median",
-            "collision_slack.0.1.table.tiger.sid.all.hr@10.median",
+            "table.tiger.sid.cold_start.hr@10.median",
         ],
         "ratio": round(wall / BUDGET_S, 3),
     }

@@ -579,13 +579,30 @@ class EvaluateConfig(_Section):
         0.5, ge=0.0, lt=1.0, description="ID+content: share of item IDs zeroed per training step"
     )
     threads: int = Field(1, ge=0, description="torch CPU threads (tiny models: 1); 0 = default")
-    tiger_dim: int = Field(64, ge=4, le=1024, description="tiger: encoder-decoder width")
-    tiger_layers: int = Field(2, ge=1, le=8, description="tiger: encoder and decoder layers")
+    tiger_dim: int = Field(64, ge=4, le=1024, description="tiger (and generative search): width")
+    tiger_layers: int = Field(
+        2,
+        ge=1,
+        le=8,
+        description="tiger: decoder blocks (generative search: encoder and decoder layers)",
+    )
     tiger_history: int = Field(20, ge=1, le=200, description="tiger: history items it reads")
-    tiger_epochs: int = Field(20, ge=1, le=1000)
+    tiger_epochs: int = Field(
+        20, ge=1, le=1000, description="tiger: most epochs (the best on validation is kept)"
+    )
     tiger_lr: float = Field(2e-3, gt=0)
-    tiger_pairs_per_user: int = Field(
-        16, ge=1, description="tiger: training targets per user per epoch (the last always)"
+    tiger_patience: int = Field(
+        3, ge=1, description="tiger: stop after this many epochs without validation gain"
+    )
+    tiger_prefix_ngrams: bool = Field(
+        False, description="tiger: each SID token also embeds its SID prefix (prefix n-grams)"
+    )
+    tiger_cold_share: float = Field(
+        0.2,
+        ge=0.0,
+        le=1.0,
+        description="tiger: share of the top 10 reserved for items unseen in training, the "
+        "best-scoring of a beam over their SIDs (TIGER's cold-start rule); 0 = none",
     )
     tiger_beam: int = Field(
         20, ge=1, le=256, description="tiger: beam width (SIDs decoded per case, >= 10)"

@@ -143,34 +143,68 @@ def train_and_rank(model_name: str, inputs: ItemInputs, split: Split, config, se
 TIGER_REPRESENTATIONS = {"sid": True, "sid_codes": False}  # representation → dedup token?
 
 
-def tiger_train_and_rank(catalog, split: Split, config, seed: int) -> dict:
-    """One generative retriever's training: metrics per slice (Recall@50 only with a beam of
-    50 or more, else NaN)."""
+def fit_tiger(catalog, split: Split, config, seed: int):
+    """A decoder-only generative retriever trained on ``split.train`` with each user's last
+    training item held out for validation (epochs chosen on it; the test cases are never
+    read): (model, per epoch loss and validation HR@10)."""
     import torch
 
-    from evaluation.generative import Tiger, fit_tiger, prefix_trie, tiger_ranks
+    from evaluation.generative import SidDecoder, fit_decoder, holdout_last
 
     torch.manual_seed(seed)
-    model = Tiger(
-        catalog.vocab,
-        catalog.levels,
+    model = SidDecoder(
+        catalog,
         config.tiger_history,
         config.tiger_dim,
         config.tiger_layers,
         config.dropout,
+        prefix_ngrams=config.tiger_prefix_ngrams,
     )
-    fit_tiger(
+    fitted, validation = holdout_last(split.train)
+    log = fit_decoder(
         model,
-        split,
+        fitted,
         catalog,
         epochs=config.tiger_epochs,
         batch_size=config.batch_size,
         lr=config.tiger_lr,
         max_len=config.tiger_history,
-        per_user=config.tiger_pairs_per_user,
         seed=seed,
+        validation=validation,
+        patience=config.tiger_patience,
     )
-    trie = prefix_trie(catalog)
+    return model, log
+
+
+def tune_tiger(catalog, split: Split, config, grid: list[dict], seed: int = 0) -> list[dict]:
+    """Each ``grid`` point (``tiger_*`` settings over ``config``) trained once; its best
+    validation HR@10 and epoch, best first. Only the validation split decides."""
+    rows = []
+    for point in grid:
+        began = time.perf_counter()
+        _, log = fit_tiger(catalog, split, config.model_copy(update=point), seed)
+        best = max(range(len(log)), key=lambda e: log[e]["val_hr@10"])
+        rows.append(
+            {
+                **point,
+                "val_hr@10": log[best]["val_hr@10"],
+                "best_epoch": best + 1,
+                "epochs_run": len(log),
+                "seconds": round(time.perf_counter() - began, 1),
+            }
+        )
+    return sorted(rows, key=lambda row: -row["val_hr@10"])
+
+
+def tiger_train_and_rank(catalog, split: Split, config, seed: int) -> dict:
+    """One generative retriever (``fit_tiger``): metrics per slice (Recall@50 only with a
+    beam of 50 or more, else NaN), plus ``fit`` (per epoch: loss and validation HR@10)."""
+    from evaluation.generative import prefix_trie, tiger_ranks
+
+    model, log = fit_tiger(catalog, split, config, seed)
+    slots = round(config.tiger_cold_share * 10)
+    seen = set(np.flatnonzero(catalog.seen).tolist()) if slots else None
+    trie = prefix_trie(catalog, seen)
     out = {}
     for name in SLICES:
         rank = tiger_ranks(
@@ -180,10 +214,12 @@ def tiger_train_and_rank(catalog, split: Split, config, seed: int) -> dict:
             trie,
             max_len=config.tiger_history,
             width=config.tiger_beam,
+            cold_slots=slots,
         )
         out[name] = metrics(rank)
         if config.tiger_beam < 50:
             out[name]["recall@50"] = float("nan")
+    out["fit"] = log
     return out
 
 

@@ -1,6 +1,7 @@
 """Generative retrieval (TIGER) on synthetic topics: each user follows one topic, and an item's
 Semantic ID starts with its topic's code, so the next item's first code follows the history."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -9,13 +10,16 @@ import torch
 
 from core.config import EvaluateConfig
 from evaluation.generative import (
+    SidDecoder,
     Tiger,
+    admit_cold,
     constrained_beam_search,
+    holdout_last,
     prefix_trie,
     sid_catalog,
     source_rows,
 )
-from evaluation.harness import tiger_train_and_rank
+from evaluation.harness import tiger_train_and_rank, tune_tiger
 from evaluation.split import leave_last_out
 from evaluation.train import metrics
 from tests.eval_data import TOPICS, catalog, interactions
@@ -28,8 +32,8 @@ CONFIG = EvaluateConfig(
     tiger_dim=32,
     tiger_layers=2,
     tiger_history=10,
-    tiger_epochs=4,
-    tiger_pairs_per_user=6,
+    tiger_epochs=20,
+    tiger_lr=5e-3,
     tiger_beam=10,
 )
 
@@ -98,3 +102,47 @@ def test_colliding_items_share_a_sid_without_the_dedup_token_and_not_with_it(top
     with_token = sid_catalog(split, clashing, dedup)
     assert max(len(items) for items in without.items_of.values()) > 1
     assert all(len(items) == 1 for items in with_token.items_of.values())
+
+
+def test_the_cold_start_rule_reserves_top_10_slots_for_the_best_unseen_items():
+    warm = [(item, -0.1 * item) for item in range(1, 13)]  # 12 seen items, all scoring higher
+    cold = [(100, -5.0), (101, -6.0), (102, -7.0)]
+    assert admit_cold(warm, cold, 10, 0)[:10] == list(range(1, 11))
+    ranked = admit_cold(warm, cold, 10, 2)
+    assert ranked[:10] == [*range(1, 9), 100, 101]  # the two best cold items, by score
+    assert ranked[10:] == [9, 10, 11, 12, 102]
+
+
+def test_the_cold_start_rule_retrieves_items_never_seen_in_training(topics):
+    split, _, sids = topics
+    quick = CONFIG.model_copy(update={"tiger_epochs": 3})
+    without = tiger_train_and_rank(sids, split, quick.model_copy(update={"tiger_cold_share": 0}), 0)
+    ruled = tiger_train_and_rank(sids, split, quick.model_copy(update={"tiger_cold_share": 0.2}), 0)
+    assert ruled["cold_start"]["hr@10"] > max(0.0, without["cold_start"]["hr@10"])
+
+
+def test_epochs_and_settings_are_chosen_on_validation_never_on_test(topics):
+    split, _, sids = topics
+    fitted, validation = holdout_last(split.train)
+    assert all(
+        len(f) == len(t) - 1 for f, t in zip(fitted, split.train, strict=True) if len(t) >= 3
+    )
+    assert validation.targets == [int(t[-1]) for t in split.train if len(t) >= 3]
+    blind = dataclasses.replace(split, cases={})  # no test case can be read
+    grid = [{"tiger_lr": 5e-3, "tiger_dim": 16}, {"tiger_lr": 1e-5, "tiger_dim": 16}]
+    rows = tune_tiger(sids, blind, CONFIG.model_copy(update={"tiger_epochs": 2}), grid)
+    assert [row["tiger_lr"] for row in rows] == [5e-3, 1e-5]  # the lr that learns wins
+    assert rows[0]["val_hr@10"] > rows[1]["val_hr@10"]
+
+
+def test_the_beam_is_not_spent_on_sids_the_user_has_already_seen(topics):
+    split, _, sids = topics
+    model = SidDecoder(sids, 10, dim=16, layers=1, dropout=0.0)  # untrained
+    histories = split.cases["all"].histories[:8]
+    source = source_rows(histories, sids, 10)
+    trie = prefix_trie(sids)
+    seen = [{tuple(sids.tokens[i]) for i in history} for history in histories]
+    decoded, scores = constrained_beam_search(model, source, trie, 12, exclude=seen)
+    assert np.isfinite(scores).all()
+    for row, excluded in zip(decoded, seen, strict=True):
+        assert not {tuple(sid) for sid in row} & excluded
