@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import ctypes
 import json
 import subprocess
 import sys
@@ -147,14 +148,44 @@ def rss_mb(field: str = "VmRSS:", pid: str = "self") -> float:
 
 def trimmed_rss_mb() -> float:
     """RSS once glibc has returned its free heap to the system."""
-    import ctypes
-
     ctypes.CDLL("libc.so.6").malloc_trim(0)
     return rss_mb()
 
 
+class MallInfo2(ctypes.Structure):
+    """glibc's ``struct mallinfo2``: the heap across every malloc arena, in bytes."""
+
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+def heap_mb() -> dict[str, float]:
+    """malloc's view: bytes in use on its heaps, free but kept on them, and mmapped blocks."""
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+    info = libc.mallinfo2()
+    return {
+        "heap_in_use": round(info.uordblks / 2**20, 1),
+        "heap_free_kept": round(info.fordblks / 2**20, 1),
+        "mmapped": round(info.hblkhd / 2**20, 1),
+    }
+
+
 class RssSampler:
-    """This process's RSS every ``every_s`` seconds while it runs, in a thread."""
+    """This process's RSS, with malloc's view of it, every ``every_s`` seconds while it runs."""
 
     def __init__(self, every_s: float = 0.25):
         self.every_s, self.samples = every_s, []
@@ -162,9 +193,12 @@ class RssSampler:
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
-        started = time.perf_counter()
         while not self._stop.wait(self.every_s):
-            self.samples.append((round(time.perf_counter() - started, 2), rss_mb()))
+            self.samples.append({"rss": rss_mb(), **heap_mb()})
+
+    def peak(self) -> dict[str, float]:
+        """The sample of highest RSS."""
+        return max(self.samples, key=lambda sample: sample["rss"], default={})
 
     def __enter__(self) -> RssSampler:
         self._thread.start()
@@ -198,7 +232,7 @@ def memory_child(config_path: str, manifest: str, prefetch_mb: str) -> None:
         steps[f"{runner.name} loaded"] = rss_mb()
         live, failed = runner.run(live)
         steps[f"{runner.name} first batch"] = rss_mb()
-    models_mb = rss_mb()
+    models_mb, models_heap = rss_mb(), heap_mb()
     started = time.perf_counter()
     with RssSampler() as sampler:
         report = run_streaming(config, runners, iter(rest), release_media)
@@ -212,8 +246,9 @@ def memory_child(config_path: str, manifest: str, prefetch_mb: str) -> None:
         "seconds": round(seconds, 1),
         "failed": sum(1 for r in rest if r.get("error")),
         "rss_mb_after": steps,
+        "models_heap_mb": models_heap,
         "streaming_rss_mb": {
-            "max_sampled": max((mb for _, mb in sampler.samples), default=models_mb),
+            "peak_sample": sampler.peak(),
             "end": ended,
             "end_after_malloc_trim": trimmed_rss_mb(),
         },
